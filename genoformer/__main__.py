@@ -1,0 +1,3 @@
+from genoformer.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""The `genoformer` command: a thin Click layer over the Python API.
+
+Subcommands are imported only when invoked, so `genoformer --help` and `info`
+never import torch.  Every GenoformerError becomes one line on stderr and the
+exit code of the contract (see README, "Exit codes").
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import traceback
+
+import click
+
+from genoformer import __version__
+from genoformer.errors import GenoformerError
+
+# name -> "module:attribute" of the click.Command
+COMMANDS = {
+    "info": "genoformer.commands.info:info",
+}
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 success, 1 internal error (a bug: please report),
+2 usage error, 3 invalid input data, 4 output/environment error,
+5 numerical failure, 130/143 interrupted (SIGINT/SIGTERM)."""
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="genoformer")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Long-range deep learning on genomes: Reformer models over k-mer tokens."""
+    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s")
+
+
+def _raise_sigterm(signum, frame):
+    raise SystemExit(143)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group and map exceptions to the exit-code contract."""
+    signal.signal(signal.SIGTERM, _raise_sigterm)
+    try:
+        cli.main(args=argv, prog_name="genoformer", standalone_mode=False)
+    except GenoformerError as err:
+        click.echo(f"error: {err}", err=True)
+        if err.hint:
+            click.echo(f"hint: {err.hint}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as err:  # a bug: keep the traceback, but in a file
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", prefix="genoformer-crash-", suffix=".log",
+                                         delete=False) as log:
+            traceback.print_exc(file=log)
+        click.echo(f"error: internal error ({type(err).__name__}: {err}); "
+                   f"traceback in {log.name}; please report it", err=True)
+        sys.exit(1)
+    sys.exit(0)
