@@ -1,0 +1,530 @@
+"""Simulate a small, realistic example: a reference, paired reads, truth variants and tracks.
+
+`simulate(out_dir, seed)` writes, in a few seconds on one CPU core:
+
+- reference.fa (+ .fai), 60 bases a line. Random sequence whose GC content varies by region
+  (2-8 kb blocks, GC 0.35-0.55), with 3/4 of CpGs turned into TpG/CpA outside islands, as
+  methylated CpGs deaminate in real genomes. Planted on it: CpG islands (500-1500 bp, GC >= 0.6,
+  CpG obs/exp >= 0.6); motifs on either strand (a TATA box TATAAAAG and a CTCF-like core
+  CCGCGNGGNGGCAG, N drawn per copy); one ~300 bp repeat family copied with ~2% divergence
+  and one exact tandem repeat per contig, both soft-masked (lowercase); 1 kb of N on the
+  first contig.
+- truth.vcf.gz (+ .tbi), sample SIM1: SNVs (transitions:transversions 2:1) and 1-10 bp
+  insertions and deletions, het (0|1 or 1|0) or hom-alt (1|1), >= 15 bp apart, only inside
+  confident regions. Indels carry the preceding base and are left-aligned.
+- reads.bam (+ .bai): read pairs drawn uniformly from the two haplotypes, fragment length
+  ~ Normal(insert_mean, insert_sd), read 1 on the forward strand for half the fragments (an FR
+  library). Phred qualities start high and decay along the read, with noise and occasional
+  low-quality bases; each base is substituted with probability 10^(-Q/10). Alignments are the
+  TRUE ones, taken from the haplotype -> reference coordinate map (M, I, D; soft clip where a
+  read starts or ends inside an insertion), MAPQ 60. Fragments touching N are skipped.
+- confident.bed (each contig minus its N runs and 200 bp at each end), motifs.bed,
+  cpg_islands.bed, repeats.bed (0-based half-open), manifest.json and README.txt.
+
+The same seed gives byte-identical FASTA, VCF and BED files and identical BAM records under a
+given numpy version (numpy may change Generator streams between releases). The example is
+built in a hidden directory beside out_dir and renamed into place, so a killed run never
+leaves a half-made example.
+"""
+from __future__ import annotations
+
+import array
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pysam
+
+from genoformer import __version__
+from genoformer.errors import GenoformerError, OutputError, UsageError
+
+SAMPLE = "SIM1"
+MOTIFS = {"TATA_box": "TATAAAAG", "CTCF_core": "CCGCGNGGNGGCAG"}
+REPEAT_FAMILY = "SIMREP1"
+EDGE = 200          # bp at contig ends left out of confident regions: coverage ramps up there
+N_RUN = 1000
+MIN_SPACING = 15    # between variants, and between a variant and N
+MAX_INDEL = 10
+MIN_CONTIG = 10_000  # room for every planted feature with space between them
+MAPQ = 60
+
+_ACGT = np.frombuffer(b"ACGT", dtype=np.uint8)
+_INDEX = np.zeros(256, dtype=np.uint8)
+_INDEX[_ACGT], _INDEX[_ACGT | 0x20] = np.arange(4), np.arange(4)
+_COMPLEMENT = np.arange(256, dtype=np.uint8)
+_COMPLEMENT[np.frombuffer(b"ACGTNacgtn", np.uint8)] = np.frombuffer(b"TGCANtgcan", np.uint8)
+_UPPER = np.arange(256, dtype=np.uint8)
+_UPPER[ord("a"):ord("z") + 1] -= 0x20
+_TRANSITION = {"A": "G", "G": "A", "C": "T", "T": "C"}
+_M, _I, _D, _S = 0, 1, 2, 4  # BAM CIGAR operation codes
+
+
+@dataclass(frozen=True)
+class SimulatedExample:
+    """Paths of one simulated example (all inside `out_dir`)."""
+    out_dir: Path
+    reference: Path
+    reads: Path
+    truth_vcf: Path
+    confident_bed: Path
+    motifs_bed: Path
+    cpg_islands_bed: Path
+    repeats_bed: Path
+    manifest: Path
+    readme: Path
+
+    @classmethod
+    def in_dir(cls, out_dir: str | os.PathLike) -> SimulatedExample:
+        d = Path(out_dir)
+        return cls(d, d / "reference.fa", d / "reads.bam", d / "truth.vcf.gz", d / "confident.bed",
+                   d / "motifs.bed", d / "cpg_islands.bed", d / "repeats.bed",
+                   d / "manifest.json", d / "README.txt")
+
+
+def simulate(out_dir: str | os.PathLike, seed: int = 0, *,
+             contigs: Sequence[tuple[str, int]] = (("chrA", 60_000), ("chrB", 30_000)),
+             coverage: float = 30.0, read_length: int = 101, insert_mean: float = 300,
+             insert_sd: float = 30, variant_rate: float = 1 / 1000, indel_fraction: float = 0.2,
+             het_fraction: float = 0.6, force: bool = False) -> SimulatedExample:
+    """Write a simulated example to `out_dir` and return its paths.
+
+    Raises UsageError for bad parameters and OutputError when `out_dir` exists and is not
+    empty (unless `force`, which replaces it only once the new example is complete) or
+    cannot be written.
+    """
+    params = dict(seed=seed, contigs=[[str(n), int(length)] for n, length in contigs],
+                  coverage=coverage, read_length=read_length, insert_mean=insert_mean,
+                  insert_sd=insert_sd, variant_rate=variant_rate,
+                  indel_fraction=indel_fraction, het_fraction=het_fraction)
+    _check(params)
+    out_dir = Path(out_dir)
+    return _publish(out_dir, force, lambda tmp: _build(SimulatedExample.in_dir(tmp), params))
+
+
+def _check(p: dict) -> None:
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise UsageError(f"simulate: {what}")
+    need(isinstance(p["seed"], (int, np.integer)) and p["seed"] >= 0,
+         f"seed must be an integer >= 0 (got {p['seed']!r})")
+    p["seed"] = int(p["seed"])
+    names = [n for n, _ in p["contigs"]]
+    need(len(names) > 0, "give at least one contig")
+    need(len(set(names)) == len(names), f"contig names must be unique (got {names})")
+    for name, length in p["contigs"]:
+        need(name.isprintable() and name and not any(c in name for c in " \t:,"),
+             f"bad contig name {name!r} (no spaces, ':' or ',')")
+        need(length >= MIN_CONTIG, f"contig {name} is {length} bp; the minimum is {MIN_CONTIG}")
+    need(p["coverage"] > 0, f"coverage must be > 0 (got {p['coverage']})")
+    need(isinstance(p["read_length"], (int, np.integer)) and 20 <= p["read_length"] <= 1000, f"read_length must be 20-1000 (got {p['read_length']})")
+    need(p["read_length"] <= p["insert_mean"] <= MIN_CONTIG / 2,
+         f"insert_mean must lie between read_length and {MIN_CONTIG // 2} (got {p['insert_mean']})")
+    need(p["insert_sd"] >= 0, f"insert_sd must be >= 0 (got {p['insert_sd']})")
+    need(0 <= p["variant_rate"] <= 1 / MIN_SPACING,
+         f"variant_rate must be 0-{1 / MIN_SPACING:.3f} (got {p['variant_rate']})")
+    for key in ("indel_fraction", "het_fraction"):
+        need(0 <= p[key] <= 1, f"{key} must be 0-1 (got {p[key]})")
+
+
+def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
+    """Build into a hidden sibling directory, then rename it to `out_dir`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise OutputError(f"{out_dir}: directory exists and is not empty",
+                          hint="use --force to replace it, or choose another --out")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    except OSError as err:
+        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})") from err
+    try:
+        build(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        if out_dir.exists():
+            old = tmp.with_suffix(".old")
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, out_dir)
+    except GenoformerError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SimulatedExample.in_dir(out_dir)
+
+
+def _build(ex: SimulatedExample, p: dict) -> None:
+    rng = np.random.default_rng(p["seed"])
+    family = _bases(rng, 0.45, int(rng.integers(280, 321)))  # the repeat family consensus
+    seqs, tracks, variants, confident = {}, [], [], []
+    for i, (name, length) in enumerate(p["contigs"]):
+        seq, rows = _make_contig(rng, length, family, with_n=i == 0)
+        seqs[name] = seq
+        tracks += [(name, *row) for row in rows]
+        variants += [(name, *v) for v in _variants(rng, seq, p)]
+        confident += [(name, s, e) for s, e in _confident(seq)]
+    _write_fasta(ex.reference, seqs)
+    _write_vcf(ex.truth_vcf, seqs, variants)
+    order = {name: i for i, name in enumerate(seqs)}
+    for path, track in ((ex.motifs_bed, "motif"), (ex.cpg_islands_bed, "cpg_island"),
+                        (ex.repeats_bed, "repeat")):
+        rows = sorted((r for r in tracks if r[3] == track), key=lambda r: (order[r[0]], r[1]))
+        _write_bed(path, [(c, s, e, n, 0, strand) if track != "cpg_island" else (c, s, e, n)
+                          for c, s, e, _, n, strand in rows])
+    _write_bed(ex.confident_bed, confident)
+    n_pairs = _write_bam(ex.reads, rng, seqs, variants, p)
+    _write_manifest(ex, p, seqs, tracks, variants, n_pairs)
+
+
+# reference ----------------------------------------------------------------------------------
+
+def _bases(rng: np.random.Generator, gc, n: int) -> np.ndarray:
+    """n random uppercase bases, each G or C with probability `gc` (scalar or per base)."""
+    u, gc = rng.random(n), np.broadcast_to(gc, (n,))
+    return _ACGT[(u >= (1 - gc) / 2).astype(np.uint8) + (u >= 0.5) + (u >= (1 + gc) / 2)]
+
+
+def _gc_cpg(seq: np.ndarray) -> tuple[float, float]:
+    """GC fraction and CpG observed/expected (Gardiner-Garden & Frommer 1987)."""
+    s = _UPPER[seq]
+    c, g = np.sum(s == ord("C")), np.sum(s == ord("G"))
+    cg = np.sum((s[:-1] == ord("C")) & (s[1:] == ord("G")))
+    return (c + g) / s.size, cg * s.size / max(c * g, 1)
+
+
+def _background(rng: np.random.Generator, length: int) -> np.ndarray:
+    blocks = rng.integers(2000, 8001, size=length // 2000 + 1)
+    seq = _bases(rng, np.repeat(rng.uniform(0.35, 0.55, blocks.size), blocks)[:length], length)
+    cg = np.flatnonzero((seq[:-1] == ord("C")) & (seq[1:] == ord("G")))
+    cg = cg[rng.random(cg.size) < 0.75]
+    on_g = rng.random(cg.size) < 0.5
+    seq[cg[~on_g]] = ord("T")
+    seq[cg[on_g] + 1] = ord("A")
+    return seq
+
+
+def _substitute(rng: np.random.Generator, seq: np.ndarray, rate) -> np.ndarray:
+    """Copy of uppercase `seq` with each base changed to one of the other three with prob `rate`."""
+    out = seq.copy()
+    flat = out.reshape(-1)
+    hit = np.flatnonzero(rng.random(seq.shape).reshape(-1) < np.asarray(rate).reshape(-1))
+    flat[hit] = _ACGT[(_INDEX[flat[hit]] + rng.integers(1, 4, hit.size)) % 4]
+    return out
+
+
+def _place(rng: np.random.Generator, taken: np.ndarray, size: int, gap: int = 50) -> int:
+    """A random start where `size` bases (plus `gap` around) are free; marks them taken."""
+    for _ in range(1000):
+        start = int(rng.integers(EDGE + gap, taken.size - EDGE - gap - size))
+        if not taken[start - gap:start + size + gap].any():
+            taken[start:start + size] = True
+            return start
+    raise UsageError(f"simulate: a {taken.size} bp contig has no room left for the planted features",
+                     hint="use longer contigs")
+
+
+def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
+    """Sequence (ASCII uint8) and its features as (start, end, track, name, strand)."""
+    seq, taken, rows = _background(rng, length), np.zeros(length, bool), []
+
+    def plant(piece: np.ndarray, track: str, name: str, strand: str = ".", gap: int = 50) -> None:
+        start = _place(rng, taken, piece.size, gap)
+        seq[start:start + piece.size] = piece
+        rows.append((start, start + piece.size, track, name, strand))
+
+    if with_n:
+        plant(np.full(N_RUN, ord("N"), np.uint8), "n_run", "N", gap=MIN_SPACING + MAX_INDEL)
+    for _ in range(max(1, length // 20_000)):
+        while True:
+            island = _bases(rng, 0.68, int(rng.integers(500, 1501)))
+            gc, obs_exp = _gc_cpg(island)
+            if gc >= 0.6 and obs_exp >= 0.6:
+                break
+        plant(island, "cpg_island", "CpG_island")
+    for _ in range(max(2, length // 12_000)):
+        copy, strand = _substitute(rng, family, 0.02), "+-"[int(rng.integers(2))]
+        plant((copy if strand == "+" else _COMPLEMENT[copy[::-1]]) | 0x20, "repeat", REPEAT_FAMILY, strand)
+    while True:
+        unit = _ACGT[rng.integers(0, 4, int(rng.integers(2, 7)))]
+        if np.unique(unit).size > 1:
+            break
+    tandem = np.tile(unit, int(rng.integers(40, 81)) // unit.size) | 0x20
+    plant(tandem, "repeat", f"({unit.tobytes().decode()})n", "+")
+    for name, pattern in MOTIFS.items():
+        for _ in range(max(2, length // 10_000)):
+            motif = np.frombuffer(pattern.encode(), np.uint8).copy()
+            n = motif == ord("N")
+            motif[n] = _ACGT[rng.integers(0, 4, n.sum())]
+            strand = "+-"[int(rng.integers(2))]
+            plant(motif if strand == "+" else _COMPLEMENT[motif[::-1]], "motif", name, strand)
+    return seq, [r for r in rows if r[2] != "n_run"]
+
+
+def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
+    ok = np.zeros(seq.size + 2, bool)
+    ok[EDGE + 1:seq.size - EDGE + 1] = _UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
+    edges = np.flatnonzero(np.diff(ok.astype(np.int8)))
+    return [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2])]
+
+
+# variants and haplotypes --------------------------------------------------------------------
+
+def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
+    """Truth variants as (pos, ref, alt, (allele hap 1, allele hap 2)), sorted, 0-based pos."""
+    upper = _UPPER[seq]
+    is_n = np.concatenate([[0], np.cumsum(upper == ord("N"))])
+    idx = np.arange(seq.size)
+    near_n = is_n[np.minimum(idx + MIN_SPACING + 1, seq.size)] > is_n[np.maximum(idx - MIN_SPACING, 0)]
+    candidates = np.flatnonzero(~near_n[:seq.size - EDGE])
+    candidates = candidates[candidates >= EDGE]
+    picked = np.sort(rng.choice(candidates, rng.binomial(candidates.size, p["variant_rate"]), replace=False))
+    out, last = [], -MIN_SPACING
+    for pos in picked.tolist():
+        if pos - last < MIN_SPACING:
+            continue
+        last, r = pos, chr(upper[pos])
+        ref, alt = r, None
+        if rng.random() < p["indel_fraction"]:
+            size = min(int(rng.geometric(0.4)), MAX_INDEL)
+            if rng.random() < 0.5:  # insertion; its last base differs from the anchor, so it is left-aligned
+                ins = _ACGT[rng.integers(0, 4, size)]
+                if ins[-1] == upper[pos]:
+                    ins[-1] = _ACGT[(_INDEX[upper[pos]] + rng.integers(1, 4)) % 4]
+                alt = r + ins.tobytes().decode()
+            else:  # deletion; left-aligned iff the anchor differs from the last deleted base
+                for n in [size, *rng.permutation(np.arange(1, MAX_INDEL + 1)).tolist()]:
+                    if upper[pos + n] != upper[pos]:
+                        ref, alt = upper[pos:pos + n + 1].tobytes().decode(), r
+                        break
+        if alt is None:
+            alt = _TRANSITION[r] if rng.random() < 2 / 3 else \
+                "ACGT".replace(r, "").replace(_TRANSITION[r], "")[int(rng.integers(2))]
+        if rng.random() < p["het_fraction"]:
+            gt = (0, 1) if rng.random() < 0.5 else (1, 0)
+        else:
+            gt = (1, 1)
+        out.append((pos, ref, alt, gt))
+    return out
+
+
+def _haplotype(upper: np.ndarray, variants, hap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Haplotype sequence and, per base, its reference position (-1 for inserted bases)."""
+    seqs, ref_pos, prev = [], [], 0
+    for pos, ref, alt, gt in variants:
+        if gt[hap]:
+            seqs += [upper[prev:pos], np.frombuffer(alt.encode(), np.uint8)]
+            ref_pos += [np.arange(prev, pos + 1), np.full(len(alt) - 1, -1)]
+            prev = pos + len(ref)
+    seqs.append(upper[prev:])
+    ref_pos.append(np.arange(prev, upper.size))
+    return np.concatenate(seqs), np.concatenate(ref_pos)
+
+
+# reads ---------------------------------------------------------------------------------------
+
+def _qualities(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Illumina-like Phred scores in sequencing order: ~38 at the start, decaying to ~26."""
+    q = (38 - 12 * np.linspace(0, 1, length) ** 2 + rng.normal(0, 2, (n, 1))
+         + rng.normal(0, 3, (n, length)))
+    low = rng.random((n, length)) < 0.005
+    q[low] = rng.integers(2, 13, int(low.sum()))
+    return np.clip(np.rint(q), 2, 41).astype(np.uint8)
+
+
+def _push(ops: list, op: int, n: int) -> None:
+    if ops and ops[-1][0] == op:
+        ops[-1] = (op, ops[-1][1] + n)
+    else:
+        ops.append((op, n))
+
+
+def _cigar(ref_pos: np.ndarray) -> tuple[list, int, int]:
+    """True alignment of a read from its bases' reference positions: CIGAR, start, end."""
+    mapped = np.flatnonzero(ref_pos >= 0)
+    first, last = int(mapped[0]), int(mapped[-1])
+    ops = [(_S, first)] if first else []
+    prev = int(ref_pos[first]) - 1
+    for r in ref_pos[first:last + 1].tolist():
+        if r < 0:
+            _push(ops, _I, 1)
+            continue
+        if r > prev + 1:
+            _push(ops, _D, r - prev - 1)
+        _push(ops, _M, 1)
+        prev = r
+    if last < ref_pos.size - 1:
+        ops.append((_S, ref_pos.size - 1 - last))
+    return ops, int(ref_pos[first]), prev + 1
+
+
+def _align(hap_ref: np.ndarray, breaks: np.ndarray, starts: np.ndarray, length: int):
+    """Reference start, end and CIGAR (None = all M) of reads covering hap[starts:starts+length]."""
+    simple = (breaks[starts + length - 1] == breaks[starts]) & (hap_ref[starts] >= 0)
+    pos = hap_ref[starts].copy()
+    end = pos + length
+    cigars = [None] * starts.size
+    for i in np.flatnonzero(~simple).tolist():
+        cigars[i], pos[i], end[i] = _cigar(hap_ref[starts[i]:starts[i] + length])
+    return pos, end, cigars
+
+
+def _pairs(rng: np.random.Generator, upper: np.ndarray, variants, p: dict, name: str):
+    """All reads of one contig as columns, sorted by reference start."""
+    R, cols = p["read_length"], []
+    for hap in (0, 1):
+        seq, hap_ref = _haplotype(upper, variants, hap)
+        n = int(round(p["coverage"] * upper.size / (4 * R)))
+        frag = np.clip(np.rint(rng.normal(p["insert_mean"], p["insert_sd"], n)), R, seq.size).astype(np.int64)
+        start = (rng.random(n) * (seq.size - frag + 1)).astype(np.int64)
+        is_n = np.concatenate([[0], np.cumsum(seq == ord("N"))])
+        keep = is_n[start + frag] == is_n[start]
+        start, end, first_fwd = start[keep], (start + frag)[keep], rng.random(keep.sum()) < 0.5
+        n = start.size
+        breaks = np.concatenate([[0], np.cumsum(np.diff(hap_ref) != 1)])
+        pos_f, end_f, cig_f = _align(hap_ref, breaks, start, R)
+        pos_r, end_r, cig_r = _align(hap_ref, breaks, end - R, R)
+        offsets = np.arange(R)
+        bases = np.concatenate([seq[start[:, None] + offsets], seq[(end - R)[:, None] + offsets]])
+        qual = _qualities(rng, 2 * n, R)
+        qual[n:] = qual[n:, ::-1]  # reverse-strand reads are stored reverse-complemented
+        bases = _substitute(rng, bases, 10.0 ** (qual / -10.0))  # qual is uint8: never negate it
+        span = np.maximum(end_f, end_r) - np.minimum(pos_f, pos_r)
+        tlen_f = np.where(pos_f <= pos_r, span, -span)
+        flag_f = 0x1 | 0x2 | 0x20 | np.where(first_fwd, 0x40, 0x80)
+        flag_r = 0x1 | 0x2 | 0x10 | np.where(first_fwd, 0x80, 0x40)
+        names = np.array([f"{name}_h{hap + 1}_{k}" for k in range(n)], dtype=object)
+        cols.append(dict(name=np.concatenate([names, names]), flag=np.concatenate([flag_f, flag_r]),
+                         pos=np.concatenate([pos_f, pos_r]), mate=np.concatenate([pos_r, pos_f]),
+                         tlen=np.concatenate([tlen_f, -tlen_f]), cigar=cig_f + cig_r,
+                         bases=bases, qual=qual, frag=np.concatenate([np.arange(n)] * 2) + hap * 10**9))
+    merged = {k: (cols[0][k] + cols[1][k] if k == "cigar" else np.concatenate([cols[0][k], cols[1][k]]))
+              for k in cols[0]}
+    order = np.lexsort((merged["flag"], merged["frag"], merged["pos"]))
+    merged["cigar"] = [merged["cigar"][i] for i in order]
+    return {k: (v if k == "cigar" else v[order]) for k, v in merged.items()}
+
+
+# writers -------------------------------------------------------------------------------------
+
+def _write_fasta(path: Path, seqs: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        for name, seq in seqs.items():
+            raw = seq.tobytes()
+            fh.write(b">" + name.encode() + b"\n")
+            fh.write(b"".join(raw[i:i + 60] + b"\n" for i in range(0, len(raw), 60)))
+    pysam.faidx(str(path))
+
+
+def _write_bed(path: Path, rows) -> None:
+    path.write_text("".join("\t".join(map(str, row)) + "\n" for row in rows))
+
+
+def _write_vcf(path: Path, seqs: dict[str, np.ndarray], variants) -> None:
+    header = pysam.VariantHeader()
+    header.add_line(f"##source=genoformer simulate {__version__}")
+    header.add_line("##reference=reference.fa")
+    for name, seq in seqs.items():
+        header.contigs.add(name, length=seq.size)
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Phased genotype">')
+    header.add_sample(SAMPLE)
+    plain = path.with_suffix("")  # truth.vcf; tabix_index bgzips it to path
+    with pysam.VariantFile(str(plain), "w", header=header) as vcf:
+        for contig, pos, ref, alt, gt in variants:
+            rec = vcf.new_record(contig=contig, start=pos, alleles=(ref, alt), filter="PASS")
+            rec.samples[SAMPLE]["GT"] = gt
+            rec.samples[SAMPLE].phased = True
+            vcf.write(rec)
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+
+
+def _write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray], variants,
+               p: dict) -> int:
+    header = pysam.AlignmentHeader.from_dict({
+        "HD": {"VN": "1.6", "SO": "coordinate"},
+        "SQ": [{"SN": name, "LN": int(seq.size)} for name, seq in seqs.items()],
+        "RG": [{"ID": SAMPLE, "SM": SAMPLE, "PL": "ILLUMINA", "LB": f"{SAMPLE}-lib"}],
+        "PG": [{"ID": "genoformer", "PN": "genoformer", "VN": __version__,
+                "CL": _command_line(p)}]})
+    full, n_reads = [(_M, p["read_length"])], 0
+    with pysam.AlignmentFile(str(path), "wb", header=header) as bam:
+        for tid, (name, seq) in enumerate(seqs.items()):
+            reads = _pairs(rng, _UPPER[seq], [v[1:] for v in variants if v[0] == name], p, name)
+            for i in range(reads["pos"].size):
+                a = pysam.AlignedSegment(header)
+                a.query_name, a.flag = reads["name"][i], int(reads["flag"][i])
+                a.reference_id, a.reference_start = tid, int(reads["pos"][i])
+                a.mapping_quality, a.cigartuples = MAPQ, reads["cigar"][i] or full
+                a.next_reference_id, a.next_reference_start = tid, int(reads["mate"][i])
+                a.template_length = int(reads["tlen"][i])
+                a.query_sequence = reads["bases"][i].tobytes().decode("ascii")
+                a.query_qualities = array.array("B", reads["qual"][i].tobytes())
+                a.set_tag("RG", SAMPLE)
+                bam.write(a)
+            n_reads += reads["pos"].size
+    pysam.index(str(path))
+    return n_reads // 2
+
+
+def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pairs: int) -> None:
+    def count(items) -> dict[str, int]:
+        return {k: sum(1 for i in items if i == k) for k in dict.fromkeys(items)}
+    kinds = ["snv" if len(r) == len(a) else "insertion" if len(a) > len(r) else "deletion"
+             for _, _, r, a, _ in variants]
+    manifest = {
+        "genoformer_version": __version__, "numpy_version": np.__version__, "seed": p["seed"],
+        "parameters": p, "sample": SAMPLE,
+        "contigs": {name: int(seq.size) for name, seq in seqs.items()},
+        "files": {k: v.name for k, v in vars(ex).items() if k != "out_dir"},
+        "variants": {"total": len(variants), "by_type": count(kinds),
+                     "by_genotype": count(["hom_alt" if gt == (1, 1) else "het"
+                                           for *_, gt in variants])},
+        "features": count([t[3] for t in tracks]),
+        "motifs": count([t[4] for t in tracks if t[3] == "motif"]),
+        "read_pairs": n_pairs, "motif_patterns": MOTIFS,
+        "n_runs": [[name, int(s), int(e)] for name, seq in seqs.items()
+                   for s, e in _runs(seq == ord("N"))],
+    }
+    ex.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    ex.readme.write_text(README.format(version=__version__, **p, pairs=n_pairs,
+                                       n_variants=len(variants), command_line=_command_line(p)))
+
+
+def _command_line(p: dict) -> str:
+    """The CLI call that writes this example (other parameters: see manifest.json)."""
+    contigs = " ".join(f"--contig {name}:{length}" for name, length in p["contigs"])
+    return f"genoformer simulate --seed {p['seed']} --coverage {p['coverage']:g} {contigs}"
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+README = """\
+Simulated example written by genoformer {version}: {command_line}
+Every file is synthetic; the same seed rewrites the same files. manifest.json lists the
+parameters and what was planted. BED files are 0-based half-open; the VCF is 1-based.
+
+reference.fa(.fai)   random genome, regional GC, CpG-depleted outside CpG islands;
+                     lowercase = soft-masked repeats (repeats.bed); one 1 kb N run
+reads.bam(.bai)      {pairs} read pairs, {read_length} bp, ~{coverage}x, insert
+                     ~N({insert_mean}, {insert_sd}); TRUE alignments, MAPQ 60, RG/SM SIM1;
+                     substitution errors drawn from each base's quality
+truth.vcf.gz(.tbi)   {n_variants} phased SNVs and 1-10 bp indels, sample SIM1
+confident.bed        where the truth is complete: contigs minus N and 200 bp ends
+motifs.bed           planted TATA boxes (TATAAAAG) and CTCF-like cores (CCGCGNGGNGGCAG)
+cpg_islands.bed      CpG islands: GC >= 0.6 and CpG observed/expected >= 0.6
+repeats.bed          repeat family SIMREP1 (~2% diverged copies) and tandem repeats
+"""
