@@ -23,11 +23,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pysam
 
 from genoformer.errors import AlignmentError, RegionError, UsageError
+
+if TYPE_CHECKING:
+    from genoformer.io.fasta import Reference
 
 EVIDENCE_FEATURES: tuple[str, ...] = (
     "depth", "A", "C", "G", "T", "deletions", "insertions",
@@ -47,8 +51,10 @@ _COVERS = np.array([1, 0, 1, 0, 0, 0, 0, 1, 1, 0], dtype=bool)           # M D =
 _BASE_CODE = np.full(256, 4, dtype=np.int64)
 _BASE_CODE[np.frombuffer(b"ACGT", dtype=np.uint8)] = np.arange(4)
 
-# Flush the per-read buffers every this many query bases to bound memory on long reads.
+# Flush the per-read buffers every this many query bases to bound memory on long reads,
+# and split long regions so the float64 accumulators (~80 bytes/base) stay small.
 _BATCH_BASES = 2_000_000
+_MAX_REGION = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ class Alignments:
     plain contig -> length mapping.
     """
 
-    def __init__(self, path: str | os.PathLike, reference=None, filters: ReadFilters = ReadFilters()):
+    def __init__(self, path: str | os.PathLike, reference: Reference | Mapping[str, int] | None = None,
+                 filters: ReadFilters = ReadFilters()):
         self.path = Path(path)
         self.filters = filters
         self._reference_path = getattr(reference, "path", None)
@@ -190,6 +197,9 @@ class Alignments:
     def evidence(self, contig: str, start: int, end: int) -> np.ndarray:
         """float32 [end - start, len(EVIDENCE_FEATURES)] for the 0-based half-open region."""
         self._check_region(contig, start, end)
+        if end - start > _MAX_REGION:
+            return np.concatenate([self.evidence(contig, s, min(s + _MAX_REGION, end))
+                                   for s in range(start, end, _MAX_REGION)])
         acc = _Accumulator(start, end, self.filters.min_base_quality)
         if end == start:
             return acc.result()

@@ -16,14 +16,18 @@ as truth there is unknown. Symbolic (<DEL>), breakend and `*` alleles are not pl
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pysam
 
 from genoformer.errors import RegionError, VariantError
+
+if TYPE_CHECKING:
+    from genoformer.io.fasta import Reference
 
 GENOTYPES = ("hom_ref", "het", "hom_alt")
 VARIANT_TYPES = ("none", "snv", "insertion", "deletion")
@@ -106,7 +110,8 @@ class TruthVariants:
     The pysam handle opens lazily per process, so DataLoader workers each open their own.
     """
 
-    def __init__(self, path: str | os.PathLike, reference=None, sample: str | None = None):
+    def __init__(self, path: str | os.PathLike, reference: Reference | Mapping[str, int] | None = None,
+                 sample: str | None = None):
         self.path = Path(path)
         self._handle: pysam.VariantFile | None = None
         self._pid = -1
@@ -168,17 +173,17 @@ class TruthVariants:
                 raise RegionError(f"{self.path}: region {contig}:{start}-{end} (0-based) is past the end "
                                   f"of {contig} (length {self.reference_contigs[contig]:,})")
 
-    def records(self, contig: str, start: int, end: int) -> Iterator[TruthVariant]:
+    def records(self, contig: str, start: int, end: int) -> list[TruthVariant]:
         """Records overlapping the 0-based half-open region (none when the VCF lacks the contig)."""
         self._check_region(contig, start, end)
         vcf = self._open()
         if contig not in vcf.header.contigs and contig not in vcf.index:
-            return
+            return []
         try:
-            for rec in vcf.fetch(contig, start, end):
-                call = rec.samples[self.sample]
-                yield TruthVariant(contig, rec.start, rec.ref, tuple(rec.alts or ()),
-                                   tuple(call.get("GT") or ()), list(rec.filter) in ([], ["PASS"]))
+            return [TruthVariant(contig, rec.start, rec.ref, tuple(rec.alts or ()),
+                                 tuple(rec.samples[self.sample].get("GT") or ()),
+                                 list(rec.filter) in ([], ["PASS"]))
+                    for rec in vcf.fetch(contig, start, end)]
         except (ValueError, OSError) as exc:
             raise VariantError(f"{self.path}: cannot read records in {contig}:{start + 1:,}-{end:,} ({exc})") from exc
 

@@ -11,6 +11,7 @@ import pytest
 import bam_factory as bf
 from bam_factory import Read
 from genoformer.errors import AlignmentError, RegionError, UsageError
+from genoformer.io import alignments
 from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments, ReadFilters
 
 CONTIG, START, END = "chr20", 10_000_000, 10_100_000
@@ -111,6 +112,12 @@ def test_region_edges_and_subregions_agree(tiny_bam):
     np.testing.assert_array_equal(al.evidence("c1", 13, 57), whole[13:57])
     assert al.evidence("c1", 30, 30).shape == (0, len(EVIDENCE_FEATURES))
     assert al.evidence("c2", 0, 30)[:6, COL["depth"]].tolist() == [1] * 6
+
+
+def test_long_regions_are_split_without_changing_results(tiny_bam, monkeypatch):
+    whole = Alignments(tiny_bam).evidence("c1", 0, 60)
+    monkeypatch.setattr(alignments, "_MAX_REGION", 7)
+    np.testing.assert_array_equal(Alignments(tiny_bam).evidence("c1", 0, 60), whole)
 
 
 def test_region_errors(tiny_bam):

@@ -178,3 +178,12 @@ def test_pickled_truth_reads_the_same(truth):
     import pickle
     clone = pickle.loads(pickle.dumps(truth))
     np.testing.assert_array_equal(clone.labels("chr20", START, END).genotype, truth.labels("chr20", START, END).genotype)
+
+
+def test_malformed_record_names_the_file(tmp_path):
+    path = tmp_path / "bad.vcf"
+    path.write_text(VCF_TEXT + "c1\t50\t.\tA\tG\t.\tPASS\t.\tGT\t0/1\tx/y\n")
+    indexed = pysam.tabix_index(str(path), preset="vcf", force=True)
+    with pytest.raises(VariantError, match=r"cannot read records in c1:1-100") as err:
+        TruthVariants(indexed, sample="S1").labels("c1", 0, 100)
+    assert indexed in str(err.value)
