@@ -33,7 +33,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Sequence
 
@@ -61,7 +63,6 @@ _COMPLEMENT[np.frombuffer(b"ACGTNacgtn", np.uint8)] = np.frombuffer(b"TGCANtgcan
 _UPPER = np.arange(256, dtype=np.uint8)
 _UPPER[ord("a"):ord("z") + 1] -= 0x20
 _TRANSITION = {"A": "G", "G": "A", "C": "T", "T": "C"}
-_M, _I, _D, _S = 0, 1, 2, 4  # BAM CIGAR operation codes
 
 
 @dataclass(frozen=True)
@@ -102,33 +103,30 @@ def simulate(out_dir: str | os.PathLike, seed: int = 0, *,
                   insert_sd=insert_sd, variant_rate=variant_rate,
                   indel_fraction=indel_fraction, het_fraction=het_fraction)
     _check(params)
-    out_dir = Path(out_dir)
-    return _publish(out_dir, force, lambda tmp: _build(SimulatedExample.in_dir(tmp), params))
+    return _publish(Path(out_dir), force, lambda tmp: _build(SimulatedExample.in_dir(tmp), params))
 
 
 def _check(p: dict) -> None:
-    def need(ok: bool, what: str) -> None:
+    names, lengths = [n for n, _ in p["contigs"]], [n for _, n in p["contigs"]]
+    rules = [
+        ("seed", isinstance(p["seed"], (int, np.integer)) and p["seed"] >= 0, "an integer >= 0"),
+        ("contigs", len(set(names)) == len(names) > 0 and all(
+            n.isprintable() and n and not set(n) & set(" \t:,") for n in names),
+         "at least one, unique names without spaces, ':' or ','"),
+        ("contigs", min(lengths, default=0) >= MIN_CONTIG, f"each at least {MIN_CONTIG} bp"),
+        ("coverage", p["coverage"] > 0, "> 0"),
+        ("read_length", isinstance(p["read_length"], (int, np.integer))
+         and 20 <= p["read_length"] <= 1000, "an integer 20-1000"),
+        ("insert_mean", p["read_length"] <= p["insert_mean"] <= MIN_CONTIG / 2,
+         f"between read_length and {MIN_CONTIG // 2}"),
+        ("insert_sd", p["insert_sd"] >= 0, ">= 0"),
+        ("variant_rate", 0 <= p["variant_rate"] <= 1 / MIN_SPACING, f"0-1/{MIN_SPACING}"),
+        ("indel_fraction", 0 <= p["indel_fraction"] <= 1, "0-1"),
+        ("het_fraction", 0 <= p["het_fraction"] <= 1, "0-1")]
+    for key, ok, rule in rules:
         if not ok:
-            raise UsageError(f"simulate: {what}")
-    need(isinstance(p["seed"], (int, np.integer)) and p["seed"] >= 0,
-         f"seed must be an integer >= 0 (got {p['seed']!r})")
+            raise UsageError(f"simulate: {key} must be {rule} (got {p[key]!r})")
     p["seed"] = int(p["seed"])
-    names = [n for n, _ in p["contigs"]]
-    need(len(names) > 0, "give at least one contig")
-    need(len(set(names)) == len(names), f"contig names must be unique (got {names})")
-    for name, length in p["contigs"]:
-        need(name.isprintable() and name and not any(c in name for c in " \t:,"),
-             f"bad contig name {name!r} (no spaces, ':' or ',')")
-        need(length >= MIN_CONTIG, f"contig {name} is {length} bp; the minimum is {MIN_CONTIG}")
-    need(p["coverage"] > 0, f"coverage must be > 0 (got {p['coverage']})")
-    need(isinstance(p["read_length"], (int, np.integer)) and 20 <= p["read_length"] <= 1000, f"read_length must be 20-1000 (got {p['read_length']})")
-    need(p["read_length"] <= p["insert_mean"] <= MIN_CONTIG / 2,
-         f"insert_mean must lie between read_length and {MIN_CONTIG // 2} (got {p['insert_mean']})")
-    need(p["insert_sd"] >= 0, f"insert_sd must be >= 0 (got {p['insert_sd']})")
-    need(0 <= p["variant_rate"] <= 1 / MIN_SPACING,
-         f"variant_rate must be 0-{1 / MIN_SPACING:.3f} (got {p['variant_rate']})")
-    for key in ("indel_fraction", "het_fraction"):
-        need(0 <= p[key] <= 1, f"{key} must be 0-1 (got {p[key]})")
 
 
 def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
@@ -140,9 +138,11 @@ def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
                           hint="use --force to replace it, or choose another --out")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
+                                    dir=out_dir.parent))
     except OSError as err:
-        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})") from err
+        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})",
+                          hint="check the path and its permissions") from err
     try:
         build(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -153,14 +153,10 @@ def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
             shutil.rmtree(old)
         else:
             os.rename(tmp, out_dir)
-    except GenoformerError:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and not isinstance(err, GenoformerError):
+            raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
         raise
     return SimulatedExample.in_dir(out_dir)
 
@@ -231,7 +227,7 @@ def _place(rng: np.random.Generator, taken: np.ndarray, size: int, gap: int = 50
         if not taken[start - gap:start + size + gap].any():
             taken[start:start + size] = True
             return start
-    raise UsageError(f"simulate: a {taken.size} bp contig has no room left for the planted features",
+    raise UsageError(f"simulate: no room left for planted features on a {taken.size} bp contig",
                      hint="use longer contigs")
 
 
@@ -255,7 +251,8 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
         plant(island, "cpg_island", "CpG_island")
     for _ in range(max(2, length // 12_000)):
         copy, strand = _substitute(rng, family, 0.02), "+-"[int(rng.integers(2))]
-        plant((copy if strand == "+" else _COMPLEMENT[copy[::-1]]) | 0x20, "repeat", REPEAT_FAMILY, strand)
+        copy = copy if strand == "+" else _COMPLEMENT[copy[::-1]]
+        plant(copy | 0x20, "repeat", REPEAT_FAMILY, strand)
     while True:
         unit = _ACGT[rng.integers(0, 4, int(rng.integers(2, 7)))]
         if np.unique(unit).size > 1:
@@ -273,10 +270,14 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
 
 
 def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
-    ok = np.zeros(seq.size + 2, bool)
-    ok[EDGE + 1:seq.size - EDGE + 1] = _UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
-    edges = np.flatnonzero(np.diff(ok.astype(np.int8)))
-    return [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2])]
+    inner = _UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
+    return [(s + EDGE, e + EDGE) for s, e in _runs(inner)]
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 # variants and haplotypes --------------------------------------------------------------------
@@ -285,11 +286,11 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
     """Truth variants as (pos, ref, alt, (allele hap 1, allele hap 2)), sorted, 0-based pos."""
     upper = _UPPER[seq]
     is_n = np.concatenate([[0], np.cumsum(upper == ord("N"))])
-    idx = np.arange(seq.size)
-    near_n = is_n[np.minimum(idx + MIN_SPACING + 1, seq.size)] > is_n[np.maximum(idx - MIN_SPACING, 0)]
-    candidates = np.flatnonzero(~near_n[:seq.size - EDGE])
-    candidates = candidates[candidates >= EDGE]
-    picked = np.sort(rng.choice(candidates, rng.binomial(candidates.size, p["variant_rate"]), replace=False))
+    idx = np.arange(EDGE, seq.size - EDGE)
+    near_n = is_n[idx + MIN_SPACING + 1] > is_n[idx - MIN_SPACING]
+    candidates = idx[~near_n]
+    n = rng.binomial(candidates.size, p["variant_rate"])
+    picked = np.sort(rng.choice(candidates, n, replace=False))
     out, last = [], -MIN_SPACING
     for pos in picked.tolist():
         if pos - last < MIN_SPACING:
@@ -298,7 +299,7 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
         ref, alt = r, None
         if rng.random() < p["indel_fraction"]:
             size = min(int(rng.geometric(0.4)), MAX_INDEL)
-            if rng.random() < 0.5:  # insertion; its last base differs from the anchor, so it is left-aligned
+            if rng.random() < 0.5:  # insertion: left-aligned, its last base is not the anchor
                 ins = _ACGT[rng.integers(0, 4, size)]
                 if ins[-1] == upper[pos]:
                     ins[-1] = _ACGT[(_INDEX[upper[pos]] + rng.integers(1, 4)) % 4]
@@ -343,38 +344,28 @@ def _qualities(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.clip(np.rint(q), 2, 41).astype(np.uint8)
 
 
-def _push(ops: list, op: int, n: int) -> None:
-    if ops and ops[-1][0] == op:
-        ops[-1] = (op, ops[-1][1] + n)
-    else:
-        ops.append((op, n))
-
-
-def _cigar(ref_pos: np.ndarray) -> tuple[list, int, int]:
+def _cigar(ref_pos: np.ndarray) -> tuple[str, int, int]:
     """True alignment of a read from its bases' reference positions: CIGAR, start, end."""
     mapped = np.flatnonzero(ref_pos >= 0)
     first, last = int(mapped[0]), int(mapped[-1])
-    ops = [(_S, first)] if first else []
-    prev = int(ref_pos[first]) - 1
+    ops, prev = ["S"] * first, int(ref_pos[first]) - 1
     for r in ref_pos[first:last + 1].tolist():
         if r < 0:
-            _push(ops, _I, 1)
-            continue
-        if r > prev + 1:
-            _push(ops, _D, r - prev - 1)
-        _push(ops, _M, 1)
-        prev = r
-    if last < ref_pos.size - 1:
-        ops.append((_S, ref_pos.size - 1 - last))
-    return ops, int(ref_pos[first]), prev + 1
+            ops.append("I")
+        else:
+            ops += ["D"] * (r - prev - 1) + ["M"]
+            prev = r
+    ops += ["S"] * (ref_pos.size - 1 - last)
+    cigar = "".join(f"{len(list(run))}{op}" for op, run in groupby(ops))
+    return cigar, int(ref_pos[first]), prev + 1
 
 
 def _align(hap_ref: np.ndarray, breaks: np.ndarray, starts: np.ndarray, length: int):
-    """Reference start, end and CIGAR (None = all M) of reads covering hap[starts:starts+length]."""
+    """Reference start, end and CIGAR of the reads covering hap[starts:starts+length]."""
     simple = (breaks[starts + length - 1] == breaks[starts]) & (hap_ref[starts] >= 0)
     pos = hap_ref[starts].copy()
     end = pos + length
-    cigars = [None] * starts.size
+    cigars = np.full(starts.size, f"{length}M", dtype=object)
     for i in np.flatnonzero(~simple).tolist():
         cigars[i], pos[i], end[i] = _cigar(hap_ref[starts[i]:starts[i] + length])
     return pos, end, cigars
@@ -385,35 +376,34 @@ def _pairs(rng: np.random.Generator, upper: np.ndarray, variants, p: dict, name:
     R, cols = p["read_length"], []
     for hap in (0, 1):
         seq, hap_ref = _haplotype(upper, variants, hap)
-        n = int(round(p["coverage"] * upper.size / (4 * R)))
-        frag = np.clip(np.rint(rng.normal(p["insert_mean"], p["insert_sd"], n)), R, seq.size).astype(np.int64)
+        n = round(p["coverage"] * upper.size / (4 * R))  # pairs: 2 haplotypes, 2 reads a pair
+        frag = np.rint(rng.normal(p["insert_mean"], p["insert_sd"], n))
+        frag = np.clip(frag, R, seq.size).astype(np.int64)
         start = (rng.random(n) * (seq.size - frag + 1)).astype(np.int64)
-        is_n = np.concatenate([[0], np.cumsum(seq == ord("N"))])
-        keep = is_n[start + frag] == is_n[start]
-        start, end, first_fwd = start[keep], (start + frag)[keep], rng.random(keep.sum()) < 0.5
+        n_before = np.concatenate([[0], np.cumsum(seq == ord("N"))])
+        keep = n_before[start + frag] == n_before[start]
+        start, end = start[keep], (start + frag)[keep]
         n = start.size
+        # rows 0..n-1: forward reads; rows n..2n-1: their mates, as stored (reverse-complemented)
+        hap_start, is_fwd = np.concatenate([start, end - R]), np.arange(2 * n) < n
         breaks = np.concatenate([[0], np.cumsum(np.diff(hap_ref) != 1)])
-        pos_f, end_f, cig_f = _align(hap_ref, breaks, start, R)
-        pos_r, end_r, cig_r = _align(hap_ref, breaks, end - R, R)
-        offsets = np.arange(R)
-        bases = np.concatenate([seq[start[:, None] + offsets], seq[(end - R)[:, None] + offsets]])
+        pos, ref_end, cigar = _align(hap_ref, breaks, hap_start, R)
         qual = _qualities(rng, 2 * n, R)
-        qual[n:] = qual[n:, ::-1]  # reverse-strand reads are stored reverse-complemented
-        bases = _substitute(rng, bases, 10.0 ** (qual / -10.0))  # qual is uint8: never negate it
-        span = np.maximum(end_f, end_r) - np.minimum(pos_f, pos_r)
-        tlen_f = np.where(pos_f <= pos_r, span, -span)
-        flag_f = 0x1 | 0x2 | 0x20 | np.where(first_fwd, 0x40, 0x80)
-        flag_r = 0x1 | 0x2 | 0x10 | np.where(first_fwd, 0x80, 0x40)
-        names = np.array([f"{name}_h{hap + 1}_{k}" for k in range(n)], dtype=object)
-        cols.append(dict(name=np.concatenate([names, names]), flag=np.concatenate([flag_f, flag_r]),
-                         pos=np.concatenate([pos_f, pos_r]), mate=np.concatenate([pos_r, pos_f]),
-                         tlen=np.concatenate([tlen_f, -tlen_f]), cigar=cig_f + cig_r,
-                         bases=bases, qual=qual, frag=np.concatenate([np.arange(n)] * 2) + hap * 10**9))
-    merged = {k: (cols[0][k] + cols[1][k] if k == "cigar" else np.concatenate([cols[0][k], cols[1][k]]))
-              for k in cols[0]}
-    order = np.lexsort((merged["flag"], merged["frag"], merged["pos"]))
-    merged["cigar"] = [merged["cigar"][i] for i in order]
-    return {k: (v if k == "cigar" else v[order]) for k, v in merged.items()}
+        qual[n:] = qual[n:, ::-1]
+        # error probability 10^(-Q/10); qual is uint8, so divide by -10 rather than negate it
+        bases = _substitute(rng, seq[hap_start[:, None] + np.arange(R)], 10.0 ** (qual / -10.0))
+        mate = np.roll(pos, n)
+        span = np.maximum(ref_end, np.roll(ref_end, n)) - np.minimum(pos, mate)
+        read1 = is_fwd == np.tile(rng.random(n) < 0.5, 2)  # FR library: read 1 on either strand
+        k = np.tile(np.arange(n), 2)
+        cols.append(dict(
+            name=np.array([f"{name}_h{hap + 1}_{i}" for i in k.tolist()], dtype=object),
+            flag=0x1 | 0x2 | np.where(is_fwd, 0x20, 0x10) | np.where(read1, 0x40, 0x80),
+            pos=pos, mate=mate, tlen=np.where((pos < mate) | ((pos == mate) & is_fwd), span, -span),
+            cigar=cigar, bases=bases, qual=qual, frag=k + (hap << 32)))
+    reads = {key: np.concatenate([c[key] for c in cols]) for key in cols[0]}
+    order = np.lexsort((reads["flag"], reads["frag"], reads["pos"]))
+    return {key: v[order] for key, v in reads.items()}
 
 
 # writers -------------------------------------------------------------------------------------
@@ -457,7 +447,7 @@ def _write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray]
         "RG": [{"ID": SAMPLE, "SM": SAMPLE, "PL": "ILLUMINA", "LB": f"{SAMPLE}-lib"}],
         "PG": [{"ID": "genoformer", "PN": "genoformer", "VN": __version__,
                 "CL": _command_line(p)}]})
-    full, n_reads = [(_M, p["read_length"])], 0
+    n_reads = 0
     with pysam.AlignmentFile(str(path), "wb", header=header) as bam:
         for tid, (name, seq) in enumerate(seqs.items()):
             reads = _pairs(rng, _UPPER[seq], [v[1:] for v in variants if v[0] == name], p, name)
@@ -465,7 +455,7 @@ def _write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray]
                 a = pysam.AlignedSegment(header)
                 a.query_name, a.flag = reads["name"][i], int(reads["flag"][i])
                 a.reference_id, a.reference_start = tid, int(reads["pos"][i])
-                a.mapping_quality, a.cigartuples = MAPQ, reads["cigar"][i] or full
+                a.mapping_quality, a.cigarstring = MAPQ, reads["cigar"][i]
                 a.next_reference_id, a.next_reference_start = tid, int(reads["mate"][i])
                 a.template_length = int(reads["tlen"][i])
                 a.query_sequence = reads["bases"][i].tobytes().decode("ascii")
@@ -479,7 +469,7 @@ def _write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray]
 
 def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pairs: int) -> None:
     def count(items) -> dict[str, int]:
-        return {k: sum(1 for i in items if i == k) for k in dict.fromkeys(items)}
+        return dict(Counter(items))
     kinds = ["snv" if len(r) == len(a) else "insertion" if len(a) > len(r) else "deletion"
              for _, _, r, a, _ in variants]
     manifest = {
@@ -506,10 +496,6 @@ def _command_line(p: dict) -> str:
     contigs = " ".join(f"--contig {name}:{length}" for name, length in p["contigs"])
     return f"genoformer simulate --seed {p['seed']} --coverage {p['coverage']:g} {contigs}"
 
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 README = """\

@@ -25,10 +25,12 @@ def _contig(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Random seed: the same seed writes the same files.")
 @click.option("--contig", "contigs", multiple=True, metavar="NAME:LENGTH", callback=_contig,
-              help="A contig to simulate (repeatable; at least 10,000 bp).  [default: chrA:60000 chrB:30000]")
-@click.option("--coverage", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Mean read depth.")
-@click.option("--force", is_flag=True, help="Replace DIR if it exists (only once the new example is complete).")
+              help="A contig to simulate (repeatable; at least 10,000 bp).  "
+                   "[default: chrA:60000 chrB:30000]")
+@click.option("--coverage", default=30.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Mean read depth.")
+@click.option("--force", is_flag=True,
+              help="Replace DIR if it exists (only once the new example is complete).")
 def simulate(out_dir: Path, seed: int, contigs: tuple[tuple[str, int], ...], coverage: float,
              force: bool) -> None:
     """Write a simulated example: reference, aligned reads, truth VCF and BED tracks.
