@@ -42,7 +42,7 @@ EVIDENCE_FEATURES: tuple[str, ...] = (
 UNMAPPED, SECONDARY, QCFAIL, DUPLICATE, SUPPLEMENTARY = 0x4, 0x100, 0x200, 0x400, 0x800
 
 # CIGAR op codes (pysam/htslib): M I D N S H P = X
-_M, _I, _D, _N, _EQ, _X = 0, 1, 2, 3, 7, 8
+_I, _D = 1, 2
 _CONSUMES_REF = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1, 0], dtype=np.int64)
 _CONSUMES_QUERY = np.array([1, 1, 0, 0, 1, 0, 0, 1, 1, 0], dtype=np.int64)
 _ALIGNED = np.array([1, 0, 0, 0, 0, 0, 0, 1, 1, 0], dtype=bool)          # M = X

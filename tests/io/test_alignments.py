@@ -162,6 +162,17 @@ def test_acgt_equals_count_coverage_over_100kb(chr20, chr20_bam, min_mapq, min_b
     np.testing.assert_array_equal(ours[:, 1:5], truth)
 
 
+@pytest.mark.parametrize("min_mapq", [0, 30])
+def test_depth_equals_samtools_depth(chr20, chr20_bam, min_mapq):
+    filters = ReadFilters(min_mapping_quality=min_mapq)
+    ours = Alignments(chr20["bam"], filters=filters).evidence(CONTIG, START, END)[:, COL["depth"]]
+    text = pysam.samtools.depth("-a", "-J", "-Q", str(min_mapq), "-r", f"{CONTIG}:{START + 1}-{END}",
+                                str(chr20["bam"]))
+    truth = np.array([int(line.split("\t")[2]) for line in text.splitlines()])
+    assert len(truth) == END - START
+    np.testing.assert_array_equal(ours, truth)
+
+
 def test_all_features_equal_pileup_on_indel_rich_window(chr20, chr20_bam):
     s, e = 10_004_000, 10_009_000  # holds truth deletions at 10,004,769 and 10,006,819, insertion at 10,008,029
     ours = chr20_bam.evidence(CONTIG, s, e)
