@@ -106,11 +106,11 @@ class LocalAttention(_ProjectedAttention):
         vb = with_previous(v.reshape(B, H, n, w, dh))
         qpos = torch.arange(n * w, device=q.device).view(n, w, 1)
         kpos = with_previous(qpos).view(n, 1, 2 * w)
-        own = torch.arange(2 * w, device=q.device) >= w  # key slot lies in the query's own block
-        exists = own | (torch.arange(n, device=q.device)[:, None, None] > 0)  # (n, 1, 2w): block 0 has no previous
-        allowed = exists & with_previous(real.view(B, n, w, 1)).view(B, 1, n, 1, 2 * w)
+        # block 0's "previous block" is zero padding, marked not real here
+        allowed = with_previous(real.view(B, n, w, 1)).view(B, 1, n, 1, 2 * w)
         if self.causal:
             allowed = allowed & (kpos <= qpos)
+        own = torch.arange(2 * w, device=q.device) >= w  # key slot lies in the query's own block
         is_self = own & (kpos == qpos)
         allowed = allowed | (is_self & ~allowed.any(-1, keepdim=True))
 

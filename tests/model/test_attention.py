@@ -147,6 +147,8 @@ def test_window_start_near_one_million_gives_the_same_outputs(kind):
     at_zero = module(x, positions=torch.arange(40))
     assert torch.isfinite(near).all()
     assert torch.allclose(near, at_zero, atol=1e-4)
+    # positions are used: spreading the tokens apart changes the output
+    assert not torch.allclose(module(x, positions=torch.arange(40) * 3), at_zero, atol=1e-3)
 
 
 def test_dropout_acts_only_in_training():
