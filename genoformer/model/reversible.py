@@ -1,0 +1,127 @@
+"""Reversible residual stack (RevNet coupling, as in reformer-pytorch and HF's Reformer).
+
+    y1 = x1 + f(x2)        x2 = y2 - g(y1)
+    y2 = x2 + g(y1)        x1 = y1 - f(x2)
+
+The forward pass keeps only the last block's outputs; backward rebuilds each block's inputs
+from its outputs and recomputes f and g with grad on, one block at a time, so activation
+memory does not grow with depth.  Recomputation must see the same randomness (dropout, LSH
+hash seeds drawn from the global RNG) and the same autocast state as the forward pass, so
+both are recorded per f and g and replayed.  `reversible=False` runs the same blocks as a
+plain residual stack under ordinary autograd: the same function, for tests and comparisons.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+class RngState:
+    """The global CPU generator state and, for CUDA tensors, that device's generator state."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    @contextmanager
+    def replay(self) -> Iterator[None]:
+        devices = [self.device] if self.cuda is not None else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            yield
+
+
+class ReversibleBlock(nn.Module):
+    """One coupling: f sees the second stream (plus keyword arguments such as mask), g the first."""
+
+    def __init__(self, f: nn.Module, g: nn.Module):
+        super().__init__()
+        self.f, self.g = f, g
+
+    def forward(self, x1: Tensor, x2: Tensor, **f_kwargs) -> tuple[Tensor, Tensor]:
+        y1 = x1 + self.f(x2, **f_kwargs)
+        return y1, x2 + self.g(y1)
+
+
+def _grads(outputs: Tensor, inputs: Tensor, params: list[nn.Parameter], grad_outputs: Tensor):
+    """d(outputs)/d(inputs) and d/d(params) for those params that need grad (None for the others)."""
+    trainable = [p for p in params if p.requires_grad]
+    grads = torch.autograd.grad(outputs, (inputs, *trainable), grad_outputs, allow_unused=True)
+    it = iter(grads[1:])
+    return grads[0], [next(it) if p.requires_grad else None for p in params]
+
+
+class _ReversibleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x1, x2, blocks, f_kwargs, *params):
+        device = x1.device
+        ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+        ctx.rng = []
+        for block in blocks:  # autograd.Function.forward already runs without grad
+            f_rng = RngState(device)
+            x1 = x1 + block.f(x2, **f_kwargs)
+            g_rng = RngState(device)
+            x2 = x2 + block.g(x1)
+            ctx.rng.append((f_rng, g_rng))
+        ctx.blocks, ctx.f_kwargs = blocks, f_kwargs
+        ctx.save_for_backward(x1, x2)
+        return x1, x2
+
+    @staticmethod
+    def backward(ctx, dy1, dy2):
+        y1, y2 = ctx.saved_tensors
+        device_type, enabled, dtype = ctx.autocast
+        param_grads: list[Tensor | None] = []
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            for block, (f_rng, g_rng) in zip(reversed(ctx.blocks), reversed(ctx.rng)):
+                f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
+                with torch.enable_grad():
+                    y1 = y1.detach().requires_grad_()
+                    with g_rng.replay():
+                        gy1 = block.g(y1)
+                    dy1_g, g_grads = _grads(gy1, y1, g_params, dy2)
+                dy1 = dy1 + dy1_g
+                x2 = (y2 - gy1).detach()
+                with torch.enable_grad():
+                    x2.requires_grad_()
+                    with f_rng.replay():
+                        fx2 = block.f(x2, **ctx.f_kwargs)
+                    dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
+                x1 = (y1 - fx2).detach()
+                y1, y2, dy2 = x1, x2.detach(), dy2 + dx2_f
+                param_grads = _block_param_grads(block, f_params, f_grads, g_params, g_grads) + param_grads
+        return (dy1, dy2, None, None, *param_grads)
+
+
+def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:
+    """Gradients in the order of block.parameters(), summing where f and g share a parameter."""
+    total: dict[int, Tensor | None] = {}
+    for p, grad in zip(f_params + g_params, f_grads + g_grads):
+        if grad is not None:
+            prev = total.get(id(p))
+            total[id(p)] = grad if prev is None else prev + grad
+    return [total.get(id(p)) for p in block.parameters()]
+
+
+class ReversibleSequence(nn.Module):
+    """A stack of ReversibleBlocks mapping two streams (x1, x2) to (y1, y2)."""
+
+    def __init__(self, blocks: list[ReversibleBlock]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x1: Tensor, x2: Tensor, *, reversible: bool = True, **f_kwargs) -> tuple[Tensor, Tensor]:
+        params = [p for block in self.blocks for p in block.parameters()]
+        needs_grad = torch.is_grad_enabled() and (
+            x1.requires_grad or x2.requires_grad or any(p.requires_grad for p in params))
+        if reversible and needs_grad:
+            return _ReversibleFunction.apply(x1, x2, self.blocks, f_kwargs, *params)
+        for block in self.blocks:
+            x1, x2 = block(x1, x2, **f_kwargs)
+        return x1, x2
