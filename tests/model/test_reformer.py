@@ -1,0 +1,214 @@
+"""Reformer encoder: lengths, padding, causality, seeds, config validation and save/load round trips."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genoformer.errors import CheckpointError, InputError, UsageError
+from genoformer.model import Reformer, ReformerConfig, load_pretrained, save_pretrained
+from genoformer.model.reformer import CONFIG_NAME, WEIGHTS_NAME
+
+HAS_LSH = (Path(__file__).resolve().parents[2] / "genoformer" / "model" / "lsh.py").exists()
+needs_lsh = pytest.mark.skipif(not HAS_LSH, reason="genoformer/model/lsh.py not written yet")
+KINDS = ["full", "local"] + (["lsh"] if HAS_LSH else [])
+
+
+def small(**overrides) -> ReformerConfig:
+    values = dict(vocab_size=30, d_model=32, depth=2, heads=4, bucket_size=8, n_hashes=2, window_size=8,
+                  attention="local", hash_seed=7)
+    values.update(overrides)
+    return ReformerConfig(**values)
+
+
+def model(**overrides) -> Reformer:
+    torch.manual_seed(0)
+    return Reformer(small(**overrides)).eval()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("T", [1, 15, 16, 33])
+def test_any_length(kind, T):
+    m = model(attention=kind)
+    tokens = torch.randint(1, 30, (2, T))
+    out = m(tokens)
+    assert out.shape == (2, T, 32) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", ["full", "local"])
+def test_user_padding_equals_the_unpadded_sequence(kind):
+    """Extra masked positions (more internal blocks) change nothing at real positions: masks reach every layer."""
+    m = model(attention=kind, depth=3)
+    tokens = torch.randint(1, 30, (2, 21))
+    padded = torch.cat([tokens, torch.randint(1, 30, (2, 40))], dim=1)
+    mask = torch.zeros(2, 61, dtype=torch.bool)
+    mask[:, :21] = True
+    assert torch.allclose(m(padded, mask)[:, :21], m(tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_content_does_not_change_real_outputs(kind):
+    m = model(attention=kind)
+    tokens = torch.randint(1, 30, (2, 40))
+    mask = torch.rand(2, 40, generator=torch.Generator().manual_seed(0)) > 0.25
+    other = torch.where(mask, tokens, torch.randint(1, 30, (2, 40)))
+    a, b = m(tokens, mask), m(other, mask)
+    assert torch.equal(a[mask], b[mask])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_all_padding_is_finite(kind):
+    m = model(attention=kind, causal=True)
+    out = m(torch.randint(0, 30, (2, 20)), torch.zeros(2, 20, dtype=torch.bool))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_causal_outputs_ignore_later_tokens(kind):
+    m = model(attention=kind, causal=True, depth=3)
+    tokens = torch.randint(1, 30, (1, 45))
+    changed = tokens.clone()
+    changed[:, 25:] = torch.randint(1, 30, (1, 20))
+    a, b = m(tokens), m(changed)
+    assert torch.allclose(a[:, :25], b[:, :25], atol=1e-5)
+    assert not torch.allclose(a[:, 25:], b[:, 25:], atol=1e-3)
+
+
+def test_mixed_attention_per_layer():
+    kinds = (KINDS * 2)[:4]
+    m = model(attention=kinds, depth=4)
+    kinds_built = [type(block.f.fn).__name__ for block in m.layers.blocks]
+    names = {"full": "FullAttention", "local": "LocalAttention", "lsh": "LSHSelfAttention"}
+    assert kinds_built == [names[k] for k in kinds]
+    out = m(torch.randint(0, 30, (2, 50)))
+    assert out.shape == (2, 50, 32) and torch.isfinite(out).all()
+
+
+@needs_lsh
+def test_same_hash_seed_gives_identical_outputs():
+    m = model(attention="lsh", hash_seed=None)
+    tokens = torch.randint(0, 30, (2, 64))
+    m.set_hash_seed(11)
+    a = m(tokens)
+    torch.manual_seed(123)  # the global RNG no longer matters
+    b = m(tokens)
+    assert torch.equal(a, b)
+    assert [m.layers.blocks[i].f.fn.hash_seed for i in range(2)] == [11, 12]
+    m.set_hash_seed(None)
+    assert not torch.allclose(m(tokens), m(tokens))
+
+
+@needs_lsh
+def test_inspect_reports_each_lsh_layer_for_the_users_length():
+    m = model(attention=["lsh", "local", "lsh"], depth=3, hash_seed=None)
+    tokens = torch.randint(0, 30, (2, 37))
+    found = m.inspect(tokens, top_k=4)
+    assert sorted(found) == [0, 2]
+    for inspection in found.values():
+        assert inspection.buckets.shape == (2, 4, 2, 37)
+        assert inspection.top_positions.shape == (2, 4, 37, 4)
+    with pytest.raises(UsageError, match="layer 1"):
+        m.inspect(tokens, layers=[1])
+
+
+def test_bf16_autocast_forward_is_finite():
+    m = model(attention=KINDS * 1, depth=len(KINDS))
+    tokens = torch.randint(0, 30, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(tokens, mask)
+    assert torch.isfinite(out).all()
+
+
+def test_bad_tokens_and_masks():
+    m = model()
+    with pytest.raises(InputError, match="vocab"):
+        m(torch.tensor([[1, 2, 30]]))
+    with pytest.raises(UsageError):
+        m(torch.rand(1, 5))
+    with pytest.raises(UsageError, match="mask shape"):
+        m(torch.ones(1, 5, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool))
+    # out-of-vocabulary ids under padding are fine: padding is never looked at
+    mask = torch.tensor([[True, True, False]])
+    assert torch.isfinite(m(torch.tensor([[1, 2, 999]]), mask)).all()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(heads=5), "divide d_model"),
+    (dict(d_model=36, heads=12), "even"),
+    (dict(attention=["local", "full", "local"]), "depth"),
+    (dict(attention="sparse"), "unknown"),
+    (dict(attention=["local", "dense"]), "unknown"),
+    (dict(depth=0), "depth"),
+    (dict(depth=True), "integer"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(pad_token_id=30), "vocabulary"),
+    (dict(hash_seed=-1), "hash_seed"),
+    (dict(reversible="yes"), "reversible"),
+])
+def test_bad_configs_raise_usage_error(bad, message):
+    with pytest.raises(UsageError, match=message):
+        small(**bad)
+
+
+def test_config_json_round_trip(tmp_path):
+    config = small(attention=["local", "full"], dropout=0.1, causal=True, hash_seed=None)
+    config.save_json(tmp_path / "c.json")
+    assert ReformerConfig.load_json(tmp_path / "c.json") == config
+    assert ReformerConfig.from_dict(json.loads(config.to_json())) == config
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.json"]  # no temp files left
+
+
+def test_config_rejects_unknown_keys_and_bad_json(tmp_path):
+    with pytest.raises(UsageError, match="n_layers"):
+        ReformerConfig.from_dict({**small().to_dict(), "n_layers": 3})
+    path = tmp_path / "c.json"
+    path.write_text("{not json")
+    with pytest.raises(UsageError, match="c.json"):
+        ReformerConfig.load_json(path)
+    with pytest.raises(InputError):
+        ReformerConfig.load_json(tmp_path / "missing.json")
+
+
+def test_save_load_round_trip(tmp_path):
+    m = model(attention=KINDS[:2], dropout=0.1)
+    save_pretrained(m, tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config == m.config and not loaded.training
+    tokens = torch.randint(0, 30, (2, 33))
+    assert torch.equal(loaded(tokens), m(tokens))
+
+
+def test_load_rejects_damaged_checkpoints(tmp_path):
+    m = model()
+    save_pretrained(m, tmp_path / "ok")
+    weights = (tmp_path / "ok" / WEIGHTS_NAME).read_bytes()
+
+    def damaged(name: str, data: bytes | None = None, config: dict | None = None) -> Path:
+        d = tmp_path / name
+        save_pretrained(m, d)
+        if data is not None:
+            (d / WEIGHTS_NAME).write_bytes(data)
+        if config is not None:
+            (d / CONFIG_NAME).write_text(json.dumps(config))
+        return d
+
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_pretrained(damaged("truncated", weights[: len(weights) // 2]))
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_pretrained(damaged("other_config", config={**m.config.to_dict(), "d_model": 64}))
+    with pytest.raises(CheckpointError, match="unknown config key"):
+        load_pretrained(damaged("bad_key", config={**m.config.to_dict(), "layers": 2}))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pretrained(tmp_path / "nowhere")
+
+    nan = model()
+    with torch.no_grad():
+        nan.norm.weight[3] = float("nan")
+    save_pretrained(nan, tmp_path / "nan")
+    with pytest.raises(CheckpointError, match="non-finite values in norm.weight"):
+        load_pretrained(tmp_path / "nan")
