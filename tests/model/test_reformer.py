@@ -48,6 +48,18 @@ def test_user_padding_equals_the_unpadded_sequence(kind):
     assert torch.allclose(m(padded, mask)[:, :21], m(tokens), atol=1e-5)
 
 
+def test_mask_reaches_every_attention_layer():
+    m = model(attention=(KINDS * 2)[:4], depth=4)
+    seen = []
+    for block in m.layers.blocks:
+        block.f.fn.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("mask")), with_kwargs=True)
+    mask = torch.rand(2, 19, generator=torch.Generator().manual_seed(1)) > 0.5
+    m(torch.randint(0, 30, (2, 19)), mask)
+    padded = torch.zeros(2, m.length_multiple * -(-19 // m.length_multiple), dtype=torch.bool)
+    padded[:, :19] = mask
+    assert len(seen) == 4 and all(s is not None and torch.equal(s, padded) for s in seen)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_padding_content_does_not_change_real_outputs(kind):
     m = model(attention=kind)
