@@ -114,9 +114,9 @@ class LocalAttention(_ProjectedAttention):
         is_self = own & (kpos == qpos)
         allowed = allowed | (is_self & ~allowed.any(-1, keepdim=True))
 
-        scores = (qb @ kb.transpose(-1, -2)) * dh ** -0.5  # (B, H, n, w, 2w)
-        scores = scores.masked_fill(~allowed, mask_value(scores.dtype))
-        attn = scores.softmax(dim=-1, dtype=torch.float32).to(vb.dtype)
+        scores = (qb * dh ** -0.5) @ kb.transpose(-1, -2)  # (B, H, n, w, 2w)
+        scores = scores.float().masked_fill_(~allowed, mask_value(torch.float32))  # softmax in fp32 under autocast
+        attn = scores.softmax(dim=-1).to(vb.dtype)
         attn = F.dropout(attn, self.dropout, training=self.training)
         out = (attn @ vb).reshape(B, H, n * w, dh)
         return out[:, :, :T]
