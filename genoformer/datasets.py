@@ -67,19 +67,19 @@ class WindowDataset(Dataset):
         n_tokens = self.tokenizer.n_tokens(size)
         tokens = np.full(n_tokens, self.tokenizer.pad_id, dtype=np.int64)
         tokens[:ids.size] = ids
-        item = {"tokens": tokens, "token_mask": np.arange(n_tokens) < ids.size,
+        arrays = {"tokens": tokens, "token_mask": np.arange(n_tokens) < ids.size,
                 "valid": w.valid_mask(), "soft_mask": _pad(soft_mask(seq), size, False)}
         if self.alignments is not None:
-            item["evidence"] = _pad(self.alignments.evidence(w.contig, w.start, end), size, 0)
+            arrays["evidence"] = _pad(self.alignments.evidence(w.contig, w.start, end), size, 0)
         if self.variants is not None:
             labels = self.variants.labels(w.contig, w.start, end, self.confident)
             for name in ("genotype", "variant_type"):
                 scored = np.where(labels.mask, getattr(labels, name), IGNORE_INDEX).astype(np.int64)
-                item[name] = _pad(scored, size, IGNORE_INDEX)
+                arrays[name] = _pad(scored, size, IGNORE_INDEX)
         if self.tracks is not None:
-            item["tracks"] = _pad(self.tracks.mask(w.contig, w.start, end).astype(np.float32), size, 0)
-        out = {key: torch.from_numpy(value) for key, value in item.items()}
-        return out | {"contig": w.contig, "start": w.start, "n_valid": n}
+            arrays["tracks"] = _pad(self.tracks.mask(w.contig, w.start, end).astype(np.float32), size, 0)
+        tensors = {key: torch.from_numpy(value) for key, value in arrays.items()}
+        return tensors | {"contig": w.contig, "start": w.start, "n_valid": n}
 
 
 def _pad(values: np.ndarray, size: int, fill) -> np.ndarray:
