@@ -20,6 +20,7 @@ from genoformer.errors import GenoformerError
 # name -> "module:attribute" of the click.Command
 COMMANDS = {
     "info": "genoformer.commands.info:info",
+    "simulate": "genoformer.commands.simulate:simulate",
 }
 
 EXIT_CODES_HELP = """\b
