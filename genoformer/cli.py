@@ -47,6 +47,12 @@ def cli(verbose: int) -> None:
     """Long-range deep learning on genomes: Reformer models over k-mer tokens."""
     level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s")
+    if verbose < 2:
+        # htslib writes its own lines straight to stderr; our errors already name the file and
+        # the problem in one line, so its chatter is shown only with -vv
+        import pysam
+
+        pysam.set_verbosity(0)
 
 
 def _raise_sigterm(signum, frame):
