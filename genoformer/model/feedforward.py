@@ -1,20 +1,18 @@
-"""Position-wise feed-forward applied over sequence chunks.
+"""Position-wise feed-forward: Linear -> GELU -> dropout -> Linear.
 
-The hidden activation is ff_mult times wider than the stream; running `chunks` slices of the
-sequence one after another caps that peak at 1/chunks of the full [B, T, ff_mult * d_model].
+Its hidden activation is ff_mult times wider than the stream.  ReversibleBlock applies the
+pre-norm feed-forward over `ff_chunks` sequence chunks, in the forward pass and in the backward
+recompute alike, which caps that peak at 1/ff_chunks of the full [B, T, ff_mult * d_model]
+(chunking inside this module would not: autograd would keep every chunk's activations).
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, *, mult: int = 4, dropout: float = 0.0, chunks: int = 1):
+    def __init__(self, d_model: int, *, mult: int = 4, dropout: float = 0.0):
         super().__init__()
-        if chunks < 1:
-            raise ValueError(f"chunks must be >= 1, got {chunks}")
-        self.chunks = chunks
         self.net = nn.Sequential(
             nn.Linear(d_model, mult * d_model),
             nn.GELU(),
@@ -24,6 +22,4 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B, T, d_model] -> [B, T, d_model]."""
-        if self.chunks == 1:
-            return self.net(x)
-        return torch.cat([self.net(c) for c in x.chunk(self.chunks, dim=1)], dim=1)
+        return self.net(x)

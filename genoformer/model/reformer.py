@@ -59,8 +59,8 @@ class Reformer(nn.Module):
         self.token_emb = nn.Embedding(config.vocab_size, d)
         self.layers = ReversibleSequence([
             ReversibleBlock(PreNorm(d, make_attention(kind, config)),
-                            PreNorm(d, FeedForward(d, mult=config.ff_mult, dropout=config.dropout,
-                                                   chunks=config.ff_chunks)))
+                            PreNorm(d, FeedForward(d, mult=config.ff_mult, dropout=config.dropout)),
+                            g_chunks=config.ff_chunks)
             for kind in config.attention_kinds
         ])
         self.norm = nn.LayerNorm(d)

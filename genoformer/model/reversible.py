@@ -38,15 +38,27 @@ class RngState:
 
 
 class ReversibleBlock(nn.Module):
-    """One coupling: f sees the second stream (plus keyword arguments such as mask), g the first."""
+    """One coupling: f sees the second stream (plus keyword arguments such as mask), g the first.
 
-    def __init__(self, f: nn.Module, g: nn.Module):
+    g must be position-wise (a pre-norm feed-forward): it runs over `g_chunks` sequence chunks,
+    in the forward pass and in the backward recompute alike, so its wide hidden activations
+    never exist for the whole sequence at once.
+    """
+
+    def __init__(self, f: nn.Module, g: nn.Module, *, g_chunks: int = 1):
         super().__init__()
-        self.f, self.g = f, g
+        if g_chunks < 1:
+            raise ValueError(f"g_chunks must be >= 1, got {g_chunks}")
+        self.f, self.g, self.g_chunks = f, g, g_chunks
 
     def forward(self, x1: Tensor, x2: Tensor, **f_kwargs) -> tuple[Tensor, Tensor]:
         y1 = x1 + self.f(x2, **f_kwargs)
-        return y1, x2 + self.g(y1)
+        return y1, x2 + self.run_g(y1)
+
+    def run_g(self, y1: Tensor) -> Tensor:
+        if self.g_chunks == 1:
+            return self.g(y1)
+        return torch.cat([self.g(c) for c in y1.chunk(self.g_chunks, dim=1)], dim=1)
 
 
 def _grads(outputs: Tensor, inputs: Tensor, params: list[nn.Parameter], grad_outputs: Tensor):
@@ -67,7 +79,7 @@ class _ReversibleFunction(torch.autograd.Function):
             f_rng = RngState(device)
             x1 = x1 + block.f(x2, **f_kwargs)
             g_rng = RngState(device)
-            x2 = x2 + block.g(x1)
+            x2 = x2 + block.run_g(x1)
             ctx.rng.append((f_rng, g_rng))
         ctx.blocks, ctx.f_kwargs = blocks, f_kwargs
         ctx.save_for_backward(x1, x2)
@@ -81,11 +93,7 @@ class _ReversibleFunction(torch.autograd.Function):
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
             for block, (f_rng, g_rng) in zip(reversed(ctx.blocks), reversed(ctx.rng)):
                 f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
-                with torch.enable_grad():
-                    y1 = y1.detach().requires_grad_()
-                    with g_rng.replay():
-                        gy1 = block.g(y1)
-                    dy1_g, g_grads = _grads(gy1, y1, g_params, dy2)
+                gy1, dy1_g, g_grads = _recompute_g(block, y1, dy2, g_params, g_rng)
                 dy1 = dy1 + dy1_g
                 x2 = (y2 - gy1).detach()
                 with torch.enable_grad():
@@ -97,6 +105,21 @@ class _ReversibleFunction(torch.autograd.Function):
                 y1, y2, dy2 = x1, x2.detach(), dy2 + dx2_f
                 param_grads = _block_param_grads(block, f_params, f_grads, g_params, g_grads) + param_grads
         return (dy1, dy2, None, None, *param_grads)
+
+
+def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[nn.Parameter], rng: RngState):
+    """g(y1), d/dy1 and d/dparams of <g(y1), dy2>, chunk by chunk in the forward pass's order and RNG stream."""
+    outs, dy1s, totals = [], [], [None] * len(params)
+    with rng.replay():
+        for y1_c, dy2_c in zip(y1.chunk(block.g_chunks, dim=1), dy2.chunk(block.g_chunks, dim=1)):
+            with torch.enable_grad():
+                y1_c = y1_c.detach().requires_grad_()
+                out = block.g(y1_c)
+                dy1_c, grads = _grads(out, y1_c, params, dy2_c)
+            outs.append(out.detach())
+            dy1s.append(dy1_c)
+            totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
+    return torch.cat(outs, dim=1), torch.cat(dy1s, dim=1), totals
 
 
 def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:

@@ -16,12 +16,12 @@ HAS_LSH = (Path(__file__).resolve().parents[2] / "genoformer" / "model" / "lsh.p
 KINDS = ["local", "full"] + (["lsh"] if HAS_LSH else [])
 
 
-def stack(kinds: list[str], dropout: float, d: int = 32, ff_chunks: int = 2) -> ReversibleSequence:
+def stack(kinds: list[str], dropout: float, d: int = 32, ff_chunks: int = 3) -> ReversibleSequence:
     config = ReformerConfig(vocab_size=8, d_model=d, depth=len(kinds), heads=4, attention=kinds,
                             bucket_size=8, n_hashes=2, window_size=8, dropout=dropout)
     return ReversibleSequence([
-        ReversibleBlock(PreNorm(d, make_attention(kind, config)),
-                        PreNorm(d, FeedForward(d, dropout=dropout, chunks=ff_chunks)))
+        ReversibleBlock(PreNorm(d, make_attention(kind, config)), PreNorm(d, FeedForward(d, dropout=dropout)),
+                        g_chunks=ff_chunks)
         for kind in kinds
     ])
 
@@ -68,6 +68,15 @@ def test_float64_gradients_match_plain_residual(dropout):
     seq = stack(KINDS + ["local"], dropout).double().train()
     x, mask = inputs()
     assert_same(run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True), tol=1e-6)
+
+
+def test_feed_forward_chunks_change_memory_not_the_function():
+    torch.manual_seed(0)
+    one, three = stack(["local", "full"], 0.0, ff_chunks=1).double(), stack(["local", "full"], 0.0, ff_chunks=3).double()
+    three.load_state_dict(one.state_dict())
+    x, mask = inputs(T=50)  # 50 tokens: chunks of 17, 17, 16
+    for reversible in (False, True):
+        assert_same(run(one, x, mask, reversible), run(three, x, mask, reversible), tol=1e-9)
 
 
 def test_dropout_is_live_so_replay_is_tested():
