@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pysam
 
-from genoformer.errors import AlignmentError, RegionError, UsageError
+from genoformer.coords import check_interval, close_names
+from genoformer.errors import AlignmentError, UsageError
 
 if TYPE_CHECKING:
     from genoformer.io.fasta import Reference
@@ -82,14 +83,6 @@ class ReadFilters:
         return self.exclude_flags | (0 if self.keep_supplementary else SUPPLEMENTARY)
 
 
-def _close_names(name: str, names: list[str]) -> list[str]:
-    """Names equal up to a 'chr' prefix or M/MT, the usual cross-build confusions."""
-    def key(n: str) -> str:
-        n = n.removeprefix("chr")
-        return "M" if n == "MT" else n
-    return [n for n in names if key(n) == key(name) and n != name]
-
-
 def check_contigs(bam_contigs: Mapping[str, int], bam_name: str,
                   ref_contigs: Mapping[str, int], ref_name: str) -> None:
     """Every reference contig must be in the BAM header with the same length.
@@ -101,7 +94,7 @@ def check_contigs(bam_contigs: Mapping[str, int], bam_name: str,
     problems = []
     for name, length in ref_contigs.items():
         if name not in bam_contigs:
-            close = _close_names(name, list(bam_contigs))
+            close = close_names(name, bam_contigs, n=1)
             problems.append(f"{name} missing from the BAM" + (f" (BAM has {', '.join(close)})" if close else ""))
         elif bam_contigs[name] != length:
             problems.append(f"{name} is {length:,} bp in the reference but {bam_contigs[name]:,} bp in the BAM")
@@ -187,12 +180,7 @@ class Alignments:
 
     def _check_region(self, contig: str, start: int, end: int) -> None:
         contigs = self.reference_contigs if self.reference_contigs is not None else self.contigs
-        if contig not in contigs:
-            raise RegionError(f"{self.path}: contig {contig!r} is not in the "
-                              f"{'reference' if self.reference_contigs is not None else 'BAM header'}")
-        if not 0 <= start <= end <= contigs[contig]:
-            raise RegionError(f"{self.path}: region {contig}:{start}-{end} (0-based) is outside "
-                              f"{contig} (length {contigs[contig]:,})")
+        check_interval(contig, start, end, contigs, str(self.path))
 
     def evidence(self, contig: str, start: int, end: int) -> np.ndarray:
         """float32 [end - start, len(EVIDENCE_FEATURES)] for the 0-based half-open region."""

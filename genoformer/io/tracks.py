@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genoformer.coords import check_interval
 from genoformer.errors import RegionError, TrackError
 
 _BED, _GFF, _UCSC = "bed", "gff", "ucsc"
@@ -145,13 +146,10 @@ class Tracks:
 
     def mask(self, contig: str, start: int, end: int) -> np.ndarray:
         """bool [end - start, n_classes]: which classes cover each base of contig:[start, end)."""
-        if not 0 <= start <= end:
-            raise RegionError(f"bad region {contig}:{start}-{end} (0-based)")
         if self.contig_lengths is not None:
-            if contig not in self.contig_lengths:
-                raise RegionError(f"contig {contig!r} is not in the reference")
-            if end > self.contig_lengths[contig]:
-                raise RegionError(f"region {contig}:{start}-{end} (0-based) is past the end of {contig}")
+            check_interval(contig, start, end, self.contig_lengths, "tracks")
+        elif not 0 <= start <= end:
+            raise RegionError(f"tracks: bad region {contig}:[{start}, {end}) (0-based)")
         n = end - start
         out = np.zeros((n, len(self._intervals)), dtype=bool)
         for c, per_contig in enumerate(self._intervals.values()):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pysam
 
+from genoformer.coords import check_interval
 from genoformer.errors import RegionError, VariantError
 
 if TYPE_CHECKING:
@@ -164,14 +165,10 @@ class TruthVariants:
                                hint="use the truth set for the reference build the reads were aligned to")
 
     def _check_region(self, contig: str, start: int, end: int) -> None:
-        if not 0 <= start <= end:
-            raise RegionError(f"{self.path}: bad region {contig}:{start}-{end} (0-based)")
         if self.reference_contigs is not None:
-            if contig not in self.reference_contigs:
-                raise RegionError(f"{self.path}: contig {contig!r} is not in the reference")
-            if end > self.reference_contigs[contig]:
-                raise RegionError(f"{self.path}: region {contig}:{start}-{end} (0-based) is past the end "
-                                  f"of {contig} (length {self.reference_contigs[contig]:,})")
+            check_interval(contig, start, end, self.reference_contigs, str(self.path))
+        elif not 0 <= start <= end:
+            raise RegionError(f"{self.path}: bad region {contig}:[{start}, {end}) (0-based)")
 
     def records(self, contig: str, start: int, end: int) -> list[TruthVariant]:
         """Records overlapping the 0-based half-open region (none when the VCF lacks the contig)."""

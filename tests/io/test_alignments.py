@@ -13,6 +13,7 @@ from bam_factory import Read
 from genoformer.errors import AlignmentError, RegionError, UsageError
 from genoformer.io import alignments
 from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments, ReadFilters
+from genoformer.io.fasta import Reference
 
 CONTIG, START, END = "chr20", 10_000_000, 10_100_000
 COL = {name: i for i, name in enumerate(EVIDENCE_FEATURES)}
@@ -122,9 +123,9 @@ def test_long_regions_are_split_without_changing_results(tiny_bam, monkeypatch):
 
 def test_region_errors(tiny_bam):
     al = Alignments(tiny_bam)
-    with pytest.raises(RegionError, match="'chr1' is not in"):
+    with pytest.raises(RegionError, match="'chr1' not found"):
         al.evidence("chr1", 0, 10)
-    with pytest.raises(RegionError, match="outside c1"):
+    with pytest.raises(RegionError, match="past the end of c1"):
         al.evidence("c1", 50, 61)
     with pytest.raises(RegionError):
         al.evidence("c1", 20, 10)
@@ -196,13 +197,13 @@ def test_extra_bam_contigs_are_allowed_but_reference_contigs_must_match(chr20, t
     assert Alignments(renamed).evidence("20", START, START + 1000).any()
 
 
-def test_contig_check_names_both_files(chr20):
-    fasta = pytest.importorskip("genoformer.io.fasta")
-    ref = fasta.Reference(chr20["fasta"])
-    Alignments(chr20["bam"], ref)
-    with pytest.raises(AlignmentError) as err:
-        Alignments(chr20["bam"], {"chr21": 10})
-    assert str(chr20["bam"]) in str(err.value)
+def test_contig_check_with_reference_names_both_files(chr20, shared_data):
+    ours = Alignments(chr20["bam"], Reference(chr20["fasta"])).evidence(CONTIG, START, START + 500)
+    np.testing.assert_array_equal(ours, Alignments(chr20["bam"]).evidence(CONTIG, START, START + 500))
+    other = Reference(shared_data / "sarscov2_mt192765" / "genome" / "genome.fasta")
+    with pytest.raises(AlignmentError, match="MT192765.1 missing from the BAM") as err:
+        Alignments(chr20["bam"], other)
+    assert str(chr20["bam"]) in str(err.value) and str(other.path) in str(err.value)
 
 
 @pytest.mark.parametrize("make,match", [
@@ -269,11 +270,9 @@ def test_cram_matches_bam(shared_data, tmp_path):
             out.write(read)
     pysam.index(str(cram))
 
-    class Ref:  # the two attributes Alignments reads from a Reference
-        path, contigs = genome, fai_lengths(genome)
-
-    expected = Alignments(bam, Ref).evidence("MT192765.1", 0, 29_829)
+    ref = Reference(genome)
+    expected = Alignments(bam, ref).evidence("MT192765.1", 0, 29_829)
     assert expected[:, COL["depth"]].sum() > 10_000
-    np.testing.assert_array_equal(Alignments(cram, Ref).evidence("MT192765.1", 0, 29_829), expected)
+    np.testing.assert_array_equal(Alignments(cram, ref).evidence("MT192765.1", 0, 29_829), expected)
     with pytest.raises(AlignmentError, match="CRAM needs its reference"):
         Alignments(cram)

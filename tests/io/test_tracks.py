@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from genoformer.errors import RegionError, TrackError
+from genoformer.io.fasta import Reference
 from genoformer.io.tracks import Tracks
 
 MT, MT_LEN = "MT192765.1", 29_829
@@ -78,13 +79,19 @@ def test_ucsc_table_with_bin_column(shared_data):
     assert np.count_nonzero(np.diff(np.r_[0, mask.astype(int)]) == 1) == 6  # six islands in the window
 
 
+def test_with_reference(sarscov2):
+    ref = Reference(sarscov2 / "genome.fasta")
+    tracks = Tracks.from_files([sarscov2 / "genome.gff3"], ref.contigs)
+    np.testing.assert_array_equal(tracks.mask(MT, 0, MT_LEN), Tracks.from_files([sarscov2 / "genome.gff3"]).mask(MT, 0, MT_LEN))
+
+
 def test_subregions_and_empty_contigs(sarscov2):
     tracks = Tracks.from_files([sarscov2 / "genome.gff3"], {MT: MT_LEN, "other": 100})
     full = tracks.mask(MT, 0, MT_LEN)
     for s, e in [(0, 1), (258, 260), (13_000, 21_600), (29_600, MT_LEN), (500, 500)]:
         np.testing.assert_array_equal(tracks.mask(MT, s, e), full[s:e])
     assert tracks.mask("other", 0, 100).shape == (100, 3) and not tracks.mask("other", 0, 100).any()
-    with pytest.raises(RegionError, match="not in the reference"):
+    with pytest.raises(RegionError, match="'chr1' not found"):
         tracks.mask("chr1", 0, 10)
     with pytest.raises(RegionError, match="past the end"):
         tracks.mask(MT, 0, MT_LEN + 1)

@@ -9,7 +9,9 @@ import numpy as np
 import pysam
 import pytest
 
+from genoformer.coords import read_bed
 from genoformer.errors import RegionError, VariantError
+from genoformer.io.fasta import Reference
 from genoformer.io.variants import GENOTYPES, VARIANT_TYPES, TruthVariants, allele_spans
 
 CHR20_LEN = 63_025_520
@@ -22,7 +24,7 @@ class Iv(NamedTuple):
     end: int
 
 
-def read_bed(path) -> list[Iv]:
+def read_bed_plain(path) -> list[Iv]:
     with open(path) as fh:
         return [Iv(f[0], int(f[1]), int(f[2])) for f in (line.split("\t") for line in fh if line.strip())]
 
@@ -77,7 +79,7 @@ def test_labels_mark_exactly_the_variant_bases(truth, pysam_records):
 
 
 def test_confident_regions_mask(chr20, truth, pysam_records):
-    bed = read_bed(chr20["bed"])
+    bed = read_bed_plain(chr20["bed"])
     assert len(bed) == 11 and sum(iv.end - iv.start for iv in bed) == 8_999
     labels = truth.labels("chr20", START, END, confident=bed)
     assert labels.mask.sum() == 8_999
@@ -96,6 +98,18 @@ def test_confident_regions_mask(chr20, truth, pysam_records):
     assert labels.counts(Iv("chr1", 0, 10**9))["scored"] == 0
 
 
+def test_with_reference_and_read_bed(chr20, truth, shared_data):
+    ref = Reference(chr20["fasta"])
+    labels = TruthVariants(chr20["vcf"], ref).labels("chr20", START, END, confident=read_bed(chr20["bed"], ref.contigs))
+    expected = truth.labels("chr20", START, END, confident=read_bed_plain(chr20["bed"]))
+    for field in ("genotype", "variant_type", "mask"):
+        np.testing.assert_array_equal(getattr(labels, field), getattr(expected, field))
+    other = Reference(shared_data / "sarscov2_mt192765" / "genome" / "genome.fasta")
+    with pytest.raises(VariantError, match="another reference") as err:
+        TruthVariants(chr20["vcf"], other)
+    assert str(chr20["vcf"]) in str(err.value) and str(other.path) in str(err.value)
+
+
 def test_vcf_on_another_reference(chr20):
     with pytest.raises(VariantError, match="another reference.*no shared contig names") as err:
         TruthVariants(chr20["vcf"], {"20": CHR20_LEN})
@@ -106,7 +120,7 @@ def test_vcf_on_another_reference(chr20):
 
 def test_regions(truth):
     assert not truth.labels("chr20", 0, 1000).genotype.any()
-    with pytest.raises(RegionError, match="not in the reference"):
+    with pytest.raises(RegionError, match="'chr1' not found"):
         truth.labels("chr1", 0, 10)
     with pytest.raises(RegionError, match="past the end"):
         truth.labels("chr20", 0, CHR20_LEN + 1)
