@@ -178,10 +178,15 @@ def gap_in_dna(folder: Path) -> Malformed:
     return Malformed(_write(folder, "gap.fa", b">chr1\nACGT\nAC-T\n"), 3, r"'-' at line 3 is not a DNA base")
 
 
+def x_in_dna(folder: Path) -> Malformed:
+    """An 'X' mask in otherwise plain DNA: not a base, but no reason to call it protein."""
+    return Malformed(_write(folder, "x.fa", b">chr1\nACGTACGT\nACXXXCGT\nAC\n"), 3, r"'X' at line 3 is not a DNA base")
+
+
 MALFORMED = {f.__name__: f for f in (
     empty_file, only_blank_lines, no_header, comment_line, duplicate_names, short_line, long_line,
     blank_line_inside, cr_only, mixed_line_endings, tab_in_sequence, space_in_sequence, plain_gzip,
-    binary, bam_as_fasta, empty_header, protein_as_dna, gap_in_dna)}
+    binary, bam_as_fasta, empty_header, protein_as_dna, gap_in_dna, x_in_dna)}
 
 
 def empty_records(folder: Path) -> Path:

@@ -137,6 +137,16 @@ def test_fetch_equals_the_written_sequence(tmp_path, bgzip, width, newline):
         assert all(fa.fetch(c) == s for c, s in TOY.items())
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_no_newline_at_the_end(tmp_path, newline):
+    path = tmp_path / "toy.fa"
+    path.write_bytes(ff.format_fasta(TOY, newline=newline).removesuffix(newline.encode()))
+    ref = Reference(path)
+    assert all(text(ref.fetch(c, 0, len(s))) == s for c, s in TOY.items())
+    with pysam.FastaFile(str(path)) as fa:
+        assert all(fa.fetch(c) == s for c, s in TOY.items())
+
+
 def test_out_of_range_is_an_error_never_clipped(tmp_path):
     ref = Reference(ff.write_fasta(tmp_path / "toy.fa", TOY))
     for start, end, match in [(240, 251, r"runs past the end of chr1 \(250 bp\)"), (-1, 5, "past the end"),
