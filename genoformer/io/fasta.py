@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
 import struct
 import warnings
@@ -46,11 +47,6 @@ _PROTEIN_OK = set(bytes(range(65, 91)) + bytes(range(97, 123)) + b"*-.")  # lett
 _ACGTN = set(b"ACGTNacgtn")
 _REWRAP = "rewrap to one line length, e.g. `seqkit seq -w 60 in.fa > out.fa`"
 _COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
-
-
-def soft_mask(seq: np.ndarray) -> np.ndarray:
-    """Per-base soft-mask flag (lowercase letters) of ASCII codes from `Reference.fetch`."""
-    return (seq >= ord("a")) & (seq <= ord("z"))
 
 
 def cache_dir() -> Path:
@@ -502,6 +498,12 @@ class Reference:
             self._faidx.close()
         self._faidx = None
 
+    def __enter__(self) -> Reference:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def region(self, text: str) -> Interval:
         """Parse a samtools-style region string against this reference."""
         return parse_region(text, self.contigs, source=str(self.path))
@@ -510,6 +512,7 @@ class Reference:
         """uint8 ASCII codes of bases [start, end) of `contig` (0-based, half-open)."""
         if contig in self.empty_contigs:
             raise RegionError(f"{self.path}: contig {contig!r} has no sequence (an empty record, excluded)")
+        start, end = operator.index(start), operator.index(end)  # ints (numpy too), never floats
         check_interval(contig, start, end, self.contigs, source=str(self.path))
         if start == end:
             return np.zeros(0, np.uint8)

@@ -22,7 +22,7 @@ import fasta_factory as ff
 from genoformer.coords import Interval
 from genoformer.errors import FastaError, OutputError, RegionError, UsageError
 from genoformer.io import fasta
-from genoformer.io.fasta import Reference, soft_mask
+from genoformer.io.fasta import Reference
 
 TOY = ff.toy_records()
 
@@ -131,8 +131,7 @@ def test_fetch_equals_the_written_sequence(tmp_path, bgzip, width, newline):
         contig = str(rng.choice(list(TOY)))
         start, end = sorted(rng.integers(0, len(TOY[contig]) + 1, 2).tolist())
         seq = ref.fetch(contig, start, end)
-        assert text(seq) == TOY[contig][start:end]  # case, N and IUPAC codes kept
-        assert soft_mask(seq).tolist() == [b.islower() for b in TOY[contig][start:end]]
+        assert text(seq) == TOY[contig][start:end]  # soft-masking (case), N and IUPAC codes kept
     with pysam.FastaFile(str(path)) as fa:  # htslib reads the index genoformer wrote
         assert all(fa.fetch(c) == s for c, s in TOY.items())
 
@@ -159,6 +158,21 @@ def test_out_of_range_is_an_error_never_clipped(tmp_path):
     with pytest.raises(RegionError, match="past the end"):
         ref.region("chr1:1-251")
     assert ref.fetch("chr1", 250, 250).size == 0
+
+
+def test_context_manager_and_numpy_coordinates(tmp_path):
+    with Reference(ff.write_fasta(tmp_path / "toy.fa", TOY)) as ref:
+        assert text(ref.fetch("chr2", np.int64(3), np.uint32(9))) == TOY["chr2"][3:9]
+        with pytest.raises(TypeError):
+            ref.fetch("chr2", 3.0, 9)
+    assert ref._faidx is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 4096])
+def test_byte_histogram_equals_bincount(n):
+    data = np.random.default_rng(n).integers(0, 256, n + 1, dtype=np.uint8)
+    for a in (data[:n], data[1:]):  # aligned and unaligned
+        assert fasta._histogram(a).tolist() == np.bincount(a, minlength=256).tolist()
 
 
 # -- malformed input ------------------------------------------------------------------------------
