@@ -331,20 +331,20 @@ def _histogram(a: np.ndarray) -> np.ndarray:
 # the scan's result, cached by file size and mtime; the alphabet check; index files
 
 
-def _cache_stem(path: Path) -> Path:
-    return cache_dir() / "fasta" / hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+def _cached(path: Path, ext: str) -> Path:
+    """The private cache's file `ext` for the FASTA at `path`."""
+    return cache_dir() / "fasta" / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24] + ext)
 
 
 def _scan(path: Path, bgzf: bool) -> dict:
     """The validated .fai rows, empty records, byte counts (and .gzi) of `path`, from the cache if fresh."""
     st = path.stat()
     key = {"version": _SCAN_VERSION, "path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    stem = _cache_stem(path)
     try:
-        cached = json.loads(stem.with_suffix(".json").read_text())
+        cached = json.loads(_cached(path, ".json").read_text())
         if all(cached.get(k) == v for k, v in key.items()):
             if bgzf:
-                cached["gzi"] = stem.with_suffix(".scan.gzi").read_bytes()
+                cached["gzi"] = _cached(path, ".scan.gzi").read_bytes()
             return cached
     except (OSError, ValueError):
         pass
@@ -360,8 +360,8 @@ def _scan(path: Path, bgzf: bool) -> dict:
         raise FastaError(f"{path}: the file changed while it was being read")
     try:  # the .json is written last: it marks the cache entry complete
         if bgzf:
-            _write_atomic(stem.with_suffix(".scan.gzi"), scan["gzi"])
-        _write_atomic(stem.with_suffix(".json"), json.dumps({k: v for k, v in scan.items() if k != "gzi"}).encode())
+            _write_atomic(_cached(path, ".scan.gzi"), scan["gzi"])
+        _write_atomic(_cached(path, ".json"), json.dumps({k: v for k, v in scan.items() if k != "gzi"}).encode())
     except OSError as exc:
         log.debug("not caching the scan of %s: %s", path, exc)
     return scan
@@ -421,7 +421,7 @@ def _fai_rows(data: bytes) -> list[tuple]:
 def _place_index(fasta: Path, suffix: str, data: bytes, same) -> Path:
     """Path of an index file whose content is `data`: the one beside the FASTA, else a private copy."""
     beside = Path(f"{fasta}{suffix}")
-    private = _cache_stem(fasta).with_suffix(suffix)
+    private = _cached(fasta, suffix)
     try:
         if same(beside.read_bytes(), data):
             return beside
