@@ -21,7 +21,7 @@ from Bio import SeqIO
 import fasta_factory as ff
 from genoformer.coords import Interval
 from genoformer.errors import FastaError, OutputError, RegionError, UsageError
-from genoformer.io import fasta
+from genoformer.io import fasta_scan
 from genoformer.io.fasta import Reference
 
 TOY = ff.toy_records()
@@ -172,7 +172,7 @@ def test_context_manager_and_numpy_coordinates(tmp_path):
 def test_byte_histogram_equals_bincount(n):
     data = np.random.default_rng(n).integers(0, 256, n + 1, dtype=np.uint8)
     for a in (data[:n], data[1:]):  # aligned and unaligned
-        assert fasta._histogram(a).tolist() == np.bincount(a, minlength=256).tolist()
+        assert fasta_scan._histogram(a).tolist() == np.bincount(a, minlength=256).tolist()
 
 
 # -- malformed input ------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_scan_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
         def __init__(self, path):
             raise AssertionError(f"{path} was scanned again")
 
-    monkeypatch.setattr(fasta, "_Scanner", NoScan)
+    monkeypatch.setattr(fasta_scan, "_Scanner", NoScan)
     assert Reference(path).contigs["chr1"] == 250  # from the cache
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
