@@ -28,14 +28,12 @@ leaves a half-made example.
 """
 from __future__ import annotations
 
-import array
 import json
 import os
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 from typing import Sequence
 
@@ -44,6 +42,7 @@ import pysam
 
 from genoformer import __version__
 from genoformer.errors import GenoformerError, OutputError, UsageError
+from genoformer.simulate_reads import ACGT, INDEX, UPPER, substitute, write_bam
 
 SAMPLE = "SIM1"
 MOTIFS = {"TATA_box": "TATAAAAG", "CTCF_core": "CCGCGNGGNGGCAG"}
@@ -53,15 +52,9 @@ N_RUN = 1000
 MIN_SPACING = 15    # between variants, and between a variant and N
 MAX_INDEL = 10
 MIN_CONTIG = 10_000  # room for every planted feature with space between them
-MAPQ = 60
 
-_ACGT = np.frombuffer(b"ACGT", dtype=np.uint8)
-_INDEX = np.zeros(256, dtype=np.uint8)
-_INDEX[_ACGT], _INDEX[_ACGT | 0x20] = np.arange(4), np.arange(4)
 _COMPLEMENT = np.arange(256, dtype=np.uint8)
 _COMPLEMENT[np.frombuffer(b"ACGTNacgtn", np.uint8)] = np.frombuffer(b"TGCANtgcan", np.uint8)
-_UPPER = np.arange(256, dtype=np.uint8)
-_UPPER[ord("a"):ord("z") + 1] -= 0x20
 _TRANSITION = {"A": "G", "G": "A", "C": "T", "T": "C"}
 
 
@@ -180,7 +173,7 @@ def _build(ex: SimulatedExample, p: dict) -> None:
         _write_bed(path, [(c, s, e, n, 0, strand) if track != "cpg_island" else (c, s, e, n)
                           for c, s, e, _, n, strand in rows])
     _write_bed(ex.confident_bed, confident)
-    n_pairs = _write_bam(ex.reads, rng, seqs, variants, p)
+    n_pairs = write_bam(ex.reads, rng, seqs, variants, p, sample=SAMPLE, command_line=_command_line(p))
     _write_manifest(ex, p, seqs, tracks, variants, n_pairs)
 
 
@@ -189,12 +182,12 @@ def _build(ex: SimulatedExample, p: dict) -> None:
 def _bases(rng: np.random.Generator, gc, n: int) -> np.ndarray:
     """n random uppercase bases, each G or C with probability `gc` (scalar or per base)."""
     u, gc = rng.random(n), np.broadcast_to(gc, (n,))
-    return _ACGT[(u >= (1 - gc) / 2).astype(np.uint8) + (u >= 0.5) + (u >= (1 + gc) / 2)]
+    return ACGT[(u >= (1 - gc) / 2).astype(np.uint8) + (u >= 0.5) + (u >= (1 + gc) / 2)]
 
 
 def _gc_cpg(seq: np.ndarray) -> tuple[float, float]:
     """GC fraction and CpG observed/expected (Gardiner-Garden & Frommer 1987)."""
-    s = _UPPER[seq]
+    s = UPPER[seq]
     c, g = np.sum(s == ord("C")), np.sum(s == ord("G"))
     cg = np.sum((s[:-1] == ord("C")) & (s[1:] == ord("G")))
     return (c + g) / s.size, cg * s.size / max(c * g, 1)
@@ -209,15 +202,6 @@ def _background(rng: np.random.Generator, length: int) -> np.ndarray:
     seq[cg[~on_g]] = ord("T")
     seq[cg[on_g] + 1] = ord("A")
     return seq
-
-
-def _substitute(rng: np.random.Generator, seq: np.ndarray, rate) -> np.ndarray:
-    """Copy of uppercase `seq` with each base changed to one of the other three with prob `rate`."""
-    out = seq.copy()
-    flat = out.reshape(-1)
-    hit = np.flatnonzero(rng.random(seq.shape).reshape(-1) < np.asarray(rate).reshape(-1))
-    flat[hit] = _ACGT[(_INDEX[flat[hit]] + rng.integers(1, 4, hit.size)) % 4]
-    return out
 
 
 def _place(rng: np.random.Generator, taken: np.ndarray, size: int, gap: int = 50) -> int:
@@ -250,11 +234,11 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
                 break
         plant(island, "cpg_island", "CpG_island")
     for _ in range(max(2, length // 12_000)):
-        copy, strand = _substitute(rng, family, 0.02), "+-"[int(rng.integers(2))]
+        copy, strand = substitute(rng, family, 0.02), "+-"[int(rng.integers(2))]
         copy = copy if strand == "+" else _COMPLEMENT[copy[::-1]]
         plant(copy | 0x20, "repeat", REPEAT_FAMILY, strand)
     while True:
-        unit = _ACGT[rng.integers(0, 4, int(rng.integers(2, 7)))]
+        unit = ACGT[rng.integers(0, 4, int(rng.integers(2, 7)))]
         if np.unique(unit).size > 1:
             break
     tandem = np.tile(unit, int(rng.integers(40, 81)) // unit.size) | 0x20
@@ -263,14 +247,14 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
         for _ in range(max(2, length // 10_000)):
             motif = np.frombuffer(pattern.encode(), np.uint8).copy()
             n = motif == ord("N")
-            motif[n] = _ACGT[rng.integers(0, 4, n.sum())]
+            motif[n] = ACGT[rng.integers(0, 4, n.sum())]
             strand = "+-"[int(rng.integers(2))]
             plant(motif if strand == "+" else _COMPLEMENT[motif[::-1]], "motif", name, strand)
     return seq, [r for r in rows if r[2] != "n_run"]
 
 
 def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
-    inner = _UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
+    inner = UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
     return [(s + EDGE, e + EDGE) for s, e in _runs(inner)]
 
 
@@ -280,11 +264,11 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-# variants and haplotypes --------------------------------------------------------------------
+# variants ------------------------------------------------------------------------------------
 
 def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
     """Truth variants as (pos, ref, alt, (allele hap 1, allele hap 2)), sorted, 0-based pos."""
-    upper = _UPPER[seq]
+    upper = UPPER[seq]
     is_n = np.concatenate([[0], np.cumsum(upper == ord("N"))])
     idx = np.arange(EDGE, seq.size - EDGE)
     near_n = is_n[idx + MIN_SPACING + 1] > is_n[idx - MIN_SPACING]
@@ -300,9 +284,9 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
         if rng.random() < p["indel_fraction"]:
             size = min(int(rng.geometric(0.4)), MAX_INDEL)
             if rng.random() < 0.5:  # insertion: left-aligned, its last base is not the anchor
-                ins = _ACGT[rng.integers(0, 4, size)]
+                ins = ACGT[rng.integers(0, 4, size)]
                 if ins[-1] == upper[pos]:
-                    ins[-1] = _ACGT[(_INDEX[upper[pos]] + rng.integers(1, 4)) % 4]
+                    ins[-1] = ACGT[(INDEX[upper[pos]] + rng.integers(1, 4)) % 4]
                 alt = r + ins.tobytes().decode()
             else:  # deletion; left-aligned iff the anchor differs from the last deleted base
                 for n in [size, *rng.permutation(np.arange(1, MAX_INDEL + 1)).tolist()]:
@@ -318,92 +302,6 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
             gt = (1, 1)
         out.append((pos, ref, alt, gt))
     return out
-
-
-def _haplotype(upper: np.ndarray, variants, hap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Haplotype sequence and, per base, its reference position (-1 for inserted bases)."""
-    seqs, ref_pos, prev = [], [], 0
-    for pos, ref, alt, gt in variants:
-        if gt[hap]:
-            seqs += [upper[prev:pos], np.frombuffer(alt.encode(), np.uint8)]
-            ref_pos += [np.arange(prev, pos + 1), np.full(len(alt) - 1, -1)]
-            prev = pos + len(ref)
-    seqs.append(upper[prev:])
-    ref_pos.append(np.arange(prev, upper.size))
-    return np.concatenate(seqs), np.concatenate(ref_pos)
-
-
-# reads ---------------------------------------------------------------------------------------
-
-def _qualities(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
-    """Illumina-like Phred scores in sequencing order: ~38 at the start, decaying to ~26."""
-    q = (38 - 12 * np.linspace(0, 1, length) ** 2 + rng.normal(0, 2, (n, 1))
-         + rng.normal(0, 3, (n, length)))
-    low = rng.random((n, length)) < 0.005
-    q[low] = rng.integers(2, 13, int(low.sum()))
-    return np.clip(np.rint(q), 2, 41).astype(np.uint8)
-
-
-def _cigar(ref_pos: np.ndarray) -> tuple[str, int, int]:
-    """True alignment of a read from its bases' reference positions: CIGAR, start, end."""
-    mapped = np.flatnonzero(ref_pos >= 0)
-    first, last = int(mapped[0]), int(mapped[-1])
-    ops, prev = ["S"] * first, int(ref_pos[first]) - 1
-    for r in ref_pos[first:last + 1].tolist():
-        if r < 0:
-            ops.append("I")
-        else:
-            ops += ["D"] * (r - prev - 1) + ["M"]
-            prev = r
-    ops += ["S"] * (ref_pos.size - 1 - last)
-    cigar = "".join(f"{len(list(run))}{op}" for op, run in groupby(ops))
-    return cigar, int(ref_pos[first]), prev + 1
-
-
-def _align(hap_ref: np.ndarray, breaks: np.ndarray, starts: np.ndarray, length: int):
-    """Reference start, end and CIGAR of the reads covering hap[starts:starts+length]."""
-    simple = (breaks[starts + length - 1] == breaks[starts]) & (hap_ref[starts] >= 0)
-    pos = hap_ref[starts].copy()
-    end = pos + length
-    cigars = np.full(starts.size, f"{length}M", dtype=object)
-    for i in np.flatnonzero(~simple).tolist():
-        cigars[i], pos[i], end[i] = _cigar(hap_ref[starts[i]:starts[i] + length])
-    return pos, end, cigars
-
-
-def _pairs(rng: np.random.Generator, upper: np.ndarray, variants, p: dict, name: str):
-    """All reads of one contig as columns, sorted by reference start."""
-    R, cols = p["read_length"], []
-    for hap in (0, 1):
-        seq, hap_ref = _haplotype(upper, variants, hap)
-        n = round(p["coverage"] * upper.size / (4 * R))  # pairs: 2 haplotypes, 2 reads a pair
-        frag = np.rint(rng.normal(p["insert_mean"], p["insert_sd"], n))
-        frag = np.clip(frag, R, seq.size).astype(np.int64)
-        start = (rng.random(n) * (seq.size - frag + 1)).astype(np.int64)
-        n_before = np.concatenate([[0], np.cumsum(seq == ord("N"))])
-        keep = n_before[start + frag] == n_before[start]
-        start, end = start[keep], (start + frag)[keep]
-        n = start.size
-        # rows 0..n-1: forward reads; rows n..2n-1: their mates, as stored (reverse-complemented)
-        hap_start, is_fwd = np.concatenate([start, end - R]), np.arange(2 * n) < n
-        breaks = np.concatenate([[0], np.cumsum(np.diff(hap_ref) != 1)])
-        pos, ref_end, cigar = _align(hap_ref, breaks, hap_start, R)
-        qual = _qualities(rng, 2 * n, R)
-        qual[n:] = qual[n:, ::-1]
-        # error probability 10^(-Q/10); qual is uint8, so divide by -10 rather than negate it
-        bases = _substitute(rng, seq[hap_start[:, None] + np.arange(R)], 10.0 ** (qual / -10.0))
-        mate = np.roll(pos, n)
-        span = np.maximum(ref_end, np.roll(ref_end, n)) - np.minimum(pos, mate)
-        read1 = is_fwd == np.tile(rng.random(n) < 0.5, 2)  # FR library: read 1 on either strand
-        k = np.tile(np.arange(n), 2)
-        cols.append(dict(
-            name=np.array([f"{name}_h{hap + 1}_{i}" for i in k.tolist()], dtype=object),
-            flag=0x1 | 0x2 | np.where(is_fwd, 0x20, 0x10) | np.where(read1, 0x40, 0x80),
-            pos=pos, mate=mate, tlen=np.where((pos < mate) | ((pos == mate) & is_fwd), span, -span),
-            cigar=cigar, bases=bases, qual=qual, frag=k + (hap << 32)))
-    reads = {key: np.concatenate([c[key] for c in cols]) for key in cols[0]}
-    order = np.lexsort((reads["flag"], reads["frag"], reads["pos"]))
-    return {key: v[order] for key, v in reads.items()}
 
 
 # writers -------------------------------------------------------------------------------------
@@ -437,34 +335,6 @@ def _write_vcf(path: Path, seqs: dict[str, np.ndarray], variants) -> None:
             rec.samples[SAMPLE].phased = True
             vcf.write(rec)
     pysam.tabix_index(str(plain), preset="vcf", force=True)
-
-
-def _write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray], variants,
-               p: dict) -> int:
-    header = pysam.AlignmentHeader.from_dict({
-        "HD": {"VN": "1.6", "SO": "coordinate"},
-        "SQ": [{"SN": name, "LN": int(seq.size)} for name, seq in seqs.items()],
-        "RG": [{"ID": SAMPLE, "SM": SAMPLE, "PL": "ILLUMINA", "LB": f"{SAMPLE}-lib"}],
-        "PG": [{"ID": "genoformer", "PN": "genoformer", "VN": __version__,
-                "CL": _command_line(p)}]})
-    n_reads = 0
-    with pysam.AlignmentFile(str(path), "wb", header=header) as bam:
-        for tid, (name, seq) in enumerate(seqs.items()):
-            reads = _pairs(rng, _UPPER[seq], [v[1:] for v in variants if v[0] == name], p, name)
-            for i in range(reads["pos"].size):
-                a = pysam.AlignedSegment(header)
-                a.query_name, a.flag = reads["name"][i], int(reads["flag"][i])
-                a.reference_id, a.reference_start = tid, int(reads["pos"][i])
-                a.mapping_quality, a.cigarstring = MAPQ, reads["cigar"][i]
-                a.next_reference_id, a.next_reference_start = tid, int(reads["mate"][i])
-                a.template_length = int(reads["tlen"][i])
-                a.query_sequence = reads["bases"][i].tobytes().decode("ascii")
-                a.query_qualities = array.array("B", reads["qual"][i].tobytes())
-                a.set_tag("RG", SAMPLE)
-                bam.write(a)
-            n_reads += reads["pos"].size
-    pysam.index(str(path))
-    return n_reads // 2
 
 
 def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pairs: int) -> None:

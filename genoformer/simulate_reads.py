@@ -1,0 +1,148 @@
+"""Paired reads for a simulated example: sampled from the two haplotypes, with their TRUE alignments.
+
+Fragments are drawn uniformly from each haplotype with length ~ Normal(insert_mean, insert_sd);
+read 1 is on the forward strand for half of them (an FR library).  Qualities decay along the
+read and each base is substituted with probability 10^(-Q/10).  Alignments come from the
+haplotype -> reference coordinate map rather than an aligner, so they are the truth a model
+is scored against.  Fragments touching N are skipped.
+"""
+from __future__ import annotations
+
+import array
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+import pysam
+
+from genoformer import __version__
+
+MAPQ = 60
+
+ACGT = np.frombuffer(b"ACGT", dtype=np.uint8)
+INDEX = np.zeros(256, dtype=np.uint8)  # ASCII base -> 0-3 in ACGT order, either case
+INDEX[ACGT], INDEX[ACGT | 0x20] = np.arange(4), np.arange(4)
+UPPER = np.arange(256, dtype=np.uint8)
+UPPER[ord("a"):ord("z") + 1] -= 0x20
+
+
+def substitute(rng: np.random.Generator, seq: np.ndarray, rate) -> np.ndarray:
+    """Copy of uppercase `seq` with each base changed to one of the other three with prob `rate`."""
+    out = seq.copy()
+    flat = out.reshape(-1)
+    hit = np.flatnonzero(rng.random(seq.shape).reshape(-1) < np.asarray(rate).reshape(-1))
+    flat[hit] = ACGT[(INDEX[flat[hit]] + rng.integers(1, 4, hit.size)) % 4]
+    return out
+
+
+def _haplotype(upper: np.ndarray, variants, hap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Haplotype sequence and, per base, its reference position (-1 for inserted bases)."""
+    seqs, ref_pos, prev = [], [], 0
+    for pos, ref, alt, gt in variants:
+        if gt[hap]:
+            seqs += [upper[prev:pos], np.frombuffer(alt.encode(), np.uint8)]
+            ref_pos += [np.arange(prev, pos + 1), np.full(len(alt) - 1, -1)]
+            prev = pos + len(ref)
+    seqs.append(upper[prev:])
+    ref_pos.append(np.arange(prev, upper.size))
+    return np.concatenate(seqs), np.concatenate(ref_pos)
+
+
+def _qualities(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    """Illumina-like Phred scores in sequencing order: ~38 at the start, decaying to ~26."""
+    q = (38 - 12 * np.linspace(0, 1, length) ** 2 + rng.normal(0, 2, (n, 1))
+         + rng.normal(0, 3, (n, length)))
+    low = rng.random((n, length)) < 0.005
+    q[low] = rng.integers(2, 13, int(low.sum()))
+    return np.clip(np.rint(q), 2, 41).astype(np.uint8)
+
+
+def _cigar(ref_pos: np.ndarray) -> tuple[str, int, int]:
+    """True alignment of a read from its bases' reference positions: CIGAR, start, end."""
+    mapped = np.flatnonzero(ref_pos >= 0)
+    first, last = int(mapped[0]), int(mapped[-1])
+    ops, prev = ["S"] * first, int(ref_pos[first]) - 1
+    for r in ref_pos[first:last + 1].tolist():
+        if r < 0:
+            ops.append("I")
+        else:
+            ops += ["D"] * (r - prev - 1) + ["M"]
+            prev = r
+    ops += ["S"] * (ref_pos.size - 1 - last)
+    cigar = "".join(f"{len(list(run))}{op}" for op, run in groupby(ops))
+    return cigar, int(ref_pos[first]), prev + 1
+
+
+def _align(hap_ref: np.ndarray, breaks: np.ndarray, starts: np.ndarray, length: int):
+    """Reference start, end and CIGAR of the reads covering hap[starts:starts+length]."""
+    simple = (breaks[starts + length - 1] == breaks[starts]) & (hap_ref[starts] >= 0)
+    pos = hap_ref[starts].copy()
+    end = pos + length
+    cigars = np.full(starts.size, f"{length}M", dtype=object)
+    for i in np.flatnonzero(~simple).tolist():
+        cigars[i], pos[i], end[i] = _cigar(hap_ref[starts[i]:starts[i] + length])
+    return pos, end, cigars
+
+
+def _pairs(rng: np.random.Generator, upper: np.ndarray, variants, p: dict, name: str):
+    """All reads of one contig as columns, sorted by reference start."""
+    R, cols = p["read_length"], []
+    for hap in (0, 1):
+        seq, hap_ref = _haplotype(upper, variants, hap)
+        n = round(p["coverage"] * upper.size / (4 * R))  # pairs: 2 haplotypes, 2 reads a pair
+        frag = np.rint(rng.normal(p["insert_mean"], p["insert_sd"], n))
+        frag = np.clip(frag, R, seq.size).astype(np.int64)
+        start = (rng.random(n) * (seq.size - frag + 1)).astype(np.int64)
+        n_before = np.concatenate([[0], np.cumsum(seq == ord("N"))])
+        keep = n_before[start + frag] == n_before[start]
+        start, end = start[keep], (start + frag)[keep]
+        n = start.size
+        # rows 0..n-1: forward reads; rows n..2n-1: their mates, as stored (reverse-complemented)
+        hap_start, is_fwd = np.concatenate([start, end - R]), np.arange(2 * n) < n
+        breaks = np.concatenate([[0], np.cumsum(np.diff(hap_ref) != 1)])
+        pos, ref_end, cigar = _align(hap_ref, breaks, hap_start, R)
+        qual = _qualities(rng, 2 * n, R)
+        qual[n:] = qual[n:, ::-1]
+        # error probability 10^(-Q/10); qual is uint8, so divide by -10 rather than negate it
+        bases = substitute(rng, seq[hap_start[:, None] + np.arange(R)], 10.0 ** (qual / -10.0))
+        mate = np.roll(pos, n)
+        span = np.maximum(ref_end, np.roll(ref_end, n)) - np.minimum(pos, mate)
+        read1 = is_fwd == np.tile(rng.random(n) < 0.5, 2)  # FR library: read 1 on either strand
+        k = np.tile(np.arange(n), 2)
+        cols.append(dict(
+            name=np.array([f"{name}_h{hap + 1}_{i}" for i in k.tolist()], dtype=object),
+            flag=0x1 | 0x2 | np.where(is_fwd, 0x20, 0x10) | np.where(read1, 0x40, 0x80),
+            pos=pos, mate=mate, tlen=np.where((pos < mate) | ((pos == mate) & is_fwd), span, -span),
+            cigar=cigar, bases=bases, qual=qual, frag=k + (hap << 32)))
+    reads = {key: np.concatenate([c[key] for c in cols]) for key in cols[0]}
+    order = np.lexsort((reads["flag"], reads["frag"], reads["pos"]))
+    return {key: v[order] for key, v in reads.items()}
+
+
+def write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray], variants, p: dict, *,
+              sample: str, command_line: str) -> int:
+    """Write the reads of every contig, coordinate-sorted and indexed; return the number of pairs."""
+    header = pysam.AlignmentHeader.from_dict({
+        "HD": {"VN": "1.6", "SO": "coordinate"},
+        "SQ": [{"SN": name, "LN": int(seq.size)} for name, seq in seqs.items()],
+        "RG": [{"ID": sample, "SM": sample, "PL": "ILLUMINA", "LB": f"{sample}-lib"}],
+        "PG": [{"ID": "genoformer", "PN": "genoformer", "VN": __version__,
+                "CL": command_line}]})
+    n_reads = 0
+    with pysam.AlignmentFile(str(path), "wb", header=header) as bam:
+        for tid, (name, seq) in enumerate(seqs.items()):
+            reads = _pairs(rng, UPPER[seq], [v[1:] for v in variants if v[0] == name], p, name)
+            for i in range(reads["pos"].size):
+                a = pysam.AlignedSegment(header)
+                a.query_name, a.flag = reads["name"][i], int(reads["flag"][i])
+                a.reference_id, a.reference_start = tid, int(reads["pos"][i])
+                a.mapping_quality, a.cigarstring = MAPQ, reads["cigar"][i]
+                a.next_reference_id, a.next_reference_start = tid, int(reads["mate"][i])
+                a.template_length = int(reads["tlen"][i])
+                a.query_sequence = reads["bases"][i].tobytes().decode("ascii")
+                a.query_qualities = array.array("B", reads["qual"][i].tobytes())
+                a.set_tag("RG", sample)
+                bam.write(a)
+            n_reads += reads["pos"].size
+    pysam.index(str(path))
+    return n_reads // 2
