@@ -1,0 +1,90 @@
+"""`genoformer train`: a thin Click layer over genoformer.train (options override a --config recipe)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from genoformer.errors import UsageError
+
+_file = click.Path(exists=True, dir_okay=False)
+_regions_help = "Region strings (chr20:10,000,001-10,100,000) or BED files; repeat for more."
+
+
+def read_recipe(path: str) -> dict:
+    """Options from a YAML or TOML file, keys spelled as the flags (dashes or underscores)."""
+    text = Path(path).read_text()
+    try:
+        if path.endswith(".toml"):
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as e:  # yaml and toml parse errors share no base class
+        raise UsageError(f"{path}: not a valid YAML/TOML recipe ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: a recipe must be a mapping of option names to values")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+@click.command()
+@click.option("--task", type=click.Choice(["mlm", "variant", "pattern"]), help="What to train (default mlm).")
+@click.option("--reference", type=_file, help="Reference FASTA (plain or bgzip).")
+@click.option("--bam", type=_file, help="Indexed BAM/CRAM: read evidence fused into the tokens (variant, pattern).")
+@click.option("--truth-vcf", type=_file, help="Indexed truth VCF/BCF giving genotype labels (variant).")
+@click.option("--confident-bed", type=_file, help="Score the variant loss only inside these regions.")
+@click.option("--bed", type=_file, multiple=True, help="BED/GFF/GTF class tracks (pattern); none: soft-masked repeats.")
+@click.option("--train-regions", multiple=True, help=_regions_help + " Default: the whole reference.")
+@click.option("--val-regions", multiple=True, help=_regions_help + " Must not overlap the training regions.")
+@click.option("--window", type=int, help="Window in bases (default 1,000,000).")
+@click.option("--k", type=int, help="k-mer size (default 6).")
+@click.option("--stride", type=int, help="Token stride (default k).")
+@click.option("--d-model", type=int)
+@click.option("--depth", type=int)
+@click.option("--heads", type=int)
+@click.option("--bucket-size", type=int, help="LSH bucket size (and local attention window).")
+@click.option("--n-hashes", type=int)
+@click.option("--attention", help="lsh, local, full, or one per layer: lsh,local,lsh.")
+@click.option("--max-steps", type=int)
+@click.option("--stop-after", type=int, help="Stop with a checkpoint at this step (the schedule still spans max-steps).")
+@click.option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay).")
+@click.option("--warmup-steps", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--seed", type=int)
+@click.option("--val-every", type=int, help="Validate every N steps.")
+@click.option("--ckpt-every", type=int, help="Checkpoint every N steps.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default ./run).")
+@click.option("--resume", type=click.Path(), help="Continue the run in this folder exactly.")
+@click.option("--init-from", type=click.Path(), help="Initialise the encoder from this (mlm) checkpoint.")
+@click.option("--config", "recipe", type=_file, help="YAML/TOML recipe; flags override it; unknown keys rejected.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
+def train(recipe, **options):
+    """Train a Reformer on windows of a reference (+ reads, truth variants, tracks); writes a run folder."""
+    from genoformer.train import RESUME_OVERRIDES, TrainConfig, resume
+    from genoformer.train import train as run
+
+    given = {key: value for key, value in options.items() if value is not None and value != ()}
+    for key in ("bed", "train_regions", "val_regions"):
+        if key in given:
+            given[key] = list(given[key])
+    if isinstance(given.get("attention"), str) and "," in given["attention"]:
+        given["attention"] = [kind.strip() for kind in given["attention"].split(",")]
+    if "resume" in given:
+        extra = sorted(set(given) - set(RESUME_OVERRIDES) - {"resume"})
+        if extra or recipe:
+            bad = "--config" if recipe else "--" + extra[0].replace("_", "-")
+            raise UsageError(f"{bad} cannot change a resumed run; only "
+                             f"{', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES)} may be given")
+        summary = resume(given.pop("resume"), **given)
+    else:
+        summary = run(TrainConfig.from_dict((read_recipe(recipe) if recipe else {}) | given))
+    click.echo(json.dumps({key: summary[key] for key in ("task", "step", "final_loss", "best", "checkpoint")}))

@@ -1,0 +1,172 @@
+"""Training checkpoints: safetensors weights + JSON metadata + optimizer/scheduler/RNG/sampler state.
+
+A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
+  model.safetensors   weights (no code runs on load)
+  checkpoint.json     model config, tokenizer, task head, train config, step, seed, versions, sha256 of the weights
+  state.pt            optimizer, scheduler, RNG and sampler state, read with torch.load(weights_only=True)
+Each file is fsynced in a hidden temp folder that is then renamed into place, and `RUN/checkpoints/latest.json`
+(and `best.json`) point at a finished folder, replaced atomically: a kill at any moment leaves the
+previous checkpoint intact and never a half-written one in use.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
+
+from genoformer import __version__
+from genoformer.errors import CheckpointError, InputError, OutputError, UsageError
+from genoformer.model.config import ReformerConfig, atomic_write
+from genoformer.model.heads import GenoModel
+from genoformer.tokenize import tokenizer_from_dict
+
+FORMAT, FORMAT_VERSION = "genoformer-checkpoint", 1
+WEIGHTS, META, STATE = "model.safetensors", "checkpoint.json", "state.pt"
+LATEST, BEST = "latest.json", "best.json"
+
+
+def versions() -> dict[str, str]:
+    return {"genoformer": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _fsynced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_checkpoint(run_dir: str | os.PathLike, model: GenoModel, meta: dict, state: dict) -> Path:
+    """Write checkpoints/step-<meta['step']>/ atomically, point latest.json at it; returns the folder."""
+    root = Path(run_dir) / "checkpoints"
+    name = f"step-{int(meta['step']):08d}"
+    final = root / name
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.partial-"))
+    except OSError as e:
+        raise OutputError(f"{root}: cannot create checkpoint folder ({e.strerror or e})") from None
+    try:
+        weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                                    metadata={"format": "pt"})
+        meta = meta | {"format": FORMAT, "format_version": FORMAT_VERSION, "task": model.task,
+                       "model_config": model.encoder.config.to_dict(), "tokenizer": model.tokenizer.to_dict(),
+                       "versions": versions(), "weights_sha256": hashlib.sha256(weights).hexdigest()}
+        _fsynced(tmp / WEIGHTS, weights)
+        _fsynced(tmp / META, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        with open(tmp / STATE, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if final.exists():  # the same step saved again (e.g. a final save right after a periodic one)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{final}: cannot write checkpoint ({e.strerror or e})") from None
+        raise
+    set_pointer(run_dir, LATEST, final, meta.get("metric"))
+    return final
+
+
+def set_pointer(run_dir: str | os.PathLike, pointer: str, folder: Path, metric: float | None = None) -> None:
+    """Atomically point RUN/checkpoints/<pointer> (latest.json / best.json) at a checkpoint folder."""
+    body = {"checkpoint": folder.name, "metric": metric}
+    atomic_write(Path(run_dir) / "checkpoints" / pointer, (json.dumps(body) + "\n").encode())
+
+
+def read_pointer(run_dir: str | os.PathLike, pointer: str = LATEST) -> dict | None:
+    path = Path(run_dir) / "checkpoints" / pointer
+    if not path.is_file():
+        return None
+    try:
+        body = json.loads(path.read_text())
+        return body if isinstance(body, dict) and isinstance(body.get("checkpoint"), str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def prune(run_dir: str | os.PathLike) -> None:
+    """Delete checkpoint folders other than the latest and the best (and stale temp folders)."""
+    root = Path(run_dir) / "checkpoints"
+    keep = {p["checkpoint"] for p in (read_pointer(run_dir, LATEST), read_pointer(run_dir, BEST)) if p}
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name not in keep and folder.name.startswith(("step-", ".step-")):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a run folder (its latest checkpoint) or a checkpoint folder itself."""
+    path = Path(path)
+    if (path / META).is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run or checkpoint folder")
+    pointer = read_pointer(path, LATEST)
+    if pointer is None:
+        raise CheckpointError(f"{path}: not a genoformer run folder (no readable checkpoints/{LATEST})")
+    return path / "checkpoints" / pointer["checkpoint"]
+
+
+def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False,
+                    device: str | torch.device = "cpu") -> tuple[GenoModel, dict, dict | None]:
+    """(model, metadata, state or None) from a run or checkpoint folder; CheckpointError names the bad file."""
+    folder = resolve(path)
+    meta = _read_meta(folder / META)
+    weights_path = folder / WEIGHTS
+    try:
+        weights = weights_path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{weights_path}: cannot read ({e.strerror or e})") from None
+    if hashlib.sha256(weights).hexdigest() != meta.get("weights_sha256"):
+        raise CheckpointError(f"{weights_path}: sha256 differs from {META} (corrupt or replaced weights)")
+    try:
+        config = ReformerConfig.from_dict(meta["model_config"])
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+        head = meta["head"]
+        model = GenoModel(config, tokenizer, meta["task"], n_classes=int(head["n_classes"]),
+                          n_evidence=int(head["n_evidence"]))
+    except (KeyError, TypeError, ValueError, UsageError, InputError) as e:
+        raise CheckpointError(f"{folder / META}: bad model description ({e})") from None
+    try:
+        tensors = safetensors_load(weights)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    if set(tensors) != set(expected) or any(tensors[n].shape != expected[n].shape for n in expected):
+        raise CheckpointError(f"{weights_path}: tensors do not fit the model described in {META}")
+    model.load_state_dict(tensors)
+    state = None
+    if with_state:
+        try:
+            state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a bad pickle; all mean the same here
+            raise CheckpointError(f"{folder / STATE}: not a readable training state ({type(e).__name__})") from None
+    return model.to(device), meta, state
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not valid JSON (corrupt checkpoint)") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a genoformer checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {meta.get('format_version')!r} is not "
+                              f"supported (this genoformer reads {FORMAT_VERSION})")
+    return meta
