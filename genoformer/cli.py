@@ -21,6 +21,7 @@ from genoformer.errors import GenoformerError
 COMMANDS = {
     "info": "genoformer.commands.info:info",
     "simulate": "genoformer.commands.simulate:simulate",
+    "train": "genoformer.commands.train:train",
 }
 
 EXIT_CODES_HELP = """\b
