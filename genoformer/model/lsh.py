@@ -1,0 +1,189 @@
+"""LSH self-attention (Reformer): tokens attend within hash buckets of similar content.
+
+Queries and keys share one projection; keys are the L2-normalised queries.  Each of
+n_hashes rounds sorts the tokens by angular-LSH bucket, cuts the order into chunks of
+bucket_size, and lets each chunk attend to itself and the chunk before it.  Hashing uses the
+query before rotary positions, so the same content at distant loci can share a bucket;
+scores use the rotary-rotated query and key.
+
+Buckets per round follow each sequence's real length (mask.sum), not the padded length, and
+padding is sorted after every real token: appending padding, or batching a sequence with
+longer ones, changes nothing at its real positions.
+
+Rotations come from a generator seeded per call: `hash_seed` when set (deterministic
+inference), otherwise one seed drawn from torch's global CPU RNG, which the reversible stack
+replays so that the backward recomputation sees the same buckets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .lsh_kernels import SELF_SCORE, LSHAttentionFunction, bucket_factors, hash_buckets, sort_order
+from .positions import apply_rotary, rotary_angles
+
+INSPECT_BLOCK_ELEMENTS = 2 ** 24  # cap on gathered key elements per block of inspected queries
+
+
+@dataclass
+class LSHInspection:
+    """What one LSH layer did on one call.
+
+    buckets: [B, heads, n_hashes, T] bucket id per position, round and head (-1 at padding).
+    top_positions, top_weights: [B, heads, T, top_k] each query's most attended token indices
+    and their attention weight summed over rounds (-1 / 0 where fewer keys exist).
+    n_buckets: buckets per round of the longest sequence; n_buckets_per_sequence: [B].
+    seed: the hash seed used.
+    """
+
+    buckets: Tensor
+    top_positions: Tensor
+    top_weights: Tensor
+    n_buckets: int
+    n_buckets_per_sequence: Tensor
+    seed: int
+
+
+class _Hashed(NamedTuple):
+    q: Tensor  # [B, heads, T, dh], rotary applied
+    k: Tensor  # unit-length q
+    v: Tensor
+    order: Tensor  # [B, heads, n_hashes, T padded to a multiple of bucket_size]
+    real: Tensor  # bool [B, T]
+    buckets: Tensor  # [B, heads, n_hashes, T], -1 at padding
+    counts: Tensor  # buckets per round of each sequence [B]
+    seed: int
+
+
+class LSHSelfAttention(nn.Module):
+    """x [B, T, d_model] -> [B, T, d_model]; any T and padding mask (bool [B, T], True = real).
+
+    Dropout, when set, applies to the output projection (replayed by the reversible stack
+    through the global RNG); attention weights are not dropped.
+    """
+
+    def __init__(self, d_model: int, heads: int, *, causal: bool = False, dropout: float = 0.0,
+                 bucket_size: int = 64, n_hashes: int = 4, hash_seed: int | None = None):
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
+        if bucket_size < 1 or n_hashes < 1:
+            raise ValueError(f"bucket_size and n_hashes must be >= 1, got {bucket_size} and {n_hashes}")
+        self.heads, self.dim_head = heads, d_model // heads
+        self.causal, self.dropout = causal, dropout
+        self.bucket_size, self.n_hashes, self.hash_seed = bucket_size, n_hashes, hash_seed
+        self.to_qk = nn.Linear(d_model, d_model, bias=False)
+        self.to_v = nn.Linear(d_model, d_model, bias=False)
+        self.to_out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        B, T, _ = x.shape
+        h = self._prepare(x, mask, positions)
+        out = LSHAttentionFunction.apply(h.q, h.k, h.v, h.order, None if mask is None else h.real,
+                                         self.causal, self.bucket_size)
+        out = out.transpose(1, 2).reshape(B, T, -1)
+        return F.dropout(self.to_out(out), self.dropout, training=self.training)
+
+    @torch.no_grad()
+    def inspect(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+                top_k: int = 8) -> LSHInspection:
+        """Buckets and each query's top attended positions for this input (drawing the seed as forward does)."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        h = self._prepare(x, mask, positions)
+        B, H, T, dh = h.q.shape
+        precise = torch.promote_types(h.q.dtype, torch.float32)
+        q, k = h.q.flatten(0, 1).to(precise), h.k.flatten(0, 1).to(precise)
+        order, real = h.order.flatten(0, 1), h.real.repeat_interleave(H, 0)
+        slot = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+        block = max(1, INSPECT_BLOCK_ELEMENTS // (B * H * self.n_hashes * 2 * self.bucket_size * dh))
+        found = [_top_attended(q, k, order, slot, real, self.causal, self.bucket_size, start, min(start + block, T), top_k)
+                 for start in range(0, T, block)]
+        top_positions, top_weights = (torch.cat(parts, 1).view(B, H, T, -1) for parts in zip(*found))
+        missing = top_k - top_positions.shape[-1]
+        top_positions, top_weights = F.pad(top_positions, (0, missing), value=-1), F.pad(top_weights, (0, missing))
+        return LSHInspection(buckets=h.buckets, top_positions=top_positions, top_weights=top_weights,
+                             n_buckets=int(h.counts.max()), n_buckets_per_sequence=h.counts, seed=h.seed)
+
+    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None) -> _Hashed:
+        """Seed, projections, hashing and sort order, shared by forward and inspect."""
+        B, T, _ = x.shape
+        seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
+        real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
+        if real.shape != (B, T):
+            raise ValueError(f"mask must have shape [{B}, {T}], got {list(real.shape)}")
+        positions = torch.arange(T, device=x.device) if positions is None else positions.to(x.device, torch.long)
+        if positions.shape != (T,):
+            raise ValueError(f"positions must have shape [{T}], got {list(positions.shape)}")
+        heads = lambda t: t.view(B, T, self.heads, self.dim_head).transpose(1, 2)
+        # the shared query/key in float32 even under autocast, so buckets do not depend on precision
+        precise = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            qk = heads(F.linear(x.to(precise), self.to_qk.weight.to(precise)))
+        buckets, counts = self._hash(qk, real, seed)
+        order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
+        v = heads(self.to_v(x))
+        cos, sin = rotary_angles(positions, self.dim_head)
+        q = apply_rotary(qk.to(v.dtype), cos, sin)
+        k = F.normalize(q.to(precise), dim=-1).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
+        return _Hashed(q, k, v, order, real, buckets, counts, seed)
+
+    def _hash(self, qk: Tensor, real: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """Bucket ids [B, h, R, T] (-1 at padding) with each sequence's bucket count from its real length."""
+        B, H, T, _ = qk.shape
+        buckets = torch.full((B, H, self.n_hashes, T), -1, dtype=torch.long, device=qk.device)
+        lengths = real.sum(-1)
+        counts = torch.empty(B, dtype=torch.long)
+        for length in lengths.unique().tolist():
+            same = (lengths == length).nonzero().squeeze(1)
+            factors = bucket_factors(length, self.bucket_size)
+            buckets[same] = hash_buckets(qk[same], factors, self.n_hashes, seed)
+            counts[same.cpu()] = math.prod(factors)
+        return buckets.masked_fill_(~real[:, None, None, :], -1), counts
+
+
+def _top_attended(q: Tensor, k: Tensor, order: Tensor, slot: Tensor, real: Tensor, causal: bool, bucket_size: int,
+                  start: int, stop: int, top_k: int) -> tuple[Tensor, Tensor]:
+    """Top attended keys of queries [start, stop), recomputed straight from the sort order.
+
+    q, k [N, T, dh]; order [N, R, Tp] (slot -> token) and slot (token -> slot); real [N, T].  Each query's keys are, in every round, its
+    own chunk and the chunk before (for the first chunk: the last chunk holding real tokens),
+    all softmaxed together.  Returns positions and weights [N, stop - start, <= top_k].
+    """
+    N, T, dh = q.shape
+    bs, device = bucket_size, q.device
+    queries = torch.arange(start, stop, device=device)
+    chunk = slot[:, :, start:stop] // bs  # [N, R, n]
+    last = ((real.sum(-1) + bs - 1) // bs - 1).clamp(min=0)[:, None, None]
+    previous = torch.where(chunk == 0, last, chunk - 1)
+    offsets = torch.arange(bs, device=device)
+    window = torch.cat(((previous * bs)[..., None] + offsets, (chunk * bs)[..., None] + offsets), -1)
+    keys = order.gather(-1, window.flatten(-2)).view_as(window)  # [N, R, n, 2bs]
+    allowed = torch.ones_like(keys, dtype=torch.bool)
+    allowed[..., :bs] &= (previous != chunk)[..., None]  # a lone chunk does not look back at itself
+    keys, allowed = keys.transpose(1, 2).flatten(-2), allowed.transpose(1, 2).flatten(-2)  # [N, n, R * 2bs]
+    allowed &= keys < T
+    keys = keys.clamp(max=T - 1)
+    allowed &= real.gather(1, keys.flatten(1)).view_as(keys)
+    if causal:
+        allowed &= keys <= queries[:, None]
+    key_vectors = k.gather(1, keys.flatten(1)[..., None].expand(-1, -1, dh)).view(*keys.shape, dh)
+    scores = torch.einsum("nqd,nqkd->nqk", q[:, start:stop] * dh ** -0.5, key_vectors).double()
+    scores = scores.masked_fill(keys == queries[:, None], SELF_SCORE)
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(-1) * real[:, start:stop, None]
+    # a key seen in several rounds counts once with its weights summed: sort by key, sum runs
+    keys, by_key = keys.masked_fill(~allowed, -1).sort(-1)
+    weights = weights.gather(-1, by_key)
+    running = weights.cumsum(-1)
+    last_of_run = F.pad(keys[..., 1:] != keys[..., :-1], (0, 1), value=True)
+    before_run = F.pad(running.masked_fill(~last_of_run, 0.0)[..., :-1], (1, 0)).cummax(-1).values
+    totals = (running - before_run).masked_fill(~last_of_run | (keys < 0), -1.0)
+    top, pick = totals.topk(min(top_k, totals.shape[-1]), dim=-1)
+    chosen = top > 0
+    return keys.gather(-1, pick).masked_fill(~chosen, -1), top.clamp(min=0).float()

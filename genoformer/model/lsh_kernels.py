@@ -1,0 +1,276 @@
+"""LSH attention kernels: angular hashing and chunked attention over hash-sorted tokens.
+
+Adapted from the Reformer paper (https://openreview.net/pdf?id=rkgNKkHtvB), trax and
+reformer-pytorch, but never materialising all rounds at once: the attention is a custom
+autograd Function that keeps only q, k, v, the sort order, the output and the per-query
+log-sum-exp (as flash attention does) and recomputes one round of chunk scores at a time
+in backward.  Peak memory is O(T * d) plus one round's [T, 2 * bucket_size] scores.
+
+Rounds combine with their log-sum-exp weights, which is exactly a softmax over the union of
+every round's keys with a key counted once per round it appears in (as HF and
+reformer-pytorch do).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FACTORISE_ABOVE = 128  # more buckets than this: hash with two rotations of ~sqrt(n) buckets each
+SELF_SCORE = -5e4  # below any real score (keys are unit vectors), above masked ones; finite in fp16
+
+
+def bucket_factors(length: int, bucket_size: int) -> tuple[int, ...]:
+    """Buckets per round for a sequence of `length` real tokens, as one or two even factors.
+
+    About one bucket per bucket_size tokens, even so angular hashing can use [xR; -xR].
+    Past FACTORISE_ABOVE the count is rounded up to n1 * n2 with n1, n2 even and ~sqrt(n),
+    so hashing costs O(T * sqrt(n) * d) rather than O(T * n * d), which would be O(T^2).
+    """
+    n = max(2, -(-length // bucket_size))
+    n += n % 2
+    if n <= FACTORISE_ABOVE:
+        return (n,)
+    n1 = 2 * math.ceil(math.sqrt(n) / 2)
+    return (n1, 2 * math.ceil(n / n1 / 2))
+
+
+def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int) -> Tensor:
+    """Bucket ids in [0, prod(factors)) of x [B, H, T, dh] for each round: LongTensor [B, H, n_hashes, T].
+
+    Angular LSH: bucket = argmax over [xR; -xR] for a random rotation R (one per head and
+    round).  Factorised hashing combines two such hashes as b1 * n2 + b2.  Rotations come from
+    a CPU generator seeded with `seed`, so they do not depend on device, batch or length, and
+    the projection runs in float32 whatever the autocast state.
+    """
+    B, H, T, dh = x.shape
+    generator = torch.Generator().manual_seed(seed)
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long, device=x.device)
+        for n in factors:
+            rotations = torch.randn(H, dh, n_hashes * (n // 2), generator=generator).to(x.device)
+            projected = torch.matmul(x, rotations).view(B, H, T, n_hashes, n // 2)
+            # argmax over [p, -p] without building it: the largest |p|, shifted by n/2 if negative
+            largest = projected.abs().argmax(-1, keepdim=True)
+            negative = projected.gather(-1, largest).squeeze(-1) < 0
+            ids = largest.squeeze(-1) + negative * (n // 2)
+            buckets = buckets * n + ids.transpose(-1, -2)
+    return buckets
+
+
+def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
+    """Per round, token indices sorted by (bucket, position), padding last: LongTensor [..., n_hashes, padded_length].
+
+    buckets [B, H, R, T]; real bool [B, T].  Padding (masked or beyond T) goes to a sentinel
+    bucket after every real one, so real tokens fill the first chunks of each round however
+    much padding follows.
+    """
+    B, H, R, T = buckets.shape
+    keys = buckets.masked_fill(~real[:, None, None, :], torch.iinfo(torch.long).max)
+    keys = F.pad(keys, (0, padded_length - T), value=torch.iinfo(torch.long).max)
+    return keys.argsort(dim=-1, stable=True)
+
+
+class _Round:
+    """One round's sort order cut into chunks of bucket_size, each seen with the chunk before it.
+
+    rows [N, T]: global row ids (into [N * T]) in sorted order.  The first chunk of a sequence
+    looks back to that sequence's last chunk holding real tokens (wrapping round, as HF and
+    reformer-pytorch do, but within the round and never into padding-only chunks); when that
+    is the first chunk itself the look-back is masked.  Gathered rows are laid out per
+    sequence as [look-back chunk, chunk 0, chunk 1, ...], so that the window of chunk c is
+    an overlapping strided view of 2 * bucket_size rows: no copy per window.
+    """
+
+    def __init__(self, rows: Tensor, lookback: Tensor, bucket_size: int):
+        N, T = rows.shape
+        self.n, self.chunks, self.bs = N, T // bucket_size, bucket_size
+        chunked = rows.view(N, self.chunks, bucket_size)
+        first = chunked.gather(1, lookback.view(N, 1, 1).expand(N, 1, bucket_size)).view(N, bucket_size)
+        self.rows = rows.reshape(-1)
+        self.extended = torch.cat((first, rows), 1).view(-1)
+        self.lookback = lookback
+
+    def windows(self, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Sorted own chunks [N, nc, bs, c] and windows [N, nc, 2bs, c] of values [N * T, c]."""
+        N, nc, bs, c = self.n, self.chunks, self.bs, values.shape[-1]
+        gathered = values.index_select(0, self.extended).view(N, (nc + 1) * bs, c)
+        own = gathered[:, bs:].view(N, nc, bs, c)
+        window = gathered.as_strided((N, nc, 2 * bs, c), ((nc + 1) * bs * c, bs * c, c, 1))
+        return own, window
+
+    def sorted(self, values: Tensor) -> Tensor:
+        """values [N * T, c] in sorted order as chunks [N, nc, bs, c]."""
+        return values.index_select(0, self.rows).view(self.n, self.chunks, self.bs, -1)
+
+    def fold(self, window_grads: Tensor, into: Tensor) -> None:
+        """Add window gradients [N, nc, 2bs, c] onto the sorted rows they came from, into [N, nc, bs, c]."""
+        bs = self.bs
+        torch.add(window_grads[:, :-1, bs:], window_grads[:, 1:, :bs], out=into[:, :-1])
+        into[:, -1] = window_grads[:, -1, bs:]
+        into[torch.arange(self.n, device=into.device), self.lookback] += window_grads[:, 0, :bs]
+
+    def unsort(self, sorted_values: Tensor, into: Tensor) -> Tensor:
+        """Rows [N * T, c] back in token order."""
+        return into.index_copy_(0, self.rows, sorted_values.reshape(self.rows.numel(), -1))
+
+
+def _bias(rnd: _Round, real: Tensor | None, lookback_masked: Tensor, causal: bool, dtype: torch.dtype,
+          device: torch.device) -> Tensor:
+    """Additive score bias [N or 1, nc or 1, bs, 2bs]: SELF_SCORE on each token's own key, the
+    dtype's most negative finite value on padding, masked look-back and (causal) later keys."""
+    bs = rnd.bs
+    own_key = torch.zeros(bs, 2 * bs, dtype=dtype, device=device)
+    own_key[:, bs:].fill_diagonal_(SELF_SCORE)
+    if real is None and not causal and not bool(lookback_masked.any()):
+        return own_key[None, None]  # broadcast: no per-chunk mask to build
+    invalid = torch.zeros(rnd.n, rnd.chunks, 1, 2 * bs, dtype=torch.bool, device=device)
+    invalid[:, 0, 0, :bs] = lookback_masked[:, None]
+    if real is not None:
+        invalid |= ~rnd.windows(real.view(-1, 1))[1].view(rnd.n, rnd.chunks, 1, 2 * bs)
+    if causal:
+        T = rnd.rows.numel() // rnd.n
+        token, key_token = rnd.windows((torch.arange(rnd.rows.numel(), device=device) % T)[:, None])
+        invalid = invalid | (key_token[..., 0][:, :, None, :] > token[..., 0][..., None])
+    return torch.where(invalid, torch.finfo(dtype).min, own_key)
+
+
+def _fused(device: torch.device, dtype: torch.dtype) -> bool:
+    """Use torch's fused CPU flash-attention kernels?  Exact, and about twice as fast as bmm +
+    softmax on CPU; they take an additive bias and return (and accept) the log-sum-exp."""
+    return (USE_FUSED_CPU and device.type == "cpu" and dtype in (torch.float32, torch.float64, torch.bfloat16)
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"))
+
+
+USE_FUSED_CPU = True
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, acc: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Chunk attention output [N, nc, bs, dh] and log-sum-exp [N, nc, bs] in acc dtype."""
+    if _fused(q.device, q.dtype):
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, False, attn_mask=bias, scale=scale)
+        return out.to(acc), lse.to(acc)
+    scores = torch.matmul(q * scale, k.transpose(-1, -2)).to(acc) + bias
+    lse = scores.logsumexp(-1)
+    out = torch.matmul(scores.sub_(lse[..., None]).exp_().to(v.dtype), v)
+    return out.to(acc), lse
+
+
+def _attend_backward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, out: Tensor, d_out: Tensor,
+                     lse: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of q [N, nc, bs, dh] and of the windows of k, v [N, nc, 2bs, dh] for one round.
+
+    out, lse are the COMBINED output and log-sum-exp over all rounds, so P = exp(S - lse) is
+    this round's share of the union softmax and D = rowsum(dO * out) is the union's.
+    """
+    if _fused(q.device, q.dtype):
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            d_out.to(q.dtype), q, k, v, out.to(q.dtype), lse, 0.0, False, attn_mask=bias, scale=scale)
+    q = q * scale
+    probs = (torch.matmul(q, k.transpose(-1, -2)).to(acc) + bias).sub_(lse[..., None]).exp_()
+    delta = (d_out.to(acc) * out.to(acc)).sum(-1, keepdim=True)
+    d_out = d_out.to(v.dtype)
+    d_v = torch.matmul(probs.transpose(-1, -2).to(v.dtype), d_out)
+    d_scores = (torch.matmul(d_out, v.transpose(-1, -2)).to(acc) - delta).mul_(probs).to(q.dtype)
+    return torch.matmul(d_scores, k) * scale, torch.matmul(d_scores.transpose(-1, -2), q), d_v
+
+
+def _padded_real(real: Tensor | None, shape: torch.Size, Tp: int, device: torch.device) -> Tensor | None:
+    """real [B, T] (None: all real) as [B * heads, Tp] with the internal padding, or None if nothing is padding."""
+    B, heads, T, _ = shape
+    if real is None and Tp == T:
+        return None
+    if real is None:
+        real = torch.ones(B, T, dtype=torch.bool, device=device)
+    real = F.pad(real, (0, Tp - T), value=False)
+    return None if bool(real.all()) else real.repeat_interleave(heads, 0)
+
+
+def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Each sequence's last chunk holding real tokens (the first chunk's look-back) and whether that is chunk 0."""
+    length = torch.full((N,), T, device=device) if real is None else real.sum(-1)
+    last = ((length + bucket_size - 1) // bucket_size - 1).clamp(min=0)
+    return last, last == 0
+
+
+class LSHAttentionFunction(torch.autograd.Function):
+    """Chunked attention over every round of an LSH sort order, rounds combined by log-sum-exp.
+
+    q, k, v [B, H, T, dh] (any strides); order [B, H, R, Tp] with Tp = T rounded up to a multiple
+    of bucket_size, each round a permutation of arange(Tp) with real tokens first; real bool
+    [B, T] or None (no padding).  Returns [B, H, T, dh]; rows of padding queries are zero.
+    Matmuls run in the inputs' dtype; log-sum-exp and the mixing of rounds in float32 (float64
+    for float64 inputs).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, order, real, causal: bool, bucket_size: int):
+        B, H, T, dh = q.shape
+        Tp, N = order.shape[-1], B * H
+        acc = torch.promote_types(q.dtype, torch.float32)
+        qkv = F.pad(torch.cat((q, k, v), -1), (0, 0, 0, Tp - T)).view(N * Tp, 3 * dh)
+        real = _padded_real(real, q.shape, Tp, q.device)
+        lookback, lookback_masked = _lookback(real, N, Tp, bucket_size, q.device)
+        out = torch.empty(N * Tp, dh, dtype=acc, device=q.device)
+        lse = torch.empty(N * Tp, dtype=acc, device=q.device)
+        round_out, round_lse = torch.empty_like(out), torch.empty_like(lse)
+        for r, rnd in enumerate(_rounds(order.view(N, -1, Tp), lookback, bucket_size)):
+            bias = _bias(rnd, real, lookback_masked, causal, q.dtype, q.device)
+            own, window = rnd.windows(qkv)
+            o, l = _attend(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias, dh ** -0.5, acc)
+            if r == 0:
+                rnd.unsort(o, out), rnd.unsort(l, lse[:, None])
+                continue
+            rnd.unsort(o, round_out), rnd.unsort(l, round_lse[:, None])
+            # mix in this round by its share of the union softmax (flash attention's split-KV merge)
+            out.lerp_(round_out, torch.sigmoid(round_lse - lse)[:, None])
+            lse = torch.logaddexp(lse, round_lse)
+        out, lse = out.view(N, Tp, dh), lse.view(N, Tp)
+        if real is not None:
+            out.masked_fill_(~real[..., None], 0.0)
+        ctx.save_for_backward(qkv, order, real, out, lse)
+        ctx.causal, ctx.bucket_size, ctx.shape = causal, bucket_size, (B, H, T, dh)
+        return out.view(B, H, Tp, dh)[:, :, :T].to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, order, real, out, lse = ctx.saved_tensors
+        bs, (B, H, T, dh) = ctx.bucket_size, ctx.shape
+        N, Tp = out.shape[:2]
+        acc, dtype = out.dtype, qkv.dtype
+        lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
+        grad_out = F.pad(grad_out.to(acc), (0, 0, 0, Tp - T)).view(N, Tp, dh)
+        if real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
+            grad_out = grad_out.masked_fill(~real[..., None], 0.0)
+        per_query = torch.cat((out, grad_out, lse[..., None]), -1).view(N * Tp, 2 * dh + 1)
+        grads = torch.empty(N * Tp, 3 * dh, dtype=acc, device=qkv.device)
+        round_grads = torch.empty_like(grads)
+        sorted_grads = torch.empty(N, Tp // bs, bs, 3 * dh, dtype=acc, device=qkv.device)
+        for r, rnd in enumerate(_rounds(order.view(N, -1, Tp), lookback, bs)):
+            bias = _bias(rnd, real, lookback_masked, ctx.causal, dtype, qkv.device)
+            own, window = rnd.windows(qkv)
+            queries = rnd.sorted(per_query)
+            d_q, d_k, d_v = _attend_backward(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias,
+                                             dh ** -0.5, queries[..., :dh], queries[..., dh:2 * dh],
+                                             queries[..., 2 * dh], acc)
+            sorted_grads[..., :dh] = d_q
+            rnd.fold(d_k, sorted_grads[..., dh:2 * dh])
+            rnd.fold(d_v, sorted_grads[..., 2 * dh:])
+            if r == 0:
+                rnd.unsort(sorted_grads, grads)
+            else:
+                grads += rnd.unsort(sorted_grads, round_grads)
+        grads = grads.view(B, H, Tp, 3 * dh)[:, :, :T].to(dtype)
+        return grads[..., :dh], grads[..., dh:2 * dh], grads[..., 2 * dh:], None, None, None, None
+
+
+def _rounds(order: Tensor, lookback: Tensor, bucket_size: int):
+    """Each round of order [N, R, T] as a _Round over global rows (sequence n's rows start at n * T)."""
+    N, R, T = order.shape
+    offsets = (torch.arange(N, device=order.device) * T)[:, None]
+    for r in range(R):
+        yield _Round(order[:, r] + offsets, lookback, bucket_size)
