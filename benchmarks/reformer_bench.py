@@ -210,7 +210,7 @@ def find(rows, **where) -> dict | None:
 
 
 def peers(args) -> dict:
-    lengths = [2048] if args.quick else [16384, 65536]
+    lengths = args.tokens or ([2048] if args.quick else [16384, 65536])
     specs = []
     for T in lengths:
         specs += [spec_for(args, impl=impl, attention=attn, tokens=T)
@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3, quick 1)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1, quick 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--tokens", type=int, nargs="+", help="peers: lengths (default 16384 65536)")
     parser.add_argument("--ff-chunks", type=int, default=1, help="genoformer feed-forward chunks")
     parser.add_argument("--full-max", type=int, default=65536, help="longest length for full attention")
     parser.add_argument("--depth-attention", default="lsh", choices=["lsh", "local", "full"])

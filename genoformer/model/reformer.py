@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ from .attention import FullAttention, LocalAttention
 from .config import ReformerConfig, atomic_write
 from .feedforward import FeedForward
 from .reversible import ReversibleBlock, ReversibleSequence, RngState
+
+if TYPE_CHECKING:
+    from .lsh import LSHInspection
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
@@ -83,7 +87,7 @@ class Reformer(nn.Module):
 
     @torch.no_grad()
     def inspect(self, tokens: Tensor, mask: Tensor | None = None, layers: list[int] | None = None,
-                top_k: int = 8) -> dict:
+                top_k: int = 8) -> dict[int, LSHInspection]:
         """Each requested LSH layer's LSHInspection (buckets, top attended positions), keyed by layer index.
 
         Computed on the layer's actual normed input, with the RNG state its forward pass then uses,
@@ -128,7 +132,7 @@ class Reformer(nn.Module):
         return self.token_emb(tokens), mask, T
 
 
-def _trim(inspection, T: int):
+def _trim(inspection: LSHInspection, T: int) -> LSHInspection:
     """Drop the internal padding positions from an LSHInspection."""
     return dataclasses.replace(inspection, buckets=inspection.buckets[..., :T],
                                top_positions=inspection.top_positions[:, :, :T],

@@ -95,13 +95,15 @@ class _ReversibleFunction(torch.autograd.Function):
                 f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
                 gy1, dy1_g, g_grads = _recompute_g(block, y1, dy2, g_params, g_rng)
                 dy1 = dy1 + dy1_g
-                x2 = (y2 - gy1).detach()
+                x2 = y2 - gy1
+                del gy1, dy1_g  # free before f's recompute: the peak of the whole backward is there
                 with torch.enable_grad():
                     x2.requires_grad_()
                     with f_rng.replay():
                         fx2 = block.f(x2, **ctx.f_kwargs)
                     dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
                 x1 = (y1 - fx2).detach()
+                del fx2
                 y1, y2, dy2 = x1, x2.detach(), dy2 + dx2_f
                 param_grads = _block_param_grads(block, f_params, f_grads, g_params, g_grads) + param_grads
         return (dy1, dy2, None, None, *param_grads)
@@ -109,17 +111,20 @@ class _ReversibleFunction(torch.autograd.Function):
 
 def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[nn.Parameter], rng: RngState):
     """g(y1), d/dy1 and d/dparams of <g(y1), dy2>, chunk by chunk in the forward pass's order and RNG stream."""
-    outs, dy1s, totals = [], [], [None] * len(params)
+    gy1, dy1 = torch.empty_like(y1), torch.empty_like(y1)
+    totals: list[Tensor | None] = [None] * len(params)
+    bounds = [0]
+    for c in y1.chunk(block.g_chunks, dim=1):
+        bounds.append(bounds[-1] + c.shape[1])
     with rng.replay():
-        for y1_c, dy2_c in zip(y1.chunk(block.g_chunks, dim=1), dy2.chunk(block.g_chunks, dim=1)):
+        for start, stop in zip(bounds, bounds[1:]):
             with torch.enable_grad():
-                y1_c = y1_c.detach().requires_grad_()
+                y1_c = y1[:, start:stop].detach().requires_grad_()
                 out = block.g(y1_c)
-                dy1_c, grads = _grads(out, y1_c, params, dy2_c)
-            outs.append(out.detach())
-            dy1s.append(dy1_c)
+                dy1[:, start:stop], grads = _grads(out, y1_c, params, dy2[:, start:stop])
+            gy1[:, start:stop] = out.detach()
             totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
-    return torch.cat(outs, dim=1), torch.cat(dy1s, dim=1), totals
+    return gy1, dy1, totals
 
 
 def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:

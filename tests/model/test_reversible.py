@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from genoformer.model import ReformerConfig
-from genoformer.model.reformer import Reformer, make_attention
 from genoformer.model.feedforward import FeedForward
-from genoformer.model.reformer import PreNorm
+from genoformer.model.reformer import PreNorm, Reformer, make_attention
 from genoformer.model.reversible import ReversibleBlock, ReversibleSequence
 
 HAS_LSH = (Path(__file__).resolve().parents[2] / "genoformer" / "model" / "lsh.py").exists()
