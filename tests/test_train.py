@@ -3,6 +3,7 @@ resume is exact (clean stop and SIGKILL), bad input through the CLI fails with o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent / "cli"))
 from test_bad_inputs import assert_clean_failure  # noqa: E402
 
 MLM_TRAIN, MLM_VAL = "chr20:10,000,001-10,900,000", "chr20:10,950,001-10,960,000"
-TINY = dict(window=512, k=3, d_model=32, depth=2, heads=2, attention="local", bucket_size=32, lr=3e-3,
+TINY = dict(window=512, k=3, d_model=32, depth=2, heads=2, attention="full", bucket_size=32, lr=3e-3,
             warmup_steps=3, batch_size=4, progress=False)
 
 
@@ -86,6 +87,24 @@ def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
     assert model.fusion is not None and model.fusion.proj.weight.abs().sum() > 0
 
 
+def test_pattern_on_gff_genes_initialised_from_an_mlm_checkpoint(chr20, shared_data, tmp_path):
+    train(mlm_config(chr20, tmp_path / "mlm", max_steps=2))
+    mlm, _, _ = load_checkpoint(tmp_path / "mlm")
+    genome = shared_data / "sarscov2_mt192765" / "genome"
+    config = TrainConfig(**(TINY | dict(
+        task="pattern", reference=str(genome / "genome.fasta"), bed=[str(genome / "genome.gff3")],
+        init_from=str(tmp_path / "mlm"), out=str(tmp_path / "pattern"))))
+    # one step at a negligible learning rate: the encoder is still the pre-trained one
+    train(dataclasses.replace(config, max_steps=1, lr=1e-9, out=str(tmp_path / "init")))
+    init, meta, _ = load_checkpoint(tmp_path / "init")
+    rows = [ln.split("\t") for ln in (genome / "genome.gff3").read_text().splitlines() if not ln.startswith("#")]
+    assert meta["head"]["class_names"] == list(dict.fromkeys(r[2] for r in rows if len(r) > 2))
+    for name, weight in mlm.encoder.state_dict().items():
+        torch.testing.assert_close(init.encoder.state_dict()[name], weight, atol=1e-6, rtol=0)
+    losses = list(train(dataclasses.replace(config, max_steps=20, batch_size=2))["losses"].values())
+    assert mean(losses[-5:]) < mean(losses[:5]) - 0.2, losses
+
+
 def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_path):
     full = train(mlm_config(chr20, tmp_path / "full", max_steps=12, ckpt_every=100))["losses"]
     half = train(mlm_config(chr20, tmp_path / "half", max_steps=12, stop_after=6, ckpt_every=100))["losses"]
@@ -103,7 +122,7 @@ def run_cli(*args, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
 
 def cli_args(chr20, out, *extra) -> list[str]:
     return ["train", "--reference", chr20["fasta"], "--train-regions", MLM_TRAIN, "--window", 512, "--k", 3,
-            "--d-model", 32, "--depth", 2, "--heads", 2, "--attention", "local", "--bucket-size", 32, "--lr", 3e-3,
+            "--d-model", 32, "--depth", 2, "--heads", 2, "--attention", "full", "--bucket-size", 32, "--lr", 3e-3,
             "--warmup-steps", 3, "--batch-size", 4, "--no-progress", "--out", out, *extra]
 
 
@@ -127,6 +146,19 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_losses(chr20, tmp_path):
     assert train_losses(tmp_path / "killed") == train_losses(tmp_path / "full")
     with pytest.raises(CheckpointError):  # sanity: the comparison above read real runs
         resolve(tmp_path / "nowhere")
+
+
+def test_recipe_file_with_flags_overriding_it(chr20, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("task: mlm\nmax-steps: 5\nwindow: 256\nseed: 3\n")
+    proc = run_cli(*cli_args(chr20, tmp_path / "run", "--config", recipe, "--max-steps", 2))
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["max_steps"], saved["window"], saved["seed"]) == (2, 512, 3)  # flags win over the recipe
+    assert json.loads(proc.stdout)["step"] == 2
+    toml = tmp_path / "recipe.toml"
+    toml.write_text('task = "mlm"\nlearning_rate = 0.1\n')
+    assert_clean_failure(run_cli(*cli_args(chr20, tmp_path / "bad", "--config", toml)), 2, "learning_rate")
 
 
 @pytest.mark.parametrize("case", ["window_below_k", "empty_training_region", "val_overlaps_train",
