@@ -265,7 +265,7 @@ def depths(args) -> dict:
 
 
 def million(args) -> dict:
-    T = 16384 if args.quick else MILLION_TOKENS
+    T = 4096 if args.quick else MILLION_TOKENS
     spec = spec_for(args, tokens=T, depth=6, step="adamw", warmup=0)
     rows = run_all([spec], args)
     table(f"one AdamW training step of the default DNA model on {T} tokens (1 Mb as 6-mers)", rows)
