@@ -68,7 +68,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     val_every: int = 200
-    val_windows: int = 8
+    val_windows: int = 8  # validate on the first N windows tiling the validation regions
     ckpt_every: int = 500
     out: str = "run"
     init_from: str | None = None
@@ -83,6 +83,10 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.stop_after is not None and not 0 < self.stop_after <= self.max_steps:
             raise UsageError(f"stop-after must be in 1..max-steps ({self.max_steps}), got {self.stop_after}")
+        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
         if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.warmup_steps >= 0 and self.grad_clip > 0):
             raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1), warmup-steps >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -131,6 +135,13 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer):
 
     if config.reference is None:
         raise UsageError("give a reference FASTA (--reference)")
+    if config.task == "variant" and (config.bam is None or config.truth_vcf is None):
+        raise UsageError("task variant needs --bam (read evidence) and --truth-vcf (labels)")
+    unused = {"mlm": ("bam", "truth_vcf", "confident_bed", "bed"), "variant": ("bed",),
+              "pattern": ("truth_vcf", "confident_bed")}[config.task]
+    given = [name for name in unused if getattr(config, name)]
+    if given:
+        raise UsageError(f"task {config.task} does not use --{given[0].replace('_', '-')}")
     check_window_size(config.window)
     if config.window < tokenizer.k:
         raise UsageError(f"window {config.window:,} is smaller than k = {tokenizer.k}: not one k-mer fits")
@@ -144,11 +155,9 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer):
                              hint="give --train-regions and --val-regions that do not share bases")
     sources: dict = {}
     if config.task == "variant":
-        if config.bam is None or config.truth_vcf is None:
-            raise UsageError("task variant needs --bam (read evidence) and --truth-vcf (labels)")
         sources["variants"] = TruthVariants(config.truth_vcf, ref)
         sources["confident"] = read_bed(config.confident_bed, ref.contigs) if config.confident_bed else None
-    if config.bam is not None and config.task != "mlm":
+    if config.bam is not None:
         sources["alignments"] = Alignments(config.bam, ref)
     class_names: list[str] = []
     if config.task == "pattern":
@@ -234,7 +243,8 @@ def resume(run_dir: str | os.PathLike, **overrides) -> dict:
 def _write_metrics(path: Path, rows: list[tuple], keep_until: int | None = None) -> None:
     if keep_until is not None:  # a resumed run drops what the interrupted one logged after its checkpoint
         old = list(csv.reader(path.open())) if path.is_file() else [["step", "split", "metric", "value"]]
-        kept = [r for r in old[1:] if r and int(r[0]) <= keep_until]
+        # a row cut short by a kill has fewer fields, or a step past the checkpoint
+        kept = [r for r in old[1:] if len(r) == 4 and r[0].isdigit() and int(r[0]) <= keep_until]
         text = "\n".join(",".join(r) for r in [old[0], *kept]) + "\n"
         atomic_write(path, text.encode())
         return
@@ -267,7 +277,6 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     if resume_from is not None:
         model, meta, state = ckpt.load_checkpoint(resume_from, with_state=True)
         step = int(meta["step"])
-        torch.set_rng_state(state["rng"]["torch"])
     else:
         model = _build_model(config, tokenizer, n_classes, n_evidence, pretrained)
     model.to(device).train()
@@ -282,6 +291,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             best = state["best"]
+            torch.set_rng_state(state["rng"]["torch"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{resume_from / ckpt.STATE}: does not fit this model ({e})") from None
     per_step = config.batch_size * config.grad_accum

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def mean(values) -> float:
 
 
 def test_mlm_loss_falls_and_the_checkpoint_reproduces_validation(chr20, tmp_path):
-    summary = train(mlm_config(chr20, tmp_path, max_steps=30, val_regions=[MLM_VAL], val_every=15, ckpt_every=10))
+    summary = train(mlm_config(chr20, tmp_path, max_steps=30, window=256, val_regions=[MLM_VAL], val_every=15,
+                                 ckpt_every=10))
     losses = list(summary["losses"].values())
     assert len(losses) == 30 and all(map(torch.isfinite, torch.tensor(losses)))
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.3, losses
@@ -64,7 +66,7 @@ def test_mlm_loss_falls_and_the_checkpoint_reproduces_validation(chr20, tmp_path
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     logged = {r["metric"]: float(r["value"]) for r in rows if r["split"] == "val" and r["step"] == "30"}
     ref = Reference(chr20["fasta"])
-    windows = tile([ref.region(MLM_VAL)], 512, contig_lengths=ref.contigs)[:8]
+    windows = tile([ref.region(MLM_VAL)], 256, contig_lengths=ref.contigs)[:8]
     ds = WindowDataset(ref, windows, model.tokenizer)
     gen = torch.Generator().manual_seed(0)
     model.eval()
@@ -161,9 +163,17 @@ def test_recipe_file_with_flags_overriding_it(chr20, tmp_path):
     assert_clean_failure(run_cli(*cli_args(chr20, tmp_path / "bad", "--config", toml)), 2, "learning_rate")
 
 
+@pytest.fixture(scope="module")
+def tiny_run(chr20, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    train(mlm_config(chr20, out, max_steps=2))
+    return out
+
+
 @pytest.mark.parametrize("case", ["window_below_k", "empty_training_region", "val_overlaps_train",
-                                  "bam_on_another_reference", "corrupt_checkpoint", "foreign_checkpoint"])
-def test_bad_input_through_the_cli(chr20, shared_data, tmp_path, case):
+                                  "bam_on_another_reference", "vcf_on_another_reference", "mlm_given_reads",
+                                  "corrupt_checkpoint", "foreign_checkpoint"])
+def test_bad_input_through_the_cli(chr20, shared_data, tiny_run, tmp_path, case):
     out = tmp_path / "run"
     if case == "window_below_k":
         proc = run_cli(*cli_args(chr20, out, "--window", 2, "--max-steps", 1))
@@ -176,12 +186,19 @@ def test_bad_input_through_the_cli(chr20, shared_data, tmp_path, case):
     elif case == "val_overlaps_train":
         proc = run_cli(*cli_args(chr20, out, "--val-regions", "chr20:10,899,001-10,901,000", "--max-steps", 1))
         assert_clean_failure(proc, 2, "overlap", "chr20:10899001-10900000")
+    elif case == "vcf_on_another_reference":
+        vcf = shared_data / "sarscov2_mt192765" / "illumina" / "vcf" / "test.vcf.gz"
+        proc = run_cli(*cli_args(chr20, out, "--task", "variant", "--bam", chr20["bam"], "--truth-vcf", vcf))
+        assert_clean_failure(proc, 3, "test.vcf.gz", "another reference")
+    elif case == "mlm_given_reads":
+        proc = run_cli(*cli_args(chr20, out, "--bam", chr20["bam"]))
+        assert_clean_failure(proc, 2, "task mlm does not use --bam")
     elif case == "bam_on_another_reference":
         bam = shared_data / "sarscov2_mt192765" / "illumina" / "bam" / "test_paired_end.sorted.bam"
         proc = run_cli(*cli_args(chr20, out, "--task", "variant", "--bam", bam, "--truth-vcf", chr20["vcf"]))
         assert_clean_failure(proc, 3, "test_paired_end.sorted.bam")
     else:
-        assert run_cli(*cli_args(chr20, out, "--max-steps", 2)).returncode == 0
+        shutil.copytree(tiny_run, out)
         folder = resolve(out)
         if case == "corrupt_checkpoint":
             weights = folder / "model.safetensors"
