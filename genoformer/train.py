@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import RandomWindowSampler, WindowDataset
-from genoformer.errors import CheckpointError, NumericalError, UsageError
+from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
 from genoformer.io import checkpoint as ckpt
 from genoformer.model.config import ReformerConfig, atomic_write
 from genoformer.model.heads import TASKS, GenoModel
@@ -58,7 +58,7 @@ class TrainConfig:
     max_steps: int = 1000
     stop_after: int | None = None  # stop (with a checkpoint) at this step; the schedule still spans max_steps
     lr: float = 3e-4
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: a tenth of max_steps
     weight_decay: float = 0.01
     batch_size: int = 1
     grad_accum: int = 1
@@ -83,12 +83,15 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.stop_after is not None and not 0 < self.stop_after <= self.max_steps:
             raise UsageError(f"stop-after must be in 1..max-steps ({self.max_steps}), got {self.stop_after}")
-        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction", "warmup_steps"):
+        if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or
+                                              not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise UsageError(f"warmup-steps must be a non-negative integer, got {self.warmup_steps!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
-        if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.warmup_steps >= 0 and self.grad_clip > 0):
-            raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1), warmup-steps >= 0")
+        if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0):
+            raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -185,10 +188,12 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def _schedule(config: TrainConfig):
+    warmup = config.max_steps // 10 if config.warmup_steps is None else config.warmup_steps
+
     def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
-        progress = (step - config.warmup_steps) / max(config.max_steps - config.warmup_steps, 1)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(config.max_steps - warmup, 1)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # cosine down to lr / 10
     return factor
 
@@ -263,6 +268,9 @@ def train(config: TrainConfig) -> dict:
 
 def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     state, pretrained = None, None
+    if resume_from is None and ckpt.read_pointer(config.out) is not None:
+        raise OutputError(f"{config.out}: already holds a training run",
+                          hint="continue it with --resume, or give another --out")
     if resume_from is None and config.init_from is not None:
         pretrained = ckpt.load_checkpoint(config.init_from)[0]
     device = _device(config.device)
@@ -280,8 +288,8 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     else:
         model = _build_model(config, tokenizer, n_classes, n_evidence, pretrained)
     model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings; not norms and biases
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -76,6 +77,11 @@ def test_mlm_loss_falls_and_the_checkpoint_reproduces_validation(chr20, tmp_path
                                       torch.device("cpu"), generator=gen)[0]) for b in batches)
     assert val == pytest.approx(logged["loss"], rel=1e-4)
     assert json.loads((tmp_path / "summary.json").read_text())["step"] == 30
+    # learning rate of each step: linear warm-up over 3 steps, then cosine from 3e-3 down to 3e-4
+    lrs = {int(r["step"]): float(r["value"]) for r in rows if r["metric"] == "lr"}
+    for s in range(1, 31):
+        expected = 3e-3 * (s / 4 if s <= 3 else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - 4) / 27)))
+        assert lrs[s] == pytest.approx(expected, rel=1e-4), s
 
 
 def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
@@ -172,7 +178,7 @@ def tiny_run(chr20, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("case", ["window_below_k", "empty_training_region", "val_overlaps_train",
                                   "bam_on_another_reference", "vcf_on_another_reference", "mlm_given_reads",
-                                  "corrupt_checkpoint", "foreign_checkpoint"])
+                                  "existing_run_folder", "corrupt_checkpoint", "foreign_checkpoint"])
 def test_bad_input_through_the_cli(chr20, shared_data, tiny_run, tmp_path, case):
     out = tmp_path / "run"
     if case == "window_below_k":
@@ -200,7 +206,10 @@ def test_bad_input_through_the_cli(chr20, shared_data, tiny_run, tmp_path, case)
     else:
         shutil.copytree(tiny_run, out)
         folder = resolve(out)
-        if case == "corrupt_checkpoint":
+        if case == "existing_run_folder":
+            proc = run_cli(*cli_args(chr20, out, "--max-steps", 2))
+            assert_clean_failure(proc, 4, "already holds a training run")
+        elif case == "corrupt_checkpoint":
             weights = folder / "model.safetensors"
             data = bytearray(weights.read_bytes())
             data[len(data) // 2] ^= 0xFF

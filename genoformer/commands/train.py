@@ -55,7 +55,7 @@ def read_recipe(path: str) -> dict:
 @click.option("--max-steps", type=int)
 @click.option("--stop-after", type=int, help="Stop with a checkpoint at this step (the schedule still spans max-steps).")
 @click.option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay).")
-@click.option("--warmup-steps", type=int)
+@click.option("--warmup-steps", type=int, help="Linear warm-up steps (default max-steps / 10).")
 @click.option("--batch-size", type=int)
 @click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
