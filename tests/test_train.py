@@ -113,6 +113,14 @@ def test_pattern_on_gff_genes_initialised_from_an_mlm_checkpoint(chr20, shared_d
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.2, losses
 
 
+def test_pattern_on_soft_masked_repeats_needs_no_extra_file(chr20, tmp_path):
+    summary = train(TrainConfig(**(TINY | dict(task="pattern", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
+                                               window=256, max_steps=20, out=str(tmp_path)))))
+    losses = list(summary["losses"].values())
+    assert mean(losses[-5:]) < mean(losses[:5]) - 0.1, losses
+    assert load_checkpoint(tmp_path)[1]["head"]["class_names"] == ["soft_masked"]
+
+
 def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_path):
     full = train(mlm_config(chr20, tmp_path / "full", max_steps=12, ckpt_every=100))["losses"]
     half = train(mlm_config(chr20, tmp_path / "half", max_steps=12, stop_after=6, ckpt_every=100))["losses"]
@@ -177,7 +185,7 @@ def tiny_run(chr20, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", ["window_below_k", "empty_training_region", "val_overlaps_train",
-                                  "bam_on_another_reference", "vcf_on_another_reference", "mlm_given_reads",
+                                  "bam_on_another_reference", "vcf_on_another_reference", "mlm_given_reads", "cuda_without_a_gpu",
                                   "existing_run_folder", "corrupt_checkpoint", "foreign_checkpoint"])
 def test_bad_input_through_the_cli(chr20, shared_data, tiny_run, tmp_path, case):
     out = tmp_path / "run"
@@ -199,6 +207,11 @@ def test_bad_input_through_the_cli(chr20, shared_data, tiny_run, tmp_path, case)
     elif case == "mlm_given_reads":
         proc = run_cli(*cli_args(chr20, out, "--bam", chr20["bam"]))
         assert_clean_failure(proc, 2, "task mlm does not use --bam")
+    elif case == "cuda_without_a_gpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        proc = run_cli(*cli_args(chr20, out, "--device", "cuda"))
+        assert_clean_failure(proc, 2, "no CUDA GPU")
     elif case == "bam_on_another_reference":
         bam = shared_data / "sarscov2_mt192765" / "illumina" / "bam" / "test_paired_end.sorted.bam"
         proc = run_cli(*cli_args(chr20, out, "--task", "variant", "--bam", bam, "--truth-vcf", chr20["vcf"]))
