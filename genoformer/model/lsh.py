@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .lsh_kernels import SELF_SCORE, LSHAttentionFunction, bucket_factors, hash_buckets, sort_order
 from .positions import apply_rotary, rotary_angles
 
@@ -70,10 +71,10 @@ class LSHSelfAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, *, causal: bool = False, dropout: float = 0.0,
                  bucket_size: int = 64, n_hashes: int = 4, hash_seed: int | None = None):
         super().__init__()
-        if d_model % heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
+        if d_model % heads or (d_model // heads) % 2:
+            raise UsageError(f"d_model ({d_model}) must be divisible by heads ({heads}) into an even head size")
         if bucket_size < 1 or n_hashes < 1:
-            raise ValueError(f"bucket_size and n_hashes must be >= 1, got {bucket_size} and {n_hashes}")
+            raise UsageError(f"bucket_size and n_hashes must be >= 1, got {bucket_size} and {n_hashes}")
         self.heads, self.dim_head = heads, d_model // heads
         self.causal, self.dropout = causal, dropout
         self.bucket_size, self.n_hashes, self.hash_seed = bucket_size, n_hashes, hash_seed
@@ -94,7 +95,7 @@ class LSHSelfAttention(nn.Module):
                 top_k: int = 8) -> LSHInspection:
         """Buckets and each query's top attended positions for this input (drawing the seed as forward does)."""
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise UsageError(f"top_k must be >= 1, got {top_k}")
         h = self._prepare(x, mask, positions)
         B, H, T, dh = h.q.shape
         precise = torch.promote_types(h.q.dtype, torch.float32)
@@ -116,10 +117,10 @@ class LSHSelfAttention(nn.Module):
         seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
         if real.shape != (B, T):
-            raise ValueError(f"mask must have shape [{B}, {T}], got {list(real.shape)}")
+            raise UsageError(f"mask must have shape [{B}, {T}], got {list(real.shape)}")
         positions = torch.arange(T, device=x.device) if positions is None else positions.to(x.device, torch.long)
         if positions.shape != (T,):
-            raise ValueError(f"positions must have shape [{T}], got {list(positions.shape)}")
+            raise UsageError(f"positions must have shape [{T}], got {list(positions.shape)}")
         heads = lambda t: t.view(B, T, self.heads, self.dim_head).transpose(1, 2)
         # the shared query/key in float32 even under autocast, so buckets do not depend on precision
         precise = torch.promote_types(x.dtype, torch.float32)

@@ -69,8 +69,8 @@ def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
     much padding follows.
     """
     B, H, R, T = buckets.shape
-    keys = buckets.masked_fill(~real[:, None, None, :], torch.iinfo(torch.long).max)
-    keys = F.pad(keys, (0, padded_length - T), value=torch.iinfo(torch.long).max)
+    padding = 2 ** 62  # above any bucket id, and exact as the float F.pad takes
+    keys = F.pad(buckets.masked_fill(~real[:, None, None, :], padding), (0, padded_length - T), value=padding)
     return keys.argsort(dim=-1, stable=True)
 
 
