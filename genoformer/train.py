@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
-import logging
 import math
 import os
 import time
@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from genoformer import distributed
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import RandomWindowSampler, WindowDataset
 from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
@@ -31,8 +33,7 @@ from genoformer.tasks import MAIN_METRIC, forward_loss, metrics
 from genoformer.tokenize import KmerTokenizer
 from genoformer.windows import check_window_size, tile
 
-log = logging.getLogger(__name__)
-# fields a resumed run may change without changing its result (the rest come from the checkpoint)
+# what a resumed run may change (max_steps re-spans the schedule); the rest comes from the checkpoint
 RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every", "ckpt_every")
 
 
@@ -129,8 +130,8 @@ def _overlap(a: list[Interval], b: list[Interval]) -> Interval | None:
     return None
 
 
-def build_data(config: TrainConfig, tokenizer: KmerTokenizer):
-    """(train dataset, train sampler, val dataset or None, class names) from the config's files."""
+def build_data(config: TrainConfig, tokenizer: KmerTokenizer, ranks: int = 1):
+    """(train dataset, train sampler, val dataset or None, class names); the sampler feeds all `ranks`."""
     from genoformer.io.alignments import Alignments
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
@@ -169,7 +170,7 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer):
             class_names = sources["tracks"].class_names
         else:
             class_names = ["soft_masked"]
-    n_samples = config.max_steps * config.batch_size * config.grad_accum
+    n_samples = config.max_steps * config.batch_size * config.grad_accum * ranks
     sampler = RandomWindowSampler(train_iv, config.window, n_samples, seed=config.seed, contig_lengths=ref.contigs)
     train_ds = WindowDataset(ref, [], tokenizer, **sources)
     val_ds = None
@@ -274,9 +275,12 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     if resume_from is None and config.init_from is not None:
         pretrained = ckpt.load_checkpoint(config.init_from)[0]
     device = _device(config.device)
+    created_group = distributed.init(device)
+    device = distributed.local_device(device)
+    rank, ranks = distributed.world()
     torch.manual_seed(config.seed)
     tokenizer = KmerTokenizer(config.k, config.stride) if pretrained is None else pretrained.tokenizer
-    train_ds, sampler, val_ds, class_names = build_data(config, tokenizer)
+    train_ds, sampler, val_ds, class_names = build_data(config, tokenizer, ranks)
     from genoformer.io.alignments import EVIDENCE_FEATURES
 
     n_evidence = len(EVIDENCE_FEATURES) if train_ds.alignments is not None else 0
@@ -288,6 +292,9 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     else:
         model = _build_model(config, tokenizer, n_classes, n_evidence, pretrained)
     model.to(device).train()
+    net = model
+    if ranks > 1:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings; not norms and biases
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
@@ -303,14 +310,15 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{resume_from / ckpt.STATE}: does not fit this model ({e})") from None
     per_step = config.batch_size * config.grad_accum
-    sampler.load_state_dict({"seed": config.seed, "epoch": 0, "consumed": step * per_step})
+    sampler.load_state_dict({"seed": config.seed, "epoch": 0, "consumed": step * per_step * ranks})
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.json", (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode())
     metrics_path = out / "metrics.csv"
-    if resume_from is not None:
-        _write_metrics(metrics_path, [], keep_until=step)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.json", (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode())
+        if resume_from is not None:
+            _write_metrics(metrics_path, [], keep_until=step)
     head = {"n_classes": n_classes, "n_evidence": n_evidence, "class_names": class_names}
 
     def save(at_step: int, metric: float | None = None) -> Path:
@@ -324,20 +332,22 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     windows = iter(sampler)
     losses: dict[int, float] = {}
     started, n_tokens, n_bases = time.perf_counter(), 0, 0
-    bar = tqdm(total=last, initial=step, disable=not config.progress, desc=config.task, unit="step")
+    bar = tqdm(total=last, initial=step, disable=not config.progress or rank != 0, desc=config.task, unit="step")
     while step < last:
         torch.manual_seed(_step_seed(config.seed, step))  # masks, LSH rotations, dropout of this step
         gen = torch.Generator().manual_seed(_step_seed(config.seed, step))
         total = 0.0
         for _ in range(config.grad_accum):
-            batch = _collate([train_ds[next(windows)] for _ in range(config.batch_size)])
+            drawn = [next(windows) for _ in range(config.batch_size * ranks)]
+            batch = _collate([train_ds[w] for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
             with _autocast(device):
-                loss, _ = forward_loss(model, config.task, batch, device, generator=gen,
+                loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
                                        mask_fraction=config.mask_fraction, mask_span=config.mask_span)
             (loss / config.grad_accum).backward()
             total += float(loss.detach()) / config.grad_accum
-            n_tokens += int(batch["token_mask"].sum())
-            n_bases += int(batch["valid"].sum())
+            n_tokens += int(batch["token_mask"].sum()) * ranks
+            n_bases += int(batch["valid"].sum()) * ranks
+        total = distributed.mean(total, device)
         if not math.isfinite(total):
             raise NumericalError(f"training loss is {total} at step {step + 1}",
                                  hint="lower --lr; the last good checkpoint is in " + str(out / "checkpoints"))
@@ -352,6 +362,8 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
         rows = [(step, "train", "loss", f"{total:.6g}"), (step, "train", "lr", f"{lr:.6g}")]
         bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens / elapsed:,.0f}", bases_s=f"{n_bases / elapsed:,.0f}")
         bar.update(1)
+        if rank != 0:
+            continue
         metric = None
         if val_ds is not None and (step % config.val_every == 0 or step == last):
             val = _validate(model, config, val_ds, device)
@@ -369,8 +381,12 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     bar.close()
     elapsed = time.perf_counter() - started
     summary = {"task": config.task, "step": step, "max_steps": config.max_steps, "device": str(device),
-               "final_loss": losses.get(step), "best": best, "checkpoint": str(ckpt.resolve(out)),
-               "seconds": elapsed, "tokens_per_s": n_tokens / max(elapsed, 1e-9),
-               "bases_per_s": n_bases / max(elapsed, 1e-9), "losses": losses}
-    atomic_write(out / "summary.json", (json.dumps(summary, indent=2, default=str) + "\n").encode())
+               "ranks": ranks, "final_loss": losses.get(step), "best": best,
+               "checkpoint": str(ckpt.resolve(out)) if rank == 0 else None, "seconds": elapsed,
+               "tokens_per_s": n_tokens / max(elapsed, 1e-9), "bases_per_s": n_bases / max(elapsed, 1e-9),
+               "weights_sha256": hashlib.sha256(ckpt.weights_bytes(model)).hexdigest(), "losses": losses}
+    if rank == 0:
+        atomic_write(out / "summary.json", (json.dumps(summary, indent=2, default=str) + "\n").encode())
+    if created_group:
+        distributed.close()
     return summary

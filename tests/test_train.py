@@ -130,6 +130,37 @@ def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_p
     assert train_losses(tmp_path / "half") == train_losses(tmp_path / "full")
 
 
+DDP_SCRIPT = """
+import json, sys
+from genoformer.train import TrainConfig, train
+config = TrainConfig(**json.loads(sys.argv[1]))
+summary = train(config)
+print("RESULT", json.dumps({"ranks": summary["ranks"], "sha": summary["weights_sha256"], "losses": summary["losses"]}))
+"""
+
+
+def test_torchrun_two_ranks_match_one_process_with_the_combined_batch(chr20, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    # pattern on full windows: every rank's mean loss covers equally many bases, so the mean of the
+    # ranks' gradients is the gradient of one process reading both halves of the batch
+    kw = TINY | dict(task="pattern", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN], window=256,
+                     max_steps=4, ckpt_every=2)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
+                           json.dumps(kw | dict(batch_size=2, out=str(tmp_path / "ddp")))],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 2 and all(r["ranks"] == 2 for r in results)
+    assert results[0]["sha"] == results[1]["sha"]  # both ranks hold identical weights
+    meta = json.loads((resolve(tmp_path / "ddp") / "checkpoint.json").read_text())
+    assert meta["weights_sha256"] == results[0]["sha"]
+    single = train(TrainConfig(**(kw | dict(batch_size=4, out=str(tmp_path / "one")))))["losses"]
+    ddp = {int(s): v for s, v in results[0]["losses"].items()}
+    assert ddp == pytest.approx(single, rel=1e-4, abs=1e-6)
+
+
 def run_cli(*args, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     return subprocess.run([sys.executable, "-m", "genoformer", *map(str, args)], capture_output=True, text=True,

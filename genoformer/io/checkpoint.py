@@ -47,6 +47,12 @@ def _fsynced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def weights_bytes(model: GenoModel) -> bytes:
+    """The model's weights as safetensors bytes (what model.safetensors holds; its sha256 names the weights)."""
+    return safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                             metadata={"format": "pt"})
+
+
 def save_checkpoint(run_dir: str | os.PathLike, model: GenoModel, meta: dict, state: dict) -> Path:
     """Write checkpoints/step-<meta['step']>/ atomically, point latest.json at it; returns the folder."""
     root = Path(run_dir) / "checkpoints"
@@ -58,8 +64,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model: GenoModel, meta: dict, st
     except OSError as e:
         raise OutputError(f"{root}: cannot create checkpoint folder ({e.strerror or e})") from None
     try:
-        weights = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                                    metadata={"format": "pt"})
+        weights = weights_bytes(model)
         meta = meta | {"format": FORMAT, "format_version": FORMAT_VERSION, "task": model.task,
                        "model_config": model.encoder.config.to_dict(), "tokenizer": model.tokenizer.to_dict(),
                        "versions": versions(), "weights_sha256": hashlib.sha256(weights).hexdigest()}
