@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,4 +88,5 @@ def train(recipe, **options):
         summary = resume(given.pop("resume"), **given)
     else:
         summary = run(TrainConfig.from_dict((read_recipe(recipe) if recipe else {}) | given))
-    click.echo(json.dumps({key: summary[key] for key in ("task", "step", "final_loss", "best", "checkpoint")}))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0 only
+        click.echo(json.dumps({key: summary[key] for key in ("task", "step", "final_loss", "best", "checkpoint")}))
