@@ -4,7 +4,8 @@ Exact resume: windows come from a seeded RandomWindowSampler positioned by the s
 every step reseeds torch from (seed, step) before it draws masks or LSH rotations, so a run
 resumed from a checkpoint (weights, optimizer, scheduler, step) repeats an uninterrupted run's
 losses on CPU. The run folder holds checkpoints/, metrics.csv (step, split, metric, value),
-summary.json and config.json.
+summary.json and config.json. Under `torchrun --nproc_per_node N` the same call trains with
+DistributedDataParallel (distributed.py); batch_size is per rank.
 """
 from __future__ import annotations
 
