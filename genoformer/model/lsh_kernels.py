@@ -212,7 +212,7 @@ class LSHAttentionFunction(torch.autograd.Function):
         B, H, T, dh = q.shape
         Tp, N = order.shape[-1], B * H
         acc = torch.promote_types(q.dtype, torch.float32)
-        qkv = F.pad(torch.cat((q, k, v), -1), (0, 0, 0, Tp - T)).view(N * Tp, 3 * dh)
+        qkv = F.pad(torch.cat((q, k, v), -1), (0, 0, 0, Tp - T)).reshape(N * Tp, 3 * dh)
         real = _padded_real(real, q.shape, Tp, q.device)
         lookback, lookback_masked = _lookback(real, N, Tp, bucket_size, q.device)
         out = torch.empty(N * Tp, dh, dtype=acc, device=q.device)
@@ -243,7 +243,7 @@ class LSHAttentionFunction(torch.autograd.Function):
         N, Tp = out.shape[:2]
         acc, dtype = out.dtype, qkv.dtype
         lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
-        grad_out = F.pad(grad_out.to(acc), (0, 0, 0, Tp - T)).view(N, Tp, dh)
+        grad_out = F.pad(grad_out.to(acc), (0, 0, 0, Tp - T)).reshape(N, Tp, dh)
         if real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
             grad_out = grad_out.masked_fill(~real[..., None], 0.0)
         per_query = torch.cat((out, grad_out, lse[..., None]), -1).view(N * Tp, 2 * dh + 1)
