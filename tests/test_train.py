@@ -73,8 +73,8 @@ def test_mlm_loss_falls_and_the_checkpoint_reproduces_validation(chr20, tmp_path
     model.eval()
     with torch.no_grad():
         batches = [[ds[j] for j in range(i, min(i + 4, len(ds)))] for i in range(0, len(ds), 4)]
-        val = mean(float(forward_loss(model, "mlm", {k: torch.stack([it[k] for it in b]) for k in ("tokens", "token_mask", "valid")},
-                                      torch.device("cpu"), generator=gen)[0]) for b in batches)
+        stacked = [{k: torch.stack([it[k] for it in b]) for k in ("tokens", "token_mask", "valid")} for b in batches]
+        val = mean(float(forward_loss(model, "mlm", b, torch.device("cpu"), generator=gen)[0]) for b in stacked)
     assert val == pytest.approx(logged["loss"], rel=1e-4)
     assert json.loads((tmp_path / "summary.json").read_text())["step"] == 30
     # learning rate of each step: linear warm-up over 3 steps, then cosine from 3e-3 down to 3e-4
@@ -177,7 +177,8 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_losses(chr20, tmp_path):
     train(mlm_config(chr20, tmp_path / "full", max_steps=8, ckpt_every=2, batch_size=2))
     steps = ["--max-steps", 8, "--ckpt-every", 2, "--batch-size", 2]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "genoformer", *map(str, cli_args(chr20, tmp_path / "killed", *steps))],
+    args = cli_args(chr20, tmp_path / "killed", *steps)
+    proc = subprocess.Popen([sys.executable, "-m", "genoformer", *map(str, args)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = tmp_path / "killed" / "checkpoints" / "latest.json"
     deadline = time.time() + 60
@@ -216,7 +217,8 @@ def tiny_run(chr20, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("case", ["window_below_k", "empty_training_region", "val_overlaps_train",
-                                  "bam_on_another_reference", "vcf_on_another_reference", "mlm_given_reads", "cuda_without_a_gpu",
+                                  "bam_on_another_reference", "vcf_on_another_reference", "mlm_given_reads",
+                                  "cuda_without_a_gpu",
                                   "existing_run_folder", "corrupt_checkpoint", "foreign_checkpoint"])
 def test_bad_input_through_the_cli(chr20, shared_data, tiny_run, tmp_path, case):
     out = tmp_path / "run"

@@ -29,7 +29,8 @@ def read_recipe(path: str) -> dict:
 
             values = yaml.safe_load(text) or {}
     except Exception as e:  # yaml and toml parse errors share no base class
-        raise UsageError(f"{path}: not a valid YAML/TOML recipe ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"{path}: not a valid YAML/TOML recipe ({type(e).__name__}: {first})") from None
     if not isinstance(values, dict):
         raise UsageError(f"{path}: a recipe must be a mapping of option names to values")
     return {str(key).replace("-", "_"): value for key, value in values.items()}
@@ -54,7 +55,8 @@ def read_recipe(path: str) -> dict:
 @click.option("--n-hashes", type=int)
 @click.option("--attention", help="lsh, local, full, or one per layer: lsh,local,lsh.")
 @click.option("--max-steps", type=int)
-@click.option("--stop-after", type=int, help="Stop with a checkpoint at this step (the schedule still spans max-steps).")
+@click.option("--stop-after", type=int, help="Stop with a checkpoint at this step "
+              "(the schedule still spans max-steps).")
 @click.option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay).")
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps (default max-steps / 10).")
 @click.option("--batch-size", type=int)

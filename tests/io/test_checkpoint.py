@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from genoformer.errors import CheckpointError
-from genoformer.io.checkpoint import BEST, LATEST, load_checkpoint, prune, read_pointer, resolve, save_checkpoint, set_pointer
+from genoformer.io.checkpoint import (BEST, LATEST, load_checkpoint, prune, read_pointer, resolve, save_checkpoint,
+                                      set_pointer)
 from genoformer.model import ReformerConfig
 from genoformer.model.heads import GenoModel
 from genoformer.tokenize import KmerTokenizer
