@@ -136,7 +136,7 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer, ranks: int = 1):
     from genoformer.io.alignments import Alignments
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
-    from genoformer.io.variants import TruthVariants
+    from genoformer.io.variants import GENOTYPES, TruthVariants
 
     if config.reference is None:
         raise UsageError("give a reference FASTA (--reference)")
@@ -164,7 +164,7 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer, ranks: int = 1):
         sources["confident"] = read_bed(config.confident_bed, ref.contigs) if config.confident_bed else None
     if config.bam is not None:
         sources["alignments"] = Alignments(config.bam, ref)
-    class_names: list[str] = []
+    class_names: list[str] = list(GENOTYPES) if config.task == "variant" else []
     if config.task == "pattern":
         if config.bed:
             sources["tracks"] = Tracks.from_files(config.bed, ref.contigs)

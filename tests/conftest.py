@@ -25,3 +25,30 @@ def chr20(shared_data) -> dict[str, Path]:
         "vcf": CHR20 / "test_nist.b37_chr20_100kbp_at_10mb.vcf.gz",
         "bed": CHR20 / "test_nist.b37_chr20_100kbp_at_10mb.bed",
     }
+
+
+def _train_tiny(out: Path, **kw) -> Path:
+    from genoformer.train import TrainConfig, train
+
+    config = dict(window=1536, k=6, d_model=32, depth=2, heads=2, bucket_size=16, n_hashes=2, lr=3e-3,
+                  warmup_steps=2, batch_size=2, max_steps=6, val_every=1000, ckpt_every=1000,
+                  progress=False, device="cpu", out=str(out)) | kw
+    train(TrainConfig(**config))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_variant_model(chr20, tmp_path_factory) -> Path:
+    """A run folder: a tiny LSH `variant` model (k=6, window 1,536) trained a few steps on chr20 reads."""
+    return _train_tiny(tmp_path_factory.mktemp("models") / "variant", task="variant",
+                       reference=str(chr20["fasta"]), bam=str(chr20["bam"]), truth_vcf=str(chr20["vcf"]),
+                       confident_bed=str(chr20["bed"]), train_regions=["chr20:10,010,001-10,100,000"],
+                       attention="lsh")
+
+
+@pytest.fixture(scope="session")
+def tiny_pattern_model(chr20, tmp_path_factory) -> Path:
+    """A run folder: a tiny `pattern` model (soft-masked repeats, mixed local/LSH layers, no reads)."""
+    return _train_tiny(tmp_path_factory.mktemp("models") / "pattern", task="pattern",
+                       reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
+                       attention=["local", "lsh"])
