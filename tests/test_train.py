@@ -91,7 +91,7 @@ def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < 0.5 * mean(losses[:5]), losses
     model, meta, _ = load_checkpoint(tmp_path)
-    assert meta["head"] == {"n_classes": 3, "n_evidence": 10, "class_names": []}
+    assert meta["head"] == {"n_classes": 3, "n_evidence": 10, "class_names": ["hom_ref", "het", "hom_alt"]}
     assert model.fusion is not None and model.fusion.proj.weight.abs().sum() > 0
 
 
