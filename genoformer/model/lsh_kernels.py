@@ -179,15 +179,51 @@ def _attend_backward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float
     return torch.matmul(d_scores, k) * scale, torch.matmul(d_scores.transpose(-1, -2), q), d_v
 
 
-def _padded_real(real: Tensor | None, shape: torch.Size, Tp: int, device: torch.device) -> Tensor | None:
-    """real [B, T] (None: all real) as [B * heads, Tp] with the internal padding, or None if nothing is padding."""
-    B, heads, T, _ = shape
+SLICE_ROWS = 2 ** 16  # (sequence, head) rows attended per call: caps every per-round buffer, not the result
+
+
+def _slices(B: int, H: int, Tp: int):
+    """(batch slice, head slice) pieces of about SLICE_ROWS rows: whole sequences when they fit, else head groups.
+
+    Heads are independent, so attending a few at a time changes nothing but the size of the
+    per-round buffers (gathered windows, gradients), which would otherwise be ~6x the input.
+    """
+    per_sequence = H * Tp
+    if per_sequence <= SLICE_ROWS:
+        step = max(1, SLICE_ROWS // per_sequence)
+        for b in range(0, B, step):
+            yield slice(b, min(b + step, B)), slice(0, H)
+        return
+    step = max(1, SLICE_ROWS // Tp)
+    for b in range(B):
+        for h in range(0, H, step):
+            yield slice(b, b + 1), slice(h, min(h + step, H))
+
+
+def _padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
+    """real [B, T] (None: all real) as [B, Tp] with the internal padding, or None if nothing is padding."""
     if real is None and Tp == T:
         return None
-    if real is None:
-        real = torch.ones(B, T, dtype=torch.bool, device=device)
-    real = F.pad(real, (0, Tp - T), value=False)
-    return None if bool(real.all()) else real.repeat_interleave(heads, 0)
+    if real is not None:
+        real = F.pad(real, (0, Tp - T), value=False)
+        return None if bool(real.all()) else real
+    return None  # filled in per slice: only the internal padding is not real
+
+
+def _slice_inputs(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, sb: slice, sh: slice,
+                  Tp: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Rows [n * Tp, 3dh] of q|k|v, order [n, R, Tp] and real [n, Tp] (or None) of one piece."""
+    T = q.shape[2]
+    heads = sh.stop - sh.start
+    qkv = F.pad(torch.cat((q[sb, sh], k[sb, sh], v[sb, sh]), -1), (0, 0, 0, Tp - T))
+    n = qkv.shape[0] * heads
+    rows = qkv.reshape(n * Tp, -1)
+    order = order[sb, sh].reshape(n, -1, Tp)
+    if real is None and Tp > T:
+        real = torch.arange(Tp, device=q.device).expand(qkv.shape[0], Tp) < T
+    elif real is not None:
+        real = real[sb]
+    return rows, order, None if real is None else real.repeat_interleave(heads, 0)
 
 
 def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -197,6 +233,61 @@ def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: tor
     return last, last == 0
 
 
+def _forward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
+                   acc: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Combined output [N, Tp, dh] and log-sum-exp [N, Tp] over every round of one piece."""
+    N, R, Tp = order.shape
+    dh = qkv.shape[-1] // 3
+    lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
+    out = torch.empty(N * Tp, dh, dtype=acc, device=qkv.device)
+    lse = torch.empty(N * Tp, dtype=acc, device=qkv.device)
+    round_out, round_lse = torch.empty_like(out), torch.empty_like(lse)
+    for r, rnd in enumerate(_rounds(order, lookback, bs)):
+        bias = _bias(rnd, real, lookback_masked, causal, qkv.dtype, qkv.device)
+        own, window = rnd.windows(qkv)
+        o, l = _attend(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias, dh ** -0.5, acc)
+        if r == 0:
+            rnd.unsort(o, out), rnd.unsort(l, lse[:, None])
+            continue
+        rnd.unsort(o, round_out), rnd.unsort(l, round_lse[:, None])
+        # mix in this round by its share of the union softmax (flash attention's split-KV merge)
+        out.lerp_(round_out, torch.sigmoid(round_lse - lse)[:, None])
+        lse = torch.logaddexp(lse, round_lse)
+    out, lse = out.view(N, Tp, dh), lse.view(N, Tp)
+    if real is not None:
+        out.masked_fill_(~real[..., None], 0.0)
+    return out, lse
+
+
+def _backward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int, out: Tensor,
+                    lse: Tensor, grad_out: Tensor) -> Tensor:
+    """Gradients [N, Tp, 3dh] of one piece's q|k|v rows from its output, log-sum-exp and output gradient."""
+    N, R, Tp = order.shape
+    dh, acc = out.shape[-1], out.dtype
+    lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
+    if real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
+        grad_out = grad_out.masked_fill(~real[..., None], 0.0)
+    per_query = torch.cat((out, grad_out, lse[..., None]), -1).view(N * Tp, 2 * dh + 1)
+    grads = torch.empty(N * Tp, 3 * dh, dtype=acc, device=qkv.device)
+    round_grads = torch.empty_like(grads)
+    sorted_grads = torch.empty(N, Tp // bs, bs, 3 * dh, dtype=acc, device=qkv.device)
+    for r, rnd in enumerate(_rounds(order, lookback, bs)):
+        bias = _bias(rnd, real, lookback_masked, causal, qkv.dtype, qkv.device)
+        own, window = rnd.windows(qkv)
+        queries = rnd.sorted(per_query)
+        d_q, d_k, d_v = _attend_backward(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias,
+                                         dh ** -0.5, queries[..., :dh], queries[..., dh:2 * dh],
+                                         queries[..., 2 * dh], acc)
+        sorted_grads[..., :dh] = d_q
+        rnd.fold(d_k, sorted_grads[..., dh:2 * dh])
+        rnd.fold(d_v, sorted_grads[..., 2 * dh:])
+        if r == 0:
+            rnd.unsort(sorted_grads, grads)
+        else:
+            grads += rnd.unsort(sorted_grads, round_grads)
+    return grads.view(N, Tp, 3 * dh)
+
+
 class LSHAttentionFunction(torch.autograd.Function):
     """Chunked attention over every round of an LSH sort order, rounds combined by log-sum-exp.
 
@@ -204,67 +295,39 @@ class LSHAttentionFunction(torch.autograd.Function):
     of bucket_size, each round a permutation of arange(Tp) with real tokens first; real bool
     [B, T] or None (no padding).  Returns [B, H, T, dh]; rows of padding queries are zero.
     Matmuls run in the inputs' dtype; log-sum-exp and the mixing of rounds in float32 (float64
-    for float64 inputs).
+    for float64 inputs).  Sequences and heads are attended a piece at a time (_slices).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, order, real, causal: bool, bucket_size: int):
         B, H, T, dh = q.shape
-        Tp, N = order.shape[-1], B * H
+        Tp = order.shape[-1]
         acc = torch.promote_types(q.dtype, torch.float32)
-        qkv = F.pad(torch.cat((q, k, v), -1), (0, 0, 0, Tp - T)).reshape(N * Tp, 3 * dh)
-        real = _padded_real(real, q.shape, Tp, q.device)
-        lookback, lookback_masked = _lookback(real, N, Tp, bucket_size, q.device)
-        out = torch.empty(N * Tp, dh, dtype=acc, device=q.device)
-        lse = torch.empty(N * Tp, dtype=acc, device=q.device)
-        round_out, round_lse = torch.empty_like(out), torch.empty_like(lse)
-        for r, rnd in enumerate(_rounds(order.view(N, -1, Tp), lookback, bucket_size)):
-            bias = _bias(rnd, real, lookback_masked, causal, q.dtype, q.device)
-            own, window = rnd.windows(qkv)
-            o, l = _attend(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias, dh ** -0.5, acc)
-            if r == 0:
-                rnd.unsort(o, out), rnd.unsort(l, lse[:, None])
-                continue
-            rnd.unsort(o, round_out), rnd.unsort(l, round_lse[:, None])
-            # mix in this round by its share of the union softmax (flash attention's split-KV merge)
-            out.lerp_(round_out, torch.sigmoid(round_lse - lse)[:, None])
-            lse = torch.logaddexp(lse, round_lse)
-        out, lse = out.view(N, Tp, dh), lse.view(N, Tp)
-        if real is not None:
-            out.masked_fill_(~real[..., None], 0.0)
-        ctx.save_for_backward(qkv, order, real, out, lse)
-        ctx.causal, ctx.bucket_size, ctx.shape = causal, bucket_size, (B, H, T, dh)
-        return out.view(B, H, Tp, dh)[:, :, :T].to(v.dtype)
+        real = _padded_real(real, T, Tp)
+        out = torch.empty(B, H, Tp, dh, dtype=acc, device=q.device)
+        lse = torch.empty(B, H, Tp, dtype=acc, device=q.device)
+        for sb, sh in _slices(B, H, Tp):
+            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp)
+            o, l = _forward_piece(qkv, piece_order, piece_real, causal, bucket_size, acc)
+            out[sb, sh], lse[sb, sh] = o.view_as(out[sb, sh]), l.view_as(lse[sb, sh])
+        ctx.save_for_backward(q, k, v, order, real, out, lse)
+        ctx.causal, ctx.bucket_size = causal, bucket_size
+        return out[:, :, :T].to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        qkv, order, real, out, lse = ctx.saved_tensors
-        bs, (B, H, T, dh) = ctx.bucket_size, ctx.shape
-        N, Tp = out.shape[:2]
-        acc, dtype = out.dtype, qkv.dtype
-        lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
-        grad_out = F.pad(grad_out.to(acc), (0, 0, 0, Tp - T)).reshape(N, Tp, dh)
-        if real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
-            grad_out = grad_out.masked_fill(~real[..., None], 0.0)
-        per_query = torch.cat((out, grad_out, lse[..., None]), -1).view(N * Tp, 2 * dh + 1)
-        grads = torch.empty(N * Tp, 3 * dh, dtype=acc, device=qkv.device)
-        round_grads = torch.empty_like(grads)
-        sorted_grads = torch.empty(N, Tp // bs, bs, 3 * dh, dtype=acc, device=qkv.device)
-        for r, rnd in enumerate(_rounds(order.view(N, -1, Tp), lookback, bs)):
-            bias = _bias(rnd, real, lookback_masked, ctx.causal, dtype, qkv.device)
-            own, window = rnd.windows(qkv)
-            queries = rnd.sorted(per_query)
-            d_q, d_k, d_v = _attend_backward(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias,
-                                             dh ** -0.5, queries[..., :dh], queries[..., dh:2 * dh],
-                                             queries[..., 2 * dh], acc)
-            sorted_grads[..., :dh] = d_q
-            rnd.fold(d_k, sorted_grads[..., dh:2 * dh])
-            rnd.fold(d_v, sorted_grads[..., 2 * dh:])
-            if r == 0:
-                rnd.unsort(sorted_grads, grads)
-            else:
-                grads += rnd.unsort(sorted_grads, round_grads)
-        grads = grads.view(B, H, Tp, 3 * dh)[:, :, :T].to(dtype)
+        q, k, v, order, real, out, lse = ctx.saved_tensors
+        B, H, T, dh = q.shape
+        Tp = order.shape[-1]
+        grad_out = F.pad(grad_out.to(out.dtype), (0, 0, 0, Tp - T))
+        grads = torch.empty(B, H, T, 3 * dh, dtype=q.dtype, device=q.device)
+        for sb, sh in _slices(B, H, Tp):
+            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp)
+            n = qkv.shape[0] // Tp
+            g = _backward_piece(qkv, piece_order, piece_real, ctx.causal, ctx.bucket_size,
+                                out[sb, sh].reshape(n, Tp, dh), lse[sb, sh].reshape(n, Tp),
+                                grad_out[sb, sh].reshape(n, Tp, dh))
+            grads[sb, sh] = g.view(*grads[sb, sh].shape[:2], Tp, 3 * dh)[:, :, :T]
         return grads[..., :dh], grads[..., dh:2 * dh], grads[..., 2 * dh:], None, None, None, None
 
 

@@ -219,6 +219,26 @@ def test_fused_and_plain_kernels_agree(monkeypatch, dtype):
         assert torch.allclose(a, b, atol=tol), (a - b).abs().max()
 
 
+@pytest.mark.parametrize("rows", [48, 96, 2 ** 16])  # one head, a few heads, whole sequences at once
+@pytest.mark.parametrize("masked", [False, True])
+def test_attending_in_pieces_changes_nothing(monkeypatch, rows, masked):
+    m = module(d=32, heads=4, bucket_size=8, n_hashes=3, causal=True, dtype=torch.float64)
+    x = torch.randn(3, 45, 32, dtype=torch.float64)
+    mask = padding_mask(3, 45, seed=2) if masked else None
+    results = []
+    for slice_rows in (10 ** 9, rows):
+        monkeypatch.setattr(lsh_kernels, "SLICE_ROWS", slice_rows)
+        pieces = list(lsh_kernels._slices(3, 4, 48))
+        xg = x.clone().requires_grad_()
+        out = m(xg, mask=mask)
+        out.sin().sum().backward()
+        results.append((out.detach(), xg.grad, *(p.grad.clone() for p in m.parameters())))
+        m.zero_grad()
+    assert len(pieces) == {48: 12, 96: 6, 2 ** 16: 1}[rows]
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-12), (a - b).abs().max()
+
+
 def test_causal_never_attends_to_later_tokens():
     """No path from a later token to an earlier output: inspect shows none and the Jacobian is exactly zero.
 
