@@ -1,0 +1,162 @@
+"""`genoformer merge`: shards written to the predictions contract (docs/hdf5.md) with plain h5py,
+merged through the real CLI, compared with the arrays they were cut from (plain numpy)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from cli.test_bad_inputs import assert_clean_failure, run_cli
+
+LENGTHS = {"chrA": 5_000, "chrB": 3_000}
+CLASSES = ["hom_ref", "het", "hom_alt"]
+
+
+def _truth(contig: str) -> dict[str, np.ndarray]:
+    """Per-base arrays over a whole contig, as one predict run over everything would write them."""
+    rng = np.random.default_rng(len(contig) * 1000 + LENGTHS[contig])
+    n = LENGTHS[contig]
+    probs = rng.dirichlet(np.ones(3), size=n).astype(np.float16)
+    return {"variant/probs": probs,
+            "variant/alt": rng.choice(np.frombuffer(b"\0ACGT", np.uint8), size=n),
+            "variant/depth": rng.integers(0, 60, size=n).astype(np.uint16),
+            "variant/deletion_fraction": rng.random(n).astype(np.float16)}
+
+
+def _md5() -> dict[str, str]:
+    return {c: hashlib.md5(c.encode() * 7).hexdigest() for c in LENGTHS}  # stand-ins: same for all shards
+
+
+def write_shard(path, regions: dict[str, list[tuple[int, int]]], *, complete: bool = True, **attrs):
+    """A predictions file to the contract: truth values where `regions` (0-based) cover, 0 elsewhere."""
+    root = dict(format="genoformer-predictions", format_version=1, complete=complete, genoformer_version="0.1.0",
+                task="variant", model_sha256="ab" * 32, model=json.dumps({"task": "variant"}),
+                reference="/nonexistent/ref.fa", contig_md5=json.dumps(_md5()), command="genoformer predict ...",
+                created="2026-11-23T18:00:00+00:00", hash_seed=0, window=1536, margin=128,
+                predict_config=json.dumps({"regions": [f"{c}:{s + 1}-{e}" for c, r in regions.items()
+                                                       for s, e in r]}), bam="/data/sample.bam") | attrs
+    with h5py.File(path, "w") as fh:
+        fh.attrs.update(root)
+        for contig, runs in regions.items():
+            group = fh.create_group(f"contigs/{contig}")
+            group.attrs["length"] = LENGTHS[contig]
+            covered = np.zeros(LENGTHS[contig], bool)
+            for start, end in runs:
+                covered[start:end] = True
+            group.create_dataset("covered", data=covered, chunks=(1024,), compression="gzip")
+            for name, full in _truth(contig).items():
+                data = np.where(covered.reshape((-1,) + (1,) * (full.ndim - 1)), full, 0).astype(full.dtype)
+                ds = group.create_dataset(name, data=data, chunks=(1024,) + full.shape[1:], compression="gzip")
+                if name == "variant/probs":
+                    ds.attrs["classes"] = CLASSES
+    return path
+
+
+def test_merge_equals_the_arrays_the_shards_were_cut_from(tmp_path):
+    runs = {"chrA": [(0, 1_500), (4_000, 5_000)], "chrB": [(100, 3_000)]}
+    shards = [write_shard(tmp_path / "s1.h5", {"chrA": [(0, 1_500)]}),
+              write_shard(tmp_path / "s2.h5", {"chrA": [(4_000, 5_000)], "chrB": [(100, 2_000)]}),
+              write_shard(tmp_path / "s3.h5", {"chrB": [(2_000, 3_000)]})]
+    out = tmp_path / "sample.h5"
+    proc = run_cli("merge", *shards, "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "merged 3 shards" in proc.stdout and "5,400 bases" in proc.stdout
+    with h5py.File(out, "r") as fh:
+        assert fh.attrs["complete"] and fh.attrs["format"] == "genoformer-predictions"
+        assert fh.attrs["model_sha256"] == "ab" * 32 and fh.attrs["hash_seed"] == 0
+        assert json.loads(fh.attrs["contig_md5"]) == _md5()
+        merged_from = json.loads(fh.attrs["merged_from"])
+        assert [m["path"] for m in merged_from] == [str(s.resolve()) for s in shards]
+        assert json.loads(fh.attrs["merge_config"])["shards"] == [str(s) for s in shards]
+        assert "merge" in fh.attrs["command"]
+        assert sorted(fh["contigs"]) == ["chrA", "chrB"]
+        for contig, truth in ((c, _truth(c)) for c in LENGTHS):
+            group = fh[f"contigs/{contig}"]
+            assert group.attrs["length"] == LENGTHS[contig]
+            covered = np.zeros(LENGTHS[contig], bool)
+            for start, end in runs[contig]:
+                covered[start:end] = True
+            np.testing.assert_array_equal(group["covered"][:], covered)
+            for name, full in truth.items():
+                got = group[name][:]
+                assert got.dtype == full.dtype and group[name].compression == "gzip"
+                np.testing.assert_array_equal(got[covered], full[covered])
+                assert not got[~covered].any()
+            assert list(group["variant/probs"].attrs["classes"]) == CLASSES
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_refuses_overlapping_shards(tmp_path):
+    a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_100)]})
+    b = write_shard(tmp_path / "b.h5", {"chrA": [(1_000, 2_000)]})
+    proc = run_cli("merge", a, b, "--out", tmp_path / "m.h5", "--no-progress")
+    # bases 1,000..1,099 (0-based) are chrA:1,001-1,100 (1-based)
+    assert_clean_failure(proc, 3, "overlap", "a.h5", "b.h5", re.escape("chrA:1,001-1,100"), "100 bases")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5"]
+
+
+def test_refuses_missing_shards(tmp_path):
+    a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 2_000)]})
+    c = write_shard(tmp_path / "c.h5", {"chrA": [(3_000, 5_000)]})
+    bed = tmp_path / "expected.bed"
+    bed.write_text("chrA\t0\t2000\nchrA\t2000\t5000\nchrB\t0\t100\n")
+    fasta = tmp_path / "ref.fa"  # the reference the shards name, for contig lengths
+    fasta.write_text("".join(f">{c}\n{'ACGT' * (n // 4)}\n" for c, n in LENGTHS.items()))
+    for path in (a, c):
+        with h5py.File(path, "a") as fh:
+            fh.attrs["reference"] = str(fasta)
+    proc = run_cli("merge", a, c, "--out", tmp_path / "m.h5", "--expect-regions", bed, "--no-progress")
+    assert_clean_failure(proc, 3, "1,100 expected bases uncovered",
+                         re.escape("chrA:2,001-3,000"), re.escape("chrB:1-100"))
+    proc = run_cli("merge", a, c, "--out", tmp_path / "m.h5", "--expect-region", "chrA:1-2,000", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("merge", a, c, "--out", tmp_path / "m2.h5", "--expect-contigs", "--no-progress")
+    assert_clean_failure(proc, 3, re.escape("chrA:2,001-3,000"), re.escape("chrB:1-3,000"))
+    assert not (tmp_path / "m2.h5").exists()
+
+
+@pytest.mark.parametrize("attr, value, needle", [
+    ("model_sha256", "cd" * 32, "different models"),
+    ("task", "pattern", "different tasks"),
+    ("hash_seed", 7, "different hash seeds"),
+    ("window", 3072, "different window sizes"),
+    ("bam", "/data/other.bam", "different read files"),
+    ("contig_md5", json.dumps(_md5() | {"chrA": "0" * 32}), "different references"),
+])
+def test_refuses_shards_that_do_not_belong_together(tmp_path, attr, value, needle):
+    a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_000)]})
+    b = write_shard(tmp_path / "b.h5", {"chrA": [(1_000, 2_000)]}, **{attr: value})
+    proc = run_cli("merge", a, b, "--out", tmp_path / "m.h5", "--no-progress")
+    assert_clean_failure(proc, 3, needle, "a.h5", "b.h5")
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_refuses_incomplete_and_foreign_files(tmp_path):
+    a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_000)]})
+    b = write_shard(tmp_path / "b.h5", {"chrA": [(1_000, 2_000)]}, complete=False)
+    assert_clean_failure(run_cli("merge", a, b, "--out", tmp_path / "m.h5"), 3, "b.h5", "incomplete")
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5\n")
+    assert_clean_failure(run_cli("merge", a, text, "--out", tmp_path / "m.h5"), 3, "notes.h5", "HDF5")
+    assert_clean_failure(run_cli("merge", a, tmp_path / "gone.h5", "--out", tmp_path / "m.h5"), 3, "gone.h5")
+    with h5py.File(b, "a") as fh:
+        fh.attrs["complete"] = True
+        fh.attrs["format"] = "something-else"
+    assert_clean_failure(run_cli("merge", a, b, "--out", tmp_path / "m.h5"), 3, "b.h5", "not a genoformer")
+
+
+def test_existing_output_needs_force(tmp_path):
+    a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_000)]})
+    out = tmp_path / "m.h5"
+    out.write_bytes(b"previous")
+    assert_clean_failure(run_cli("merge", a, "--out", out, "--no-progress"), 4, "m.h5", "exists")
+    assert out.read_bytes() == b"previous"
+    proc = run_cli("merge", a, "--out", out, "--force", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out, "r") as fh:
+        assert fh["contigs/chrA/covered"][:].sum() == 1_000
+    assert_clean_failure(run_cli("merge", a, "--out", a), 2, "also one of the shards")
