@@ -1,0 +1,150 @@
+"""Pictures of LSH buckets (PNG and SVG) with matplotlib, the optional `plot` extra.
+
+Figures are built on matplotlib's object API with the Agg canvas, never pyplot, so plotting from a
+notebook or a headless cluster node leaves the caller's backend alone. x-axes are genomic,
+1-based positions as a genome browser shows them.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from genoformer.buckets import BucketMap, bucket_rgb
+from genoformer.errors import OutputError
+
+MAX_COLUMNS = 20_000  # bases drawn per bucket strip; longer regions are sampled evenly
+FORMATS = ("png", "svg")
+TRACK_LABELS = {"soft_masked": "repeats (soft-masked)"}
+
+
+def require_matplotlib() -> None:
+    """OutputError (exit 4) with the install line if matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OutputError("plots need matplotlib, which is not installed",
+                          hint="pip install 'genoformer[plot]', or pass --no-plots") from None
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    """Write stem.png and stem.svg, each under a temporary name renamed when complete."""
+    paths = []
+    for fmt in FORMATS:
+        final = stem.with_name(f"{stem.name}.{fmt}")
+        tmp = final.with_name(f".{final.name}.partial")
+        try:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+            os.replace(tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{final}: cannot write ({e.strerror or e})") from None
+        paths.append(final)
+    return paths
+
+
+def _genomic_axis(ax, label: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{int(round(x)) + 1:,}"))  # 0-based -> 1-based
+    ax.set_xlabel(label)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of the True runs of a bool array."""
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
+    return [(int(s), int(e - s)) for s, e in zip(edges[::2], edges[1::2])]
+
+
+def track_plot(bmap: BucketMap, tracks: Mapping[str, np.ndarray], stem: str | os.PathLike) -> list[Path]:
+    """Bucket ids along the region, one strip per layer/head/round, annotation tracks beneath.
+
+    tracks: name -> bool mask over the region's bases (e.g. genes, CpG islands, soft-masked repeats).
+    Writes stem.png and stem.svg; returns their paths.
+    """
+    region = bmap.region
+    n_cols = min(len(region), MAX_COLUMNS)
+    positions = region.start + (np.arange(n_cols) * len(region)) // n_cols
+    combos = [(layer, head, round_) for layer in bmap.layers for head in bmap.heads for round_ in bmap.rounds]
+    image = np.stack([bmap.bucket_at(layer, head, round_, positions) for layer, head, round_ in combos])
+    colors = np.vstack([bucket_rgb(bmap.n_buckets), [1.0, 1.0, 1.0]])  # white: no bucket
+    rgb = colors[np.where(image >= 0, image, bmap.n_buckets)]
+
+    strip_h, track_h = 0.16, 0.28
+    height = 1.6 + strip_h * len(combos) + track_h * max(len(tracks), 1)
+    fig = _figure(12, height)
+    grid = fig.add_gridspec(2, 1, height_ratios=[strip_h * len(combos), track_h * max(len(tracks), 1)],
+                            hspace=0.08)
+    ax = fig.add_subplot(grid[0])
+    ax.imshow(rgb, aspect="auto", interpolation="nearest",
+              extent=(region.start, region.end, len(combos), 0))
+    ax.set_yticks(np.arange(len(combos)) + 0.5, [bmap.name(*c) for c in combos],
+                  fontsize=max(4, min(8, 400 / max(len(combos), 1))))
+    for boundary in range(len(bmap.heads) * len(bmap.rounds), len(combos), len(bmap.heads) * len(bmap.rounds)):
+        ax.axhline(boundary, color="black", linewidth=0.8)  # between layers
+    ax.tick_params(axis="x", labelbottom=False)
+    ax.set_title(f"LSH buckets over {region.to_region()} (hash seed {bmap.hash_seed}, {bmap.n_buckets} buckets "
+                 f"per round; model {bmap.model.get('sha256', '')[:12]})", fontsize=9, loc="left")
+
+    tax = fig.add_subplot(grid[1], sharex=ax)
+    names = list(tracks)
+    for row, name in enumerate(names):
+        tax.broken_barh([(region.start + s, n) for s, n in _runs(tracks[name])], (row + 0.15, 0.7),
+                        color=f"C{row % 10}", linewidth=0)
+    tax.set_ylim(max(len(names), 1), 0)
+    tax.set_yticks(np.arange(len(names)) + 0.5, [TRACK_LABELS.get(n, n) for n in names], fontsize=8)
+    tax.set_xlim(region.start, region.end)
+    _genomic_axis(tax, f"{region.contig} position (1-based)")
+    return _save(fig, Path(stem))
+
+
+def query_stem(out: str | os.PathLike, contig: str, position: int) -> Path:
+    """out/query_<contig>_<1-based position>, the contig made file-name safe."""
+    return Path(out) / f"query_{re.sub(r'[^A-Za-z0-9._-]', '_', contig)}_{position + 1}"
+
+
+def query_plot(bmap: BucketMap, position: int, stem: str | os.PathLike) -> list[Path]:
+    """Arcs from the token owning `position` (0-based) to its top attended tokens, one panel per layer.
+
+    Arc height is the attention weight (summed over rounds), colour the head; the region is shaded.
+    """
+    token = int(bmap.token_of(position))
+    if token < 0:
+        raise OutputError(f"query {bmap.contig}:{position + 1:,} is outside the analysed window")
+    qx = (bmap.token_start[token] + bmap.token_end[token]) / 2
+    window = bmap.window
+    fig = _figure(12, 1.2 + 1.9 * len(bmap.layers))
+    axes = fig.subplots(len(bmap.layers), 1, sharex=True, squeeze=False)[:, 0]
+    t = np.linspace(0, 1, 64)
+    top = float(bmap.top_weights[..., token, :].max(initial=0.0)) or 1.0
+    for ax, layer in zip(axes, bmap.layers):
+        ax.axvspan(bmap.region.start, bmap.region.end, color="0.92", linewidth=0, zorder=0)
+        ax.axvline(qx, color="black", linewidth=0.8, linestyle="--", zorder=1)
+        for h_i, head in enumerate(bmap.heads):
+            starts, ends, weights = bmap.top_attended(layer, head, position)
+            keys = (starts + ends) / 2
+            for key, weight in zip(keys, weights):
+                ax.plot(qx + (key - qx) * t, weight * np.sin(np.pi * t), color=f"C{h_i % 10}",
+                        linewidth=0.6 + 2.4 * weight / top, alpha=0.85, zorder=2)
+            ax.scatter(keys, weights, s=12, color=f"C{h_i % 10}", label=f"head {head}", zorder=3)
+        ax.set_ylim(0, 1.15 * top)
+        ax.set_ylabel(f"layer {layer}\nweight", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right", frameon=False, ncol=len(bmap.heads))
+    axes[-1].set_xlim(window.start, window.valid_end)
+    _genomic_axis(axes[-1], f"{bmap.contig} position (1-based); shaded: region {bmap.region.to_region()}")
+    span = f"{bmap.contig}:{bmap.token_start[token] + 1:,}-{bmap.token_end[token]:,}"
+    axes[0].set_title(f"Top {bmap.top_tokens.shape[-1]} attended tokens of {bmap.contig}:{position + 1:,} "
+                      f"(token {span}; hash seed {bmap.hash_seed})", fontsize=9, loc="left")
+    return _save(fig, Path(stem))
