@@ -290,18 +290,31 @@ def _reference_lengths(shards: Sequence[Shard]) -> dict[str, int]:
 
 
 def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> dict:
-    """Root attrs of the merged file: the shards' shared attrs, with merge's own provenance on top."""
+    """Root attrs of the merged file: the shards' shared attrs, with merge's own provenance on top.
+
+    `predict_config` becomes the run the merged file stands for: the first shard's settings over
+    every base the shards cover; `merged_from` lists each shard and what it contributed.
+    """
     attrs = dict(shards[0].attrs)
     md5: dict[str, str] = {}
     for shard in shards:
         md5.update(json.loads(shard.attrs.get("contig_md5") or "{}"))
+    covered = sorted(Interval(c, s, e) for shard in shards for c, runs in shard.covered.items() for s, e in runs)
+    predicted = [iv.to_region() for iv in merge_intervals(covered)]
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        attrs["predict_config"] = json.dumps(json.loads(attrs["predict_config"]) | {
+            "regions": predicted, "regions_bed": None, "out": config.out}, sort_keys=True)
+    if "bases" in attrs:
+        attrs["bases"] = sum(len(iv) for iv in covered)
+    if all("n_windows" in s.attrs for s in shards):
+        attrs["n_windows"] = sum(int(s.attrs["n_windows"]) for s in shards)
     attrs.update(
         complete=False, genoformer_version=__version__, contig_md5=json.dumps(md5, sort_keys=True),
         command=command, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         merge_config=json.dumps(dataclasses.asdict(config)),
         merged_from=json.dumps([{"path": str(s.path.resolve()), "created": s.attrs.get("created"),
-                                 "command": s.attrs.get("command"), "predict_config": s.attrs.get("predict_config"),
-                                 "covered": {c: [list(r) for r in runs] for c, runs in s.covered.items()}}
+                                 "command": s.attrs.get("command"),
+                                 "bases": {c: sum(e - b for b, e in runs) for c, runs in s.covered.items()}}
                                 for s in shards]),
     )
     return attrs
@@ -382,7 +395,8 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
     try:
         with contextlib.ExitStack() as stack:
             handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
-            dst = stack.enter_context(h5py.File(tmp, "w"))
+            # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
+            dst = stack.enter_context(h5py.File(tmp, "w", libver=("v110", "v110")))
             for k, v in attrs.items():
                 dst.attrs[k] = v
             dst.create_group("contigs")

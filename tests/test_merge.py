@@ -71,7 +71,12 @@ def test_merge_equals_the_arrays_the_shards_were_cut_from(tmp_path):
         assert json.loads(fh.attrs["contig_md5"]) == _md5()
         merged_from = json.loads(fh.attrs["merged_from"])
         assert [m["path"] for m in merged_from] == [str(s.resolve()) for s in shards]
+        assert [m["bases"] for m in merged_from] == [{"chrA": 1_500}, {"chrA": 1_000, "chrB": 1_900},
+                                                     {"chrB": 1_000}]
         assert json.loads(fh.attrs["merge_config"])["shards"] == [str(s) for s in shards]
+        # the run the merged file stands for: every base covered, as 1-based regions
+        assert json.loads(fh.attrs["predict_config"])["regions"] == ["chrA:1-1500", "chrA:4001-5000",
+                                                                     "chrB:101-3000"]
         assert "merge" in fh.attrs["command"]
         assert sorted(fh["contigs"]) == ["chrA", "chrB"]
         for contig, truth in ((c, _truth(c)) for c in LENGTHS):
