@@ -1,10 +1,12 @@
-"""Per-task inputs, losses and validation metrics for training (mlm, variant, pattern).
+"""Per-task inputs, losses and validation metrics for training (mlm, variant, pattern, classify).
 
 mlm: contiguous spans of real tokens become [MASK]; cross-entropy on the masked tokens only.
 variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
   padding, outside the confident BED). Metrics on non-ref bases: a true positive is a non-ref base
   called with its exact genotype.
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
+classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
+  residues); cross-entropy; accuracy (for 3-state secondary structure per residue, also named q3).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import Tensor
 from genoformer.datasets import IGNORE_INDEX
 from genoformer.tokenize import MASK_ID
 
-MAIN_METRIC = {"mlm": "accuracy", "variant": "f1", "pattern": "auprc"}
+MAIN_METRIC = {"mlm": "accuracy", "variant": "f1", "pattern": "auprc", "classify": "accuracy"}
 
 
 def span_mask(token_mask: Tensor, fraction: float, span: int, generator: torch.Generator) -> Tensor:
@@ -48,6 +50,13 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
         return loss, {"logits": logits.detach(), "target": target}
     n_bases = batch["valid"].shape[1]
+    if task == "classify":
+        logits = model(tokens.to(device), token_mask.to(device), n_bases=n_bases).float()
+        target = batch["residue_labels" if "residue_labels" in batch else "label"].to(device)
+        if not (target != IGNORE_INDEX).any():
+            return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # all residues masked
+        loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=IGNORE_INDEX)
+        return loss, {"logits": logits.detach(), "target": target}
     evidence = batch["evidence"].to(device) if "evidence" in batch else None
     logits = model(tokens.to(device), token_mask.to(device), evidence, n_bases=n_bases).float()
     if task == "variant":
@@ -74,8 +83,11 @@ def metrics(task: str, outputs: list[dict]) -> dict[str, float]:
     target = torch.cat([o["target"].flatten() for o in outputs]).cpu()
     scored = target != IGNORE_INDEX
     pred, target = pred[scored], target[scored]
-    if task == "mlm":
-        return {"accuracy": float((pred == target).float().mean()) if target.numel() else math.nan}
+    if task in ("mlm", "classify"):
+        accuracy = float((pred == target).float().mean()) if target.numel() else math.nan
+        per_residue = task == "classify" and outputs[0]["target"].dim() == 2
+        q3 = {"q3": accuracy} if per_residue and outputs[0]["logits"].shape[-1] == 3 else {}
+        return {"accuracy": accuracy} | q3
     tp = int(((target != 0) & (pred == target)).sum())
     fp = int(((pred != 0) & (pred != target)).sum())
     fn = int(((target != 0) & (pred != target)).sum())

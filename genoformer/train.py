@@ -1,4 +1,7 @@
-"""Training: TrainConfig and train(config) -> summary, for the mlm, variant and pattern tasks.
+"""Training: TrainConfig and train(config) -> summary, for the mlm, variant, pattern and classify tasks.
+
+mlm, variant and pattern read windows of a reference; classify reads labelled sequences (sequences.py).
+dry_run(config) checks a config and its inputs and reports what training would use, training nothing.
 
 Exact resume: windows come from a seeded RandomWindowSampler positioned by the step count, and
 every step reseeds torch from (seed, step) before it draws masks or LSH rotations, so a run
@@ -29,11 +32,21 @@ from genoformer.datasets import RandomWindowSampler, WindowDataset
 from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
 from genoformer.io import checkpoint as ckpt
 from genoformer.model.config import ReformerConfig, atomic_write
-from genoformer.model.heads import TASKS, GenoModel
+from genoformer.model.heads import GenoModel
+from genoformer.sequences import SequenceDataset, SequenceSampler, load_sequence_data, make_tokenizer
 from genoformer.tasks import MAIN_METRIC, forward_loss, metrics
-from genoformer.tokenize import KmerTokenizer
+from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.windows import check_window_size, tile
 
+TASKS = ("mlm", "variant", "pattern", "classify")
+# inputs of each task; giving another task's input is a usage error
+_WINDOW_INPUTS = ("reference", "bam", "truth_vcf", "confident_bed", "bed", "train_regions", "val_regions")
+_SEQUENCE_INPUTS = ("sequences", "val_sequences", "val_tag", "exclude_tag", "residue_labels", "residue_mask",
+                    "per_residue")
+_UNUSED = {"mlm": ("bam", "truth_vcf", "confident_bed", "bed") + _SEQUENCE_INPUTS,
+           "variant": ("bed",) + _SEQUENCE_INPUTS,
+           "pattern": ("truth_vcf", "confident_bed") + _SEQUENCE_INPUTS,
+           "classify": _WINDOW_INPUTS}
 # what a resumed run may change (max_steps re-spans the schedule); the rest comes from the checkpoint
 RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every", "ckpt_every")
 
@@ -48,8 +61,19 @@ class TrainConfig:
     bed: list[str] = field(default_factory=list)  # pattern: BED/GFF class tracks (none: soft-masked repeats)
     train_regions: list[str] | None = None  # region strings or BED files; None: whole reference
     val_regions: list[str] | None = None
-    window: int = 1_000_000
-    k: int = 6
+    # classify: labelled sequences (CSV or FASTA, see sequences.py), validation from a file, a tag or a fraction
+    sequences: str | None = None
+    val_sequences: str | None = None
+    val_fraction: float = 0.1  # classify: seeded, stratified share of --sequences held out (0: none)
+    val_tag: str | None = None  # classify: KEY=VALUE header tag of the validation records (VALIDATION=True)
+    exclude_tag: str | None = None  # classify: KEY=VALUE header tag of records to leave out (SET=test)
+    label_field: str = "label"  # classify: CSV column or FASTA header key of the label
+    residue_labels: str | None = None  # classify: FASTA of per-residue labels, ids as in --sequences
+    residue_mask: str | None = None  # classify: FASTA of 0/1 per residue; 0 = not scored
+    per_residue: bool | None = None  # classify: None = from the labels
+    alphabet: str | None = None  # dna | protein; None: dna for windows, detected for sequences
+    window: int = 1_000_000  # classify: the longest sequence (longer ones are cut to it)
+    k: int | None = None  # None: 6 for DNA, 1 for protein, or the --init-from checkpoint's
     stride: int | None = None
     d_model: int = 256
     depth: int = 6
@@ -70,7 +94,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     val_every: int = 200
-    val_windows: int = 8  # validate on the first N windows tiling the validation regions
+    val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
     ckpt_every: int = 500
     out: str = "run"
     init_from: str | None = None
@@ -79,6 +103,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise UsageError(f"unknown task {self.task!r}; use one of {', '.join(TASKS)}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0 <= self.val_fraction < 1:
+            raise UsageError(f"val-fraction must be a number in [0, 1), got {self.val_fraction!r}")
+        if self.alphabet not in (None, "dna", "protein"):
+            raise UsageError(f"alphabet must be dna or protein, got {self.alphabet!r}")
+        if self.per_residue not in (None, True, False):
+            raise UsageError(f"per-residue must be true or false, got {self.per_residue!r}")
+        if self.k is not None and (isinstance(self.k, bool) or not isinstance(self.k, int)):
+            raise UsageError(f"k must be an integer, got {self.k!r}")
         for name in ("max_steps", "batch_size", "grad_accum", "val_every", "ckpt_every", "val_windows", "mask_span"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -131,9 +164,78 @@ def _overlap(a: list[Interval], b: list[Interval]) -> Interval | None:
     return None
 
 
-def build_data(config: TrainConfig, tokenizer: KmerTokenizer, ranks: int = 1):
-    """(train dataset, train sampler, val dataset or None, class names); the sampler feeds all `ranks`."""
-    from genoformer.io.alignments import Alignments
+@dataclass
+class TrainData:
+    """What a run trains on: the config with data-dependent defaults resolved, tokenizer, datasets."""
+
+    config: TrainConfig  # alphabet, k (and for classify per_residue) filled in
+    tokenizer: KmerTokenizer | ProteinTokenizer
+    train: WindowDataset | SequenceDataset
+    sampler: RandomWindowSampler | SequenceSampler  # yields items of `train`, feeding all ranks
+    val: WindowDataset | SequenceDataset | None
+    class_names: list[str]
+    n_evidence: int
+    summary: dict  # what --dry-run reports about the data
+
+    @property
+    def model_task(self) -> str:
+        return "classify_residues" if self.config.per_residue else self.config.task
+
+    @property
+    def head(self) -> dict:
+        head = {"n_classes": 0 if self.config.task == "mlm" else len(self.class_names),
+                "n_evidence": self.n_evidence, "class_names": self.class_names}
+        if self.config.task == "classify":
+            head |= {"per_residue": bool(self.config.per_residue), "alphabet": self.config.alphabet}
+        return head
+
+
+def _tokenizer(config: TrainConfig, alphabet: str, fixed: KmerTokenizer | ProteinTokenizer | None):
+    """A new tokenizer for `alphabet`, or the checkpoint's (`fixed`) after checking it fits."""
+    if fixed is None:
+        return make_tokenizer(alphabet, config.k, config.stride)
+    if fixed.kind != alphabet:
+        raise UsageError(f"the checkpoint's tokenizer reads {fixed.kind} but the {config.task} inputs are {alphabet}")
+    if config.k not in (None, fixed.k) or config.stride not in (None, fixed.stride):
+        raise UsageError(f"k {config.k} / stride {config.stride} differ from the checkpoint's tokenizer "
+                         f"(k {fixed.k}, stride {fixed.stride})", hint="leave out --k and --stride")
+    return fixed
+
+
+def prepare(config: TrainConfig, tokenizer: KmerTokenizer | ProteinTokenizer | None = None,
+            ranks: int = 1) -> TrainData:
+    """Open and check every input of `config`; `tokenizer` (from --init-from or a resumed run) is kept."""
+    given = [name for name in _UNUSED[config.task] if getattr(config, name)]
+    if given:
+        raise UsageError(f"task {config.task} does not use --{given[0].replace('_', '-')}")
+    check_window_size(config.window)
+    n_samples = config.max_steps * config.batch_size * config.grad_accum * ranks
+    if config.task == "classify":
+        return _sequence_data(config, tokenizer, n_samples)
+    return _window_data(config, tokenizer, n_samples)
+
+
+def _sequence_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
+    if config.sequences is None:
+        raise UsageError("task classify needs --sequences (labelled FASTA or seq,label CSV)")
+    data = load_sequence_data(config.sequences, val_sequences=config.val_sequences, val_fraction=config.val_fraction,
+                              val_tag=config.val_tag, exclude_tag=config.exclude_tag, label_field=config.label_field,
+                              residue_labels=config.residue_labels, residue_mask=config.residue_mask,
+                              per_residue=config.per_residue, alphabet=config.alphabet, seed=config.seed)
+    tokenizer = _tokenizer(config, data.alphabet, fixed)
+    if config.window < tokenizer.k:
+        raise UsageError(f"window {config.window:,} is smaller than k = {tokenizer.k}: not one k-mer fits")
+    config = dataclasses.replace(config, alphabet=data.alphabet, per_residue=data.per_residue, k=tokenizer.k)
+    train_ds = SequenceDataset(data.train, tokenizer, data.class_names, config.window)
+    val_ds = SequenceDataset(data.val, tokenizer, data.class_names, config.window) if data.val else None
+    summary = {"train_sequences": len(train_ds), "val_sequences": len(val_ds) if val_ds else 0,
+               "longest": max(train_ds.lengths), "alphabet": data.alphabet, "per_residue": data.per_residue}
+    return TrainData(config, tokenizer, train_ds, SequenceSampler(len(train_ds), n_samples, seed=config.seed),
+                     val_ds, data.class_names, 0, summary)
+
+
+def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
+    from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
     from genoformer.io.variants import GENOTYPES, TruthVariants
@@ -142,12 +244,10 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer, ranks: int = 1):
         raise UsageError("give a reference FASTA (--reference)")
     if config.task == "variant" and (config.bam is None or config.truth_vcf is None):
         raise UsageError("task variant needs --bam (read evidence) and --truth-vcf (labels)")
-    unused = {"mlm": ("bam", "truth_vcf", "confident_bed", "bed"), "variant": ("bed",),
-              "pattern": ("truth_vcf", "confident_bed")}[config.task]
-    given = [name for name in unused if getattr(config, name)]
-    if given:
-        raise UsageError(f"task {config.task} does not use --{given[0].replace('_', '-')}")
-    check_window_size(config.window)
+    if config.task != "mlm" and config.alphabet not in (None, "dna"):
+        raise UsageError(f"task {config.task} reads DNA; --alphabet {config.alphabet} is for mlm and classify")
+    tokenizer = _tokenizer(config, config.alphabet or "dna", fixed)
+    config = dataclasses.replace(config, alphabet=tokenizer.kind, k=tokenizer.k)
     if config.window < tokenizer.k:
         raise UsageError(f"window {config.window:,} is smaller than k = {tokenizer.k}: not one k-mer fits")
     ref = Reference(config.reference)
@@ -171,14 +271,16 @@ def build_data(config: TrainConfig, tokenizer: KmerTokenizer, ranks: int = 1):
             class_names = sources["tracks"].class_names
         else:
             class_names = ["soft_masked"]
-    n_samples = config.max_steps * config.batch_size * config.grad_accum * ranks
     sampler = RandomWindowSampler(train_iv, config.window, n_samples, seed=config.seed, contig_lengths=ref.contigs)
     train_ds = WindowDataset(ref, [], tokenizer, **sources)
     val_ds = None
     if val_iv is not None:
         windows = tile(val_iv, config.window, contig_lengths=ref.contigs)[:config.val_windows]
         val_ds = WindowDataset(ref, windows, tokenizer, **sources)
-    return train_ds, sampler, val_ds, class_names
+    n_evidence = len(EVIDENCE_FEATURES) if config.bam is not None else 0
+    train_bases = sum(len(iv) for iv in train_iv) if train_iv else sum(ref.contigs.values())
+    summary = {"train_bases": train_bases, "val_windows": len(val_ds) if val_ds else 0}
+    return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary)
 
 
 def _collate(items: list[dict]) -> dict:
@@ -200,25 +302,27 @@ def _schedule(config: TrainConfig):
     return factor
 
 
-def _build_model(config: TrainConfig, tokenizer: KmerTokenizer, n_classes: int, n_evidence: int,
-                 pretrained: GenoModel | None) -> GenoModel:
+def _build_model(data: TrainData, pretrained: GenoModel | None) -> GenoModel:
+    config, head = data.config, data.head
     if pretrained is not None:  # the architecture always comes from the pre-trained checkpoint
-        model = GenoModel(pretrained.encoder.config, tokenizer, config.task, n_classes, n_evidence)
+        model = GenoModel(pretrained.encoder.config, data.tokenizer, data.model_task, head["n_classes"],
+                          head["n_evidence"])
         model.encoder.load_state_dict(pretrained.encoder.state_dict())
         return model
-    model_config = ReformerConfig(vocab_size=tokenizer.vocab_size, d_model=config.d_model, depth=config.depth,
+    model_config = ReformerConfig(vocab_size=data.tokenizer.vocab_size, d_model=config.d_model, depth=config.depth,
                                   heads=config.heads, bucket_size=config.bucket_size, n_hashes=config.n_hashes,
                                   attention=config.attention, window_size=config.bucket_size)
-    return GenoModel(model_config, tokenizer, config.task, n_classes, n_evidence)
+    return GenoModel(model_config, data.tokenizer, data.model_task, head["n_classes"], head["n_evidence"])
 
 
 def _validate(model, config, val_ds, device) -> dict[str, float]:
     model.eval()
     gen = torch.Generator().manual_seed(config.seed)  # the same masks at every validation
     outputs, losses = [], []
+    collate = getattr(val_ds, "collate", _collate)  # sequences pad to the batch's longest; windows stack
     with torch.no_grad(), _autocast(device):
         for i in range(0, len(val_ds), config.batch_size):
-            batch = _collate([val_ds[j] for j in range(i, min(i + config.batch_size, len(val_ds)))])
+            batch = collate([val_ds[j] for j in range(i, min(i + config.batch_size, len(val_ds)))])
             loss, out = forward_loss(model, config.task, batch, device, generator=gen,
                                      mask_fraction=config.mask_fraction, mask_span=config.mask_span)
             losses.append(float(loss))
@@ -268,11 +372,35 @@ def train(config: TrainConfig) -> dict:
     return _run(config, None)
 
 
+def dry_run(config: TrainConfig) -> dict:
+    """Check `config` and its inputs as train() would and build the model, training nothing.
+
+    Returns the resolved config, the number of parameters, the classes and a summary of the data.
+    """
+    _check_fresh(config.out)
+    pretrained = ckpt.load_checkpoint(config.init_from)[0] if config.init_from is not None else None
+    _device(config.device)
+    data = prepare(config, pretrained.tokenizer if pretrained is not None else None)
+    # one item of each split: the files open, parse and tokenise
+    collate = getattr(data.train, "collate", _collate)
+    collate([data.train[next(iter(data.sampler))]])
+    if data.val is not None:
+        collate([data.val[0]])
+    model = _build_model(data, pretrained)
+    return {"config": dataclasses.asdict(data.config), "model_task": data.model_task,
+            "parameters": sum(p.numel() for p in model.parameters()), "classes": data.class_names,
+            "data": data.summary}
+
+
+def _check_fresh(out: str) -> None:
+    if ckpt.read_pointer(out) is not None:
+        raise OutputError(f"{out}: already holds a training run", hint="continue it with --resume, or give another --out")
+
+
 def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     state, pretrained = None, None
-    if resume_from is None and ckpt.read_pointer(config.out) is not None:
-        raise OutputError(f"{config.out}: already holds a training run",
-                          hint="continue it with --resume, or give another --out")
+    if resume_from is None:
+        _check_fresh(config.out)
     if resume_from is None and config.init_from is not None:
         pretrained = ckpt.load_checkpoint(config.init_from)[0]
     device = _device(config.device)
@@ -280,18 +408,15 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     device = distributed.local_device(device)
     rank, ranks = distributed.world()
     torch.manual_seed(config.seed)
-    tokenizer = KmerTokenizer(config.k, config.stride) if pretrained is None else pretrained.tokenizer
-    train_ds, sampler, val_ds, class_names = build_data(config, tokenizer, ranks)
-    from genoformer.io.alignments import EVIDENCE_FEATURES
-
-    n_evidence = len(EVIDENCE_FEATURES) if train_ds.alignments is not None else 0
-    n_classes = {"mlm": 0, "variant": 3, "pattern": len(class_names)}[config.task]
-    step = 0
+    step, model = 0, None
     if resume_from is not None:
         model, meta, state = ckpt.load_checkpoint(resume_from, with_state=True)
         step = int(meta["step"])
-    else:
-        model = _build_model(config, tokenizer, n_classes, n_evidence, pretrained)
+    fixed = model.tokenizer if model is not None else pretrained.tokenizer if pretrained is not None else None
+    data = prepare(config, fixed, ranks)
+    config, train_ds, sampler, val_ds = data.config, data.train, data.sampler, data.val
+    if model is None:
+        model = _build_model(data, pretrained)
     model.to(device).train()
     net = model
     if ranks > 1:
@@ -320,7 +445,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
         atomic_write(out / "config.json", (json.dumps(dataclasses.asdict(config), indent=2) + "\n").encode())
         if resume_from is not None:
             _write_metrics(metrics_path, [], keep_until=step)
-    head = {"n_classes": n_classes, "n_evidence": n_evidence, "class_names": class_names}
+    head = data.head
 
     def save(at_step: int, metric: float | None = None) -> Path:
         meta = {"step": at_step, "seed": config.seed, "head": head, "metric": metric,
@@ -331,6 +456,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
 
     last = config.stop_after or config.max_steps
     windows = iter(sampler)
+    collate = getattr(train_ds, "collate", _collate)  # sequences pad to the batch's longest; windows stack
     losses: dict[int, float] = {}
     started, n_tokens, n_bases = time.perf_counter(), 0, 0
     bar = tqdm(total=last, initial=step, disable=not config.progress or rank != 0, desc=config.task, unit="step")
@@ -340,7 +466,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
         total = 0.0
         for _ in range(config.grad_accum):
             drawn = [next(windows) for _ in range(config.batch_size * ranks)]
-            batch = _collate([train_ds[w] for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
+            batch = collate([train_ds[w] for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
             with _autocast(device):
                 loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
                                        mask_fraction=config.mask_fraction, mask_span=config.mask_span)

@@ -37,7 +37,8 @@ def read_recipe(path: str) -> dict:
 
 
 @click.command()
-@click.option("--task", type=click.Choice(["mlm", "variant", "pattern"]), help="What to train (default mlm).")
+@click.option("--task", type=click.Choice(["mlm", "variant", "pattern", "classify"]),
+              help="What to train (default mlm).")
 @click.option("--reference", type=_file, help="Reference FASTA (plain or bgzip).")
 @click.option("--bam", type=_file, help="Indexed BAM/CRAM: read evidence fused into the tokens (variant, pattern).")
 @click.option("--truth-vcf", type=_file, help="Indexed truth VCF/BCF giving genotype labels (variant).")
@@ -45,8 +46,25 @@ def read_recipe(path: str) -> dict:
 @click.option("--bed", type=_file, multiple=True, help="BED/GFF/GTF class tracks (pattern); none: soft-masked repeats.")
 @click.option("--train-regions", multiple=True, help=_regions_help + " Default: the whole reference.")
 @click.option("--val-regions", multiple=True, help=_regions_help + " Must not overlap the training regions.")
-@click.option("--window", type=int, help="Window in bases (default 1,000,000).")
-@click.option("--k", type=int, help="k-mer size (default 6).")
+@click.option("--sequences", type=_file, help="classify: labelled sequences, a seq,label CSV/TSV or a FASTA "
+              "with '>id label=X' or '>id|X' headers (plain or gzip).")
+@click.option("--val-sequences", type=_file, help="classify: validation sequences (same form); "
+              "default: --val-fraction of --sequences.")
+@click.option("--val-fraction", type=float, help="classify: seeded, stratified share held out for validation "
+              "(default 0.1; 0: none).")
+@click.option("--val-tag", help="classify: validate on the FASTA records tagged KEY=VALUE (e.g. VALIDATION=True).")
+@click.option("--exclude-tag", help="classify: leave out the FASTA records tagged KEY=VALUE (e.g. SET=test).")
+@click.option("--label-field", help="classify: CSV column or FASTA header key of the label (default label).")
+@click.option("--residue-labels", type=_file, help="classify: FASTA of one label letter per residue, "
+              "ids as in --sequences (FLIP/NetSurfP style).")
+@click.option("--residue-mask", type=_file, help="classify: FASTA of 0/1 per residue; 0 residues are not scored.")
+@click.option("--per-residue/--per-sequence", default=None, help="classify: one label per residue or per "
+              "sequence (default: from the labels).")
+@click.option("--alphabet", type=click.Choice(["dna", "protein"]), help="Sequence alphabet (mlm, classify; "
+              "default: dna, or detected from --sequences).")
+@click.option("--window", type=int, help="Window in bases (default 1,000,000); classify: the longest sequence "
+              "(longer ones are cut).")
+@click.option("--k", type=int, help="k-mer size (default 6 for DNA, 1 for protein).")
 @click.option("--stride", type=int, help="Token stride (default k).")
 @click.option("--d-model", type=int)
 @click.option("--depth", type=int)
@@ -70,9 +88,13 @@ def read_recipe(path: str) -> dict:
 @click.option("--init-from", type=click.Path(), help="Initialise the encoder from this (mlm) checkpoint.")
 @click.option("--config", "recipe", type=_file, help="YAML/TOML recipe; flags override it; unknown keys rejected.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def train(recipe, **options):
-    """Train a Reformer on windows of a reference (+ reads, truth variants, tracks); writes a run folder."""
+@click.option("--dry-run", is_flag=True, help="Check the config and inputs, print the resolved config as JSON "
+              "with the number of parameters, train nothing.")
+def train(recipe, dry_run, **options):
+    """Train a Reformer on windows of a reference (+ reads, truth variants, tracks) or on labelled
+    sequences (classify); writes a run folder."""
     from genoformer.train import RESUME_OVERRIDES, TrainConfig, resume
+    from genoformer.train import dry_run as check
     from genoformer.train import train as run
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
@@ -81,6 +103,11 @@ def train(recipe, **options):
             given[key] = list(given[key])
     if isinstance(given.get("attention"), str) and "," in given["attention"]:
         given["attention"] = [kind.strip() for kind in given["attention"].split(",")]
+    if dry_run:
+        if "resume" in given:
+            raise UsageError("--dry-run checks a new run; it does not combine with --resume")
+        click.echo(json.dumps(check(TrainConfig.from_dict((read_recipe(recipe) if recipe else {}) | given)), indent=2))
+        return
     if "resume" in given:
         extra = sorted(set(given) - set(RESUME_OVERRIDES) - {"resume"})
         if extra or recipe:

@@ -20,7 +20,8 @@ from ..tokenize import KmerTokenizer, ProteinTokenizer
 from .config import ReformerConfig
 from .reformer import Reformer
 
-TASKS = ("mlm", "variant", "pattern")
+# model tasks; "classify" pools to one label per sequence, "classify_residues" labels each residue
+TASKS = ("mlm", "variant", "pattern", "classify", "classify_residues")
 
 
 def owner_index(tokenizer: KmerTokenizer | ProteinTokenizer, n_bases: int, device=None) -> tuple[Tensor, Tensor]:
@@ -50,6 +51,20 @@ class PerBaseHead(nn.Module):
         return per_token[:, owner, offset]  # (B, W, C)
 
 
+class SequenceHead(nn.Module):
+    """hidden [B, T, d], token_mask [B, T] -> logits [B, classes]: the mean over real tokens, projected."""
+
+    def __init__(self, d_model: int, n_classes: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, n_classes)
+
+    def forward(self, hidden: Tensor, token_mask: Tensor | None) -> Tensor:
+        if token_mask is None:
+            return self.proj(hidden.mean(1))
+        weight = token_mask[..., None].to(hidden.dtype)
+        return self.proj((hidden * weight).sum(1) / weight.sum(1).clamp_min(1))
+
+
 class EvidenceFusion(nn.Module):
     """evidence [B, W, F] -> [B, T, d]: each token's k evidence vectors, log1p-scaled, flattened, projected."""
 
@@ -70,7 +85,8 @@ class EvidenceFusion(nn.Module):
 class GenoModel(nn.Module):
     """The encoder plus one task head (and evidence fusion when read evidence is used).
 
-    task "mlm": token logits [B, T, vocab]; "variant" / "pattern": per-base logits [B, W, n_classes].
+    task "mlm": token logits [B, T, vocab]; "variant" / "pattern" / "classify_residues": per-base logits
+    [B, W, n_classes]; "classify": per-sequence logits [B, n_classes], pooled over the real tokens.
     """
 
     def __init__(self, config: ReformerConfig, tokenizer: KmerTokenizer | ProteinTokenizer, task: str,
@@ -83,6 +99,8 @@ class GenoModel(nn.Module):
         d = config.d_model
         if task == "mlm":
             self.head = nn.Linear(d, config.vocab_size)
+        elif task == "classify":
+            self.head = SequenceHead(d, n_classes)
         else:
             self.head = PerBaseHead(d, tokenizer, n_classes)
         self.fusion = EvidenceFusion(d, tokenizer, n_evidence) if n_evidence else None
@@ -114,6 +132,8 @@ class GenoModel(nn.Module):
             hidden = self.encoder(tokens, token_mask)
         if self.task == "mlm":
             return self.head(hidden)
+        if self.task == "classify":
+            return self.head(hidden, token_mask)
         if n_bases is None:
             raise ValueError("per-base heads need n_bases (the window size)")
         return self.head(hidden, n_bases)
