@@ -45,6 +45,7 @@ _SAME = {
     "hash_seed": "hash seeds",
     "window": "window sizes",
     "margin": "margins",
+    "step": "window steps",
     "bam": "read files (--bam)",
 }
 _BLOCK = 1 << 20  # bases combined at a time: ~6 MB of float16 probs per shard for 3 classes

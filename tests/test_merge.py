@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cli.test_bad_inputs import assert_clean_failure, run_cli
+from genoformer.errors import InputError
 
 LENGTHS = {"chrA": 5_000, "chrB": 3_000}
 CLASSES = ["hom_ref", "het", "hom_alt"]
@@ -165,3 +166,35 @@ def test_existing_output_needs_force(tmp_path):
     with h5py.File(out, "r") as fh:
         assert fh["contigs/chrA/covered"][:].sum() == 1_000
     assert_clean_failure(run_cli("merge", a, "--out", a), 2, "also one of the shards")
+
+
+def test_merge_of_two_predicted_shards_equals_one_run_over_both(tmp_path, chr20, tiny_variant_model):
+    """Real `predict` on two adjacent regions (a boundary off the window grid), merged, against one run."""
+    from genoformer.merge import MergeConfig, merge
+    from genoformer.predict import PredictConfig, predict
+
+    def run(out, *regions):
+        predict(PredictConfig(model=str(tiny_variant_model), reference=str(chr20["fasta"]), bam=str(chr20["bam"]),
+                              regions=list(regions), out=str(out), progress=False))
+        return out
+
+    a = run(tmp_path / "a.h5", "chr20:10,000,001-10,003,100")
+    b = run(tmp_path / "b.h5", "chr20:10,003,101-10,006,000")
+    one = run(tmp_path / "one.h5", "chr20:10,000,001-10,006,000")
+    merge(MergeConfig(shards=(str(a), str(b)), out=str(tmp_path / "ab.h5"),
+                      expect_regions=("chr20:10,000,001-10,006,000",), progress=False))
+    with h5py.File(one, "r") as want, h5py.File(tmp_path / "ab.h5", "r") as got:
+        for key in ("model_sha256", "contig_md5", "hash_seed", "window", "margin", "task", "bam", "reference"):
+            assert got.attrs[key] == want.attrs[key], key
+        names = []
+        want["contigs/chr20"].visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert sorted(names) == ["covered", "variant/alt", "variant/deletion_fraction", "variant/depth",
+                                 "variant/probs"]
+        for name in names:
+            np.testing.assert_array_equal(got[f"contigs/chr20/{name}"][10_000_000:10_006_000],
+                                          want[f"contigs/chr20/{name}"][10_000_000:10_006_000])
+        assert got["contigs/chr20/covered"][:].sum() == 6_000
+    b_only = tmp_path / "b2.h5"
+    run(b_only, "chr20:10,003,001-10,004,000")  # overlaps a by 100 bases
+    with pytest.raises(InputError, match=r"a\.h5 and .*b2\.h5 both cover chr20:10,003,001-10,003,100"):
+        merge(MergeConfig(shards=(str(a), str(b_only)), out=str(tmp_path / "x.h5"), progress=False))
