@@ -118,7 +118,8 @@ def query_stem(out: str | os.PathLike, contig: str, position: int) -> Path:
 def query_plot(bmap: BucketMap, position: int, stem: str | os.PathLike) -> list[Path]:
     """Arcs from the token owning `position` (0-based) to its top attended tokens, one panel per layer.
 
-    Arc height is the attention weight (summed over rounds), colour the head; the region is shaded.
+    Each arc joins the query to one attended token (a triangle); its height is the attention weight
+    (summed over rounds), its colour the head. The region is shaded, the query a dashed line.
     """
     token = int(bmap.token_of(position))
     if token < 0:
@@ -137,10 +138,11 @@ def query_plot(bmap: BucketMap, position: int, stem: str | os.PathLike) -> list[
             keys = (starts + ends) / 2
             for key, weight in zip(keys, weights):
                 ax.plot(qx + (key - qx) * t, weight * np.sin(np.pi * t), color=f"C{h_i % 10}",
-                        linewidth=0.6 + 2.4 * weight / top, alpha=0.85, zorder=2)
-            ax.scatter(keys, weights, s=12, color=f"C{h_i % 10}", label=f"head {head}", zorder=3)
+                        linewidth=0.6 + 1.4 * weight / top, alpha=0.85, zorder=2)
+            ax.scatter(keys, np.zeros_like(keys), s=18, marker="^", color=f"C{h_i % 10}", label=f"head {head}",
+                       zorder=3, clip_on=False)
         ax.set_ylim(0, 1.15 * top)
-        ax.set_ylabel(f"layer {layer}\nweight", fontsize=8)
+        ax.set_ylabel(f"layer {layer}\nattention weight", fontsize=8)
         ax.legend(fontsize=7, loc="upper right", frameon=False, ncol=len(bmap.heads))
     axes[-1].set_xlim(window.start, window.valid_end)
     _genomic_axis(axes[-1], f"{bmap.contig} position (1-based); shaded: region {bmap.region.to_region()}")
