@@ -1,0 +1,309 @@
+"""`genoformer predict` on real data (chr20 reference + NA12878 reads, SARS-CoV-2 genome): the HDF5
+schema, region reads against the whole arrays, window stitching against the model run by hand, no
+seams between a region alone and a larger run, fixed hash seeds, SIGKILL then --resume, bad input."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pysam
+import pytest
+import torch
+
+import genoformer
+from genoformer.datasets import WindowDataset
+from genoformer.errors import InputError, UsageError
+from genoformer.io.alignments import Alignments
+from genoformer.io.checkpoint import load_checkpoint, save_checkpoint
+from genoformer.io.fasta import Reference
+from genoformer.io.predictions import open_predictions, partial_path, read_predictions
+from genoformer.model.config import ReformerConfig
+from genoformer.model.heads import GenoModel
+from genoformer.predict import PredictConfig, predict
+from genoformer.tokenize import ProteinTokenizer
+from genoformer.windows import Window
+
+sys.path.insert(0, str(Path(__file__).parent / "cli"))
+from test_bad_inputs import assert_clean_failure, run_cli  # noqa: E402
+
+REGION = "chr20:10,000,001-10,020,000"  # 1-based; 0-based [10_000_000, 10_020_000)
+START, END = 10_000_000, 10_020_000
+
+
+def run(model, reference, out, **kw) -> dict:
+    return predict(PredictConfig(model=str(model), reference=str(reference), out=str(out), progress=False, **kw))
+
+
+@pytest.fixture(scope="module")
+def variant_h5(tiny_variant_model, chr20, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pred") / "variant.h5"
+    return out, run(tiny_variant_model, chr20["fasta"], out, bam=str(chr20["bam"]), regions=[REGION])
+
+
+def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr20):
+    out, summary = variant_h5
+    _, meta, _ = load_checkpoint(tiny_variant_model)
+    with pysam.FastaFile(str(chr20["fasta"])) as fa:
+        length = fa.get_reference_length("chr20")
+        md5 = hashlib.md5(fa.fetch("chr20").upper().encode()).hexdigest()
+        ref = fa.fetch("chr20", START, END).upper()
+    with h5py.File(out, "r") as f:
+        a = f.attrs
+        assert (a["format"], a["format_version"], bool(a["complete"]), a["task"]) == \
+            ("genoformer-predictions", 1, True, "variant")
+        assert a["model_sha256"] == meta["weights_sha256"] and a["genoformer_version"] == genoformer.__version__
+        assert json.loads(a["contig_md5"]) == {"chr20": md5}
+        assert json.loads(a["model"])["tokenizer"] == meta["tokenizer"]
+        assert (a["hash_seed"], a["window"], a["margin"]) == (0, 1536, 384)  # the training window, window // 4
+        assert a["reference"] == str(Path(chr20["fasta"]).resolve()) and a["bam"] == str(Path(chr20["bam"]).resolve())
+        assert json.loads(a["predict_config"])["regions"] == [REGION] and "predict" in a["command"]
+        assert "_progress" not in f
+        g = f["contigs/chr20"]
+        assert g.attrs["length"] == length
+        probs, covered = g["variant/probs"], g["covered"]
+        assert probs.shape == (length, 3) and probs.dtype == np.float16 and probs.chunks and probs.compression
+        assert list(probs.attrs["classes"]) == ["hom_ref", "het", "hom_alt"]
+        assert covered.shape == (length,) and covered.dtype == bool
+        cov = covered[START - 5000:END + 5000]
+        assert cov[5000:-5000].all() and not cov[:5000].any() and not cov[-5000:].any()
+        assert int(covered[:].sum()) == END - START == summary["bases"]
+        p = probs[START:END].astype(np.float64)
+        assert np.allclose(p.sum(1), 1, atol=3e-3) and (probs[START - 5000:START][:] == 0).all()
+        alt, depth, delfrac = g["variant/alt"][START:END], g["variant/depth"][START:END], \
+            g["variant/deletion_fraction"][START:END]
+    # read evidence against pysam: A/C/G/T counts (base quality >= 13), the most supported non-reference base
+    with pysam.AlignmentFile(str(chr20["bam"])) as bam:
+        counts = np.array(bam.count_coverage("chr20", START, END, quality_threshold=13), dtype=np.int64).T
+    ref_codes = np.frombuffer(ref.encode(), np.uint8)
+    for col, base in enumerate(b"ACGT"):
+        counts[ref_codes == base, col] = -1
+    expect_alt = np.where(counts.max(1) > 0, np.frombuffer(b"ACGT", np.uint8)[counts.argmax(1)], 0)
+    assert (alt == expect_alt).all() and (alt > 0).sum() > 100
+    assert depth.max() > 20 and (delfrac >= 0).all() and (delfrac <= 1).all() and (delfrac > 0).any()
+
+    got = read_predictions(out, "chr20:10,005,001-10,006,000")
+    with h5py.File(out, "r") as f:
+        g = f["contigs/chr20"]
+        s = slice(10_005_000, 10_006_000)
+        assert np.array_equal(got.probs, g["variant/probs"][s].astype(np.float32))
+        assert np.array_equal(got.covered, g["covered"][s]) and np.array_equal(got.alt, g["variant/alt"][s])
+        assert np.array_equal(got.depth, g["variant/depth"][s])
+    assert (got.contig, got.start, got.end, got.classes) == ("chr20", 10_005_000, 10_006_000,
+                                                             ["hom_ref", "het", "hom_alt"])
+    assert got.attrs["contig_md5"] == {"chr20": md5}
+    assert genoformer.read_predictions is read_predictions
+    with open_predictions(out) as f:
+        assert f.contigs == {"chr20": length} and f.task == "variant"
+
+
+def test_each_base_comes_from_the_centre_of_its_window(variant_h5, tiny_variant_model, chr20):
+    """Rerun by hand the grid window that owns a base (window 1536, margin 384: step 768)."""
+    out, _ = variant_h5
+    model, _, _ = load_checkpoint(tiny_variant_model)
+    model.eval().encoder.set_hash_seed(0)
+    ref = Reference(chr20["fasta"])
+    ds = WindowDataset(ref, [], model.tokenizer, alignments=Alignments(chr20["bam"], ref))
+    step, margin = 768, 384
+    for pos in (START, START + 383, 10_000_000 + margin + 7 * step, 10_000_000 + margin + 7 * step - 1, END - 1):
+        i = (pos - margin) // step
+        item = ds[Window("chr20", i * step, i * step + 1536, 1536)]
+        with torch.inference_mode():
+            logits = model(item["tokens"][None], item["token_mask"][None], item["evidence"][None], n_bases=1536)
+        expect = logits[0].float().softmax(-1)[pos - i * step].numpy()
+        got = read_predictions(out, f"chr20:{pos + 1}-{pos + 1}").probs[0]
+        assert np.allclose(got, expect, atol=2e-3), (pos, got, expect)
+
+
+def test_no_seams_region_alone_equals_inside_a_larger_run(tiny_pattern_model, chr20, tmp_path):
+    # an odd region start and another batch size: the grid and the windows are the same
+    run(tiny_pattern_model, chr20["fasta"], tmp_path / "small.h5", regions=["chr20:10,003,001-10,006,789"],
+        batch_size=3)
+    run(tiny_pattern_model, chr20["fasta"], tmp_path / "large.h5", regions=["chr20:10,000,001-10,012,000"],
+        batch_size=8)
+    small = read_predictions(tmp_path / "small.h5", "chr20:10,003,001-10,006,789")
+    large = read_predictions(tmp_path / "large.h5", "chr20:10,003,001-10,006,789")
+    assert small.covered.all() and large.covered.all()
+    np.testing.assert_allclose(small.probs, large.probs, atol=1e-3, rtol=0)
+    outside = read_predictions(tmp_path / "small.h5", "chr20:10,006,790-10,008,000")
+    assert not outside.covered.any() and not outside.probs.any()
+
+
+def test_same_hash_seed_same_file_contents_another_seed_differs(tiny_pattern_model, chr20, tmp_path):
+    kw = dict(regions=["chr20:10,000,001-10,008,000"])
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        run(tiny_pattern_model, chr20["fasta"], tmp_path / f"{name}.h5", hash_seed=seed, **kw)
+    a, b, c = (read_predictions(tmp_path / f"{n}.h5", "chr20") for n in "abc")
+    assert a.attrs["hash_seed"] == b.attrs["hash_seed"] == 7 and c.attrs["hash_seed"] == 8
+    assert np.array_equal(a.probs, b.probs) and np.array_equal(a.covered, b.covered)
+    assert not np.array_equal(a.probs, c.probs)  # the LSH layer hashes with other rotations
+
+
+def test_whole_contigs_by_default_and_n_windows_computed_once(tiny_pattern_model, shared_data, chr20, tmp_path):
+    fasta = shared_data / "sarscov2_mt192765" / "genome" / "genome.fasta"
+    summary = run(tiny_pattern_model, fasta, tmp_path / "cov.h5")
+    p = read_predictions(tmp_path / "cov.h5", "MT192765.1")
+    assert len(p) == 29_829 and p.covered.all() and (p.probs > 0).all()
+    assert summary["windows"] == math.ceil((29_829 - 384) / 768) and summary["bases"] == 29_829
+
+    # chr20:1-20,000 is all N: every full window there is the same one, run through the model once
+    summary = run(tiny_pattern_model, chr20["fasta"], tmp_path / "n.h5", regions=["chr20:1-20,000"], batch_size=4)
+    assert summary["n_window_cached"] == summary["windows"] == 26
+    p = read_predictions(tmp_path / "n.h5", "chr20:1-20,000").probs
+    model, _, _ = load_checkpoint(tiny_pattern_model)
+    model.eval().encoder.set_hash_seed(0)
+    ids = torch.from_numpy(model.tokenizer.encode("N" * 1536))[None]
+    with torch.inference_mode():
+        expect = model(ids, torch.ones_like(ids, dtype=torch.bool), n_bases=1536)[0].sigmoid().numpy()
+    # bases 5,000-5,699 lie in the kept part of window 6, which starts at 6 * 768
+    np.testing.assert_allclose(p[5_000:5_700], expect[5_000 - 6 * 768:5_700 - 6 * 768], atol=1e-3)
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_pattern_model, chr20, tmp_path):
+    args = ["predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"], "--region",
+            "chr20:10,000,001-10,150,000", "--window", "384", "--margin", "96", "--batch-size", "2", "--no-progress"]
+    out = tmp_path / "killed.h5"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "genoformer", *map(str, args), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial, done = partial_path(out), 0
+    deadline = time.monotonic() + 60
+    while done < 20 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:  # the writer is in SWMR mode, so a reader sees its flushed progress
+            with h5py.File(partial, "r", swmr=True) as f:
+                done = int(f["_progress/done"][:].sum())
+        except (OSError, KeyError):
+            pass
+    assert proc.poll() is None, "predict finished before it could be killed; give it more windows"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert partial.exists() and not out.exists()
+    with pytest.raises(InputError, match="incomplete"):
+        read_predictions(partial, "chr20")
+
+    summary = run(tiny_pattern_model, chr20["fasta"], out, regions=["chr20:10,000,001-10,150,000"], window=384,
+                  margin=96, batch_size=2, resume=True)
+    assert 20 <= summary["windows_resumed"] < summary["windows"] == summary["windows_resumed"] + summary["windows_run"]
+    assert not partial.exists()
+    run(tiny_pattern_model, chr20["fasta"], tmp_path / "whole.h5", regions=["chr20:10,000,001-10,150,000"],
+        window=384, margin=96, batch_size=2)
+    with h5py.File(out, "r") as f, h5py.File(tmp_path / "whole.h5", "r") as g:
+        for name in ("covered", "pattern/probs"):
+            assert np.array_equal(f[f"contigs/chr20/{name}"][:], g[f"contigs/chr20/{name}"][:]), name
+
+    # an unreadable partial (a kill before HDF5 wrote its header) is replaced, not resumed
+    other = tmp_path / "other.h5"
+    partial_path(other).write_bytes(b"")
+    summary = run(tiny_pattern_model, chr20["fasta"], other, regions=["chr20:10,000,001-10,002,000"], resume=True)
+    assert summary["windows_resumed"] == 0 and read_predictions(other, "chr20").covered.sum() == 2000
+
+
+def test_resume_refuses_a_partial_of_another_run(tiny_pattern_model, chr20, tmp_path):
+    out = tmp_path / "p.h5"
+    with pytest.raises(KeyboardInterrupt):  # interrupted after its first batch: the partial stays
+        _interrupt_after_first_batch(tiny_pattern_model, chr20, out)
+    assert partial_path(out).exists() and not out.exists()
+    with pytest.raises(UsageError, match="hash_seed"):
+        run(tiny_pattern_model, chr20["fasta"], out, regions=["chr20:10,000,001-10,010,000"], batch_size=1,
+            hash_seed=3, resume=True)
+    summary = run(tiny_pattern_model, chr20["fasta"], out, regions=["chr20:10,000,001-10,010,000"], batch_size=1,
+                  resume=True)
+    assert summary["windows_resumed"] == 1 and read_predictions(out, "chr20:10,000,001-10,010,000").covered.all()
+
+
+def _interrupt_after_first_batch(model, chr20, out):
+    from genoformer.io import predictions
+
+    original = predictions.PredictionWriter.mark_done
+
+    def mark_then_interrupt(self, windows):
+        original(self, windows)
+        raise KeyboardInterrupt
+
+    predictions.PredictionWriter.mark_done = mark_then_interrupt
+    try:
+        run(model, chr20["fasta"], out, regions=["chr20:10,000,001-10,010,000"], batch_size=1)
+    finally:
+        predictions.PredictionWriter.mark_done = original
+
+
+def test_readers_refuse_incomplete_truncated_and_foreign_files(variant_h5, tmp_path):
+    out, _ = variant_h5
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(out.read_bytes()[:4096])
+    with pytest.raises(InputError, match="truncated.h5"):
+        read_predictions(truncated, "chr20")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(InputError, match="not a genoformer predictions file"):
+        read_predictions(foreign, "chr20")
+    unfinished = tmp_path / "unfinished.h5"
+    unfinished.write_bytes(out.read_bytes())
+    with h5py.File(unfinished, "r+") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(InputError, match="incomplete"):
+        open_predictions(unfinished)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input through the real CLI: one line, the contract's exit code, nothing at --out
+
+
+def _fake_checkpoint(run_dir: Path, tokenizer, task: str, n_classes: int, window: int) -> Path:
+    config = ReformerConfig(vocab_size=tokenizer.vocab_size, d_model=8, depth=1, heads=2, attention="full")
+    model = GenoModel(config, tokenizer, task, n_classes=n_classes)
+    head = {"n_classes": n_classes, "n_evidence": 0, "class_names": ["c"] * n_classes}
+    save_checkpoint(run_dir, model, {"step": 1, "head": head, "train_config": {"window": window}}, {})
+    return run_dir
+
+
+def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, shared_data, tmp_path):
+    fa, bam = chr20["fasta"], chr20["bam"]
+
+    def cli(model, *extra, out=tmp_path / "out.h5"):
+        proc = run_cli("predict", "--model", model, "--reference", fa, "--out", out, "--no-progress", *extra)
+        assert not Path(out).exists() and not partial_path(out).exists()
+        return proc
+
+    region = ("--region", "chr20:10,000,001-10,001,000")
+    assert_clean_failure(cli(tiny_variant_model, *region), 2, "read evidence", "--bam")
+    assert_clean_failure(cli(tiny_pattern_model, "--bam", bam, *region), 2, "without reads")
+    assert_clean_failure(cli(tiny_pattern_model, "--region", "chr21:1-100"), 3, "chr21", "not found")
+    assert_clean_failure(cli(tiny_pattern_model, "--region", "chr20:63,025,000-63,026,000"), 3, "past the end")
+    assert_clean_failure(cli(chr20["fasta"].parent, *region), 3, "not a genoformer run folder")
+    protein = _fake_checkpoint(tmp_path / "protein", ProteinTokenizer(1), "pattern", 1, 64)
+    assert_clean_failure(cli(protein, *region), 3, "protein", "DNA")
+    mlm = _fake_checkpoint(tmp_path / "mlm", ProteinTokenizer(1), "mlm", 0, 64)
+    assert_clean_failure(cli(mlm, *region), 2, "mlm", "nothing per-base")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert_clean_failure(cli(tiny_pattern_model, *region, out=blocker / "out.h5"), 4, "cannot create")
+
+    existing = tmp_path / "exists.h5"
+    existing.write_bytes(b"keep me")
+    proc = run_cli("predict", "--model", tiny_pattern_model, "--reference", fa, "--out", existing, *region)
+    assert_clean_failure(proc, 4, "exists.h5", "already exists")
+    assert existing.read_bytes() == b"keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder(tiny_pattern_model, chr20, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        proc = run_cli("predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"],
+                       "--region", "chr20:10,000,001-10,001,000", "--out", folder / "p.h5")
+        assert_clean_failure(proc, 4, "not writable")
+    finally:
+        folder.chmod(0o700)
