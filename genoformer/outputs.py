@@ -31,6 +31,12 @@ def refuse_existing(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -53,6 +59,7 @@ def staged(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise OutputError(f"{path}: cannot write in {path.parent} ({e.strerror or e})") from None
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -70,3 +77,34 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a small text file (a JSON report) atomically."""
     with staged(path) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def staged_text(path: str | os.PathLike, preset: str, suffix: str) -> Iterator[Path]:
+    """Yield a plain-text temp path; on success publish it at `path`, bgzipped and tabix-indexed
+    (`preset` "vcf" or "bed") when `path` ends in .gz, else as it is.
+
+    The data file is renamed first and its index right after (an old index at the final name is
+    removed before), so a reader never pairs new data with an old index.
+    """
+    path = Path(path)
+    if not path.name.endswith(".gz"):
+        with staged(path, suffix) as tmp:
+            yield tmp
+        return
+    import pysam
+
+    index = Path(f"{path}.tbi")
+    with staged(path, suffix + ".gz") as tmp_gz:
+        plain = tmp_gz.with_name(tmp_gz.name[:-3])
+        tmp_index = Path(f"{tmp_gz}.tbi")
+        try:
+            yield plain
+            pysam.tabix_index(str(plain), preset=preset, force=True)  # bgzips plain into tmp_gz, then indexes
+            index.unlink(missing_ok=True)
+        except BaseException:
+            plain.unlink(missing_ok=True)
+            tmp_index.unlink(missing_ok=True)
+            raise
+    os.replace(tmp_index, index)
+    _fsync_dir(path.parent)
