@@ -78,8 +78,8 @@ def test_dry_run_lists_the_jobs(workdir):
     proc = snakemake(workdir, "-n", "--cores", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # 2 samples x 2 shards; only the symlinked BAM needs an index
-    assert job_counts(proc.stdout) == {"index_bam": 1, "predict": 4, "merge": 2, "export": 2, "evaluate": 2,
-                                       "all": 1}
+    assert job_counts(proc.stdout) == {"index_bam": 1, "shard_bed": 2, "predict": 4, "merge": 2, "export": 2,
+                                       "scored_bed": 2, "evaluate": 2, "all": 1}
     for shard in ("0001_chr20_10000001", "0002_chr20_10005001"):
         assert f"results/NA12878/shards/{shard}.h5" in proc.stdout
 
@@ -114,6 +114,16 @@ def test_run_end_to_end_then_noop_then_one_shard(workdir, chr20):
             assert list(vcf.header.samples) == [sample]
             assert all(contig == rec.contig and start < rec.pos <= end for rec in vcf)
         assert (out / f"{sample}.bed").is_file()
+        # scored: the predicted region within the confident BED (numpy masks, not interval code)
+        mask = np.zeros(end - start, bool)
+        for line in chr20["bed"].read_text().splitlines():
+            a, b = np.clip([int(x) - start for x in line.split("\t")[1:3]], 0, end - start)
+            mask[a:b] = True
+        scored = np.zeros(end - start, bool)
+        for line in (out / "scored.bed").read_text().splitlines():
+            _, a, b = line.split("\t")
+            scored[int(a) - start:int(b) - start] = True
+        np.testing.assert_array_equal(scored, mask)
         evaluation = json.loads((out / "evaluation.json").read_text())
         assert evaluation and isinstance(evaluation, dict)
     # the copy is the same reads under another name: the same predictions
@@ -135,14 +145,18 @@ def test_run_end_to_end_then_noop_then_one_shard(workdir, chr20):
         np.testing.assert_array_equal(fh[f"contigs/{contig}/variant/probs"][start:end], merged[SAMPLES[0]])
 
 
-def test_a_failing_shard_fails_the_run_and_leaves_no_output(workdir, tmp_path):
-    """A corrupt BAM: predict exits non-zero with its one-line error in the log; no shard file is left."""
+def test_a_failing_shard_fails_the_run_and_leaves_no_output(workdir, tmp_path, shared_data):
+    """Reads aligned to another genome: predict exits non-zero with its one-line error in the log,
+    Snakemake fails the run, and no shard file is left at the final name."""
     bad = tmp_path / "work"
     shutil.copytree(workdir / "config", bad / "config")
     shutil.copy(workdir / "regions.bed", bad / "regions.bed")
-    broken = tmp_path / "broken.bam"
-    broken.write_bytes(b"not a bam at all")
-    (bad / "config" / "samples.tsv").write_text(f"sample\treads\nBROKEN\t{broken}\n")
-    proc = snakemake(bad, "--cores", "1", "results/BROKEN/shards/0001_chr20_10000001.h5")
+    other = shared_data / "sarscov2_mt192765" / "illumina" / "bam" / "test_paired_end.sorted.bam"
+    (bad / "config" / "samples.tsv").write_text(f"sample\treads\nSARS\t{other}\n")
+    shard = "results/SARS/shards/0001_chr20_10000001.h5"
+    proc = snakemake(bad, "--cores", "1", shard)
     assert proc.returncode != 0
-    assert not (bad / "results" / "BROKEN" / "shards" / "0001_chr20_10000001.h5").exists()
+    assert not (bad / shard).exists()
+    log = (bad / "logs" / "predict" / "SARS" / "0001_chr20_10000001.log").read_text()
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in log, log

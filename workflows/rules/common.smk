@@ -65,6 +65,7 @@ def plan():
 SAMPLES = read_samples(config["samples"])
 CONTIGS, TARGETS, SHARDS = plan()
 SHARD_BY_NAME = {shard.name: shard for shard in SHARDS}
+PREDICTED = [iv for shard in SHARDS for iv in shard.intervals]
 
 
 # ---- input functions and params
@@ -87,8 +88,8 @@ def reads_index(wildcards):
     return f"results/reads/{wildcards.sample}{suffix}{'.bai' if suffix == '.bam' else '.crai'}"
 
 
-def region_args(wildcards):
-    return " ".join(f"--region {shlex.quote(region)}" for region in SHARD_BY_NAME[wildcards.shard].regions)
+def shard_intervals(wildcards):
+    return [(iv.contig, iv.start, iv.end) for iv in SHARD_BY_NAME[wildcards.shard].intervals]
 
 
 def shard_files(wildcards):
