@@ -213,9 +213,12 @@ def _padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
 def _slice_inputs(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, sb: slice, sh: slice,
                   Tp: int) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rows [n * Tp, 3dh] of q|k|v, order [n, R, Tp] and real [n, Tp] (or None) of one piece."""
-    T = q.shape[2]
+    T, dh = q.shape[2:]
     heads = sh.stop - sh.start
-    qkv = F.pad(torch.cat((q[sb, sh], k[sb, sh], v[sb, sh]), -1), (0, 0, 0, Tp - T))
+    qkv = q.new_empty(*q[sb, sh].shape[:2], Tp, 3 * dh)  # one copy: cat and pad would make two
+    for i, part in enumerate((q, k, v)):
+        qkv[:, :, :T, i * dh:(i + 1) * dh] = part[sb, sh]
+    qkv[:, :, T:] = 0
     n = qkv.shape[0] * heads
     rows = qkv.reshape(n * Tp, -1)
     order = order[sb, sh].reshape(n, -1, Tp)
@@ -319,7 +322,9 @@ class LSHAttentionFunction(torch.autograd.Function):
         q, k, v, order, real, out, lse = ctx.saved_tensors
         B, H, T, dh = q.shape
         Tp = order.shape[-1]
-        grad_out = F.pad(grad_out.to(out.dtype), (0, 0, 0, Tp - T))
+        grad_out = grad_out.to(out.dtype)
+        if Tp > T:
+            grad_out = F.pad(grad_out, (0, 0, 0, Tp - T))
         grads = torch.empty(B, H, T, 3 * dh, dtype=q.dtype, device=q.device)
         for sb, sh in _slices(B, H, Tp):
             qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp)
