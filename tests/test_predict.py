@@ -39,6 +39,15 @@ REGION = "chr20:10,000,001-10,020,000"  # 1-based; 0-based [10_000_000, 10_020_0
 START, END = 10_000_000, 10_020_000
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models on a shared 2-core box: OpenMP threads only wait for each other (8x slower measured)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run(model, reference, out, **kw) -> dict:
     return predict(PredictConfig(model=str(model), reference=str(reference), out=str(out), progress=False, **kw))
 
@@ -138,7 +147,7 @@ def test_no_seams_region_alone_equals_inside_a_larger_run(tiny_pattern_model, ch
 
 
 def test_same_hash_seed_same_file_contents_another_seed_differs(tiny_pattern_model, chr20, tmp_path):
-    kw = dict(regions=["chr20:10,000,001-10,008,000"])
+    kw = dict(regions=["chr20:10,000,001-10,004,000"])
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         run(tiny_pattern_model, chr20["fasta"], tmp_path / f"{name}.h5", hash_seed=seed, **kw)
     a, b, c = (read_predictions(tmp_path / f"{n}.h5", "chr20") for n in "abc")
@@ -168,15 +177,16 @@ def test_whole_contigs_by_default_and_n_windows_computed_once(tiny_pattern_model
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_pattern_model, chr20, tmp_path):
-    args = ["predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"], "--region",
-            "chr20:10,000,001-10,150,000", "--window", "384", "--margin", "96", "--batch-size", "2", "--no-progress"]
+    kill_region = "chr20:10,000,001-10,060,000"  # 313 windows of 384 bases, one per batch: a few seconds
+    args = ["predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"], "--region", kill_region,
+            "--window", "384", "--margin", "96", "--batch-size", "1", "--no-progress"]
     out = tmp_path / "killed.h5"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "genoformer", *map(str, args), "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial, done = partial_path(out), 0
     deadline = time.monotonic() + 60
-    while done < 20 and proc.poll() is None and time.monotonic() < deadline:
+    while done < 10 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
         try:  # the writer is in SWMR mode, so a reader sees its flushed progress
             with h5py.File(partial, "r", swmr=True) as f:
@@ -190,12 +200,12 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_pattern_model, chr
     with pytest.raises(InputError, match="incomplete"):
         read_predictions(partial, "chr20")
 
-    summary = run(tiny_pattern_model, chr20["fasta"], out, regions=["chr20:10,000,001-10,150,000"], window=384,
-                  margin=96, batch_size=2, resume=True)
-    assert 20 <= summary["windows_resumed"] < summary["windows"] == summary["windows_resumed"] + summary["windows_run"]
+    summary = run(tiny_pattern_model, chr20["fasta"], out, regions=[kill_region], window=384, margin=96,
+                  batch_size=1, resume=True)
+    assert 10 <= summary["windows_resumed"] < summary["windows"] == summary["windows_resumed"] + summary["windows_run"]
     assert not partial.exists()
-    run(tiny_pattern_model, chr20["fasta"], tmp_path / "whole.h5", regions=["chr20:10,000,001-10,150,000"],
-        window=384, margin=96, batch_size=2)
+    run(tiny_pattern_model, chr20["fasta"], tmp_path / "whole.h5", regions=[kill_region], window=384, margin=96,
+        batch_size=1)
     with h5py.File(out, "r") as f, h5py.File(tmp_path / "whole.h5", "r") as g:
         for name in ("covered", "pattern/probs"):
             assert np.array_equal(f[f"contigs/chr20/{name}"][:], g[f"contigs/chr20/{name}"][:]), name
@@ -267,22 +277,43 @@ def _fake_checkpoint(run_dir: Path, tokenizer, task: str, n_classes: int, window
     return run_dir
 
 
-def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, shared_data, tmp_path):
-    fa, bam = chr20["fasta"], chr20["bam"]
+def cli_in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """genoformer.cli.main in this process (the same exception-to-exit-code path, without a torch import)."""
+    from genoformer.cli import main
 
-    def cli(model, *extra, out=tmp_path / "out.h5"):
-        proc = run_cli("predict", "--model", model, "--reference", fa, "--out", out, "--no-progress", *extra)
+    capsys.readouterr()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, tmp_path, capsys):
+    fa, bam = chr20["fasta"], chr20["bam"]
+    region = ("--region", "chr20:10,000,001-10,001,000")
+
+    def cli(model, *extra, out=tmp_path / "out.h5", subprocess=False):
+        args = ("predict", "--model", model, "--reference", fa, "--out", out, "--no-progress", *extra)
+        proc = run_cli(*args) if subprocess else cli_in_process(capsys, *args)
         assert not Path(out).exists() and not partial_path(out).exists()
         return proc
 
-    region = ("--region", "chr20:10,000,001-10,001,000")
-    assert_clean_failure(cli(tiny_variant_model, *region), 2, "read evidence", "--bam")
+    # two through a real process, the rest in this one
+    assert_clean_failure(cli(tiny_variant_model, *region, subprocess=True), 2, "read evidence", "--bam")
+    protein = _fake_checkpoint(tmp_path / "protein", ProteinTokenizer(1), "pattern", 1, 64)
+    assert_clean_failure(cli(protein, *region, subprocess=True), 3, "protein", "DNA")
     assert_clean_failure(cli(tiny_pattern_model, "--bam", bam, *region), 2, "without reads")
     assert_clean_failure(cli(tiny_pattern_model, "--region", "chr21:1-100"), 3, "chr21", "not found")
     assert_clean_failure(cli(tiny_pattern_model, "--region", "chr20:63,025,000-63,026,000"), 3, "past the end")
+    assert_clean_failure(cli(tiny_pattern_model, "--region", "chr20:5-2"), 2, "start 5 is after end 2")
+    assert_clean_failure(cli(tiny_pattern_model, *region, "--margin", "768"), 2, "margin 768 leaves no bases")
     assert_clean_failure(cli(chr20["fasta"].parent, *region), 3, "not a genoformer run folder")
-    protein = _fake_checkpoint(tmp_path / "protein", ProteinTokenizer(1), "pattern", 1, 64)
-    assert_clean_failure(cli(protein, *region), 3, "protein", "DNA")
     mlm = _fake_checkpoint(tmp_path / "mlm", ProteinTokenizer(1), "mlm", 0, 64)
     assert_clean_failure(cli(mlm, *region), 2, "mlm", "nothing per-base")
     blocker = tmp_path / "a_file"
@@ -291,7 +322,8 @@ def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, 
 
     existing = tmp_path / "exists.h5"
     existing.write_bytes(b"keep me")
-    proc = run_cli("predict", "--model", tiny_pattern_model, "--reference", fa, "--out", existing, *region)
+    proc = cli_in_process(capsys, "predict", "--model", tiny_pattern_model, "--reference", fa, "--out", existing,
+                          *region)
     assert_clean_failure(proc, 4, "exists.h5", "already exists")
     assert existing.read_bytes() == b"keep me"
 
