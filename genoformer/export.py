@@ -267,10 +267,12 @@ def _export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
     counts = _CallCounts()
     with staged_text(config.vcf, "vcf", ".vcf") as tmp:
         with pysam.VariantFile(str(tmp), "w", header=header) as out:
-            for iv, p in _whole_runs(preds, config, _progress(blocks, config, "export vcf")):
-                for rec in _block_records(preds, config, reference, iv, p, counts):
-                    out.write(_record(out, rec, config, counts))
-                    counts.records += 1
+            with tqdm(total=sum(len(b) for b in blocks), unit="b", unit_scale=True, desc="export vcf",
+                      disable=not config.progress, file=sys.stderr, leave=False) as bar:
+                for iv, p in _whole_runs(preds, config, blocks, bar):
+                    for rec in _block_records(preds, config, reference, iv, p, counts):
+                        out.write(_record(out, rec, config, counts))
+                        counts.records += 1
     log.info("wrote %s: %d records", config.vcf, counts.records)
     return {"path": config.vcf, **asdict(counts)}
 
@@ -288,24 +290,26 @@ def _is_deletion(p, config: ExportConfig) -> np.ndarray:
     return _is_called(p.probs, p.covered, config.threshold) & (p.deletion_fraction >= config.min_deletion_fraction)
 
 
-def _whole_runs(preds: PredictionsFile, config: ExportConfig,
-                blocks: list[Interval]) -> Iterator[tuple[Interval, Predictions]]:
-    """The blocks with their predictions, each cut back so that no deletion run crosses into the next."""
-    for iv in blocks:
-        start = iv.start
-        while start < iv.end:
-            p = preds.read(Interval(iv.contig, start, iv.end))
+def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval],
+                bar: tqdm) -> Iterator[tuple[Interval, Predictions]]:
+    """Pieces of about BLOCK bases with their predictions, cut so that no deletion run crosses into the
+    next piece (only a run longer than BLOCK is split)."""
+    for stretch in merge_intervals(blocks):
+        start = stretch.start
+        while start < stretch.end:
+            end = min(start + BLOCK, stretch.end)
+            p = preds.read(Interval(stretch.contig, start, end))
             if p.alt is None:
                 raise InputError(f"{preds.path}: has no variant/alt (the model read no BAM), so ALT alleles "
                                  "cannot be written", hint="predict with a model that reads the sample's BAM")
             dels = _is_deletion(p, config)
-            end = iv.end
-            if dels[-1] and not dels.all() and iv.end < preds.contigs[iv.contig]:
+            if end < stretch.end and dels[-1] and not dels.all():
                 end = start + int(np.flatnonzero(~dels)[-1]) + 1  # the next piece starts with the open run
                 n = end - start
                 p = replace(p, end=end, covered=p.covered[:n], probs=p.probs[:n], alt=p.alt[:n],
                             depth=p.depth[:n], deletion_fraction=p.deletion_fraction[:n])
-            yield Interval(iv.contig, start, end), p
+            yield Interval(stretch.contig, start, end), p
+            bar.update(end - start)
             start = end
 
 
