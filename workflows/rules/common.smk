@@ -106,8 +106,12 @@ def expectation_args(wildcards):
 
 
 def final_outputs():
+    """What `all` builds.  Shards are listed too: Snakemake (>= 7.7) does not remake a deleted file
+    that only feeds outputs which still exist, so deleting one shard would otherwise change nothing;
+    listed, it is predicted again and its sample merged, exported and evaluated again."""
     files = []
     for sample, row in SAMPLES.items():
+        files += expand("results/{sample}/shards/{shard}.h5", sample=sample, shard=SHARD_BY_NAME)
         files += [f"results/{sample}/{sample}.h5", f"results/{sample}/{sample}.vcf.gz",
                   f"results/{sample}/{sample}.bed"]
         if "truth_vcf" in row:
