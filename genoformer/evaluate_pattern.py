@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -94,7 +93,8 @@ class PatternResult:
         rows = [f"{'class':<{width}}{'bases':>12}{'positive':>10}{'AUROC':>8}{'AUPRC':>8}  truth"]
         for c in self.classes:
             share = f"{100 * c.positives / c.bases:.2f}%" if c.bases else "-"
-            rows.append(f"{c.name:<{width}}{c.bases:>12,}{share:>10}{format_ratio(c.auroc):>8}{format_ratio(c.auprc):>8}  {c.truth}")
+            rows.append(f"{c.name:<{width}}{c.bases:>12,}{share:>10}{format_ratio(c.auroc):>8}"
+                        f"{format_ratio(c.auprc):>8}  {c.truth}")
         return "\n".join(rows)
 
 

@@ -317,7 +317,6 @@ def test_random_probabilities_exported_as_numpy_computes_them(chr20, chr20_seq, 
     out = tmp_path / "calls.vcf.gz"
     summary = export(ExportConfig(predictions=str(h5), vcf=str(out), min_gq=3, progress=False,
                                   regions=["chr20:10,000,001-10,004,000"]))
-    arrays["chr20"]["probs"] = arrays["chr20"]["probs"]
     want = expected_calls(chr20_seq, start, arrays["chr20"])
     got = read_vcf(out)
     assert len(want) > 300 and summary["vcf"]["records"] == len(want)
@@ -449,6 +448,33 @@ def test_pattern_auroc_auprc_against_numpy(tmp_path):
         assert score.bases == len(scores) and score.positives == hits.sum()
         assert score.auroc == pytest.approx(auroc(hits, scores), abs=1e-12)
         assert score.auprc == pytest.approx(ap, abs=1e-12)
+
+
+def test_soft_mask_truth_from_the_reference(chr20, tmp_path):
+    # the chr20 test reference is not soft-masked: mask stretches of 40 kb of it in a FASTA of our own
+    n = 40_000
+    with pysam.FastaFile(str(chr20["fasta"])) as fa:
+        seq = fa.fetch("chr20", 10_000_000, 10_000_000 + n).upper()
+    rng = np.random.default_rng(2)
+    lower = np.zeros(n, bool)
+    for s in rng.choice(n - 400, size=40, replace=False):
+        lower[s:s + int(rng.integers(50, 400))] = True
+    fasta = tmp_path / "masked.fa"
+    masked = "".join(c.lower() if m else c for c, m in zip(seq, lower))
+    fasta.write_text(">chrM1\n" + "\n".join(masked[i:i + 60] for i in range(0, n, 60)) + "\n")
+    probs = np.clip(0.3 * lower + 0.7 * rng.random(n), 0, 1)[:, None]  # informative, not perfect
+    h5 = tmp_path / "repeats.h5"
+    write_predictions(h5, {"chrM1": n}, {"chrM1": {"span": (0, n), "covered": np.ones(n, bool), "probs": probs}},
+                      task="pattern", classes=["soft_masked"], reference=str(fasta))
+    proc = run_cli("evaluate", "--predictions", h5, "--truth-soft-mask", "--region", "chrM1:10,001-30,000",
+                   "--json", tmp_path / "ev.json")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads((tmp_path / "ev.json").read_text())["classes"]["soft_masked"]
+    scores = probs[10_000:30_000, 0].astype(np.float16).astype(np.float64)
+    truth = lower[10_000:30_000]
+    assert got["bases"] == 20_000 and got["positives"] == truth.sum() > 1000
+    assert got["auroc"] == pytest.approx(auroc(truth, scores), abs=1e-12)
+    assert 0.6 < got["auroc"] < 1 and "soft_masked" in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------
