@@ -36,8 +36,7 @@ from tqdm import tqdm
 from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
 from genoformer.errors import InputError, OutputError, UsageError
-
-FORMAT, FORMAT_VERSION = "genoformer-predictions", 1
+from genoformer.io.predictions import FORMAT, FORMAT_VERSION
 # attrs every shard must agree on, with what a difference means to the user
 _SAME = {
     "task": "tasks",
