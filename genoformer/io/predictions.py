@@ -174,21 +174,32 @@ class PredictionWriter:
         self._file.flush()
 
     def finish(self, final_attrs: Mapping[str, object], force: bool) -> Path:
-        """Mark complete, close, and rename onto the final name (atomically, fsynced)."""
-        f = self._file
-        f.attrs.update(dict(final_attrs))
-        f.attrs["complete"] = True
-        f.flush()
-        f.close()
-        # the done mask and plan served the resume; drop them so the file holds only the documented layout
-        with h5py.File(self.partial, "r+") as f:
-            del f[_PROGRESS]
-        with open(self.partial, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if self.out.exists() and not force:
-            raise OutputError(f"{self.out}: appeared while predicting; not overwritten (the result is in "
-                              f"{self.partial})", hint="add --force to replace it")
-        os.replace(self.partial, self.out)
+        """Mark complete and rename onto the final name (atomically, fsynced).
+
+        The data are copied into a fresh file first: each flush of the SWMR file rewrote the chunks
+        it touched at a new place (the old copies stay as dead space), and the done mask and plan
+        served only the resume. Chunks are copied compressed, so this costs about a read of the file.
+        """
+        self._file.close()
+        final_tmp = self.partial.with_name(f"{self.partial.name}-final")
+        try:
+            with h5py.File(self.partial, "r") as old, h5py.File(final_tmp, "w", libver=_LIBVER) as new:
+                new.attrs.update(dict(old.attrs))
+                new.attrs.update(dict(final_attrs))
+                old.copy(old["contigs"], new, name="contigs")
+                new.attrs["complete"] = True
+            with open(final_tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            if self.out.exists() and not force:
+                raise OutputError(f"{self.out}: appeared while predicting; not overwritten",
+                                  hint="add --force to replace it")
+            os.replace(final_tmp, self.out)
+        except BaseException as e:
+            final_tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and not isinstance(e, OutputError):
+                raise OutputError(f"{self.out}: cannot write the finished file ({e})") from None
+            raise
+        self.partial.unlink(missing_ok=True)
         dir_fd = os.open(self.out.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -1,0 +1,95 @@
+"""Prediction throughput: the default model shape over real chr20 reads, and what a genome would cost.
+
+The model is the default architecture (d_model 256, depth 6, 4 heads, LSH attention with bucket
+64 and 4 hashes, k = 6, variant head fusing read evidence) with RANDOM weights: speed does not
+depend on what the weights learned. It predicts chr20:10,000,001-10,100,000 of the NA12878 set
+with its BAM through `genoformer.predict` (windows, reads, model, HDF5 writer: the whole path),
+once per window size.
+
+Reported per window size: windows run, seconds, bases/s of the region, steady-state bases/s
+(bases kept per second: windows x step / seconds, which is the rate over a long contig, since a
+short region also pays for the context around it), HDF5 bytes per predicted base, and hours for
+3.1 Gb at the steady-state rate.
+
+    python benchmarks/predict_bench.py [--windows 65536,262144] [--device cpu] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genoformer.io.alignments import EVIDENCE_FEATURES
+from genoformer.io.checkpoint import save_checkpoint
+from genoformer.io.variants import GENOTYPES
+from genoformer.model.config import ReformerConfig
+from genoformer.model.heads import GenoModel
+from genoformer.predict import PredictConfig, predict
+from genoformer.tokenize import KmerTokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "variant_chr20_na12878"
+FASTA, BAM = DATA / "ucsc.hg19.chr20.unittest.fasta.gz", DATA / "NA12878_S1.chr20.10_10p1mb.bam"
+REGION = "chr20:10,000,001-10,100,000"
+GENOME = 3.1e9
+
+
+def default_model(run_dir: Path, window: int) -> Path:
+    torch.manual_seed(0)
+    tok = KmerTokenizer(6)
+    model = GenoModel(ReformerConfig(vocab_size=tok.vocab_size), tok, "variant", n_classes=len(GENOTYPES),
+                      n_evidence=len(EVIDENCE_FEATURES))
+    head = {"n_classes": len(GENOTYPES), "n_evidence": len(EVIDENCE_FEATURES), "class_names": list(GENOTYPES)}
+    save_checkpoint(run_dir, model, {"step": 0, "head": head, "train_config": {"window": window}}, {})
+    return run_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", default="65536,262144", help="comma-separated window sizes in bases")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--region", default=REGION)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    if not FASTA.is_file():
+        sys.exit(f"real data not found at {DATA}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = default_model(Path(tmp) / "model", 65_536)
+        for window in (int(w) for w in args.windows.split(",")):
+            out = Path(tmp) / f"w{window}.h5"
+            started = time.perf_counter()
+            s = predict(PredictConfig(model=str(run_dir), reference=str(FASTA), bam=str(BAM), regions=[args.region],
+                                      out=str(out), window=window, batch_size=args.batch_size, device=args.device,
+                                      progress=False))
+            seconds = time.perf_counter() - started  # including model load and checksums, as a user waits
+            step = window - 2 * s["margin"]
+            steady = s["windows"] * step / seconds
+            rows.append({"window": window, "margin": s["margin"], "windows": s["windows"], "seconds": seconds,
+                         "bases": s["bases"], "bases_per_s": s["bases"] / seconds, "steady_bases_per_s": steady,
+                         "hdf5_bytes_per_base": out.stat().st_size / s["bases"],
+                         "genome_hours": GENOME / steady / 3600})
+    env = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
+           "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+           "model": "d_model 256, depth 6, heads 4, LSH (bucket 64, 4 hashes), k=6, variant head + reads, "
+                    "random weights", "region": args.region, "batch_size": args.batch_size}
+    print(f"predict: {env['model']}; {args.region} with the NA12878 BAM on {args.device} "
+          f"({env['gpu'] or str(env['threads']) + ' threads'})")
+    print(f"{'window':>9} {'windows':>7} {'seconds':>8} {'bases/s':>9} {'steady b/s':>10} {'B/base':>7} "
+          f"{'3.1 Gb h':>9}")
+    for r in rows:
+        print(f"{r['window']:>9,} {r['windows']:>7} {r['seconds']:>8.1f} {r['bases_per_s']:>9,.0f} "
+              f"{r['steady_bases_per_s']:>10,.0f} {r['hdf5_bytes_per_base']:>7.2f} {r['genome_hours']:>9,.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
