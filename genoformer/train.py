@@ -250,7 +250,7 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     config = dataclasses.replace(config, alphabet=tokenizer.kind, k=tokenizer.k)
     if config.window < tokenizer.k:
         raise UsageError(f"window {config.window:,} is smaller than k = {tokenizer.k}: not one k-mer fits")
-    ref = Reference(config.reference)
+    ref = Reference(config.reference, alphabet=tokenizer.kind)
     train_iv = _regions(config.train_regions, ref.contigs, "training")
     val_iv = _regions(config.val_regions, ref.contigs, "validation")
     if val_iv is not None:
@@ -394,7 +394,8 @@ def dry_run(config: TrainConfig) -> dict:
 
 def _check_fresh(out: str) -> None:
     if ckpt.read_pointer(out) is not None:
-        raise OutputError(f"{out}: already holds a training run", hint="continue it with --resume, or give another --out")
+        raise OutputError(f"{out}: already holds a training run",
+                          hint="continue it with --resume, or give another --out")
 
 
 def _run(config: TrainConfig, resume_from: Path | None) -> dict:

@@ -200,6 +200,27 @@ def test_init_from_an_mlm_checkpoint_when_the_tokenizers_match(chr20, promoters,
         train(dataclasses.replace(config, k=6, out=str(tmp_path / "k6")))
 
 
+def test_a_protein_mlm_initialises_per_residue_classify_but_not_dna(flip_small, promoters, tmp_path):
+    chains = fasta(flip_small["sequences"].read_text())
+    reference = tmp_path / "chains.fa"
+    reference.write_text("".join(f">{name}\n{seq}\n" for name, (_, seq) in chains.items()))
+    train(TrainConfig(**(TINY | dict(task="mlm", alphabet="protein", reference=str(reference), window=128,
+                                     batch_size=2, max_steps=2, out=str(tmp_path / "mlm")))))
+    mlm = load_checkpoint(tmp_path / "mlm")[0]
+    assert type(mlm.tokenizer).__name__ == "ProteinTokenizer" and mlm.tokenizer.k == 1
+    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(flip_small["sequences"]),
+                                        residue_labels=str(flip_small["sampled"]), window=128, batch_size=4,
+                                        init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
+                                        out=str(tmp_path / "init"))))
+    train(config)
+    init = load_checkpoint(tmp_path / "init")[0]
+    for name, weight in mlm.encoder.state_dict().items():
+        torch.testing.assert_close(init.encoder.state_dict()[name], weight, atol=1e-6, rtol=0)
+    with pytest.raises(UsageError, match="tokenizer reads protein but the classify inputs are dna"):
+        train(TrainConfig(task="classify", sequences=str(promoters),
+                          init_from=str(tmp_path / "mlm"), out=str(tmp_path / "dna")))
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(promoters, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bad")
