@@ -47,6 +47,8 @@ class BucketMap:
       buckets      int32 [n_layers, n_heads, n_rounds, T]   bucket id in [0, n_buckets)
       top_tokens   int32 [n_layers, n_heads, T, top_k]      most attended token indices (-1: none)
       top_weights  float32 [n_layers, n_heads, T, top_k]    their attention weight, summed over rounds
+    Attended tokens are kept for the region's tokens only (-1 / 0 elsewhere): a 1 Mb window holds
+    ~170,000 tokens, and what users ask about is the region.
     `layers`, `heads`, `rounds` name the model's indices (0-based) behind each axis position.
     """
 
@@ -108,10 +110,9 @@ class BucketMap:
     def top_attended(self, layer: int, head: int, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(start, end, weight) of the tokens the token owning `position` attends to most, best first."""
         li, hi, _ = self.axes(layer, head, self.rounds[0])
+        if not self.region.start <= position < self.region.end:
+            raise UsageError(f"{self.contig}:{position + 1:,} is outside the region {self.region.to_region()}")
         token = int(self.token_of(position))
-        if token < 0:
-            raise UsageError(f"{self.contig}:{position + 1:,} is outside the analysed window "
-                             f"{Interval(self.contig, self.window.start, self.window.valid_end).to_region()}")
         keys, weights = self.top_tokens[li, hi, token], self.top_weights[li, hi, token]
         keep = keys >= 0
         return self.token_start[keys[keep]], self.token_end[keys[keep]], weights[keep]
@@ -251,6 +252,8 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     owner = tokenizer.token_of_base(window.n_valid)
     owned_start = window.start + np.searchsorted(owner, np.arange(n), side="left")
     owned_end = window.start + np.searchsorted(owner, np.arange(n), side="right")
+    outside = ~((owned_end > interval.start) & (owned_start < interval.end))
+    top_tokens[:, :, outside], top_weights[:, :, outside] = -1, 0.0
     seq = ref.fetch(window.contig, window.start, window.valid_end)
     upper = np.where((seq >= 97) & (seq <= 122), seq - 32, seq).astype(np.uint8)
     provenance = {"path": str(resolve(model_path).resolve()),
@@ -325,9 +328,8 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
     window = analysis_window(region, int(meta["train_config"]["window"]), ref.contigs[region.contig],
                              net.tokenizer.stride)
     for contig, position in queries:
-        if contig != region.contig or not window.start <= position < window.valid_end:
-            raise UsageError(f"query {contig}:{position + 1:,} is outside the window analysed for the region, "
-                             f"{Interval(region.contig, window.start, window.valid_end).to_region()}")
+        if contig != region.contig or not region.start <= position < region.end:
+            raise UsageError(f"query {contig}:{position + 1:,} is outside the region {region.to_region()}")
     tracks = {"soft_masked": soft_mask(ref.fetch_interval(region))}
     if config.tracks:
         annotation = Tracks.from_files(config.tracks, ref.contigs)

@@ -62,6 +62,11 @@ def _genomic_axis(ax, label: str) -> None:
     ax.set_xlabel(label)
 
 
+def _label(contig: str, start: int, end: int) -> str:
+    """1-based, inclusive, with thousands separators: chr20:10,000,001-10,020,000."""
+    return f"{contig}:{start + 1:,}-{end:,}"
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, length) of the True runs of a bool array."""
     edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
@@ -95,7 +100,7 @@ def track_plot(bmap: BucketMap, tracks: Mapping[str, np.ndarray], stem: str | os
     for boundary in range(len(bmap.heads) * len(bmap.rounds), len(combos), len(bmap.heads) * len(bmap.rounds)):
         ax.axhline(boundary, color="black", linewidth=0.8)  # between layers
     ax.tick_params(axis="x", labelbottom=False)
-    ax.set_title(f"LSH buckets over {region.to_region()} (hash seed {bmap.hash_seed}, {bmap.n_buckets} buckets "
+    ax.set_title(f"LSH buckets over {_label(region.contig, region.start, region.end)} (hash seed {bmap.hash_seed}, {bmap.n_buckets} buckets "
                  f"per round; model {bmap.model.get('sha256', '')[:12]})", fontsize=9, loc="left")
 
     tax = fig.add_subplot(grid[1], sharex=ax)
@@ -104,7 +109,8 @@ def track_plot(bmap: BucketMap, tracks: Mapping[str, np.ndarray], stem: str | os
         tax.broken_barh([(region.start + s, n) for s, n in _runs(tracks[name])], (row + 0.15, 0.7),
                         color=f"C{row % 10}", linewidth=0)
     tax.set_ylim(max(len(names), 1), 0)
-    tax.set_yticks(np.arange(len(names)) + 0.5, [TRACK_LABELS.get(n, n) for n in names], fontsize=8)
+    labels = [TRACK_LABELS.get(n, n) + ("" if tracks[n].any() else " (none here)") for n in names]
+    tax.set_yticks(np.arange(len(names)) + 0.5, labels, fontsize=8)
     tax.set_xlim(region.start, region.end)
     _genomic_axis(tax, f"{region.contig} position (1-based)")
     return _save(fig, Path(stem))
@@ -119,11 +125,11 @@ def query_plot(bmap: BucketMap, position: int, stem: str | os.PathLike) -> list[
     """Arcs from the token owning `position` (0-based) to its top attended tokens, one panel per layer.
 
     Each arc joins the query to one attended token (a triangle); its height is the attention weight
-    (summed over rounds), its colour the head. The region is shaded, the query a dashed line.
+    (summed over rounds), its colour the head. The region is shaded, the query a dashed line; the
+    x-axis spans the query and its partners, within the window.
     """
+    bmap.top_attended(bmap.layers[0], bmap.heads[0], position)  # UsageError outside the region
     token = int(bmap.token_of(position))
-    if token < 0:
-        raise OutputError(f"query {bmap.contig}:{position + 1:,} is outside the analysed window")
     qx = (bmap.token_start[token] + bmap.token_end[token]) / 2
     window = bmap.window
     fig = _figure(12, 1.2 + 1.9 * len(bmap.layers))
@@ -144,9 +150,16 @@ def query_plot(bmap: BucketMap, position: int, stem: str | os.PathLike) -> list[
         ax.set_ylim(0, 1.15 * top)
         ax.set_ylabel(f"layer {layer}\nattention weight", fontsize=8)
         ax.legend(fontsize=7, loc="upper right", frameon=False, ncol=len(bmap.heads))
-    axes[-1].set_xlim(window.start, window.valid_end)
-    _genomic_axis(axes[-1], f"{bmap.contig} position (1-based); shaded: region {bmap.region.to_region()}")
-    span = f"{bmap.contig}:{bmap.token_start[token] + 1:,}-{bmap.token_end[token]:,}"
+    # zoom to the query and its partners (LSH often keeps them close), never past the window
+    reach = [bmap.token_start[token], bmap.token_end[token]]
+    for layer, head in ((layer, head) for layer in bmap.layers for head in bmap.heads):
+        starts, ends, _ = bmap.top_attended(layer, head, position)
+        reach += [*starts.tolist(), *ends.tolist()]
+    pad = max(0.1 * (max(reach) - min(reach)), 100)
+    axes[-1].set_xlim(max(window.start, min(reach) - pad), min(window.valid_end, max(reach) + pad))
+    region = _label(bmap.contig, bmap.region.start, bmap.region.end)
+    _genomic_axis(axes[-1], f"{bmap.contig} position (1-based); shaded: region {region}")
+    span = _label(bmap.contig, int(bmap.token_start[token]), int(bmap.token_end[token]))
     axes[0].set_title(f"Top {bmap.top_tokens.shape[-1]} attended tokens of {bmap.contig}:{position + 1:,} "
                       f"(token {span}; hash seed {bmap.hash_seed})", fontsize=9, loc="left")
     return _save(fig, Path(stem))

@@ -118,6 +118,9 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     bases = np.arange(window.start, window.valid_end)
     np.testing.assert_array_equal(bmap.bucket_at(0, 1, 1, bases), expected[1, 1, (bases - window.start) // K])
     assert (bmap.bucket_at(0, 0, 0, [window.start - 1, window.valid_end]) == -1).all()
+    # attended tokens are kept for the region's tokens only
+    in_region = bmap.region_tokens()
+    assert (bmap.top_tokens[:, :, ~in_region] == -1).all() and (bmap.top_tokens[:, :, in_region, 0] >= 0).all()
     starts, ends, ids = bmap.runs(0, 1, 0)
     assert starts[0] == bmap.region.start and ends[-1] == bmap.region.end
     np.testing.assert_array_equal(starts[1:], ends[:-1])  # runs tile the region
@@ -314,7 +317,7 @@ def test_cli_bad_selection(synthetic, lsh_model, tmp_path, extra, code, needle):
     ({"heads": [2]}, r"head 2 is out of range: the model has 2 heads \(0-1, 0-based\)"),
     ({"rounds": [0, 5]}, r"round 5 is out of range: the model has 2 rounds"),
     ({"layers": [-1]}, r"layer -1 is out of range"),
-    ({"queries": ["mid:4,000"]}, r"query mid:4,000 is outside the window analysed for the region, mid:1-1536"),
+    ({"queries": ["mid:1,001"]}, r"query mid:1,001 is outside the region mid:1-1000"),
     ({"queries": ["mid:10-20"]}, r"give one base"),
     ({"top_k": 0}, r"top-k must be an integer >= 1"),
 ])
