@@ -176,36 +176,51 @@ def test_whole_contigs_by_default_and_n_windows_computed_once(tiny_pattern_model
     np.testing.assert_allclose(p[5_000:5_700], expect[5_000 - 6 * 768:5_700 - 6 * 768], atol=1e-3)
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_pattern_model, chr20, tmp_path):
-    kill_region = "chr20:10,000,001-10,060,000"  # 313 windows of 384 bases, one per batch: a few seconds
-    args = ["predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"], "--region", kill_region,
-            "--window", "384", "--margin", "96", "--batch-size", "1", "--no-progress"]
-    out = tmp_path / "killed.h5"
+def _start_and_stop(args: list, out: Path, sig: int, after_windows: int) -> subprocess.CompletedProcess:
+    """Run `genoformer predict` and send `sig` once the partial records `after_windows` more windows done."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "genoformer", *map(str, args), "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial, done = partial_path(out), 0
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial, first, done = partial_path(out), None, 0
     deadline = time.monotonic() + 60
-    while done < 10 and proc.poll() is None and time.monotonic() < deadline:
+    while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
         try:  # the writer is in SWMR mode, so a reader sees its flushed progress
             with h5py.File(partial, "r", swmr=True) as f:
                 done = int(f["_progress/done"][:].sum())
         except (OSError, KeyError):
-            pass
-    assert proc.poll() is None, "predict finished before it could be killed; give it more windows"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+            continue
+        first = done if first is None else first
+        if done >= first + after_windows:
+            break
+    assert proc.poll() is None, "predict finished before it could be stopped; give it more windows"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def test_sigterm_sigkill_then_resume_equals_an_uninterrupted_run(tiny_pattern_model, chr20, tmp_path):
+    region = "chr20:10,000,001-10,060,000"  # 313 windows of 384 bases, one per batch: a few seconds
+    args = ["predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"], "--region", region,
+            "--window", "384", "--margin", "96", "--batch-size", "1", "--no-progress"]
+    out, partial = tmp_path / "killed.h5", partial_path(tmp_path / "killed.h5")
+    # SIGTERM (a scheduler cancelling the job): exit 143, the partial kept for --resume
+    proc = _start_and_stop(args, out, signal.SIGTERM, after_windows=5)
+    assert proc.returncode == 143 and "--resume" in proc.stderr, proc.stderr
     assert partial.exists() and not out.exists()
+    # resumed, then SIGKILL: nothing to clean up, and still nothing at the final name
+    proc = _start_and_stop(args + ["--resume"], out, signal.SIGKILL, after_windows=5)
+    assert proc.returncode == -signal.SIGKILL and partial.exists() and not out.exists()
     with pytest.raises(InputError, match="incomplete"):
         read_predictions(partial, "chr20")
 
-    summary = run(tiny_pattern_model, chr20["fasta"], out, regions=[kill_region], window=384, margin=96,
-                  batch_size=1, resume=True)
+    # batch size is no part of a run's identity: predictions do not depend on it
+    summary = run(tiny_pattern_model, chr20["fasta"], out, regions=[region], window=384, margin=96,
+                  batch_size=16, resume=True)
     assert 10 <= summary["windows_resumed"] < summary["windows"] == summary["windows_resumed"] + summary["windows_run"]
     assert not partial.exists()
-    run(tiny_pattern_model, chr20["fasta"], tmp_path / "whole.h5", regions=[kill_region], window=384, margin=96,
-        batch_size=1)
+    run(tiny_pattern_model, chr20["fasta"], tmp_path / "whole.h5", regions=[region], window=384, margin=96,
+        batch_size=7)
     with h5py.File(out, "r") as f, h5py.File(tmp_path / "whole.h5", "r") as g:
         for name in ("covered", "pattern/probs"):
             assert np.array_equal(f[f"contigs/chr20/{name}"][:], g[f"contigs/chr20/{name}"][:]), name
