@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genoformer import __version__
-from genoformer.coords import Interval, merge_intervals
 from genoformer.errors import InputError, UsageError
 from genoformer.evaluate import json_safe, format_ratio
+from genoformer.export import covered_blocks
 from genoformer.io.predictions import open_predictions
 
 BLOCK = 1 << 20  # bases read at a time
@@ -130,7 +130,7 @@ def evaluate_pattern(config: PatternEvaluateConfig) -> PatternResult:
         pairs = _pairs(preds.classes, truth_names)
         pos = np.zeros((len(pairs), _BINS), dtype=np.int64)
         neg = np.zeros((len(pairs), _BINS), dtype=np.int64)
-        for iv in _blocks(preds, config.regions):
+        for iv in covered_blocks(preds, config.regions, BLOCK):
             p = preds.read(iv)
             if not p.covered.any():
                 continue
@@ -168,10 +168,3 @@ def _reference(config: PatternEvaluateConfig, preds):
                          f"is {reference.contigs.get(differ[0], 'missing')} bp there, {preds.contigs[differ[0]]:,} "
                          "in the predictions", hint="give the reference the predictions were made on")
     return reference
-
-
-def _blocks(preds, regions: list[str]) -> list[Interval]:
-    """Intervals of at most BLOCK bases over the regions (default: every contig of the file)."""
-    wanted = merge_intervals(preds.interval(r) for r in regions) if regions else \
-        [Interval(c, 0, n) for c, n in preds.contigs.items()]
-    return [Interval(iv.contig, s, min(s + BLOCK, iv.end)) for iv in wanted for s in range(iv.start, iv.end, BLOCK)]

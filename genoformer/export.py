@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 BLOCK = 1 << 20  # bases read at a time (a multiple of the file's chunk length)
 MAX_GQ, MIN_P = 99, 1e-10  # GQ cap; probabilities floored here so QUAL stays finite (<= 100)
 MD5_CHUNK = 4_000_000
+_SCAN = 1 << 24  # bases of a `covered` mask read at a time while finding covered stretches
 
 
 @dataclass
@@ -106,7 +108,7 @@ def export(config: ExportConfig, command: str | None = None) -> dict:
         bedgraphs = _bedgraph_paths(config.bedgraph, classes) if config.bedgraph else {}
         for path in bedgraphs.values():
             refuse_existing(path, config.force)
-        blocks = _blocks(preds, config.regions)
+        blocks = covered_blocks(preds, config.regions)
         command = command or shlex.join(["genoformer", *sys.argv[1:]])
         summary: dict = {"predictions": str(preds.path)}
         if config.vcf:
@@ -137,11 +139,25 @@ def _bedgraph_paths(path: str, classes: list[str]) -> dict[str, Path]:
     return {c: path.with_name(f"{stem}.{c}{suffix}") for c in classes}
 
 
-def _blocks(preds: PredictionsFile, regions: list[str]) -> list[Interval]:
-    """Intervals of at most BLOCK bases over the regions (default: whole contigs of the file), in order."""
+def covered_blocks(preds: PredictionsFile, regions: list[str], block: int | None = None) -> list[Interval]:
+    """Pieces of at most `block` (default BLOCK) bases that hold exactly the covered bases inside the
+    regions (default: whole contigs), in file order. Reads only the `covered` masks, so a genome-wide
+    file predicted over a few regions costs what those regions do."""
+    block = block or BLOCK
     wanted = merge_intervals(preds.interval(r) for r in regions) if regions else \
         [Interval(c, 0, n) for c, n in preds.contigs.items()]
-    return [Interval(iv.contig, s, min(s + BLOCK, iv.end)) for iv in wanted for s in range(iv.start, iv.end, BLOCK)]
+    stretches: list[list] = []
+    with h5py.File(preds.path, "r") as fh:
+        for iv in wanted:
+            covered = fh[f"contigs/{iv.contig}/covered"]
+            for lo in range(iv.start, iv.end, _SCAN):
+                starts, ends = _runs(covered[lo:min(lo + _SCAN, iv.end)])
+                for s, e in zip((starts + lo).tolist(), (ends + lo).tolist()):
+                    if stretches and stretches[-1][0] == iv.contig and stretches[-1][2] == s:
+                        stretches[-1][2] = e  # continues across the scan boundary
+                    else:
+                        stretches.append([iv.contig, s, e])
+    return [Interval(c, a, min(a + block, e)) for c, s, e in stretches for a in range(s, e, block)]
 
 
 def _progress(blocks: list[Interval], config: ExportConfig, what: str) -> Iterator[Interval]:
@@ -154,8 +170,11 @@ def _progress(blocks: list[Interval], config: ExportConfig, what: str) -> Iterat
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """[start, end) of each run of True in a bool array."""
-    edges = np.diff(np.concatenate([[0], mask.view(np.int8), [0]]))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if not mask.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    bounds = np.concatenate([[0], np.flatnonzero(mask[1:] != mask[:-1]) + 1, [len(mask)]])
+    keep = mask[bounds[:-1]]
+    return bounds[:-1][keep], bounds[1:][keep]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,27 +462,28 @@ def _bed_rows(preds: PredictionsFile, config: ExportConfig, columns: list[int], 
 
 def _export_bedgraph(preds: PredictionsFile, config: ExportConfig, name: str, path: Path,
                      blocks: list[Interval]) -> dict:
-    col = preds.classes.index(name)
+    col, scale = preds.classes.index(name), 10 ** config.digits
+    labels = [f"{v / scale:.{config.digits}f}" for v in range(scale + 1)]  # probabilities lie in [0, 1]
     rows = 0
     with staged_text(path, "bed", ".bedgraph") as tmp, open(tmp, "w") as out:
-        run = None  # (contig, start, end, value) not yet written: the next block may extend it
+        run = None  # [contig, start, end, level] not yet written: the next block may extend it
         for iv in _progress(blocks, config, f"export bedgraph {name}"):
-            p = preds.read(iv)
-            value = np.round(p.probs[:, col].astype(np.float64), config.digits)
-            change = np.flatnonzero(np.diff(value) != 0) + 1
-            starts, ends = _runs(p.covered)
-            for s, e in zip(starts.tolist(), ends.tolist()):
-                cuts = [s, *change[(change > s) & (change < e)].tolist(), e]
-                for a, b in zip(cuts[:-1], cuts[1:]):
-                    v = value[a]
-                    if run is not None and run[0] == iv.contig and run[2] == iv.start + a and run[3] == v:
-                        run = (run[0], run[1], iv.start + b, v)
-                        continue
-                    if run is not None:
-                        out.write(f"{run[0]}\t{run[1]}\t{run[2]}\t{run[3]:.{config.digits}f}\n")
-                        rows += 1
-                    run = (iv.contig, iv.start + a, iv.start + b, v)
+            p = preds.read(iv)  # blocks hold covered bases only
+            level = np.rint(np.clip(p.probs[:, col], 0, 1) * scale).astype(np.int64)
+            cuts = np.flatnonzero(np.diff(level)) + 1
+            starts = np.concatenate([[0], cuts]) + iv.start
+            ends = np.concatenate([cuts, [len(level)]]) + iv.start
+            levels = level[starts - iv.start]
+            if run is not None and run[2] == iv.start and run[0] == iv.contig and run[3] == levels[0]:
+                starts[0] = run[1]  # the open run goes on into this block
+            elif run is not None:
+                out.write(f"{run[0]}\t{run[1]}\t{run[2]}\t{labels[run[3]]}\n")
+                rows += 1
+            run = [iv.contig, int(starts[-1]), int(ends[-1]), int(levels[-1])]
+            out.write("".join(f"{iv.contig}\t{a}\t{b}\t{labels[v]}\n"
+                              for a, b, v in zip(starts[:-1].tolist(), ends[:-1].tolist(), levels[:-1].tolist())))
+            rows += len(starts) - 1
         if run is not None:
-            out.write(f"{run[0]}\t{run[1]}\t{run[2]}\t{run[3]:.{config.digits}f}\n")
+            out.write(f"{run[0]}\t{run[1]}\t{run[2]}\t{labels[run[3]]}\n")
             rows += 1
     return {"path": str(path), "intervals": rows}
