@@ -66,9 +66,10 @@ class LabelledSequences:
 
 def _open_text(path: Path) -> io.TextIOBase:
     try:
+        # utf-8-sig: spreadsheet exports start with a byte-order mark that would rename the first column
         if path.name.endswith(".gz"):
-            return io.TextIOWrapper(gzip.open(path), encoding="utf-8", newline="")
-        return path.open(encoding="utf-8", newline="")
+            return io.TextIOWrapper(gzip.open(path), encoding="utf-8-sig", newline="")
+        return path.open(encoding="utf-8-sig", newline="")
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
@@ -194,13 +195,15 @@ def read_sequences(path: str, *, label_field: str = "label", residue_labels: str
         raise UsageError("--residue-labels and --residue-mask go with FASTA sequences, not a CSV")
     if residue_mask and not residue_labels:
         raise UsageError("--residue-mask needs --residue-labels")
+    if residue_labels and per_residue is False:
+        raise UsageError("--residue-labels gives one label per residue; it does not go with --per-sequence")
     seqs = _read_csv(p, label_field) if is_csv else _read_fasta(
         p, label_field, Path(residue_labels) if residue_labels else None, Path(residue_mask) if residue_mask else None)
     if not len(seqs):
         raise InputError(f"{p}: holds no sequences")
-    for i, seq in enumerate(seqs.sequences):
-        if not seq:
-            raise InputError(f"{p}: {seqs.where[i]}: empty sequence")
+    for i, (seq, label) in enumerate(zip(seqs.sequences, seqs.labels)):
+        if not seq or not label:
+            raise InputError(f"{p}: {seqs.where[i]}: empty {'sequence' if not seq else 'label'}")
     if per_residue is None:  # every label has exactly one entry per residue
         per_residue = seqs.per_residue or all(len(s) > 1 and len(_residue_labels(lab)) == len(s)
                                               for s, lab in zip(seqs.sequences, seqs.labels))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gzip
 import json
 import sys
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,28 @@ def flip_small(flip, tmp_path_factory) -> dict[str, Path]:
     for member, recs in records.items():
         (folder / f"{member}.fasta").write_text("".join(f">{n} {recs[n][0]}\n{recs[n][1]}\n" for n in names))
     return {m: folder / f"{m}.fasta" for m in FLIP_MEMBERS}
+
+
+def test_the_documented_input_forms_read_alike(promoters, tmp_path):
+    rows = list(csv.DictReader(promoters.open()))[195:205]  # five of each class
+    expected = ([r["seq"] for r in rows], [r["label"] for r in rows])
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as fh:
+        fh.write("id,label,sequence\n" + "".join(f"s{i},{r['label']},{r['seq']}\n" for i, r in enumerate(rows)))
+    (tmp_path / "b.tsv").write_text("seq\tlabel\n" + "".join(f"{r['seq']}\t{r['label']}\n" for r in rows))
+    (tmp_path / "c.fa").write_text("".join(f">s{i} source=gb label={r['label']}\n{r['seq'][:100]}\n{r['seq'][100:]}\n"
+                                           for i, r in enumerate(rows)))
+    (tmp_path / "d.fasta").write_text("".join(f">s{i}|{r['label']}\n{r['seq']}\n" for i, r in enumerate(rows)))
+    for name in ("a.csv.gz", "b.tsv", "c.fa", "d.fasta"):
+        seqs = read_sequences(str(tmp_path / name))
+        assert (seqs.sequences, seqs.labels) == expected and not seqs.per_residue, name
+    assert read_sequences(str(tmp_path / "c.fa")).names[:2] == read_sequences(str(tmp_path / "d.fasta")).names[:2]
+
+
+def test_cb513_csv_reads_as_per_residue_labels(shared_data):
+    seqs = read_sequences(str(shared_data / "protein" / "cb513" / "CB513_HHblits.csv"), label_field="dssp3")
+    assert seqs.per_residue and len(seqs) == 511
+    counts = Counter(label for labels in seqs.labels for label in labels)
+    assert sum(map(len, seqs.sequences)) == 144_011 and counts == {"C": 63_084, "H": 49_006, "E": 31_921}
 
 
 def val_losses(run_dir: Path) -> dict[tuple[int, str], float]:
@@ -248,7 +272,7 @@ def test_bad_input_through_the_cli(bad_inputs, promoters, tmp_path, case):
         assert_clean_failure(run_cli(*args, "--sequences", bad_inputs / "protein.fa", "--val-fraction", 0), 3,
                              "protein.fa", "record p2", "'1' at offset 3", "protein")
     elif case == "single_class":
-        assert_clean_failure(run_cli(*args, "--sequences", bad_inputs / "one_class.csv"), 3,
+        assert_clean_failure(run_cli(*args, "--sequences", bad_inputs / "one_class.csv", "--dry-run"), 3,
                              "one_class.csv", "only one class", "'0'")
     else:
         assert_clean_failure(run_cli(*args, "--sequences", promoters, "--val-fraction", 1.5), 2,
