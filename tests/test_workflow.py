@@ -160,3 +160,13 @@ def test_a_failing_shard_fails_the_run_and_leaves_no_output(workdir, tmp_path, s
     log = (bad / "logs" / "predict" / "SARS" / "0001_chr20_10000001.log").read_text()
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in log, log
+
+
+def test_slurm_profile_dry_run(workdir):
+    """The SLURM profile parses and gives each job its resources (no cluster needed for a dry run)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    profile = SNAKEFILE.parent / "profiles" / "slurm"
+    proc = snakemake(workdir, "-n", "--profile", str(profile), "--forcerun", "predict")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    predict = proc.stdout.split("rule predict:", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"resources: .*mem_mb=2000.*slurm_account=your_account.*runtime=120", predict), predict
