@@ -109,6 +109,9 @@ def export(config: ExportConfig, command: str | None = None) -> dict:
         for path in bedgraphs.values():
             refuse_existing(path, config.force)
         blocks = covered_blocks(preds, config.regions)
+        if not blocks:
+            log.warning("%s: no covered bases%s; the outputs hold no records", preds.path,
+                        " in the regions given" if config.regions else "")
         command = command or shlex.join(["genoformer", *sys.argv[1:]])
         summary: dict = {"predictions": str(preds.path)}
         if config.vcf:
@@ -132,10 +135,12 @@ def _bedgraph_paths(path: str, classes: list[str]) -> dict[str, Path]:
     path = Path(path)
     if len(classes) == 1:
         return {classes[0]: path}
-    name = path.name
-    stem, suffix = (name[:-len(s)], s) if (s := next((s for s in (".bedgraph.gz", ".bedGraph.gz", ".bedgraph",
-                                                                   ".bedGraph", ".bg") if name.endswith(s)), "")) \
-        else (name, "")
+    for suffix in (".bedgraph.gz", ".bedGraph.gz", ".bg.gz", ".bedgraph", ".bedGraph", ".bg"):
+        if path.name.endswith(suffix):
+            stem = path.name[:-len(suffix)]
+            break
+    else:
+        stem, suffix = path.name, ""
     return {c: path.with_name(f"{stem}.{c}{suffix}") for c in classes}
 
 
