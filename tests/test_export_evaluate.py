@@ -105,6 +105,42 @@ def test_normalisation_by_hand():
     assert Allele("c", 101, "", "T").span() == (100, 102) and Allele("c", 100, "AC", "").span() == (100, 102)
 
 
+def _small_vcf(path, rows):
+    header = pysam.VariantHeader()
+    header.contigs.add("c", length=1000)
+    header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
+    header.add_line('##FILTER=<ID=LowGQ,Description="Low GQ">')
+    header.add_sample("S")
+    with pysam.VariantFile(str(path), "w", header=header) as out:
+        for pos, alleles, gt, *flt in rows:
+            rec = out.new_record(contig="c", start=pos, alleles=alleles, filter=flt[0] if flt else "PASS")
+            rec.samples[0]["GT"] = gt
+            out.write(rec)
+    return path
+
+
+def test_multiallelic_mnp_and_filtered_records(tmp_path):
+    truth = _small_vcf(tmp_path / "t.vcf", [
+        (10, ("A", "AC", "AG"), (1, 2)),  # two insertions, each het
+        (50, ("ACG", "TCA"), (1, 1)),  # an MNP: two hom SNVs
+        (90, ("G", "T"), (0, 1)),
+        (95, ("G", "T"), (None, None)),  # no genotype: skipped
+    ])
+    calls = _small_vcf(tmp_path / "c.vcf", [
+        (9, ("TA", "TAC"), (0, 1)),  # the first insertion, padded differently
+        (10, ("A", "AG"), (1, 1)),  # the second, with the wrong zygosity
+        (50, ("A", "T"), (1, 1)),
+        (52, ("G", "A"), (0, 1)),  # the MNP's second base, wrong zygosity
+        (90, ("G", "T"), (0, 1), "LowGQ"),  # filtered: not a call
+        (200, ("C", "CT"), (0, 0)),  # hom_ref: not a call
+    ])
+    result = evaluate(EvaluateConfig(calls=str(calls), truth_vcf=str(truth)))
+    snv, indel = result.counts["snv"], result.counts["indel"]
+    assert (snv.tp, snv.fp, snv.fn, snv.genotype_matches) == (2, 0, 1, 1)
+    assert (indel.tp, indel.fp, indel.fn, indel.genotype_matches) == (2, 0, 0, 1)
+    assert result.skipped == {"calls": {"filtered": 1, "hom_ref": 1}, "truth": {"missing_genotype": 1}}
+
+
 def test_truth_against_itself_inside_the_confident_bed(chr20):
     expected = truth_counts_inside(chr20)
     result = evaluate(EvaluateConfig(calls=str(chr20["vcf"]), truth_vcf=str(chr20["vcf"]),
@@ -299,6 +335,28 @@ def test_planted_sites_by_hand(chr20, chr20_seq, chr20_md5, tmp_path, monkeypatc
         assert len(list(vcf.fetch("chr20", start + 990, start + 1010))) == 1  # the tabix index works
 
 
+def test_deletions_at_contig_ends(tmp_path):
+    seq = "ACGTTGCAAC" * 30
+    fasta = tmp_path / "ref.fa"
+    fasta.write_text(">t1\n" + seq + "\n")
+    n = len(seq)
+    probs, df, alt = np.tile([0.9, 0.05, 0.05], (n, 1)), np.zeros(n), np.zeros(n, np.uint8)
+    probs[:3], df[:3] = [0.1, 0.2, 0.7], 0.9  # the first 3 bases deleted: padded with the base after
+    probs[-2:], df[-2:] = [0.1, 0.6, 0.3], 0.5  # the last 2: anchored on the base before
+    write_predictions(tmp_path / "p.h5", {"t1": n}, {"t1": {"span": (0, n), "covered": np.ones(n, bool),
+                                                         "probs": probs, "alt": alt, "depth": np.full(n, 30),
+                                                         "deletion_fraction": df}},
+                      task="variant", classes=GENOTYPES, reference=str(fasta),
+                      md5={"t1": hashlib.md5(seq.encode()).hexdigest()})
+    out = tmp_path / "c.vcf.gz"
+    export(ExportConfig(predictions=str(tmp_path / "p.h5"), vcf=str(out), progress=False))
+    assert [g[:4] for g in read_vcf(out)] == [(0, seq[:4], seq[3], (1, 1)), (n - 3, seq[-3:], seq[-3], (0, 1))]
+    if shutil.which("bcftools"):  # REF bases checked against the FASTA by an independent tool
+        proc = subprocess.run(["bcftools", "norm", "-f", str(fasta), "-c", "e", "-Ou", "-o", "/dev/null", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_random_probabilities_exported_as_numpy_computes_them(chr20, chr20_seq, chr20_md5, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "BLOCK", 700)
     rng = np.random.default_rng(5)
@@ -330,6 +388,9 @@ def test_random_probabilities_exported_as_numpy_computes_them(chr20, chr20_seq, 
     proc = subprocess.run(["bcftools", "view", "-H", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert len(proc.stdout.splitlines()) == len(want)
+    proc = subprocess.run(["bcftools", "norm", "-f", str(chr20["fasta"]), "-c", "e", "-Ou", "-o", "/dev/null",
+                           str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr  # every REF matches the reference
 
 
 def test_real_predictions_through_export_and_evaluate(tiny_variant_model, chr20, chr20_seq, tmp_path):
