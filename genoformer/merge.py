@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -279,6 +280,7 @@ def _reference_lengths(shards: Sequence[Shard]) -> dict[str, int]:
         from genoformer.io.fasta import Reference
 
         return dict(Reference(path).contigs)
+    log.warning("reference %s not found; contigs no shard predicted cannot be checked", path)
     lengths: dict[str, int] = {}
     for shard in shards:
         lengths.update(shard.lengths)

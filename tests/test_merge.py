@@ -198,3 +198,22 @@ def test_merge_of_two_predicted_shards_equals_one_run_over_both(tmp_path, chr20,
     run(b_only, "chr20:10,003,001-10,004,000")  # overlaps a by 100 bases
     with pytest.raises(InputError, match=r"a\.h5 and .*b2\.h5 both cover chr20:10,003,001-10,003,100"):
         merge(MergeConfig(shards=(str(a), str(b_only)), out=str(tmp_path / "x.h5"), progress=False))
+
+
+def test_small_blocks_give_the_same_file(tmp_path, monkeypatch):
+    """Blocks of 1,000 bases: covered runs cross block edges, some blocks hold no shard at all."""
+    import genoformer.merge as merge_module
+
+    shards = [write_shard(tmp_path / "s1.h5", {"chrA": [(0, 1_500)], "chrB": [(2_500, 3_000)]}),
+              write_shard(tmp_path / "s2.h5", {"chrA": [(4_100, 5_000)], "chrB": [(100, 2_000)]})]
+    big = merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "big.h5"),
+                                                      progress=False))
+    monkeypatch.setattr(merge_module, "_BLOCK", 1_000)
+    assert merge_module.read_shard(shards[0]).covered == {"chrA": [(0, 1_500)], "chrB": [(2_500, 3_000)]}
+    small = merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)),
+                                                        out=str(tmp_path / "small.h5"), progress=False))
+    assert big.covered == small.covered == {"chrA": 2_400, "chrB": 2_400}
+    with h5py.File(big.out, "r") as a, h5py.File(small.out, "r") as b:
+        for contig in LENGTHS:
+            for name in ("covered", "variant/probs", "variant/alt", "variant/depth", "variant/deletion_fraction"):
+                np.testing.assert_array_equal(a[f"contigs/{contig}/{name}"][:], b[f"contigs/{contig}/{name}"][:])
