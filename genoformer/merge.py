@@ -38,6 +38,9 @@ from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
 from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.io.predictions import FORMAT, FORMAT_VERSION
+
+log = logging.getLogger(__name__)
+
 # attrs every shard must agree on, with what a difference means to the user
 _SAME = {
     "task": "tasks",

@@ -2,6 +2,8 @@
 
 The user's folder may be read-only or shared, so the index is never written beside the
 original.  pysam's bundled samtools does the indexing: no samtools install is needed.
+
+`snakemake` (input, output, params, log) is the object Snakemake's `script:` directive defines.
 """
 import os
 import sys

@@ -4,6 +4,8 @@ Used for each shard's regions (predict --regions-bed) and for a sample's scoring
 predicted regions, intersected with the sample's confident BED when it has one).  Intervals
 travel as params, not on a command line: a shard of thousands of small contigs would not fit
 in one shell command.
+
+`snakemake` (input, output, params, log) is the object Snakemake's `script:` directive defines.
 """
 import sys
 
