@@ -237,6 +237,14 @@ def test_regions_restrict_scoring_and_ref_bases_are_checked(chr20, chr20_seq, tm
         out.write(rec)
     with pytest.raises(VariantError, match="does not match"):
         evaluate(EvaluateConfig(calls=str(bad), truth_vcf=str(chr20["vcf"]), reference=str(chr20["fasta"])))
+    # a length mismatch on a contig with nothing scored (hg19 chrM 16,571 vs b37 16,569) is only a warning
+    with pysam.VariantFile(str(chr20["vcf"])) as vcf:
+        text = str(vcf.header).replace("ID=chrM,length=16569", "ID=chrM,length=16571")
+        body = "".join(str(r) for r in vcf)
+    hg19 = tmp_path / "hg19_header.vcf"
+    hg19.write_text(text + body)
+    result = evaluate(EvaluateConfig(calls=str(hg19), truth_vcf=str(chr20["vcf"]), confident_bed=str(chr20["bed"])))
+    assert result.counts["all"].f1 == 1.0
 
 
 # ---------------------------------------------------------------------------------------------
