@@ -1,6 +1,6 @@
 """Inference: a trained model over whole contigs or regions -> per-base predictions in HDF5.
 
-Windows sit on a grid fixed by the contig alone: window i covers [i*step, i*step + window) with
+Windows sit on a grid fixed by the contig alone (window_grid.py): window i covers [i*step, i*step + window) with
 step = window - 2*margin (rounded down to the token stride, so every window reads the same
 k-mer frame), and keeps only its centre [i*step + margin, (i+1)*step + margin); the first window
 keeps its left edge from base 0, the last its right edge to the contig end. Every kept base so
@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import shlex
 import sys
@@ -41,7 +40,8 @@ from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import WindowDataset
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
 from genoformer.io.predictions import PredictionWriter, partial_path
-from genoformer.windows import Window, regions
+from genoformer.window_grid import PlannedWindow, grid_step, iter_planned, plan_windows
+from genoformer.windows import regions
 
 log = logging.getLogger(__name__)
 
@@ -80,84 +80,6 @@ class PredictConfig:
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not self.model or not self.reference:
             raise UsageError("give a model (--model) and a reference FASTA (--reference)")
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Window placement on one contig of `length` bases (see the module docstring)."""
-    window: int
-    margin: int
-    step: int
-    length: int
-
-    @property
-    def n_windows(self) -> int:
-        return max(1, math.ceil((self.length - self.margin) / self.step))
-
-    def kept(self, i: int) -> tuple[int, int]:
-        """[start, end) of the bases window i writes."""
-        start = 0 if i == 0 else i * self.step + self.margin
-        end = self.length if i == self.n_windows - 1 else (i + 1) * self.step + self.margin
-        return start, end
-
-    def window_of(self, position: int) -> int:
-        """The window whose kept part holds `position`."""
-        return min(max(position - self.margin, 0) // self.step, self.n_windows - 1)
-
-    def to_window(self, i: int) -> Window:
-        start = i * self.step
-        return Window("", start, start + self.window, min(self.window, self.length - start))
-
-
-def grid_step(window: int, margin: int, token_stride: int) -> int:
-    """window - 2*margin rounded down to the token stride; UsageError when no base would be kept."""
-    step = (window - 2 * margin) // token_stride * token_stride
-    if step < 1:
-        raise UsageError(f"margin {margin:,} leaves no bases to keep in a {window:,}-base window "
-                         f"(window - 2*margin must be at least the token stride, {token_stride})",
-                         hint=f"use --margin {max((window - token_stride) // 2, 0):,} or less")
-    return step
-
-
-@dataclass
-class _Planned:
-    index: int  # position in the run's window list (the done mask)
-    contig: str
-    window: Window
-    writes: list[tuple[int, int]]  # [start, end) ranges this window writes (kept part ∩ regions)
-
-
-def _plan(intervals: list[Interval], lengths: dict[str, int], window: int, margin: int,
-          step: int) -> tuple[dict[str, np.ndarray], int]:
-    """Per contig, the sorted grid indices of the windows needed; and their total."""
-    needed: dict[str, list[np.ndarray]] = {}
-    for iv in intervals:
-        g = Grid(window, margin, step, lengths[iv.contig])
-        needed.setdefault(iv.contig, []).append(np.arange(g.window_of(iv.start), g.window_of(iv.end - 1) + 1))
-    plan = {c: np.unique(np.concatenate(parts)) for c, parts in needed.items()}
-    return plan, sum(len(v) for v in plan.values())
-
-
-def _iter_planned(plan: dict[str, np.ndarray], intervals: list[Interval], lengths: dict[str, int],
-                  window: int, margin: int, step: int) -> Iterator[_Planned]:
-    index = 0
-    for contig, grid_ids in plan.items():
-        g = Grid(window, margin, step, lengths[contig])
-        ivs = [iv for iv in intervals if iv.contig == contig]  # merged and sorted
-        starts = np.array([iv.start for iv in ivs])
-        for i in grid_ids.tolist():
-            ks, ke = g.kept(i)
-            first = max(int(np.searchsorted(starts, ks, side="right")) - 1, 0)
-            writes = []
-            for iv in ivs[first:]:
-                if iv.start >= ke:
-                    break
-                a, b = max(ks, iv.start), min(ke, iv.end)
-                if a < b:
-                    writes.append((a, b))
-            w = g.to_window(i)
-            yield _Planned(index, contig, Window(contig, w.start, w.end, w.n_valid), writes)
-            index += 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +194,9 @@ def predict(config: PredictConfig) -> dict:
     if config.bam and not uses_reads:
         raise UsageError(f"{config.model}: this {task} model was trained without reads; --bam would be ignored",
                          hint="drop --bam, or use a model trained with --bam")
-    window = config.window or int(meta.get("train_config", {}).get("window") or 0)
+    window = config.window or int((meta.get("train_config") or {}).get("window") or 0)
+    if not window:
+        raise UsageError(f"{config.model}: the checkpoint records no training window; give --window")
     if window < tokenizer.k:
         raise UsageError(f"window {window:,} is smaller than the model's k = {tokenizer.k}")
     margin = config.margin if config.margin is not None else window // 4 // tokenizer.stride * tokenizer.stride
@@ -288,7 +212,7 @@ def predict(config: PredictConfig) -> dict:
         alignments = Alignments(config.bam, reference)
     intervals = _requested(config, reference)
     lengths = reference.contigs
-    plan, n_windows = _plan(intervals, lengths, window, margin, step)
+    plan, n_windows = plan_windows(intervals, lengths, window, margin, step)
     md5 = contig_md5s(reference, list(plan))
     classes = [str(c) for c in head.get("class_names") or []]
     if len(classes) != int(head["n_classes"]):
@@ -314,8 +238,8 @@ def predict(config: PredictConfig) -> dict:
     try:
         done = writer.done_mask()
         runner = _Runner(model, task, tokenizer, device, config.hash_seed, reference, alignments, window)
-        todo = (p for p in _iter_planned(plan, intervals, lengths, window, margin, step) if not done[p.index])
-        total = sum(b - a for iv in intervals for a, b in [(iv.start, iv.end)])
+        todo = (p for p in iter_planned(plan, intervals, lengths, window, margin, step) if not done[p.index])
+        total = sum(len(iv) for iv in intervals)
         bases_before = _bases_done(plan, intervals, lengths, window, margin, step, done)
         bar = tqdm(total=total, initial=bases_before, unit="bp", unit_scale=True, desc="predict",
                    disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
@@ -353,11 +277,11 @@ def predict(config: PredictConfig) -> dict:
 def _bases_done(plan, intervals, lengths, window, margin, step, done) -> int:
     if not done.any():
         return 0
-    return sum(b - a for p in _iter_planned(plan, intervals, lengths, window, margin, step) if done[p.index]
+    return sum(b - a for p in iter_planned(plan, intervals, lengths, window, margin, step) if done[p.index]
                for a, b in p.writes)
 
 
-def _batches(planned: Iterator[_Planned], size: int) -> Iterator[list[_Planned]]:
+def _batches(planned: Iterator[PlannedWindow], size: int) -> Iterator[list[PlannedWindow]]:
     batch = []
     for p in planned:
         batch.append(p)
@@ -383,7 +307,7 @@ class _Runner:
         self.n_cached = 0
         self._n_output: np.ndarray | None = None
 
-    def run(self, batches: Iterator[list[_Planned]]) -> Iterator[tuple[list[_Planned], list]]:
+    def run(self, batches: Iterator[list[PlannedWindow]]) -> Iterator[tuple[list[PlannedWindow], list]]:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
             for batch in batches:
@@ -394,12 +318,12 @@ class _Runner:
             if pending is not None:
                 yield self._compute(*pending.result())
 
-    def _load(self, batch: list[_Planned]):
+    def _load(self, batch: list[PlannedWindow]):
         items = [self.dataset[p.window] for p in batch]
         extras = [[self._extras(p, item, a, b) for a, b in p.writes] for p, item in zip(batch, items)]
         return batch, items, extras
 
-    def _extras(self, p: _Planned, item: dict, a: int, b: int) -> dict | None:
+    def _extras(self, p: PlannedWindow, item: dict, a: int, b: int) -> dict | None:
         """alt / depth / deletion_fraction over [a, b) from the reads (variant models that read a BAM)."""
         if self.task != "variant" or "evidence" not in item:
             return None

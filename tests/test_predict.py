@@ -29,7 +29,8 @@ from genoformer.io.predictions import open_predictions, partial_path, read_predi
 from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
 from genoformer.predict import PredictConfig, predict
-from genoformer.tokenize import ProteinTokenizer
+from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
+from genoformer.window_grid import Grid, grid_step
 from genoformer.windows import Window
 
 sys.path.insert(0, str(Path(__file__).parent / "cli"))
@@ -56,6 +57,29 @@ def run(model, reference, out, **kw) -> dict:
 def variant_h5(tiny_variant_model, chr20, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("pred") / "variant.h5"
     return out, run(tiny_variant_model, chr20["fasta"], out, bam=str(chr20["bam"]), regions=[REGION])
+
+
+def test_window_grid_by_hand_and_its_invariants():
+    g = Grid(window=10, margin=2, step=6, length=23)
+    assert g.n_windows == 4 and [g.kept(i) for i in range(4)] == [(0, 8), (8, 14), (14, 20), (20, 23)]
+    assert g.to_window("c", 3) == Window("c", 18, 28, 5) and [g.window_of(p) for p in (0, 7, 8, 22)] == [0, 0, 1, 3]
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        window = int(rng.integers(6, 400))
+        margin = int(rng.integers(0, window // 2))
+        step = grid_step(window, margin, 3) if window - 2 * margin >= 3 else None
+        if step is None:
+            continue
+        g = Grid(window, margin, step, length=int(rng.integers(1, 3000)))
+        kept = [g.kept(i) for i in range(g.n_windows)]
+        assert kept[0][0] == 0 and kept[-1][1] == g.length and step % 3 == 0
+        assert all(a[1] == b[0] for a, b in zip(kept, kept[1:])) and all(s < e for s, e in kept)
+        for i, (s, e) in enumerate(kept):  # inside the window's real bases, with margin context but at the ends
+            w = g.to_window("c", i)
+            assert w.start <= s and e <= w.valid_end
+            assert i == 0 or s - w.start >= margin
+            assert i == g.n_windows - 1 or w.end - e >= margin
+            assert g.window_of(s) == i == g.window_of(e - 1)
 
 
 def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr20):
@@ -284,9 +308,13 @@ def test_readers_refuse_incomplete_truncated_and_foreign_files(variant_h5, tmp_p
 # bad input through the real CLI: one line, the contract's exit code, nothing at --out
 
 
-def _fake_checkpoint(run_dir: Path, tokenizer, task: str, n_classes: int, window: int) -> Path:
+def _fake_checkpoint(run_dir: Path, tokenizer, task: str, n_classes: int, window: int, nan: bool = False) -> Path:
+    """A checkpoint written by the real save path (random weights; with `nan`, a head that outputs NaN)."""
     config = ReformerConfig(vocab_size=tokenizer.vocab_size, d_model=8, depth=1, heads=2, attention="full")
     model = GenoModel(config, tokenizer, task, n_classes=n_classes)
+    if nan:
+        with torch.no_grad():
+            model.head.proj.bias.fill_(float("nan"))
     head = {"n_classes": n_classes, "n_evidence": 0, "class_names": ["c"] * n_classes}
     save_checkpoint(run_dir, model, {"step": 1, "head": head, "train_config": {"window": window}}, {})
     return run_dir
@@ -331,6 +359,8 @@ def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, 
     assert_clean_failure(cli(chr20["fasta"].parent, *region), 3, "not a genoformer run folder")
     mlm = _fake_checkpoint(tmp_path / "mlm", ProteinTokenizer(1), "mlm", 0, 64)
     assert_clean_failure(cli(mlm, *region), 2, "mlm", "nothing per-base")
+    broken = _fake_checkpoint(tmp_path / "nan", KmerTokenizer(3), "pattern", 1, 96, nan=True)
+    assert_clean_failure(cli(broken, *region), 5, "non-finite predictions", "chr20:")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert_clean_failure(cli(tiny_pattern_model, *region, out=blocker / "out.h5"), 4, "cannot create")
