@@ -6,7 +6,8 @@ depend on what the weights learned. It predicts chr20:10,000,001-10,100,000 of t
 with its BAM through `genoformer.predict` (windows, reads, model, HDF5 writer: the whole path),
 once per window size.
 
-Reported per window size: windows run, seconds, bases/s of the region, steady-state bases/s
+Reported per window size: windows run, seconds (wall; and CPU seconds over all threads, which
+show how much a shared machine held the run back), bases/s of the region, steady-state bases/s
 (bases kept per second: windows x step / seconds, which is the rate over a long contig, since a
 short region also pays for the context around it), HDF5 bytes per predicted base, and hours for
 3.1 Gb at the steady-state rate.
@@ -64,14 +65,16 @@ def main() -> None:
         run_dir = default_model(Path(tmp) / "model", 65_536)
         for window in (int(w) for w in args.windows.split(",")):
             out = Path(tmp) / f"w{window}.h5"
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             s = predict(PredictConfig(model=str(run_dir), reference=str(FASTA), bam=str(BAM), regions=[args.region],
                                       out=str(out), window=window, batch_size=args.batch_size, device=args.device,
                                       progress=False))
             seconds = time.perf_counter() - started  # including model load and checksums, as a user waits
+            cpu_seconds = time.process_time() - cpu_started  # all threads: shows how much a busy box held it back
             step = window - 2 * s["margin"]
             steady = s["windows"] * step / seconds
             rows.append({"window": window, "margin": s["margin"], "windows": s["windows"], "seconds": seconds,
+                         "cpu_seconds": cpu_seconds,
                          "bases": s["bases"], "bases_per_s": s["bases"] / seconds, "steady_bases_per_s": steady,
                          "hdf5_bytes_per_base": out.stat().st_size / s["bases"],
                          "genome_hours": GENOME / steady / 3600})
@@ -82,10 +85,11 @@ def main() -> None:
                     "random weights", "region": args.region, "batch_size": args.batch_size}
     print(f"predict: {env['model']}; {args.region} with the NA12878 BAM on {args.device} "
           f"({env['gpu'] or str(env['threads']) + ' threads'})")
-    print(f"{'window':>9} {'windows':>7} {'seconds':>8} {'bases/s':>9} {'steady b/s':>10} {'B/base':>7} "
+    print(f"{'window':>9} {'windows':>7} {'seconds':>8} {'cpu s':>7} {'bases/s':>9} {'steady b/s':>10} {'B/base':>7} "
           f"{'3.1 Gb h':>9}")
     for r in rows:
-        print(f"{r['window']:>9,} {r['windows']:>7} {r['seconds']:>8.1f} {r['bases_per_s']:>9,.0f} "
+        print(f"{r['window']:>9,} {r['windows']:>7} {r['seconds']:>8.1f} {r['cpu_seconds']:>7.1f} "
+              f"{r['bases_per_s']:>9,.0f} "
               f"{r['steady_bases_per_s']:>10,.0f} {r['hdf5_bytes_per_base']:>7.2f} {r['genome_hours']:>9,.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")

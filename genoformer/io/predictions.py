@@ -47,8 +47,8 @@ def partial_path(out: str | os.PathLike) -> Path:
 
 def _compressed(length: int, n_cols: int | None) -> dict:
     shape_tail = () if n_cols is None else (n_cols,)
-    return {"chunks": (max(1, min(CHUNK, length)), *shape_tail), "compression": "gzip", "compression_opts": 4, "shuffle": True,
-            "fillvalue": 0}
+    return {"chunks": (max(1, min(CHUNK, length)), *shape_tail), "compression": "gzip", "compression_opts": 4,
+            "shuffle": True, "fillvalue": 0}
 
 
 class PredictionWriter:
@@ -69,10 +69,8 @@ class PredictionWriter:
         self._file = f if f is not None else self._create(task, classes, contigs, attrs, plan, n_windows)
         self._done = self._file[f"{_PROGRESS}/done"]
         self._file.swmr_mode = True
-        # dataset handles stay open: closing one flushes its chunk cache, so every write would
-        # recompress a chunk and append it to the file
-        names = ["covered", f"{task}/probs"] + [f"variant/{n}" for n in VARIANT_EXTRAS if variant_extras]
-        self._datasets = {c: {n: self._file[f"contigs/{c}/{n}"] for n in names} for c in contigs}
+        self._names = ["covered", f"{task}/probs"] + [f"variant/{n}" for n in VARIANT_EXTRAS if variant_extras]
+        self._contig, self._datasets = None, {}
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -152,7 +150,12 @@ class PredictionWriter:
     def write(self, contig: str, start: int, probs: np.ndarray, extras: Mapping[str, np.ndarray] | None = None):
         """Predictions for bases [start, start + len(probs)) of `contig`; marks them covered."""
         end = start + len(probs)
-        g = self._datasets[contig]
+        if contig != self._contig:
+            # the current contig's datasets stay open: closing one flushes its chunk cache, so each
+            # write would recompress a chunk and append it to the file. Windows come contig by contig.
+            self._contig = contig
+            self._datasets = {n: self._file[f"contigs/{contig}/{n}"] for n in self._names}
+        g = self._datasets
         g[f"{self.task}/probs"][start:end] = probs.astype(np.float16, copy=False)
         g["covered"][start:end] = True
         if self.variant_extras:
