@@ -186,8 +186,9 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # VCF
 
 
-def _reference(preds: PredictionsFile, config: ExportConfig):
-    """The reference of the predictions, checked by contig length and md5 (upper-cased sequence)."""
+def _reference(preds: PredictionsFile, config: ExportConfig, exported: set[str]):
+    """The reference of the predictions, checked by contig length, and by md5 (of the upper-cased
+    sequence) on the `exported` contigs."""
     from genoformer.io.fasta import Reference
 
     path = config.reference or preds.attrs.get("reference")
@@ -202,7 +203,7 @@ def _reference(preds: PredictionsFile, config: ExportConfig):
             raise InputError(f"{reference.path}: is not the reference of {preds.path}: contig {contig} is "
                              f"{reference.contigs.get(contig, 'missing')} bp there, {length:,} in the predictions",
                              hint="give the reference the predictions were made on (--reference)")
-        if contig in md5 and _contig_md5(reference, contig) != md5[contig]:
+        if contig in exported and contig in md5 and _contig_md5(reference, contig) != md5[contig]:
             raise InputError(f"{reference.path}: sequence of {contig} differs from the one {preds.path} was "
                              "predicted on (md5)", hint="give the reference the predictions were made on")
     return reference
@@ -285,7 +286,7 @@ def _export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
         raise UsageError(f"{preds.path}: --vcf needs variant predictions with classes {', '.join(GENOTYPES)} "
                          f"(this file: task {preds.task}, classes {', '.join(preds.classes)})",
                          hint="export pattern predictions with --bed / --bedgraph")
-    reference = _reference(preds, config)
+    reference = _reference(preds, config, {b.contig for b in blocks})
     header = _vcf_header(preds, config, reference, _sample_name(preds, config), command)
     counts = _CallCounts()
     with staged_text(config.vcf, "vcf", ".vcf") as tmp:

@@ -363,6 +363,12 @@ def test_deletions_at_contig_ends(tmp_path):
         proc = subprocess.run(["bcftools", "norm", "-f", str(fasta), "-c", "e", "-Ou", "-o", "/dev/null", str(out)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+    # another sequence of the same length is not the reference the predictions were made on
+    other = tmp_path / "other.fa"
+    other.write_text(">t1\n" + seq[::-1] + "\n")
+    proc = run_cli("export", tmp_path / "p.h5", "--vcf", tmp_path / "o.vcf.gz", "--reference", other)
+    assert_clean_failure(proc, 3, "other.fa", "md5")
+    assert not (tmp_path / "o.vcf.gz").exists()
 
 
 def test_random_probabilities_exported_as_numpy_computes_them(chr20, chr20_seq, chr20_md5, tmp_path, monkeypatch):
