@@ -21,7 +21,7 @@ import torch
 
 import genoformer
 from genoformer.datasets import WindowDataset
-from genoformer.errors import InputError, UsageError
+from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.io.alignments import Alignments
 from genoformer.io.checkpoint import load_checkpoint, save_checkpoint
 from genoformer.io.fasta import Reference
@@ -200,8 +200,9 @@ def test_whole_contigs_by_default_and_n_windows_computed_once(tiny_pattern_model
     np.testing.assert_allclose(p[5_000:5_700], expect[5_000 - 6 * 768:5_700 - 6 * 768], atol=1e-3)
 
 
-def _start_and_stop(args: list, out: Path, sig: int, after_windows: int) -> subprocess.CompletedProcess:
-    """Run `genoformer predict` and send `sig` once the partial records `after_windows` more windows done."""
+def _start_and_stop(args: list, out: Path, sig: int, after_windows: int, while_running=None):
+    """Run `genoformer predict` and send `sig` once the partial records `after_windows` more windows done
+    (calling `while_running()` first, if given)."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "genoformer", *map(str, args), "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -218,6 +219,8 @@ def _start_and_stop(args: list, out: Path, sig: int, after_windows: int) -> subp
         if done >= first + after_windows:
             break
     assert proc.poll() is None, "predict finished before it could be stopped; give it more windows"
+    if while_running is not None:
+        while_running()
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
@@ -228,8 +231,12 @@ def test_sigterm_sigkill_then_resume_equals_an_uninterrupted_run(tiny_pattern_mo
     args = ["predict", "--model", tiny_pattern_model, "--reference", chr20["fasta"], "--region", region,
             "--window", "384", "--margin", "96", "--batch-size", "1", "--no-progress"]
     out, partial = tmp_path / "killed.h5", partial_path(tmp_path / "killed.h5")
+    def second_writer():  # a second run on the same output is refused while the first writes it
+        with pytest.raises(OutputError, match="is writing"):
+            run(tiny_pattern_model, chr20["fasta"], out, regions=[region], window=384, margin=96)
+
     # SIGTERM (a scheduler cancelling the job): exit 143, the partial kept for --resume
-    proc = _start_and_stop(args, out, signal.SIGTERM, after_windows=5)
+    proc = _start_and_stop(args, out, signal.SIGTERM, after_windows=5, while_running=second_writer)
     assert proc.returncode == 143 and "--resume" in proc.stderr, proc.stderr
     assert partial.exists() and not out.exists()
     # resumed, then SIGKILL: nothing to clean up, and still nothing at the final name

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,33 @@ def _compressed(length: int, n_cols: int | None) -> dict:
             "shuffle": True, "fillvalue": 0}
 
 
+_WRITER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _refuse_live_writer(out: Path, partial: Path) -> None:
+    """OutputError when another live `genoformer predict` on this host is writing `partial` (RELIABILITY F6)."""
+    try:
+        with h5py.File(partial, "r", swmr=True) as f:
+            writer = str(f[_PROGRESS].attrs.get("writer", "")) if _PROGRESS in f else ""
+    except OSError as e:
+        if "lock" in str(e):  # HDF5 holds a lock while a writer creates the file
+            raise OutputError(f"{out}: {partial.name} is locked by another process writing it",
+                              hint="wait for it, or give another --out") from None
+        return  # unreadable: a leftover, replaced
+    host, _, pid = writer.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return  # that process is gone
+    except OSError:
+        cmdline = b"genoformer"  # no /proc to tell: assume it is the writer
+    if b"genoformer" in cmdline:
+        raise OutputError(f"{out}: another genoformer predict (PID {pid}) is writing {partial.name}",
+                          hint="wait for it, or give another --out")
+
+
 class PredictionWriter:
     """Writes one predictions file: create (or reopen for resume), write ranges, mark windows, finish.
 
@@ -75,7 +103,9 @@ class PredictionWriter:
     # -- opening ---------------------------------------------------------------------------
 
     def _create(self, task, classes, contigs, attrs, plan, n_windows) -> h5py.File:
-        self.partial.unlink(missing_ok=True)  # a leftover of an interrupted run that is not resumed
+        if self.partial.exists():
+            _refuse_live_writer(self.out, self.partial)
+            self.partial.unlink()  # a leftover of an interrupted run that is not resumed
         try:
             f = h5py.File(self.partial, "w", libver=_LIBVER, **_CACHE)
         except OSError as e:
@@ -98,7 +128,7 @@ class PredictionWriter:
                     g.create_dataset("variant/deletion_fraction", shape=(length,), dtype=np.float16,
                                      **_compressed(length, None))
             progress = f.create_group(_PROGRESS)
-            progress.attrs["plan"] = plan
+            progress.attrs.update({"plan": plan, "writer": _WRITER})
             progress.create_dataset("done", shape=(n_windows,), dtype=bool,
                                     chunks=(min(max(n_windows, 1), 1 << 20),), fillvalue=False)
         except BaseException:
@@ -109,6 +139,7 @@ class PredictionWriter:
 
     def _reopen(self, plan: str, n_windows: int) -> h5py.File | None:
         """The interrupted run's partial, reopened for writing; None when it is unreadable (start over)."""
+        _refuse_live_writer(self.out, self.partial)
         try:  # a killed SWMR writer leaves its "open for write" flag set: read it as an SWMR reader
             old = h5py.File(self.partial, "r", swmr=True)
         except OSError as e:
@@ -139,7 +170,9 @@ class PredictionWriter:
                     raise OutputError(f"{self.partial}: cannot copy the interrupted run to resume it ({e})") from None
                 raise
         os.replace(tmp, self.partial)
-        return h5py.File(self.partial, "r+", libver=_LIBVER, **_CACHE)
+        f = h5py.File(self.partial, "r+", libver=_LIBVER, **_CACHE)
+        f[_PROGRESS].attrs["writer"] = _WRITER
+        return f
 
     # -- writing ---------------------------------------------------------------------------
 
