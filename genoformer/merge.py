@@ -51,7 +51,7 @@ _SAME = {
     "step": "window steps",
     "bam": "read files (--bam)",
 }
-_BLOCK = 1 << 20  # bases combined at a time: ~6 MB of float16 probs per shard for 3 classes
+_BLOCK = 1 << 20  # bases read at a time where chunks do not line up: ~6 MB of float16 probs per shard
 
 
 @dataclass(frozen=True)
@@ -325,8 +325,21 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
     return attrs
 
 
+def _same_layout(src: h5py.Dataset, dst: h5py.Dataset) -> bool:
+    """Whether src's stored chunks are valid chunks of dst as they are (same shape, dtype, filters)."""
+    return (src.shape == dst.shape and src.dtype == dst.dtype and src.chunks == dst.chunks
+            and src.compression == dst.compression and src.compression_opts == dst.compression_opts
+            and src.shuffle == dst.shuffle and src.fletcher32 == dst.fletcher32 and src.scaleoffset == dst.scaleoffset)
+
+
 def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple[Shard, h5py.Group]],
                   bar: tqdm) -> int:
+    """Write /contigs/<contig> from the shards that have it; returns the bases covered.
+
+    Works a chunk row range at a time.  A range that one shard covers entirely is copied as its
+    stored, compressed chunks (no decompression: a whole-genome merge then runs at disk speed);
+    ranges shared between shards, or partly covered, are decoded and combined base by base.
+    """
     group = out.create_group(f"contigs/{contig}")
     template = sources[0][1]
     for k, v in template.attrs.items():
@@ -344,20 +357,40 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
     # attrs of task subgroups (e.g. /contigs/<c>/variant) travel too
     for name, obj in _groups(template).items():
         group.require_group(name).attrs.update(obj.attrs)
+    chunk_rows = {targets[n].chunks[0] for n in names}
+    aligned = len(chunk_rows) == 1  # every dataset chunked by the same rows (as predict writes them)
+    step = chunk_rows.pop() if aligned else _BLOCK
+    raw = [aligned and all(_same_layout(g[n], targets[n]) for n in names) for _, g in sources]
+    # runs as sorted arrays: whether a shard touches a range is then one binary search
+    runs = [np.array(s.covered.get(contig, []), dtype=np.int64).reshape(-1, 2) for s, _ in sources]
     total = 0
-    for start in range(0, length, _BLOCK):
-        end = min(start + _BLOCK, length)
-        touching = [(s, g) for s, g in sources if any(a < end and b > start for a, b in s.covered.get(contig, []))]
+    for start in range(0, length, step):
+        end = min(start + step, length)
+        touching, whole = [], None
+        for k, r in enumerate(runs):
+            i = int(np.searchsorted(r[:, 1], start, side="right"))  # first run ending after `start`
+            if i < len(r) and r[i, 0] < end:
+                touching.append(k)
+                if r[i, 0] <= start and r[i, 1] >= end:
+                    whole = k
         if not touching:
             continue
-        masks = [g["covered"][start:end] for _, g in touching]
-        targets["covered"][start:end] = np.logical_or.reduce(masks)
-        for name in names[1:]:
-            block = np.zeros((end - start,) + targets[name].shape[1:], targets[name].dtype)
-            for mask, (_, g) in zip(masks, touching):
-                block[mask] = g[name][start:end][mask]
-            targets[name][start:end] = block
-        covered = int(sum(int(m.sum()) for m in masks))
+        if len(touching) == 1 and whole is not None and raw[whole]:
+            g = sources[whole][1]
+            for name in names:
+                offset = (start,) + (0,) * (targets[name].ndim - 1)
+                filter_mask, chunk = g[name].id.read_direct_chunk(offset)
+                targets[name].id.write_direct_chunk(offset, chunk, filter_mask)
+            covered = end - start
+        else:
+            masks = [sources[k][1]["covered"][start:end] for k in touching]
+            targets["covered"][start:end] = np.logical_or.reduce(masks)
+            for name in names[1:]:
+                block = np.zeros((end - start,) + targets[name].shape[1:], targets[name].dtype)
+                for mask, k in zip(masks, touching):
+                    block[mask] = sources[k][1][name][start:end][mask]
+                targets[name][start:end] = block
+            covered = int(sum(int(m.sum()) for m in masks))
         total += covered
         bar.update(covered)
     return total

@@ -32,7 +32,8 @@ def _md5() -> dict[str, str]:
     return {c: hashlib.md5(c.encode() * 7).hexdigest() for c in LENGTHS}  # stand-ins: same for all shards
 
 
-def write_shard(path, regions: dict[str, list[tuple[int, int]]], *, complete: bool = True, **attrs):
+def write_shard(path, regions: dict[str, list[tuple[int, int]]], *, complete: bool = True, chunk: int = 1024,
+                **attrs):
     """A predictions file to the contract: truth values where `regions` (0-based) cover, 0 elsewhere."""
     root = dict(format="genoformer-predictions", format_version=1, complete=complete, genoformer_version="0.1.0",
                 task="variant", model_sha256="ab" * 32, model=json.dumps({"task": "variant"}),
@@ -48,10 +49,10 @@ def write_shard(path, regions: dict[str, list[tuple[int, int]]], *, complete: bo
             covered = np.zeros(LENGTHS[contig], bool)
             for start, end in runs:
                 covered[start:end] = True
-            group.create_dataset("covered", data=covered, chunks=(1024,), compression="gzip")
+            group.create_dataset("covered", data=covered, chunks=(chunk,), compression="gzip")
             for name, full in _truth(contig).items():
                 data = np.where(covered.reshape((-1,) + (1,) * (full.ndim - 1)), full, 0).astype(full.dtype)
-                ds = group.create_dataset(name, data=data, chunks=(1024,) + full.shape[1:], compression="gzip")
+                ds = group.create_dataset(name, data=data, chunks=(chunk,) + full.shape[1:], compression="gzip")
                 if name == "variant/probs":
                     ds.attrs["classes"] = CLASSES
     return path
@@ -200,20 +201,34 @@ def test_merge_of_two_predicted_shards_equals_one_run_over_both(tmp_path, chr20,
         merge(MergeConfig(shards=(str(a), str(b_only)), out=str(tmp_path / "x.h5"), progress=False))
 
 
-def test_small_blocks_give_the_same_file(tmp_path, monkeypatch):
-    """Blocks of 1,000 bases: covered runs cross block edges, some blocks hold no shard at all."""
+def test_shards_chunked_differently(tmp_path, monkeypatch):
+    """Chunks a shard covers alone are copied as stored; the rest (chunks shared by two shards, or
+    a shard chunked unlike the output) are decoded.  Either way: the values the shards were cut
+    from.  Then the same with no chunk copied at all (1,000-base blocks, runs across block edges)."""
     import genoformer.merge as merge_module
 
-    shards = [write_shard(tmp_path / "s1.h5", {"chrA": [(0, 1_500)], "chrB": [(2_500, 3_000)]}),
-              write_shard(tmp_path / "s2.h5", {"chrA": [(4_100, 5_000)], "chrB": [(100, 2_000)]})]
-    big = merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "big.h5"),
-                                                      progress=False))
+    runs = {"chrA": [(0, 2_100), (2_100, 5_000)], "chrB": [(2_500, 3_000), (100, 2_000)]}
+    shards = [write_shard(tmp_path / "s1.h5", {"chrA": [runs["chrA"][0]], "chrB": [runs["chrB"][0]]}),
+              write_shard(tmp_path / "s2.h5", {"chrA": [runs["chrA"][1]], "chrB": [runs["chrB"][1]]}, chunk=700)]
+
+    def check(out):
+        with h5py.File(out, "r") as fh:
+            for contig, truth in ((c, _truth(c)) for c in LENGTHS):
+                covered = np.zeros(LENGTHS[contig], bool)
+                for start, end in runs[contig]:
+                    covered[start:end] = True
+                np.testing.assert_array_equal(fh[f"contigs/{contig}/covered"][:], covered)
+                for name, full in truth.items():
+                    got = fh[f"contigs/{contig}/{name}"][:]
+                    np.testing.assert_array_equal(got[covered], full[covered])
+                    assert not got[~covered].any()
+
+    result = merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "a.h5"),
+                                                         progress=False))
+    assert result.covered == {"chrA": 5_000, "chrB": 2_400}
+    check(result.out)
+    monkeypatch.setattr(merge_module, "_same_layout", lambda src, dst: False)
     monkeypatch.setattr(merge_module, "_BLOCK", 1_000)
-    assert merge_module.read_shard(shards[0]).covered == {"chrA": [(0, 1_500)], "chrB": [(2_500, 3_000)]}
-    small = merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)),
-                                                        out=str(tmp_path / "small.h5"), progress=False))
-    assert big.covered == small.covered == {"chrA": 2_400, "chrB": 2_400}
-    with h5py.File(big.out, "r") as a, h5py.File(small.out, "r") as b:
-        for contig in LENGTHS:
-            for name in ("covered", "variant/probs", "variant/alt", "variant/depth", "variant/deletion_fraction"):
-                np.testing.assert_array_equal(a[f"contigs/{contig}/{name}"][:], b[f"contigs/{contig}/{name}"][:])
+    assert merge_module.read_shard(shards[0]).covered == {"chrA": [(0, 2_100)], "chrB": [(2_500, 3_000)]}
+    check(merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "b.h5"),
+                                                      progress=False)).out)
