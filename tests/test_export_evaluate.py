@@ -3,6 +3,7 @@ against a copy with planted errors; exported VCF/BED/bedGraph read back with pys
 and compared with what numpy computes from the probabilities; bad input through the real CLI."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -16,7 +17,7 @@ import pytest
 
 from cli.test_bad_inputs import assert_clean_failure, run_cli
 from genoformer import export as export_module
-from genoformer.errors import VariantError
+from genoformer.errors import OutputError, VariantError
 from genoformer.evaluate import Allele, EvaluateConfig, evaluate, normalise
 from genoformer.evaluate_pattern import PatternEvaluateConfig, evaluate_pattern
 from genoformer.export import ExportConfig, export
@@ -343,7 +344,8 @@ def test_planted_sites_by_hand(chr20, chr20_seq, chr20_md5, tmp_path, monkeypatc
         assert len(list(vcf.fetch("chr20", start + 990, start + 1010))) == 1  # the tabix index works
 
 
-def test_deletions_at_contig_ends(tmp_path):
+def _small_variant_file(tmp_path) -> str:
+    """ref.fa (one 300 bp contig t1) and p.h5: deletions of its first 3 and last 2 bases, hom_ref elsewhere."""
     seq = "ACGTTGCAAC" * 30
     fasta = tmp_path / "ref.fa"
     fasta.write_text(">t1\n" + seq + "\n")
@@ -356,6 +358,12 @@ def test_deletions_at_contig_ends(tmp_path):
                                                          "deletion_fraction": df}},
                       task="variant", classes=GENOTYPES, reference=str(fasta),
                       md5={"t1": hashlib.md5(seq.encode()).hexdigest()})
+    return seq
+
+
+def test_deletions_at_contig_ends(tmp_path):
+    seq = _small_variant_file(tmp_path)
+    n, fasta = len(seq), tmp_path / "ref.fa"
     out = tmp_path / "c.vcf.gz"
     export(ExportConfig(predictions=str(tmp_path / "p.h5"), vcf=str(out), progress=False))
     assert [g[:4] for g in read_vcf(out)] == [(0, seq[:4], seq[3], (1, 1)), (n - 3, seq[-3:], seq[-3], (0, 1))]
@@ -369,6 +377,24 @@ def test_deletions_at_contig_ends(tmp_path):
     proc = run_cli("export", tmp_path / "p.h5", "--vcf", tmp_path / "o.vcf.gz", "--reference", other)
     assert_clean_failure(proc, 3, "other.fa", "md5")
     assert not (tmp_path / "o.vcf.gz").exists()
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch, failure):
+    _small_variant_file(tmp_path)
+    out = tmp_path / "c.vcf.gz"
+    out.write_text("old calls")
+    (tmp_path / "c.vcf.gz.tbi").write_text("old index")
+
+    def fail(*args):
+        raise failure
+
+    monkeypatch.setattr(export_module, "_record", fail)  # the disk fills up, or ^C, at the first record
+    with pytest.raises(OutputError if isinstance(failure, OSError) else KeyboardInterrupt):
+        export(ExportConfig(predictions=str(tmp_path / "p.h5"), vcf=str(out), force=True, progress=False))
+    assert out.read_text() == "old calls" and (tmp_path / "c.vcf.gz.tbi").read_text() == "old index"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.vcf.gz", "c.vcf.gz.tbi", "p.h5", "ref.fa",
+                                                          "ref.fa.fai"]
 
 
 def test_random_probabilities_exported_as_numpy_computes_them(chr20, chr20_seq, chr20_md5, tmp_path, monkeypatch):
