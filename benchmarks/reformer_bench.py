@@ -249,17 +249,18 @@ def lengths(args) -> dict:
 
 def depths(args) -> dict:
     T = 2048 if args.quick else 65536
-    sweep = [2, 4] if args.quick else [2, 4, 8, 16, 24]
+    sweep = [2, 4] if args.quick else args.depths
     specs = [spec_for(args, attention=args.depth_attention, tokens=T, depth=depth, reversible=rev)
-             for depth in sweep for rev in (True, False)]
+             for depth in sweep for rev in (True, False) if rev or depth <= args.plain_max_depth]
     rows = run_all(specs, args)
     table(f"depth sweep at {T} tokens: reversible vs plain residual", rows)
     key = "cuda_peak_mb" if args.device == "cuda" else "peak_rss_mb"
     ratios = {}
     for rev in (True, False):
-        lo, hi = find(rows, depth=sweep[0], reversible=rev), find(rows, depth=sweep[-1], reversible=rev)
-        if lo and hi:
-            ratios[f"{'reversible' if rev else 'plain'}_peak_{sweep[-1]}_over_{sweep[0]}"] = hi[key] / lo[key]
+        deepest = max(d for d in sweep if rev or d <= args.plain_max_depth)
+        lo, hi = find(rows, depth=sweep[0], reversible=rev), find(rows, depth=deepest, reversible=rev)
+        if lo and hi and deepest > sweep[0]:
+            ratios[f"{'reversible' if rev else 'plain'}_peak_{deepest}_over_{sweep[0]}"] = hi[key] / lo[key]
     print("\n(goal: reversible <= 1.2) " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     return {"rows": rows, "ratios": ratios}
 
@@ -293,6 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, nargs="+", help="peers: lengths (default 16384 65536)")
     parser.add_argument("--ff-chunks", type=int, default=1, help="genoformer feed-forward chunks")
     parser.add_argument("--full-max", type=int, default=65536, help="longest length for full attention")
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16, 24], help="depth sweep")
+    parser.add_argument("--plain-max-depth", type=int, default=24,
+                        help="deepest plain-residual run (its activations grow with depth)")
     parser.add_argument("--depth-attention", default="lsh", choices=["lsh", "local", "full"])
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
