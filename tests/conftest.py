@@ -1,9 +1,14 @@
 """Shared fixtures.  Real data lives in ../shared/data beside the checkout and is never copied here."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# tiny models: OpenMP threads mostly wait for each other (and a shared 2-core box makes them spin);
+# set before torch is imported here or in the CLI subprocesses the tests start
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHR20 = SHARED_DATA / "variant_chr20_na12878"
