@@ -42,8 +42,9 @@ def export(predictions: Path, vcf, bed, bedgraph, classes, threshold, min_gq, mi
 
     \b
     VCF: a covered base is called when its most likely genotype is not hom_ref or
-    P(non-ref) >= --threshold; ALT is the reads' most supported other base; runs of called
-    bases most reads delete become one deletion record. Insertions are not written.
+    P(non-ref) >= --threshold; ALT is the reads' most supported other base; a run of called
+    bases deleted by >= --min-deletion-fraction of their reads is one deletion record.
+    Insertions are not written (see docs/export_evaluate.md).
     GQ = phred(1 - P(GT)) capped at 99, QUAL = phred(P(hom_ref)), FORMAT/GP the probabilities.
     Prints a JSON summary (records written and calls skipped) on stdout.
     """
