@@ -1,9 +1,10 @@
 """Inference: a trained model over whole contigs or regions -> per-base predictions in HDF5.
 
-Windows sit on a grid fixed by the contig alone (window_grid.py): window i covers [i*step, i*step + window) with
-step = window - 2*margin (rounded down to the token stride, so every window reads the same
-k-mer frame), and keeps only its centre [i*step + margin, (i+1)*step + margin); the first window
-keeps its left edge from base 0, the last its right edge to the contig end. Every kept base so
+Windows sit on a grid fixed by the contig alone (window_grid.py): window i covers
+[i*step, i*step + window) with step = window - 2*margin (rounded down to the token stride, so
+every window reads the same k-mer frame), and keeps only its centre [i*step + margin,
+(i+1)*step + margin); the first window keeps its left edge from base 0, the last its right edge
+to the contig end. Every kept base so
 has at least `margin` bases of context on each side (but at contig ends), and, because the grid
 does not move with the regions asked for, a base's prediction is the same whether it is
 predicted alone or inside a larger run (LSH attention sees the whole window, so a grid that
@@ -253,12 +254,6 @@ def predict(config: PredictConfig) -> dict:
                         bar.update(b - a)
                 writer.mark_done(np.array([p.index for p in planned]))
                 n_run += len(planned)
-        seconds = time.perf_counter() - started
-        summary = {"out": str(out), "task": task, "bases": total, "bases_predicted": n_bases,
-                   "windows": n_windows, "windows_run": n_run, "windows_resumed": int(done.sum()),
-                   "n_window_cached": runner.n_cached, "window": window, "margin": margin,
-                   "batch_size": batch_size, "device": str(device), "hash_seed": config.hash_seed,
-                   "seconds": seconds, "bases_per_s": n_bases / max(seconds, 1e-9)}
         writer.finish({"n_windows": n_windows, "bases": total}, config.force)
     except (KeyboardInterrupt, SystemExit):
         # an interrupted run (Ctrl-C, SIGTERM from a scheduler) keeps its partial for --resume
@@ -271,7 +266,11 @@ def predict(config: PredictConfig) -> dict:
         raise
     finally:
         reference.close()
-    return summary
+    seconds = time.perf_counter() - started
+    return {"out": str(out), "task": task, "bases": total, "bases_predicted": n_bases, "windows": n_windows,
+            "windows_run": n_run, "windows_resumed": int(done.sum()), "n_window_cached": runner.n_cached,
+            "window": window, "margin": margin, "batch_size": batch_size, "device": str(device),
+            "hash_seed": config.hash_seed, "seconds": seconds, "bases_per_s": n_bases / max(seconds, 1e-9)}
 
 
 def _bases_done(plan, intervals, lengths, window, margin, step, done) -> int:
