@@ -24,8 +24,8 @@ import json
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +38,7 @@ from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
 from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.io.predictions import FORMAT, FORMAT_VERSION
+from genoformer.outputs import staged
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +326,16 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
     return attrs
 
 
+@contextlib.contextmanager
+def _reading(shard: Shard, contig: str, name: str) -> Iterator[None]:
+    """Turn a failed read of shard data (a damaged chunk) into an InputError naming the shard."""
+    try:
+        yield
+    except (OSError, zlib.error) as exc:
+        raise InputError(f"{shard.name}: cannot read /contigs/{contig}/{name} ({exc})",
+                         hint="the shard file is damaged; predict it again") from None
+
+
 def _same_layout(src: h5py.Dataset, dst: h5py.Dataset) -> bool:
     """Whether src's stored chunks are valid chunks of dst as they are (same shape, dtype, filters)."""
     return (src.shape == dst.shape and src.dtype == dst.dtype and src.chunks == dst.chunks
@@ -376,19 +387,26 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
         if not touching:
             continue
         if len(touching) == 1 and whole is not None and raw[whole]:
-            g = sources[whole][1]
+            shard, g = sources[whole]
             for name in names:
                 offset = (start,) + (0,) * (targets[name].ndim - 1)
-                filter_mask, chunk = g[name].id.read_direct_chunk(offset)
+                with _reading(shard, contig, name):
+                    filter_mask, chunk = g[name].id.read_direct_chunk(offset)
+                    if targets[name].compression == "gzip" and not filter_mask:
+                        zlib.decompress(chunk)  # checks the stream and its adler32: no damage is copied on
                 targets[name].id.write_direct_chunk(offset, chunk, filter_mask)
             covered = end - start
         else:
-            masks = [sources[k][1]["covered"][start:end] for k in touching]
+            masks = []
+            for k in touching:
+                with _reading(sources[k][0], contig, "covered"):
+                    masks.append(sources[k][1]["covered"][start:end])
             targets["covered"][start:end] = np.logical_or.reduce(masks)
             for name in names[1:]:
                 block = np.zeros((end - start,) + targets[name].shape[1:], targets[name].dtype)
                 for mask, k in zip(masks, touching):
-                    block[mask] = sources[k][1][name][start:end][mask]
+                    with _reading(sources[k][0], contig, name):
+                        block[mask] = sources[k][1][name][start:end][mask]
                 targets[name][start:end] = block
             covered = int(sum(int(m.sum()) for m in masks))
         total += covered
@@ -424,39 +442,21 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
 
     attrs = _provenance(shards, config, command or " ".join(sys.argv))
     lengths = {c: n for s in shards for c, n in s.lengths.items()}
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.partial-")
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from None
     covered: dict[str, int] = {}
-    try:
-        with contextlib.ExitStack() as stack:
-            handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
-            # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
-            dst = stack.enter_context(h5py.File(tmp, "w", libver=("v110", "v110")))
-            for k, v in attrs.items():
-                dst.attrs[k] = v
-            dst.create_group("contigs")
-            bar = stack.enter_context(tqdm(total=sum(e - s for sh in shards for r in sh.covered.values() for s, e in r),
-                                           disable=not config.progress, unit="base", unit_scale=True,
-                                           desc="merge", file=sys.stderr))
-            for contig in lengths:
-                sources = [(s, h[f"contigs/{contig}"]) for s, h in zip(shards, handles) if contig in s.lengths]
-                covered[contig] = _write_contig(dst, contig, lengths[contig], sources, bar)
-            dst.attrs["complete"] = True
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException as exc:  # SIGINT/SIGTERM included: never leave the temp file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from None
-        raise
-    dir_fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # staged: a temp file beside `out`, fsynced and renamed onto it only if the block completes
+    # (on SIGINT/SIGTERM too, the temp file is removed)
+    with staged(out) as tmp, contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
+        # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
+        dst = stack.enter_context(h5py.File(tmp, "w", libver=("v110", "v110")))
+        for k, v in attrs.items():
+            dst.attrs[k] = v
+        dst.create_group("contigs")
+        bar = stack.enter_context(tqdm(total=sum(e - s for sh in shards for r in sh.covered.values() for s, e in r),
+                                       disable=not config.progress, unit="base", unit_scale=True,
+                                       desc="merge", file=sys.stderr))
+        for contig in lengths:
+            sources = [(s, h[f"contigs/{contig}"]) for s, h in zip(shards, handles) if contig in s.lengths]
+            covered[contig] = _write_contig(dst, contig, lengths[contig], sources, bar)
+        dst.attrs["complete"] = True
     return MergeResult(out, len(shards), covered)

@@ -232,3 +232,17 @@ def test_shards_chunked_differently(tmp_path, monkeypatch):
     assert merge_module.read_shard(shards[0]).covered == {"chrA": [(0, 2_100)], "chrB": [(2_500, 3_000)]}
     check(merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "b.h5"),
                                                       progress=False)).out)
+
+
+@pytest.mark.parametrize("chunk", [1024, 700])  # a chunk copied as stored (checked) / decoded
+def test_damaged_shard_is_named_and_nothing_is_written(tmp_path, chunk):
+    a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 2_048)]})
+    b = write_shard(tmp_path / "b.h5", {"chrA": [(2_048, 5_000)]}, chunk=chunk)
+    with h5py.File(b, "r") as fh:  # where the first stored chunk of b's probs lies in the file
+        info = fh["contigs/chrA/variant/probs"].id.get_chunk_info_by_coord((3 * chunk, 0))
+    with open(b, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(bytes(range(256))[: min(info.size, 256)])  # not a deflate stream any more
+    proc = run_cli("merge", a, b, "--out", tmp_path / "m.h5", "--no-progress")
+    assert_clean_failure(proc, 3, "b.h5", "variant/probs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5"]
