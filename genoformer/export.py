@@ -293,7 +293,8 @@ def _export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
         with pysam.VariantFile(str(tmp), "w", header=header) as out:
             with tqdm(total=sum(len(b) for b in blocks), unit="b", unit_scale=True, desc="export vcf",
                       disable=not config.progress, file=sys.stderr, leave=False) as bar:
-                for iv, p in _whole_runs(preds, config, blocks, bar):
+                order = {name: i for i, name in enumerate(reference.contigs)}  # records follow the ##contig lines
+                for iv, p in _whole_runs(preds, config, blocks, bar, order):
                     for rec in _block_records(preds, config, reference, iv, p, counts):
                         out.write(_record(out, rec, config, counts))
                         counts.records += 1
@@ -314,11 +315,11 @@ def _is_deletion(p, config: ExportConfig) -> np.ndarray:
     return _is_called(p.probs, p.covered, config.threshold) & (p.deletion_fraction >= config.min_deletion_fraction)
 
 
-def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval],
-                bar: tqdm) -> Iterator[tuple[Interval, Predictions]]:
-    """Pieces of about BLOCK bases with their predictions, cut so that no deletion run crosses into the
-    next piece (only a run longer than BLOCK is split)."""
-    for stretch in merge_intervals(blocks):
+def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], bar: tqdm,
+                contig_order: dict[str, int]) -> Iterator[tuple[Interval, Predictions]]:
+    """Pieces of about BLOCK bases with their predictions, contigs in `contig_order`, cut so that no
+    deletion run crosses into the next piece (only a run longer than BLOCK is split)."""
+    for stretch in sorted(merge_intervals(blocks), key=lambda iv: (contig_order[iv.contig], iv.start)):
         start = stretch.start
         while start < stretch.end:
             end = min(start + BLOCK, stretch.end)
