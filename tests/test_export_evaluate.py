@@ -379,6 +379,23 @@ def test_deletions_at_contig_ends(tmp_path):
     assert not (tmp_path / "o.vcf.gz").exists()
 
 
+def test_records_follow_the_reference_contig_order(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = {c: "".join(rng.choice(list("ACGT"), 200)) for c in ("chr2", "chr10", "chr1")}  # not alphabetical
+    fasta = tmp_path / "ref.fa"
+    fasta.write_text("".join(f">{c}\n{s}\n" for c, s in seqs.items()))
+    arrays = {c: {"span": (0, 200), "covered": np.ones(200, bool), "probs": np.tile([0.2, 0.7, 0.1], (200, 1)),
+                  "alt": np.frombuffer("".join("A" if b != "A" else "C" for b in s).encode(), np.uint8),
+                  "depth": np.full(200, 30), "deletion_fraction": np.zeros(200)} for c, s in seqs.items()}
+    write_predictions(tmp_path / "p.h5", dict.fromkeys(seqs, 200), arrays, task="variant", classes=GENOTYPES,
+                      reference=str(fasta), md5={c: hashlib.md5(s.encode()).hexdigest() for c, s in seqs.items()})
+    out = tmp_path / "c.vcf.gz"
+    export(ExportConfig(predictions=str(tmp_path / "p.h5"), vcf=str(out), progress=False))
+    with pysam.VariantFile(str(out)) as vcf:
+        assert list(vcf.header.contigs) == list(seqs)
+        assert list(dict.fromkeys(r.contig for r in vcf)) == list(seqs)
+
+
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
 def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch, failure):
     _small_variant_file(tmp_path)
