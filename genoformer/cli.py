@@ -19,7 +19,12 @@ from genoformer.errors import GenoformerError
 
 # name -> "module:attribute" of the click.Command
 COMMANDS = {
+    "buckets": "genoformer.commands.buckets:buckets",
+    "evaluate": "genoformer.commands.evaluate:evaluate",
+    "export": "genoformer.commands.export:export",
     "info": "genoformer.commands.info:info",
+    "merge": "genoformer.commands.merge:merge",
+    "predict": "genoformer.commands.predict:predict",
     "simulate": "genoformer.commands.simulate:simulate",
     "train": "genoformer.commands.train:train",
 }
