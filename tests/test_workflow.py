@@ -170,3 +170,21 @@ def test_slurm_profile_dry_run(workdir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     predict = proc.stdout.split("rule predict:", 1)[1].split("\n\n", 1)[0]
     assert re.search(r"resources: .*mem_mb=2000.*slurm_account=your_account.*runtime=120", predict), predict
+
+
+def test_shipped_config_runs_the_simulated_example(tmp_path):
+    """workflows/config as shipped, on `genoformer simulate`'s example: valid, and the jobs it plans.
+
+    (A dry run: the model folder only has to exist; training one is the README's quick start.)"""
+    from genoformer.simulate import simulate
+
+    shutil.copytree(SNAKEFILE.parent / "config", tmp_path / "config")
+    simulate(tmp_path / "example", 0)
+    (tmp_path / "example" / "model").mkdir()
+    proc = snakemake(tmp_path, "-n", "-p", "--cores", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # chrA (60 kb) and chrB (30 kb) pack into one 10 Mb shard; SIM1's reads are indexed already
+    assert job_counts(proc.stdout) == {"shard_bed": 1, "predict": 1, "merge": 1, "export": 1, "scored_bed": 1,
+                                       "evaluate": 1, "all": 1}
+    assert "results/SIM1/shards/0001_chrA_1.h5" in proc.stdout
+    assert re.search(r"genoformer merge \S+0001_chrA_1\.h5 --out results/SIM1/SIM1\.h5 --expect-contigs", proc.stdout)
