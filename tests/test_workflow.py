@@ -145,6 +145,30 @@ def test_run_end_to_end_then_noop_then_one_shard(workdir, chr20):
         np.testing.assert_array_equal(fh[f"contigs/{contig}/variant/probs"][start:end], merged[SAMPLES[0]])
 
 
+def test_cram_sample_is_indexed_and_predicts_like_the_bam(workdir, chr20):
+    """A CRAM of the same reads (no index: the workflow makes the .crai) gives the BAM's predictions."""
+    import pysam
+
+    contig, start, end = REGION
+    cram = workdir / "reads" / "NA12878_cram.cram"
+    with pysam.AlignmentFile(str(chr20["bam"])) as bam, \
+            pysam.AlignmentFile(str(cram), "wc", template=bam, reference_filename=str(chr20["fasta"])) as out:
+        for read in bam.fetch(contig, start - 5_000, end + 5_000):  # every read the shard's windows see
+            out.write(read)
+    with open(workdir / "config" / "samples.tsv", "a") as fh:
+        fh.write(f"NA12878_cram\t{cram}\n")
+    shard = "shards/0001_chr20_10000001.h5"
+    proc = snakemake(workdir, "--cores", "2", f"results/NA12878_cram/{shard}", f"results/NA12878/{shard}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (workdir / "results" / "reads" / "NA12878_cram.cram.crai").is_file()
+    with h5py.File(workdir / "results" / "NA12878_cram" / shard, "r") as got, \
+            h5py.File(workdir / "results" / "NA12878" / shard, "r") as want:
+        assert got.attrs["bam"].endswith("NA12878_cram.cram")
+        for name in ("covered", "variant/probs", "variant/alt", "variant/depth", "variant/deletion_fraction"):
+            np.testing.assert_array_equal(got[f"contigs/{contig}/{name}"][start:end],
+                                          want[f"contigs/{contig}/{name}"][start:end])
+
+
 def test_a_failing_shard_fails_the_run_and_leaves_no_output(workdir, tmp_path, shared_data):
     """Reads aligned to another genome: predict exits non-zero with its one-line error in the log,
     Snakemake fails the run, and no shard file is left at the final name."""
