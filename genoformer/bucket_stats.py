@@ -20,24 +20,42 @@ COLUMNS = ("layer", "head", "round", "n_buckets", "tokens", "bucket_size_min", "
            *(f"share_gt_{name}" for name in DISTANCES), "met_in_other_rounds")
 
 
+def chunks(buckets: np.ndarray, bucket_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, chunk): tokens sorted by (bucket, position), and each token's chunk in that order."""
+    order = np.argsort(buckets, kind="stable")
+    slot = np.empty(len(buckets), dtype=np.int64)
+    slot[order] = np.arange(len(buckets))
+    return order, slot // bucket_size
+
+
+def _previous(chunk: np.ndarray, n_tokens: int, bucket_size: int) -> np.ndarray:
+    """The chunk each chunk looks back to: the one before, and for the first one the last."""
+    return np.where(chunk == 0, -(-n_tokens // bucket_size) - 1, chunk - 1)
+
+
 def attended_pairs(buckets: np.ndarray, bucket_size: int, queries: np.ndarray,
                    causal: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(query, key) int64 arrays: the pairs one round of LSH attention scores, for the given query tokens."""
     T, bs = len(buckets), bucket_size
-    order = np.argsort(buckets, kind="stable")
-    slot = np.empty(T, dtype=np.int64)
-    slot[order] = np.arange(T)
-    chunk = slot[queries] // bs
-    previous = np.where(chunk == 0, -(-T // bs) - 1, chunk - 1)
+    order, chunk = chunks(buckets, bs)
+    own = chunk[queries]
+    previous = _previous(own, T, bs)
     offsets = np.arange(bs)
-    slots = np.concatenate([previous[:, None] * bs + offsets, chunk[:, None] * bs + offsets], axis=1)
+    slots = np.concatenate([previous[:, None] * bs + offsets, own[:, None] * bs + offsets], axis=1)
     allowed = slots < T
-    allowed[:, :bs] &= (previous != chunk)[:, None]  # a lone chunk does not look back at itself
+    allowed[:, :bs] &= (previous != own)[:, None]  # a lone chunk does not look back at itself
     keys = order[np.minimum(slots, T - 1)]
     allowed &= keys != queries[:, None]
     if causal:
         allowed &= keys <= queries[:, None]
     return np.broadcast_to(queries[:, None], keys.shape)[allowed], keys[allowed]
+
+
+def meet(chunk: np.ndarray, bucket_size: int, query: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """bool per pair: does `key` fall in the query's own or look-back chunk in the round of `chunk`?"""
+    own = chunk[query]
+    previous = _previous(own, len(chunk), bucket_size)
+    return (chunk[key] == own) | ((chunk[key] == previous) & (previous != own))
 
 
 def sharing_enrichment(buckets: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> float:
@@ -82,14 +100,16 @@ def summarize(bmap: BucketMap, tracks: Mapping[str, np.ndarray] | None = None) -
         for hi, head in enumerate(bmap.heads):
             pairs = [attended_pairs(bmap.buckets[li, hi, ri], bmap.bucket_size, queries, bmap.causal)
                      for ri in range(len(bmap.rounds))]
-            codes = [q * T + k for q, k in pairs]
+            chunk = [chunks(bmap.buckets[li, hi, ri], bmap.bucket_size)[1] for ri in range(len(bmap.rounds))]
             for ri, round_ in enumerate(bmap.rounds):
                 ids = bmap.buckets[li, hi, ri]
                 sizes = np.bincount(ids, minlength=bmap.n_buckets)
                 occupied = sizes[sizes > 0]
                 q, k = pairs[ri]
                 distance = np.abs(bmap.token_start[k] - bmap.token_start[q])
-                others = [c for j, c in enumerate(codes) if j != ri]
+                again = np.zeros(len(q), dtype=bool)
+                for other in (c for j, c in enumerate(chunk) if j != ri):
+                    again |= meet(other, bmap.bucket_size, q, k)
                 row = {"layer": layer, "head": head, "round": round_, "n_buckets": bmap.n_buckets, "tokens": T,
                        "bucket_size_min": int(occupied.min()), "bucket_size_median": float(np.median(occupied)),
                        "bucket_size_max": int(occupied.max()), "empty_buckets": int((sizes == 0).sum()),
@@ -97,8 +117,7 @@ def summarize(bmap: BucketMap, tracks: Mapping[str, np.ndarray] | None = None) -
                        "distance_median": float(np.median(distance)) if len(q) else float("nan")}
                 for name, cutoff in DISTANCES.items():
                     row[f"share_gt_{name}"] = float((distance > cutoff).mean()) if len(q) else float("nan")
-                row["met_in_other_rounds"] = (float(np.isin(codes[ri], np.concatenate(others)).mean())
-                                              if others and len(q) else float("nan"))
+                row["met_in_other_rounds"] = float(again.mean()) if len(chunk) > 1 and len(q) else float("nan")
                 for name, (inside, outside) in counts.items():
                     row[f"enrichment_{name}"] = sharing_enrichment(ids, inside, outside)
                 rows.append(row)

@@ -232,6 +232,10 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
         assert int(row["attended_pairs"]) == len(q)
         assert float(row["share_gt_1kb"]) == pytest.approx((distance > 1000).mean(), rel=1e-5)
         assert row["share_gt_10kb"] == row["share_gt_100kb"] == "0"  # the window is 1,536 bases
+        other = f"buckets/L{row['layer']}.H{row['head']}.R{1 - int(row['round'])}"
+        q2, k2 = attended_pairs(data[other], 16, np.arange(len(ids)))
+        again = np.isin(q * len(ids) + k, q2 * len(ids) + k2).mean()  # as sets of pairs
+        assert float(row["met_in_other_rounds"]) == pytest.approx(again, rel=1e-5)
         # the microsatellite's tokens are all ACACAC: at layer 0 they hash alike, so they share buckets with
         # each other far more than with the rest (measured 5.7-17); layer 1 mixes in context (3.5-12).
         # The copies' bases only pair up copy to copy, so their enrichment stays near 1 (0.9-1.3)
