@@ -157,22 +157,26 @@ class PredictionWriter:
                                  "it cannot be resumed with these inputs",
                                  hint="give the same model, reference, BAM, regions and options, "
                                       "or drop --resume to start over")
-            # copy into a fresh file (chunks are copied compressed), as the flag forbids reopening it for writing
+            # copy into a fresh file (chunks are copied compressed), as the flag forbids reopening it for
+            # writing; the copy stays open, so no reader opening the new partial can lock us out of it
             tmp = self.partial.with_name(f"{self.partial.name}-{os.getpid()}")
+            new = None
             try:
-                with h5py.File(tmp, "w", libver=_LIBVER) as new:
-                    new.attrs.update(dict(old.attrs))
-                    for name in old:
-                        old.copy(old[name], new, name=name)
+                new = h5py.File(tmp, "w", libver=_LIBVER, **_CACHE)
+                new.attrs.update(dict(old.attrs))
+                for name in old:
+                    old.copy(old[name], new, name=name)
+                new[_PROGRESS].attrs["writer"] = _WRITER
+                new.flush()
+                os.replace(tmp, self.partial)
             except BaseException as e:
+                if new is not None:
+                    new.close()
                 tmp.unlink(missing_ok=True)
                 if isinstance(e, OSError):
                     raise OutputError(f"{self.partial}: cannot copy the interrupted run to resume it ({e})") from None
                 raise
-        os.replace(tmp, self.partial)
-        f = h5py.File(self.partial, "r+", libver=_LIBVER, **_CACHE)
-        f[_PROGRESS].attrs["writer"] = _WRITER
-        return f
+        return new
 
     # -- writing ---------------------------------------------------------------------------
 
