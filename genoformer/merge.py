@@ -1,32 +1,28 @@
 """Merge the prediction shards of one sample into one HDF5 file (`genoformer merge`).
 
 A batch run predicts a sample as many disjoint shards (one Snakemake job each) and gathers
-them here.  Nothing is written until every check has passed:
+them here.  Nothing is written until every check of genoformer.merge_checks has passed: each
+shard is a complete predictions file; all come from the same model, reference, hash seed,
+window, margin and reads; no base is covered twice (merge never picks one prediction over
+another); and, with expectations (`expect_regions`, `expect_bed`, `expect_contigs`), every
+expected base is covered, so a missing or failed shard cannot pass unnoticed.
 
-* each shard is a complete genoformer-predictions file (format_version 1);
-* all shards come from the same model (model_sha256, task, class names), the same reference
-  (contig_md5 and contig lengths wherever two shards name the same contig), the same hash seed,
-  window and margin, and the same reads;
-* no base is covered by two shards (merge never picks one prediction over another);
-* with expectations (`expect_regions`, `expect_bed`, `expect_contigs`), every expected base is
-  covered by some shard, so a missing or failed shard cannot pass unnoticed.
-
-Shards are then combined a block of bases at a time, so memory follows the block, not the
-contig length; blocks no shard covers are never written (chunked HDF5 reads them as 0, as the
-format requires of uncovered bases).  The output is written to a hidden temp file in the target
-folder, marked complete, fsynced and renamed; it records the shard list as provenance.
+Shards are then combined a chunk row range at a time, so memory follows the chunk, not the
+contig: a range one shard covers alone is copied as its stored compressed chunks (checked, not
+re-encoded), other ranges are decoded and combined base by base, and ranges no shard covers are
+never written (chunked HDF5 reads them as 0, as the format requires of uncovered bases).  The
+output is written to a temp file beside it, marked complete, fsynced and renamed; it records the
+shard list as provenance.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
-import logging
-import os
 import sys
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,21 +33,10 @@ from tqdm import tqdm
 from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
 from genoformer.errors import InputError, OutputError, UsageError
-from genoformer.io.predictions import FORMAT, FORMAT_VERSION
+from genoformer.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, datasets,
+                                     groups, read_shard, reference_lengths)
 from genoformer.outputs import staged
 
-log = logging.getLogger(__name__)
-
-# attrs every shard must agree on, with what a difference means to the user
-_SAME = {
-    "task": "tasks",
-    "model_sha256": "models (checkpoint weights)",
-    "hash_seed": "hash seeds",
-    "window": "window sizes",
-    "margin": "margins",
-    "step": "window steps",
-    "bam": "read files (--bam)",
-}
 _BLOCK = 1 << 20  # bases read at a time where chunks do not line up: ~6 MB of float16 probs per shard
 
 
@@ -72,20 +57,6 @@ class MergeConfig:
 
 
 @dataclass
-class Shard:
-    """What merge needs to know about one shard, read once up front."""
-    path: Path
-    attrs: dict
-    lengths: dict[str, int]  # contig -> length, for each /contigs/<contig> group
-    covered: dict[str, list[tuple[int, int]]]  # contig -> runs [start, end) of covered bases (0-based)
-    datasets: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # name -> (shape[1:], dtype)
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-
-@dataclass
 class MergeResult:
     out: Path
     shards: int
@@ -93,153 +64,7 @@ class MergeResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# reading the shards
-
-
-def _attr(value):
-    """h5py attr -> plain Python (bytes -> str, numpy scalars -> int/float/bool)."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return [_attr(v) for v in value.tolist()]
-    return value
-
-
-def _runs(mask: np.ndarray, offset: int) -> list[tuple[int, int]]:
-    """[start, end) runs of True in a bool array, shifted by offset."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
-    return [(offset + int(s), offset + int(e)) for s, e in zip(edges[::2], edges[1::2])]
-
-
-def _members(group: h5py.Group, kind: type) -> dict[str, h5py.Dataset | h5py.Group]:
-    """Datasets or groups below `group` by relative path (e.g. "variant/probs")."""
-    found = {}
-
-    def visit(name, obj):  # visititems stops at the first callback that returns a value
-        if isinstance(obj, kind):
-            found[name] = obj
-
-    group.visititems(visit)
-    return found
-
-
-def _datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
-    return _members(group, h5py.Dataset)
-
-
-def _groups(group: h5py.Group) -> dict[str, h5py.Group]:
-    return _members(group, h5py.Group)
-
-
-def read_shard(path: str | os.PathLike) -> Shard:
-    """Check that `path` is a complete predictions file and read its attrs and covered runs."""
-    path = Path(path)
-    try:
-        fh = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such shard file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with fh:
-        attrs = {k: _attr(v) for k, v in fh.attrs.items()}
-        if attrs.get("format") != FORMAT:
-            raise InputError(f"{path}: not a genoformer predictions file (format attr {attrs.get('format')!r})")
-        if attrs.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"{path}: predictions format_version {attrs.get('format_version')!r}; "
-                             f"this genoformer reads {FORMAT_VERSION}", hint="predict it again with this version")
-        if not attrs.get("complete"):
-            raise InputError(f"{path}: incomplete shard (complete=False): its predict job did not finish",
-                             hint="run predict for this shard again (with --resume where it supports it)")
-        shard = Shard(path, attrs, {}, {})
-        for contig, group in fh.get("contigs", {}).items():
-            length = int(group.attrs["length"])
-            shard.lengths[contig] = length
-            if "covered" not in group or group["covered"].shape != (length,):
-                raise InputError(f"{path}: /contigs/{contig}/covered is missing or not [{length}]")
-            runs: list[tuple[int, int]] = []
-            for start in range(0, length, _BLOCK):
-                for run in _runs(group["covered"][start:start + _BLOCK], start):
-                    if runs and runs[-1][1] == run[0]:  # a run across a block edge
-                        runs[-1] = (runs[-1][0], run[1])
-                    else:
-                        runs.append(run)
-            shard.covered[contig] = runs
-            for name, ds in _datasets(group).items():
-                if name == "covered":
-                    continue
-                if ds.shape[:1] != (length,):
-                    raise InputError(f"{path}: /contigs/{contig}/{name} has {ds.shape[0]:,} rows, "
-                                     f"not the contig length {length:,}")
-                layout = (tuple(ds.shape[1:]), ds.dtype.str)
-                if shard.datasets.setdefault(name, layout) != layout:
-                    raise InputError(f"{path}: {name} has shape {ds.shape[1:]} {ds.dtype} on {contig} but "
-                                     f"{shard.datasets[name][0]} {shard.datasets[name][1]} on another contig")
-    return shard
-
-
-# ---------------------------------------------------------------------------------------------
-# the checks
-
-
-def _region(contig: str, start: int, end: int) -> str:
-    return f"{contig}:{start + 1:,}-{end:,}"
-
-
-def check_consistent(shards: Sequence[Shard]) -> None:
-    """Same model, task, reference, hash seed, window, margin, reads and datasets, or InputError."""
-    first = shards[0]
-    for key, what in _SAME.items():
-        for shard in shards[1:]:
-            if shard.attrs.get(key) != first.attrs.get(key):
-                raise InputError(f"shards come from different {what}: {first.name} has {key}="
-                                 f"{first.attrs.get(key)!r} but {shard.name} has {shard.attrs.get(key)!r}",
-                                 hint="merge only the shards of one sample predicted with one model and settings")
-    md5: dict[str, tuple[str, Shard]] = {}
-    lengths: dict[str, tuple[int, Shard]] = {}
-    for shard in shards:
-        try:
-            sums = json.loads(shard.attrs.get("contig_md5") or "{}")
-        except (TypeError, ValueError):
-            raise InputError(f"{shard.name}: contig_md5 attr is not a JSON object") from None
-        for contig, digest in sums.items():
-            seen = md5.setdefault(contig, (digest, shard))
-            if seen[0] != digest:
-                raise InputError(f"shards were predicted on different references: {contig} has md5 {seen[0]} "
-                                 f"in {seen[1].name} but {digest} in {shard.name}",
-                                 hint="predict every shard against the same reference FASTA")
-        for contig, length in shard.lengths.items():
-            seen_len = lengths.setdefault(contig, (length, shard))
-            if seen_len[0] != length:
-                raise InputError(f"shards disagree on the length of {contig}: {seen_len[0]:,} in "
-                                 f"{seen_len[1].name} but {length:,} in {shard.name}")
-    for shard in shards[1:]:
-        if shard.datasets.keys() != first.datasets.keys() and shard.datasets and first.datasets:
-            only = sorted(set(first.datasets) ^ set(shard.datasets))
-            raise InputError(f"shards hold different datasets ({', '.join(only)}): {first.name} and {shard.name}")
-        for name, layout in shard.datasets.items():
-            other = first.datasets.get(name, layout)
-            if other != layout:
-                raise InputError(f"{name} is {other[0]} {other[1]} in {first.name} but {layout[0]} {layout[1]} "
-                                 f"in {shard.name}")
-
-
-def check_disjoint(shards: Sequence[Shard]) -> None:
-    """No base covered by two shards, or InputError naming both shards and the first shared stretch."""
-    contigs = sorted({c for s in shards for c in s.covered})
-    for contig in contigs:
-        runs = sorted((start, end, i) for i, s in enumerate(shards) for start, end in s.covered.get(contig, []))
-        reach, owner = -1, -1
-        for start, end, i in runs:
-            if start < reach:
-                a, b = shards[owner], shards[i]
-                stop = min(end, reach)
-                raise InputError(f"shards overlap: {a.name} and {b.name} both cover {_region(contig, start, stop)} "
-                                 f"({stop - start:,} bases)",
-                                 hint="predict shards over disjoint regions; merge will not pick one over another")
-            if end > reach:
-                reach, owner = end, i
+# what the shards must cover
 
 
 def expected_intervals(config: MergeConfig, lengths: Mapping[str, int]) -> list[Interval]:
@@ -250,45 +75,6 @@ def expected_intervals(config: MergeConfig, lengths: Mapping[str, int]) -> list[
     if config.expect_contigs:
         wanted += [Interval(contig, 0, length) for contig, length in lengths.items()]
     return merge_intervals(wanted)
-
-
-def check_expected(shards: Sequence[Shard], expected: Sequence[Interval]) -> None:
-    """Every expected base is covered by some shard, or InputError naming the missing stretches."""
-    covered = {}
-    for shard in shards:
-        for contig, runs in shard.covered.items():
-            covered.setdefault(contig, []).extend(Interval(contig, s, e) for s, e in runs)
-    missing: list[Interval] = []
-    for iv in expected:
-        pos = iv.start
-        for run in merge_intervals(covered.get(iv.contig, [])):
-            if run.end <= pos or run.start >= iv.end:
-                continue
-            if run.start > pos:
-                missing.append(Interval(iv.contig, pos, run.start))
-            pos = max(pos, run.end)
-        if pos < iv.end:
-            missing.append(Interval(iv.contig, pos, iv.end))
-    if missing:
-        listed = ", ".join(_region(m.contig, m.start, m.end) for m in missing[:3])
-        more = f" and {len(missing) - 3:,} more stretches" if len(missing) > 3 else ""
-        total = sum(len(m) for m in missing)
-        raise InputError(f"the {len(shards)} shards leave {total:,} expected bases uncovered: {listed}{more}",
-                         hint="a shard is missing or was predicted over the wrong region; predict it and merge again")
-
-
-def _reference_lengths(shards: Sequence[Shard]) -> dict[str, int]:
-    """Contig lengths of the shards' reference (the FASTA itself where readable, else the shards' groups)."""
-    path = shards[0].attrs.get("reference")
-    if path and Path(path).is_file():
-        from genoformer.io.fasta import Reference
-
-        return dict(Reference(path).contigs)
-    log.warning("reference %s not found; contigs no shard predicted cannot be checked", path)
-    lengths: dict[str, int] = {}
-    for shard in shards:
-        lengths.update(shard.lengths)
-    return lengths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +141,7 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
     template = sources[0][1]
     for k, v in template.attrs.items():
         group.attrs[k] = v
-    names = ["covered"] + sorted(n for n in _datasets(template) if n != "covered")
+    names = ["covered"] + sorted(n for n in datasets(template) if n != "covered")
     targets = {}
     for name in names:
         src = template[name]
@@ -366,7 +152,7 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
             ds.attrs[k] = v
         targets[name] = ds
     # attrs of task subgroups (e.g. /contigs/<c>/variant) travel too
-    for name, obj in _groups(template).items():
+    for name, obj in groups(template).items():
         group.require_group(name).attrs.update(obj.attrs)
     chunk_rows = {targets[n].chunks[0] for n in names}
     aligned = len(chunk_rows) == 1  # every dataset chunked by the same rows (as predict writes them)
@@ -438,7 +224,7 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
     check_consistent(shards)
     check_disjoint(shards)
     if config.expect_regions or config.expect_bed or config.expect_contigs:
-        check_expected(shards, expected_intervals(config, _reference_lengths(shards)))
+        check_expected(shards, expected_intervals(config, reference_lengths(shards)))
 
     attrs = _provenance(shards, config, command or " ".join(sys.argv))
     lengths = {c: n for s in shards for c, n in s.lengths.items()}

@@ -206,6 +206,7 @@ def test_shards_chunked_differently(tmp_path, monkeypatch):
     a shard chunked unlike the output) are decoded.  Either way: the values the shards were cut
     from.  Then the same with no chunk copied at all (1,000-base blocks, runs across block edges)."""
     import genoformer.merge as merge_module
+    import genoformer.merge_checks as merge_checks
 
     runs = {"chrA": [(0, 2_100), (2_100, 5_000)], "chrB": [(2_500, 3_000), (100, 2_000)]}
     shards = [write_shard(tmp_path / "s1.h5", {"chrA": [runs["chrA"][0]], "chrB": [runs["chrB"][0]]}),
@@ -228,8 +229,8 @@ def test_shards_chunked_differently(tmp_path, monkeypatch):
     assert result.covered == {"chrA": 5_000, "chrB": 2_400}
     check(result.out)
     monkeypatch.setattr(merge_module, "_same_layout", lambda src, dst: False)
-    monkeypatch.setattr(merge_module, "_BLOCK", 1_000)
-    assert merge_module.read_shard(shards[0]).covered == {"chrA": [(0, 2_100)], "chrB": [(2_500, 3_000)]}
+    monkeypatch.setattr(merge_checks, "SCAN_BLOCK", 1_000)
+    assert merge_checks.read_shard(shards[0]).covered == {"chrA": [(0, 2_100)], "chrB": [(2_500, 3_000)]}
     check(merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "b.h5"),
                                                       progress=False)).out)
 
