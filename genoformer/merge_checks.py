@@ -205,20 +205,29 @@ def check_disjoint(shards: Sequence[Shard]) -> None:
 
 
 def check_expected(shards: Sequence[Shard], expected: Sequence[Interval]) -> None:
-    """Every expected base is covered by some shard, or InputError naming the missing stretches."""
-    covered = {}
+    """Every expected base is covered by some shard, or InputError naming the missing stretches.
+
+    Covered runs are merged and searched per contig, so an exome BED against exome shards costs
+    O((intervals + runs) log runs), not their product.
+    """
+    runs: dict[str, list[Interval]] = {}
     for shard in shards:
-        for contig, runs in shard.covered.items():
-            covered.setdefault(contig, []).extend(Interval(contig, s, e) for s, e in runs)
+        for contig, pairs in shard.covered.items():
+            runs.setdefault(contig, []).extend(Interval(contig, s, e) for s, e in pairs)
+    edges = {}
+    for contig, ivs in runs.items():
+        merged = merge_intervals(ivs)
+        edges[contig] = (np.array([iv.start for iv in merged]), np.array([iv.end for iv in merged]))
+    none = (np.zeros(0, int), np.zeros(0, int))
     missing: list[Interval] = []
-    for iv in expected:
+    for iv in merge_intervals(expected):
+        starts, ends = edges.get(iv.contig, none)
         pos = iv.start
-        for run in merge_intervals(covered.get(iv.contig, [])):
-            if run.end <= pos or run.start >= iv.end:
-                continue
-            if run.start > pos:
-                missing.append(Interval(iv.contig, pos, run.start))
-            pos = max(pos, run.end)
+        # the runs that overlap iv: those ending after its start and starting before its end
+        for k in range(int(np.searchsorted(ends, iv.start, side="right")), int(np.searchsorted(starts, iv.end))):
+            if starts[k] > pos:
+                missing.append(Interval(iv.contig, pos, int(starts[k])))
+            pos = max(pos, int(ends[k]))
         if pos < iv.end:
             missing.append(Interval(iv.contig, pos, iv.end))
     if missing:

@@ -247,3 +247,18 @@ def test_damaged_shard_is_named_and_nothing_is_written(tmp_path, chunk):
     proc = run_cli("merge", a, b, "--out", tmp_path / "m.h5", "--no-progress")
     assert_clean_failure(proc, 3, "b.h5", "variant/probs")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "b.h5"]
+
+
+def test_expected_regions_at_exome_scale():
+    """50,000 expected intervals against 50,000 covered runs (a quadratic check would not finish);
+    the one uncovered stretch is found exactly: bases 1,700..1,706 (0-based) = c:1,701-1,707."""
+    from genoformer.coords import Interval
+    from genoformer.merge_checks import Shard, check_expected
+
+    runs = [(i * 300, i * 300 + 200) for i in range(50_000)]
+    shards = [Shard(path="x.h5", attrs={}, lengths={"c": 15_000_000}, covered={"c": runs[::2]}),
+              Shard(path="y.h5", attrs={}, lengths={"c": 15_000_000}, covered={"c": runs[1::2]})]
+    expected = [Interval("c", s + 10, e - 10) for s, e in runs]
+    check_expected(shards, expected)
+    with pytest.raises(InputError, match=r"leave 7 expected bases uncovered: c:1,701-1,707$"):
+        check_expected(shards, expected + [Interval("c", 1_695, 1_707)])
