@@ -71,8 +71,7 @@ def main() -> None:
                                       progress=False))
             seconds = time.perf_counter() - started  # including model load and checksums, as a user waits
             cpu_seconds = time.process_time() - cpu_started  # all threads: shows how much a busy box held it back
-            step = window - 2 * s["margin"]
-            steady = s["windows"] * step / seconds
+            steady = s["windows"] * s["step"] / seconds
             rows.append({"window": window, "margin": s["margin"], "windows": s["windows"], "seconds": seconds,
                          "cpu_seconds": cpu_seconds,
                          "bases": s["bases"], "bases_per_s": s["bases"] / seconds, "steady_bases_per_s": steady,

@@ -269,7 +269,7 @@ def predict(config: PredictConfig) -> dict:
     seconds = time.perf_counter() - started
     return {"out": str(out), "task": task, "bases": total, "bases_predicted": n_bases, "windows": n_windows,
             "windows_run": n_run, "windows_resumed": int(done.sum()), "n_window_cached": runner.n_cached,
-            "window": window, "margin": margin, "batch_size": batch_size, "device": str(device),
+            "window": window, "margin": margin, "step": step, "batch_size": batch_size, "device": str(device),
             "hash_seed": config.hash_seed, "seconds": seconds, "bases_per_s": n_bases / max(seconds, 1e-9)}
 
 

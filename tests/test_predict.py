@@ -169,6 +169,20 @@ def test_no_seams_region_alone_equals_inside_a_larger_run(tiny_pattern_model, ch
     outside = read_predictions(tmp_path / "small.h5", "chr20:10,006,790-10,008,000")
     assert not outside.covered.any() and not outside.probs.any()
 
+    # a BED of scattered intervals (0-based; two share a window, one overlaps another) writes exactly them
+    bed = tmp_path / "regions.bed"
+    bed.write_text("chr20\t10001000\t10001100\nchr20\t10001050\t10001200\nchr20\t10001500\t10001501\n"
+                   "chr20\t10009000\t10010000\n")
+    run(tiny_pattern_model, chr20["fasta"], tmp_path / "bed.h5", regions_bed=str(bed))
+    got = read_predictions(tmp_path / "bed.h5", "chr20:10,000,001-10,012,000")
+    whole = read_predictions(tmp_path / "large.h5", "chr20:10,000,001-10,012,000")
+    expect = np.zeros(12_000, dtype=bool)
+    for a, b in ((1000, 1200), (1500, 1501), (9000, 10_000)):
+        expect[a:b] = True
+    assert np.array_equal(got.covered, expect)
+    np.testing.assert_allclose(got.probs[expect], whole.probs[expect], atol=1e-3, rtol=0)
+    assert not got.probs[~expect].any()
+
 
 def test_same_hash_seed_same_file_contents_another_seed_differs(tiny_pattern_model, chr20, tmp_path):
     kw = dict(regions=["chr20:10,000,001-10,004,000"])
