@@ -50,6 +50,20 @@ def job_counts(output: str) -> Counter:
     return counts
 
 
+def alleles_inside(vcf: Path, region: tuple[str, int, int], mask: np.ndarray) -> int:
+    """Distinct non-reference alleles in the genotypes of records whose REF span lies where `mask` is True."""
+    import pysam
+
+    contig, start, end = region
+    n = 0
+    with pysam.VariantFile(str(vcf)) as fh:
+        for rec in fh.fetch(contig, start, end):
+            a, b = rec.start - start, rec.stop - start
+            if a >= 0 and b <= end - start and mask[a:b].all():
+                n += len({g for g in rec.samples[0]["GT"] if g})
+    return n
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, chr20, tiny_variant_model) -> Path:
     root = tmp_path_factory.mktemp("workflow")
@@ -124,8 +138,12 @@ def test_run_end_to_end_then_noop_then_one_shard(workdir, chr20):
             _, a, b = line.split("\t")
             scored[int(a) - start:int(b) - start] = True
         np.testing.assert_array_equal(scored, mask)
+        # the evaluation scored exactly those bases, and every truth and call allele inside them (pysam counts)
         evaluation = json.loads((out / "evaluation.json").read_text())
-        assert evaluation and isinstance(evaluation, dict)
+        assert evaluation["scored_bases"] == int(mask.sum())
+        assert evaluation["all"]["tp"] + evaluation["all"]["fn"] == alleles_inside(chr20["vcf"], REGION, mask)
+        assert evaluation["all"]["tp"] + evaluation["all"]["fp"] == alleles_inside(out / f"{sample}.vcf.gz", REGION,
+                                                                                   mask)
     # the copy is the same reads under another name: the same predictions
     np.testing.assert_array_equal(merged[SAMPLES[0]], merged[SAMPLES[1]])
     assert (workdir / "results" / "reads" / "NA12878_copy.bam.bai").is_file()
