@@ -262,3 +262,23 @@ def test_expected_regions_at_exome_scale():
     check_expected(shards, expected)
     with pytest.raises(InputError, match=r"leave 7 expected bases uncovered: c:1,701-1,707$"):
         check_expected(shards, expected + [Interval("c", 1_695, 1_707)])
+
+
+def test_interrupted_merge_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which the CLI turns into SystemExit) while the second contig is written:
+    neither the output nor a temp file is left."""
+    import genoformer.merge as merge_module
+
+    shards = [write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_000)], "chrB": [(0, 500)]})]
+    real = merge_module._write_contig
+
+    def interrupted(out, contig, *args):
+        if contig == "chrB":
+            raise KeyboardInterrupt
+        return real(out, contig, *args)
+
+    monkeypatch.setattr(merge_module, "_write_contig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        merge_module.merge(merge_module.MergeConfig(shards=(str(shards[0]),), out=str(tmp_path / "m.h5"),
+                                                    progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
