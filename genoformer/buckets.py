@@ -354,5 +354,6 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
         for contig, position in queries:
             written[f"query {contig}:{position + 1}"] = plots.query_plot(bmap, position,
                                                                          plots.query_stem(out, contig, position))
-    written["config"] = [bucket_files.write_bytes(out / "config.json", (json.dumps(settings, indent=2) + "\n").encode())]
+    settings_json = (json.dumps(settings, indent=2) + "\n").encode()
+    written["config"] = [bucket_files.write_bytes(out / "config.json", settings_json)]
     return written

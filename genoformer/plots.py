@@ -100,8 +100,9 @@ def track_plot(bmap: BucketMap, tracks: Mapping[str, np.ndarray], stem: str | os
     for boundary in range(len(bmap.heads) * len(bmap.rounds), len(combos), len(bmap.heads) * len(bmap.rounds)):
         ax.axhline(boundary, color="black", linewidth=0.8)  # between layers
     ax.tick_params(axis="x", labelbottom=False)
-    ax.set_title(f"LSH buckets over {_label(region.contig, region.start, region.end)} (hash seed {bmap.hash_seed}, {bmap.n_buckets} buckets "
-                 f"per round; model {bmap.model.get('sha256', '')[:12]})", fontsize=9, loc="left")
+    ax.set_title(f"LSH buckets over {_label(region.contig, region.start, region.end)} (hash seed {bmap.hash_seed}, "
+                 f"{bmap.n_buckets} buckets per round; model {bmap.model.get('sha256', '')[:12]})",
+                 fontsize=9, loc="left")
 
     tax = fig.add_subplot(grid[1], sharex=ax)
     names = list(tracks)

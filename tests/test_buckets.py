@@ -11,6 +11,8 @@ import csv
 import itertools
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -213,8 +215,9 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
             layer, head, round_, bucket = map(int, m.groups())
             tokens = np.searchsorted(owned_end, np.arange(rec.start, rec.end), side="right")
             assert (data[f"buckets/L{layer}.H{head}.R{round_}"][tokens] == bucket).all()
-            covered[m.group(0).rsplit(".", 1)[0]] = covered.get(m.group(0).rsplit(".", 1)[0], 0) + rec.end - rec.start
-    assert covered == {f"L{l}.H{h}.R{r}": W for l, h, r in itertools.product((0, 1), (0, 1), (0, 1))}
+            prefix = f"L{layer}.H{head}.R{round_}"
+            covered[prefix] = covered.get(prefix, 0) + rec.end - rec.start
+    assert covered == {f"L{la}.H{h}.R{r}": W for la, h, r in itertools.product((0, 1), (0, 1), (0, 1))}
 
     with open(out / "summary.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
@@ -331,6 +334,16 @@ def test_bad_selection(synthetic, lsh_model, tmp_path, options, needle):
     with pytest.raises(UsageError, match=needle):
         run_buckets(config)
     assert not list((tmp_path / "o").iterdir())  # nothing written
+
+
+def test_cli_without_matplotlib(synthetic, lsh_model, tmp_path):
+    """matplotlib made unimportable in a real process: exit 4 before any work, naming the extra."""
+    code = ("import sys; sys.modules['matplotlib'] = None; from genoformer.cli import main; "
+            f"main(['buckets', '--model', {str(lsh_model)!r}, '--reference', {str(synthetic)!r}, "
+            f"'--region', 'mid:1-1000', '--out', {str(tmp_path / 'o')!r}])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_clean_failure(proc, 4, "matplotlib")
+    assert "genoformer[plot]" in proc.stderr and not (tmp_path / "o").exists()
 
 
 def test_cli_model_without_lsh_layers(synthetic, full_model, tmp_path):

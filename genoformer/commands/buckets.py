@@ -18,7 +18,7 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--layer", "layers", type=int, multiple=True, help="LSH layer (0-based); repeat. Default: all.")
 @click.option("--head", "heads", type=int, multiple=True, help="Attention head (0-based); repeat. Default: all.")
 @click.option("--round", "rounds", type=int, multiple=True, help="Hashing round (0-based); repeat. Default: all.")
-@click.option("--query", "queries", type=REGION, multiple=True,
+@click.option("--query", "queries", type=REGION, multiple=True, metavar="CONTIG:POS",
               help="A base, CONTIG:POSITION (1-based): plot its top attended positions; repeat.")
 @click.option("--tracks", type=_file, multiple=True,
               help="BED/GFF3/GTF/UCSC .txt annotation drawn under the buckets and scored for enrichment; repeat.")
