@@ -202,7 +202,8 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
                top_k: int = 8, device: str = "cpu", model=None) -> BucketMap:
     """Run the model over the window holding `region` and record its LSH buckets (see BucketMap).
 
-    `model` takes an already loaded (model, meta) pair from `load_model` to skip reloading.
+    `model` takes an already loaded (model, meta) pair from `load_model` to skip reloading; its LSH
+    layers keep `hash_seed` afterwards (layer i: hash_seed + i).
     """
     from genoformer.datasets import WindowDataset
     from genoformer.io.alignments import Alignments
