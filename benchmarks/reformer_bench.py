@@ -239,7 +239,7 @@ def peers(args) -> dict:
 
 
 def lengths(args) -> dict:
-    sweep = [1024, 4096] if args.quick else [4096 * 2**i for i in range(7)]  # 4K .. 262K
+    sweep = [1024, 4096] if args.quick else args.lengths
     specs = [spec_for(args, attention=kind, tokens=T) for T in sweep for kind in ("lsh", "local", "full")
              if kind != "full" or T <= args.full_max]
     rows = run_all(specs, args)
@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, nargs="+", help="peers: lengths (default 16384 65536)")
     parser.add_argument("--ff-chunks", type=int, default=1, help="genoformer feed-forward chunks")
     parser.add_argument("--full-max", type=int, default=65536, help="longest length for full attention")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[4096 * 2**i for i in range(7)],
+                        help="length sweep (default 4K .. 262K tokens)")
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16, 24], help="depth sweep")
     parser.add_argument("--plain-max-depth", type=int, default=24,
                         help="deepest plain-residual run (its activations grow with depth)")
