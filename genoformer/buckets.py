@@ -47,8 +47,8 @@ class BucketMap:
       buckets      int32 [n_layers, n_heads, n_rounds, T]   bucket id in [0, n_buckets)
       top_tokens   int32 [n_layers, n_heads, T, top_k]      most attended token indices (-1: none)
       top_weights  float32 [n_layers, n_heads, T, top_k]    their attention weight, summed over rounds
-    Attended tokens are kept for the region's tokens only (-1 / 0 elsewhere): a 1 Mb window holds
-    ~170,000 tokens, and what users ask about is the region.
+    Attended tokens are computed for the region's tokens only (-1 / 0 elsewhere): a 1 Mb window holds
+    ~170,000 tokens, what users ask about is the region, and the search costs per query token.
     `layers`, `heads`, `rounds` name the model's indices (0-based) behind each axis position.
     """
 
@@ -235,26 +235,28 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     device_ = next(net.parameters()).device
     tokens, mask = item["tokens"][None].to(device_), item["token_mask"][None].to(device_)
     n = int(item["token_mask"].sum())
+    starts, ends = tokenizer.token_spans(n, window.start)
+    owner = tokenizer.token_of_base(window.n_valid)
+    owned_start = window.start + np.searchsorted(owner, np.arange(n), side="left")
+    owned_end = window.start + np.searchsorted(owner, np.arange(n), side="right")
+    # owned spans tile the window in token order, so the region's tokens are one run [first, stop)
+    first, stop = np.searchsorted(owned_end, interval.start, side="right"), np.searchsorted(owned_start, interval.end)
 
     net.encoder.set_hash_seed(int(hash_seed))
     with torch.no_grad():
         extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens.shape[1])
         with net._extra_embedding(extra):  # the read evidence enters exactly as in forward
-            found = net.encoder.inspect(tokens, mask, layers=layers, top_k=top_k)
+            # top keys for the region's tokens only: their search dominates, and scales with the queries
+            found = net.encoder.inspect(tokens, mask, layers=layers, top_k=top_k, queries=(first, stop))
 
     hi, ri = torch.tensor(heads), torch.tensor(rounds)
     buckets = np.stack([found[i].buckets[0][hi][:, ri, :n].cpu().numpy() for i in layers]).astype(np.int32)
-    top_tokens = np.stack([found[i].top_positions[0][hi, :n].cpu().numpy() for i in layers]).astype(np.int32)
-    top_weights = np.stack([found[i].top_weights[0][hi, :n].cpu().numpy() for i in layers]).astype(np.float32)
     if (buckets < 0).any():
         raise RuntimeError("a real token has no bucket")  # the LSH layer's invariant; a bug if broken
-
-    starts, ends = tokenizer.token_spans(n, window.start)
-    owner = tokenizer.token_of_base(window.n_valid)
-    owned_start = window.start + np.searchsorted(owner, np.arange(n), side="left")
-    owned_end = window.start + np.searchsorted(owner, np.arange(n), side="right")
-    outside = ~((owned_end > interval.start) & (owned_start < interval.end))
-    top_tokens[:, :, outside], top_weights[:, :, outside] = -1, 0.0
+    top_tokens = np.full((len(layers), len(heads), n, top_k), -1, dtype=np.int32)
+    top_weights = np.zeros((len(layers), len(heads), n, top_k), dtype=np.float32)
+    top_tokens[:, :, first:stop] = np.stack([found[i].top_positions[0][hi].cpu().numpy() for i in layers])
+    top_weights[:, :, first:stop] = np.stack([found[i].top_weights[0][hi].cpu().numpy() for i in layers])
     seq = ref.fetch(window.contig, window.start, window.valid_end)
     upper = np.where((seq >= 97) & (seq <= 122), seq - 32, seq).astype(np.uint8)
     provenance = {"path": str(resolve(model_path).resolve()),

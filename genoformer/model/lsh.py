@@ -17,6 +17,7 @@ replays so that the backward recomputation sees the same buckets.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -29,6 +30,9 @@ from .lsh_kernels import SELF_SCORE, LSHAttentionFunction, bucket_factors, hash_
 from .positions import apply_rotary, rotary_angles
 
 INSPECT_BLOCK_ELEMENTS = 2 ** 24  # cap on gathered key elements per block of inspected queries
+GROUP_ROWS = 2 ** 16  # tokens x heads recomputed at once in the reversible backward (head_groups)
+# query tokens of LSHSelfAttention.inspect / Reformer.inspect: slice(start, stop), range or (start, stop); None = all
+Queries = slice | range | tuple[int, int] | None
 
 
 @dataclass
@@ -36,10 +40,12 @@ class LSHInspection:
     """What one LSH layer did on one call.
 
     buckets: [B, heads, n_hashes, T] bucket id per position, round and head (-1 at padding).
-    top_positions, top_weights: [B, heads, T, top_k] each query's most attended token indices
-    and their attention weight summed over rounds (-1 / 0 where fewer keys exist).
+    top_positions, top_weights: [B, heads, len(queries), top_k] the most attended token indices
+    (0 to T-1) of each query token in `queries`, and their attention weight summed over rounds
+    (-1 / 0 where fewer keys exist); row j is token queries[j].
     n_buckets: buckets per round of the longest sequence; n_buckets_per_sequence: [B].
     seed: the hash seed used.
+    queries: the query tokens whose top attended keys were computed (range(T) unless narrowed).
     """
 
     buckets: Tensor
@@ -48,6 +54,7 @@ class LSHInspection:
     n_buckets: int
     n_buckets_per_sequence: Tensor
     seed: int
+    queries: range
 
 
 class _Hashed(NamedTuple):
@@ -82,20 +89,44 @@ class LSHSelfAttention(nn.Module):
         self.to_v = nn.Linear(d_model, d_model, bias=False)
         self.to_out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+                heads: slice | None = None) -> Tensor:
+        """The layer's output, or with `heads` only those heads' share of it (the output bias goes
+        with the group holding head 0), so that summing every group's share gives the output.
+        Groups draw the hash seed as a whole call does: replay the RNG state before each one."""
         B, T, _ = x.shape
-        h = self._prepare(x, mask, positions)
+        if heads is not None and self.dropout and self.training:
+            raise UsageError("an LSH layer with dropout cannot be run a head group at a time")
+        heads = slice(0, self.heads) if heads is None else heads
+        h = self._prepare(x, mask, positions, heads)
         out = LSHAttentionFunction.apply(h.q, h.k, h.v, h.order, None if mask is None else h.real,
                                          self.causal, self.bucket_size)
         out = out.transpose(1, 2).reshape(B, T, -1)
-        return F.dropout(self.to_out(out), self.dropout, training=self.training)
+        columns = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
+        out = F.linear(out, self.to_out.weight[:, columns], self.to_out.bias if heads.start == 0 else None)
+        return F.dropout(out, self.dropout, training=self.training)
+
+    def head_groups(self, batch: int, length: int) -> list[slice] | None:
+        """Head groups for a backward pass that recomputes one group at a time, or None for all at once:
+        at long lengths the layer's intermediates are ~8 [B, T, d_model] tensors, a group's a fraction."""
+        if self.dropout and self.training:
+            return None
+        per = max(1, GROUP_ROWS // max(batch * length, 1))
+        return None if per >= self.heads else [slice(h, min(h + per, self.heads)) for h in range(0, self.heads, per)]
 
     @torch.no_grad()
     def inspect(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
-                top_k: int = 8) -> LSHInspection:
-        """Buckets and each query's top attended positions for this input (drawing the seed as forward does)."""
+                top_k: int = 8, queries: Queries = None) -> LSHInspection:
+        """Buckets of every token and top attended positions of the query tokens (seed drawn as forward does).
+
+        queries: the tokens whose top attended keys to compute, as slice(start, stop), (start, stop) or
+        range(start, stop) with 0 <= start <= stop <= T; None: all T. Buckets always cover every token
+        and keys come from the whole input, so a ranged result equals that slice of the full one; only
+        the top-key search, the costly part, shrinks with the range.
+        """
         if top_k < 1:
             raise UsageError(f"top_k must be >= 1, got {top_k}")
+        wanted = query_range(queries, x.shape[1])
         h = self._prepare(x, mask, positions)
         B, H, T, dh = h.q.shape
         precise = torch.promote_types(h.q.dtype, torch.float32)
@@ -103,16 +134,23 @@ class LSHSelfAttention(nn.Module):
         order, real = h.order.flatten(0, 1), h.real.repeat_interleave(H, 0)
         slot = torch.empty_like(order).scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
         block = max(1, INSPECT_BLOCK_ELEMENTS // (B * H * self.n_hashes * 2 * self.bucket_size * dh))
-        found = [_top_attended(q, k, order, slot, real, self.causal, self.bucket_size, start, min(start + block, T), top_k)
-                 for start in range(0, T, block)]
-        top_positions, top_weights = (torch.cat(parts, 1).view(B, H, T, -1) for parts in zip(*found))
+        found = [_top_attended(q, k, order, slot, real, self.causal, self.bucket_size, start,
+                               min(start + block, wanted.stop), top_k)
+                 for start in range(wanted.start, wanted.stop, block)]
+        if found:
+            top_positions, top_weights = (torch.cat(parts, 1) for parts in zip(*found))
+        else:  # an empty range: no query rows
+            top_positions = torch.empty(B * H, 0, 0, dtype=torch.long, device=x.device)
+            top_weights = torch.empty(B * H, 0, 0, device=x.device)
         missing = top_k - top_positions.shape[-1]
         top_positions, top_weights = F.pad(top_positions, (0, missing), value=-1), F.pad(top_weights, (0, missing))
-        return LSHInspection(buckets=h.buckets, top_positions=top_positions, top_weights=top_weights,
-                             n_buckets=int(h.counts.max()), n_buckets_per_sequence=h.counts, seed=h.seed)
+        return LSHInspection(buckets=h.buckets, top_positions=top_positions.unflatten(0, (B, H)),
+                             top_weights=top_weights.unflatten(0, (B, H)), n_buckets=int(h.counts.max()),
+                             n_buckets_per_sequence=h.counts, seed=h.seed, queries=wanted)
 
-    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None) -> _Hashed:
-        """Seed, projections, hashing and sort order, shared by forward and inspect."""
+    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
+                 heads: slice | None = None) -> _Hashed:
+        """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward and inspect."""
         B, T, _ = x.shape
         seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
@@ -121,20 +159,22 @@ class LSHSelfAttention(nn.Module):
         positions = torch.arange(T, device=x.device) if positions is None else positions.to(x.device, torch.long)
         if positions.shape != (T,):
             raise UsageError(f"positions must have shape [{T}], got {list(positions.shape)}")
-        heads = lambda t: t.view(B, T, self.heads, self.dim_head).transpose(1, 2)
+        heads = slice(0, self.heads) if heads is None else heads
+        rows = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
+        split = lambda t: t.view(B, T, heads.stop - heads.start, self.dim_head).transpose(1, 2)
         # the shared query/key in float32 even under autocast, so buckets do not depend on precision
         precise = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(x.device.type, enabled=False):
-            qk = heads(F.linear(x.to(precise), self.to_qk.weight.to(precise)))
-        buckets, counts = self._hash(qk, real, seed)
+            qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
+        buckets, counts = self._hash(qk, real, seed, heads)
         order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
-        v = heads(self.to_v(x))
+        v = split(F.linear(x, self.to_v.weight[rows]))
         cos, sin = rotary_angles(positions, self.dim_head)
         q = apply_rotary(qk.to(v.dtype), cos, sin)
         k = F.normalize(q.to(precise), dim=-1).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
         return _Hashed(q, k, v, order, real, buckets, counts, seed)
 
-    def _hash(self, qk: Tensor, real: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    def _hash(self, qk: Tensor, real: Tensor, seed: int, heads: slice) -> tuple[Tensor, Tensor]:
         """Bucket ids [B, h, R, T] (-1 at padding) with each sequence's bucket count from its real length."""
         B, H, T, _ = qk.shape
         buckets = torch.full((B, H, self.n_hashes, T), -1, dtype=torch.long, device=qk.device)
@@ -143,9 +183,34 @@ class LSHSelfAttention(nn.Module):
         for length in lengths.unique().tolist():
             same = (lengths == length).nonzero().squeeze(1)
             factors = bucket_factors(length, self.bucket_size)
-            buckets[same] = hash_buckets(qk[same], factors, self.n_hashes, seed)
+            buckets[same] = hash_buckets(qk[same], factors, self.n_hashes, seed, heads, self.heads)
             counts[same.cpu()] = math.prod(factors)
         return buckets.masked_fill_(~real[:, None, None, :], -1), counts
+
+
+def query_range(queries: Queries, length: int) -> range:
+    """The query tokens named by `queries` (see LSHSelfAttention.inspect) of `length`; UsageError if out of bounds."""
+    if queries is None:
+        return range(length)
+    if isinstance(queries, (slice, range)):
+        if queries.step not in (None, 1):
+            raise UsageError(f"queries must be a contiguous range of tokens (step 1), got step {queries.step}")
+        start, stop = queries.start, queries.stop
+        start, stop = 0 if start is None else start, length if stop is None else stop
+    else:
+        try:
+            start, stop = queries
+        except (TypeError, ValueError):
+            raise UsageError(f"queries must be a slice, range or (start, stop) pair, got {queries!r}") from None
+    try:
+        if isinstance(start, bool) or isinstance(stop, bool):
+            raise TypeError
+        start, stop = operator.index(start), operator.index(stop)  # ints, numpy and 0-d tensor integers
+    except TypeError:
+        raise UsageError(f"queries start and stop must be integers, got {start!r} and {stop!r}") from None
+    if not 0 <= start <= stop <= length:
+        raise UsageError(f"queries [{start}, {stop}) must satisfy 0 <= start <= stop <= {length} (the tokens)")
+    return range(start, stop)
 
 
 def _top_attended(q: Tensor, k: Tensor, order: Tensor, slot: Tensor, real: Tensor, causal: bool, bucket_size: int,

@@ -27,7 +27,7 @@ from .feedforward import FeedForward
 from .reversible import ReversibleBlock, ReversibleSequence, RngState
 
 if TYPE_CHECKING:
-    from .lsh import LSHInspection
+    from .lsh import LSHInspection, Queries
 
 WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
 
@@ -87,24 +87,31 @@ class Reformer(nn.Module):
 
     @torch.no_grad()
     def inspect(self, tokens: Tensor, mask: Tensor | None = None, layers: list[int] | None = None,
-                top_k: int = 8) -> dict[int, LSHInspection]:
+                top_k: int = 8, queries: Queries = None) -> dict[int, LSHInspection]:
         """Each requested LSH layer's LSHInspection (buckets, top attended positions), keyed by layer index.
 
         Computed on the layer's actual normed input, with the RNG state its forward pass then uses,
         so with hash_seed None the reported buckets are those of this very call.
+        queries: the tokens whose top attended keys to compute, as slice(start, stop), (start, stop) or
+        range(start, stop) within [0, length); None: all. Every layer still runs on, and hashes,
+        the whole input, so a ranged result equals that slice of the full one; the top-key search,
+        which dominates the cost, then scales with the range instead of the input length.
         """
+        from .lsh import query_range
+
         lsh = self.lsh_layers()
         wanted = lsh if layers is None else sorted(set(layers))
         not_lsh = [i for i in wanted if i not in lsh]
         if not_lsh:
             raise UsageError(f"layer {not_lsh[0]} is not an LSH layer; LSH layers are {lsh}")
+        chosen = query_range(queries, tokens.shape[-1])  # the user's tokens: internal padding is never a query
         x, mask, T = self._embed(tokens, mask)
         x1 = x2 = x
         found = {}
         for i, block in enumerate(self.layers.blocks[: max(wanted, default=-1) + 1]):
             if i in wanted:
                 with RngState(x.device).replay():
-                    found[i] = _trim(block.f.fn.inspect(block.f.norm(x2), mask=mask, top_k=top_k), T)
+                    found[i] = _trim(block.f.fn.inspect(block.f.norm(x2), mask=mask, top_k=top_k, queries=chosen), T)
             x1, x2 = block(x1, x2, mask=mask)
         return found
 
@@ -133,10 +140,8 @@ class Reformer(nn.Module):
 
 
 def _trim(inspection: LSHInspection, T: int) -> LSHInspection:
-    """Drop the internal padding positions from an LSHInspection."""
-    return dataclasses.replace(inspection, buckets=inspection.buckets[..., :T],
-                               top_positions=inspection.top_positions[:, :, :T],
-                               top_weights=inspection.top_weights[:, :, :T])
+    """Drop the internal padding positions from an LSHInspection (its queries already lie below T)."""
+    return dataclasses.replace(inspection, buckets=inspection.buckets[..., :T])
 
 
 def save_pretrained(model: Reformer, directory: str | os.PathLike) -> None:
