@@ -26,8 +26,10 @@ from fasta_factory import write_fasta
 from genoformer.bucket_stats import COLUMNS, attended_pairs, sharing_enrichment
 from genoformer.buckets import BucketsConfig, analysis_window, bucket_map, load_model, run_buckets
 from genoformer.coords import Interval
+from genoformer.datasets import WindowDataset
 from genoformer.errors import UsageError
 from genoformer.io.bucket_files import read_buckets
+from genoformer.io.fasta import Reference
 
 W, K = 1536, 6
 SEGMENT = 240
@@ -120,9 +122,16 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     bases = np.arange(window.start, window.valid_end)
     np.testing.assert_array_equal(bmap.bucket_at(0, 1, 1, bases), expected[1, 1, (bases - window.start) // K])
     assert (bmap.bucket_at(0, 0, 0, [window.start - 1, window.valid_end]) == -1).all()
-    # attended tokens are kept for the region's tokens only
+    # attended tokens are searched for the region's tokens only, and equal those of a search over every token
     in_region = bmap.region_tokens()
     assert (bmap.top_tokens[:, :, ~in_region] == -1).all() and (bmap.top_tokens[:, :, in_region, 0] >= 0).all()
+    item = WindowDataset(Reference(str(synthetic)), [window], model.tokenizer)[0]
+    model.encoder.set_hash_seed(3)
+    every = model.encoder.inspect(item["tokens"][None], item["token_mask"][None], top_k=8)
+    for li, layer in enumerate(bmap.layers):
+        keys, weights = every[layer].top_positions[0][:, :n], every[layer].top_weights[0][:, :n]
+        np.testing.assert_array_equal(bmap.top_tokens[li][:, in_region], keys[:, in_region])
+        np.testing.assert_array_equal(bmap.top_weights[li][:, in_region], weights[:, in_region])
     starts, ends, ids = bmap.runs(0, 1, 0)
     assert starts[0] == bmap.region.start and ends[-1] == bmap.region.end
     np.testing.assert_array_equal(starts[1:], ends[:-1])  # runs tile the region

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from genoformer.errors import UsageError
-from genoformer.model import lsh_kernels
+from genoformer.model import lsh, lsh_kernels
 from genoformer.model.lsh import LSHSelfAttention
 from genoformer.model.lsh_kernels import LSHAttentionFunction, bucket_factors, hash_buckets
 from genoformer.model.positions import apply_rotary, rotary_angles
@@ -153,6 +154,29 @@ def test_inspect_matches_dense_weights():
     rebuilt = (everything.top_weights.double()[..., None] * picked).sum(-2)
     rebuilt = m.to_out(rebuilt.transpose(1, 2).reshape(2, T, 32))
     assert torch.allclose(rebuilt[real], out[real], atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_inspect_for_a_range_of_queries_equals_that_slice_of_the_full_result(monkeypatch, causal):
+    T = 45
+    m = module(bucket_size=4, n_hashes=3, causal=causal)
+    x = torch.randn(2, T, 32, dtype=torch.float64)
+    real = padding_mask(2, T, seed=3)
+    full = m.inspect(x, mask=real, top_k=6)
+    assert full.queries == range(T) and full.top_positions.shape == (2, 2, T, 6)
+    # 7 queries per block (B * heads * rounds * 2 * bucket_size * dh elements each): ranges cross block edges
+    monkeypatch.setattr(lsh, "INSPECT_BLOCK_ELEMENTS", 7 * 2 * 2 * 3 * 2 * 4 * 16)
+    for queries, rows in [(slice(10, 29), range(10, 29)), ((0, T), range(T)), (range(44, 45), range(44, 45)),
+                          (slice(None, 5), range(5)), (slice(30, None), range(30, T)),
+                          ((np.int64(3), torch.tensor(4)), range(3, 4)), ((20, 20), range(20, 20))]:
+        part = m.inspect(x, mask=real, top_k=6, queries=queries)
+        assert part.queries == rows and part.top_positions.shape == (2, 2, len(rows), 6)
+        assert torch.equal(part.buckets, full.buckets) and part.n_buckets == full.n_buckets
+        assert torch.equal(part.top_positions, full.top_positions[:, :, rows.start:rows.stop])
+        assert torch.equal(part.top_weights, full.top_weights[:, :, rows.start:rows.stop])
+    for bad in [(5, 3), (0, T + 1), (-1, 4), slice(0, 10, 2), (1.5, 3), (True, 3), "0-10", (1, 2, 3)]:
+        with pytest.raises(UsageError, match="queries"):
+            m.inspect(x, mask=real, queries=bad)
 
 
 def test_error_against_full_attention_falls_with_more_hashes():

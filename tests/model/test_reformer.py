@@ -139,6 +139,28 @@ def test_inspect_reports_each_lsh_layer_for_the_users_length():
         m.inspect(tokens, layers=[1])
 
 
+@needs_lsh
+@pytest.mark.parametrize("causal", [False, True])
+def test_inspect_for_a_range_of_queries_equals_that_slice_of_the_full_result(causal):
+    """37 tokens are padded to 48 inside: ranges count the user's tokens, and padding is never a query."""
+    m = model(attention=["lsh", "local", "lsh"], depth=3, causal=causal)
+    tokens = torch.randint(1, 30, (2, 37))
+    mask = torch.ones(2, 37, dtype=torch.bool)
+    mask[1, 30:] = False
+    full = m.inspect(tokens, mask, top_k=6)
+    for queries in [(0, 37), (12, 13), slice(20, None), (37, 37)]:
+        part = m.inspect(tokens, mask, top_k=6, queries=queries)
+        rows = range(37)[queries[0]:queries[1]] if isinstance(queries, tuple) else range(37)[queries]
+        assert sorted(part) == [0, 2]
+        for i, inspection in part.items():
+            assert inspection.queries == rows and inspection.buckets.shape == (2, 4, 2, 37)
+            assert torch.equal(inspection.buckets, full[i].buckets)
+            assert torch.equal(inspection.top_positions, full[i].top_positions[:, :, rows.start:rows.stop])
+            assert torch.equal(inspection.top_weights, full[i].top_weights[:, :, rows.start:rows.stop])
+    with pytest.raises(UsageError, match="queries"):
+        m.inspect(tokens, mask, queries=(30, 48))  # inside the padded length, past the user's tokens
+
+
 def test_bf16_autocast_forward_is_finite():
     m = model(attention=KINDS * 1, depth=len(KINDS))
     tokens = torch.randint(0, 30, (2, 40))
