@@ -2,7 +2,7 @@
 
 mlm: contiguous spans of real tokens become [MASK]; cross-entropy on the masked tokens only.
 variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
-  padding, outside the confident BED). Metrics on non-ref bases: a true positive is a non-ref base
+  padding, outside the confident BED), optionally weighted per genotype (--class-weights). Metrics on non-ref bases: a true positive is a non-ref base
   called with its exact genotype.
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
 classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
@@ -39,8 +39,13 @@ def span_mask(token_mask: Tensor, fraction: float, span: int, generator: torch.G
 
 
 def forward_loss(model, task: str, batch: dict, device: torch.device, *, generator: torch.Generator | None = None,
-                 mask_fraction: float = 0.15, mask_span: int = 3) -> tuple[Tensor, dict]:
-    """(mean loss, tensors for metrics) of one batch; `generator` draws the mlm masks."""
+                 mask_fraction: float = 0.15, mask_span: int = 3,
+                 class_weights: Tensor | None = None) -> tuple[Tensor, dict]:
+    """(mean loss, tensors for metrics) of one batch; `generator` draws the mlm masks.
+
+    variant: `class_weights` [3] weights each genotype's bases; the mean is over the weights
+    (cross_entropy's convention), so the loss scale does not depend on a batch's mix of genotypes.
+    """
     tokens, token_mask = batch["tokens"], batch["token_mask"]
     if task == "mlm":
         masked = span_mask(token_mask, mask_fraction, mask_span, generator)
@@ -63,7 +68,8 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         target = batch["genotype"].to(device)
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # nothing scored here
-        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight=class_weights,
+                               ignore_index=IGNORE_INDEX)
         return loss, {"logits": logits.detach(), "target": target}
     target = (batch["tracks"] if "tracks" in batch else batch["soft_mask"][..., None].float()).to(device)
     valid = batch["valid"].to(device)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -31,6 +32,7 @@ from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import RandomWindowSampler, WindowDataset
 from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
 from genoformer.io import checkpoint as ckpt
+from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig, atomic_write
 from genoformer.model.heads import GenoModel
 from genoformer.sequences import SequenceDataset, SequenceSampler, load_sequence_data, make_tokenizer
@@ -95,6 +97,9 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 200
     val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
+    # variant: weight of each genotype in the loss. "none"; "balanced" (n / (3 n_class), counted over the
+    # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt
+    class_weights: str | list[float] = "none"
     ckpt_every: int = 500
     out: str = "run"
     init_from: str | None = None
@@ -129,6 +134,9 @@ class TrainConfig:
             raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        self.class_weights = parse_class_weights(self.class_weights)
+        if self.class_weights != "none" and self.task != "variant":
+            raise UsageError(f"class-weights apply to the variant task, not {self.task}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -137,6 +145,38 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"unknown training option {unknown[0]!r}", hint=f"known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def parse_class_weights(value) -> str | list[float]:
+    """"none", "balanced" or [w_hom_ref, w_het, w_hom_alt] from a flag string or a recipe value."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "balanced"):
+        return value.strip().lower()
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        weights = [float(w) for w in parts]
+    except (TypeError, ValueError):
+        weights = []
+    if len(weights) != len(GENOTYPES) or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise UsageError(f"class-weights must be none, balanced or {len(GENOTYPES)} non-negative numbers "
+                         f"({','.join(GENOTYPES)}), got {value!r}", hint="e.g. --class-weights 1,50,50")
+    return weights
+
+
+def genotype_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
+                    chunk: int = 1 << 20) -> list[int]:
+    """Scored bases of each genotype (hom_ref, het, hom_alt) inside `intervals`, as the loss sees them."""
+    by_contig: dict[str, list[Interval]] = {}
+    for iv in sorted(confident or [], key=lambda iv: (iv.contig, iv.start)):
+        by_contig.setdefault(iv.contig, []).append(iv)
+    counts = np.zeros(len(GENOTYPES), dtype=np.int64)
+    for iv in intervals:
+        for start in range(iv.start, iv.end, chunk):
+            end = min(start + chunk, iv.end)
+            near = None if confident is None else \
+                [c for c in by_contig.get(iv.contig, []) if c.start < end and start < c.end]
+            labels = variants.labels(iv.contig, start, end, near)
+            counts += np.bincount(labels.genotype[labels.mask], minlength=len(GENOTYPES))[:len(GENOTYPES)]
+    return [int(c) for c in counts]
 
 
 def _device(name: str) -> torch.device:
@@ -176,6 +216,7 @@ class TrainData:
     class_names: list[str]
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
+    class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
 
     @property
     def model_task(self) -> str:
@@ -280,7 +321,21 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     n_evidence = len(EVIDENCE_FEATURES) if config.bam is not None else 0
     train_bases = sum(len(iv) for iv in train_iv) if train_iv else sum(ref.contigs.values())
     summary = {"train_bases": train_bases, "val_windows": len(val_ds) if val_ds else 0}
-    return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary)
+    weights = None
+    if config.class_weights == "balanced":
+        counts = genotype_counts(sources["variants"], train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()],
+                                 sources["confident"])
+        if not sum(counts):
+            raise UsageError("class-weights balanced: no scored bases in the training regions",
+                             hint="check --train-regions against --confident-bed")
+        # a genotype absent from the training regions is weighted as the rarest present one
+        weights = [sum(counts) / (len(counts) * (c or min(n for n in counts if n))) for c in counts]
+        summary["genotype_counts"] = dict(zip(class_names, counts))
+    elif config.class_weights != "none":
+        weights = list(config.class_weights)
+    if weights is not None:
+        summary["class_weights"] = dict(zip(class_names, weights))
+    return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary, weights)
 
 
 def _collate(items: list[dict]) -> dict:
@@ -315,7 +370,7 @@ def _build_model(data: TrainData, pretrained: GenoModel | None) -> GenoModel:
     return GenoModel(model_config, data.tokenizer, data.model_task, head["n_classes"], head["n_evidence"])
 
 
-def _validate(model, config, val_ds, device) -> dict[str, float]:
+def _validate(model, config, val_ds, device, weights: torch.Tensor | None) -> dict[str, float]:
     model.eval()
     gen = torch.Generator().manual_seed(config.seed)  # the same masks at every validation
     outputs, losses = [], []
@@ -324,7 +379,8 @@ def _validate(model, config, val_ds, device) -> dict[str, float]:
         for i in range(0, len(val_ds), config.batch_size):
             batch = collate([val_ds[j] for j in range(i, min(i + config.batch_size, len(val_ds)))])
             loss, out = forward_loss(model, config.task, batch, device, generator=gen,
-                                     mask_fraction=config.mask_fraction, mask_span=config.mask_span)
+                                     mask_fraction=config.mask_fraction, mask_span=config.mask_span,
+                                     class_weights=weights)
             losses.append(float(loss))
             outputs.append(out)
     model.train()
@@ -419,6 +475,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     if model is None:
         model = _build_model(data, pretrained)
     model.to(device).train()
+    weights = None if data.class_weights is None else torch.tensor(data.class_weights, device=device)
     net = model
     if ranks > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -470,7 +527,8 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
             batch = collate([train_ds[w] for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
             with _autocast(device):
                 loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
-                                       mask_fraction=config.mask_fraction, mask_span=config.mask_span)
+                                       mask_fraction=config.mask_fraction, mask_span=config.mask_span,
+                                       class_weights=weights)
             (loss / config.grad_accum).backward()
             total += float(loss.detach()) / config.grad_accum
             n_tokens += int(batch["token_mask"].sum()) * ranks
@@ -494,7 +552,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
             continue
         metric = None
         if val_ds is not None and (step % config.val_every == 0 or step == last):
-            val = _validate(model, config, val_ds, device)
+            val = _validate(model, config, val_ds, device, weights)
             rows += [(step, "val", name, f"{value:.6g}") for name, value in val.items()]
             metric = val[MAIN_METRIC[config.task]]
         _write_metrics(metrics_path, rows)

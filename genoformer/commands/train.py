@@ -72,6 +72,8 @@ def read_recipe(path: str) -> dict:
 @click.option("--bucket-size", type=int, help="LSH bucket size (and local attention window).")
 @click.option("--n-hashes", type=int)
 @click.option("--attention", help="lsh, local, full, or one per layer: lsh,local,lsh.")
+@click.option("--class-weights", help="variant: loss weight per genotype: none (default), balanced "
+              "(inverse frequency over the scored training bases) or hom_ref,het,hom_alt numbers (1,50,50).")
 @click.option("--max-steps", type=int)
 @click.option("--stop-after", type=int, help="Stop with a checkpoint at this step "
               "(the schedule still spans max-steps).")
@@ -82,6 +84,7 @@ def read_recipe(path: str) -> dict:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--seed", type=int)
 @click.option("--val-every", type=int, help="Validate every N steps.")
+@click.option("--val-windows", type=int, help="Validate on the first N windows tiling --val-regions (default 8).")
 @click.option("--ckpt-every", type=int, help="Checkpoint every N steps.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default ./run).")
 @click.option("--resume", type=click.Path(), help="Continue the run in this folder exactly.")
