@@ -1,0 +1,114 @@
+"""LSH vs local vs full attention: the same model, data, seed and number of steps, only the attention differs.
+
+Tasks (--tasks, comma-separated):
+- classify: human_nontata_promoters, seeded 80/20 split (as classify_quality.py), but with
+  overlapping k-mers (stride 1: 246 tokens a sequence) and bucket 16, so LSH and local
+  attention each see a fraction of the sequence (local: blocks of 16 tokens and the block
+  before; LSH: 2 hash rounds of buckets of 16); scored by held-out accuracy;
+- variant: the NA12878 set of variant_quality.py (train chr20:10,010,532-10,100,000, predict ->
+  export -> evaluate inside the confident BED of chr20:10,000,847-10,010,531); scored by SNV F1.
+A minutes budget is calibrated once per task on the LSH model and the same steps run for all
+three. "vs full" is the difference in the score (percentage points); negative means worse than
+full attention.
+
+    python benchmarks/quality/attention_quality.py [--tasks classify,variant] [--budget 2.5m|300]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import variant_quality
+from classify_quality import (
+    add_model_args,
+    classify_config,
+    model_record,
+    train_and_score,
+)
+from quality_common import (
+    BAM,
+    FASTA,
+    PROMOTERS,
+    Budget,
+    add_common_args,
+    check_data,
+    machine,
+    save_json,
+    steps_for,
+    table,
+    work_dir,
+)
+
+KINDS = ("lsh", "local", "full")
+
+
+def classify_rows(args, folder: Path) -> list[dict]:
+    steps, _ = steps_for(args.budget, classify_config(args, folder / "probe", "lsh"), folder)
+    rows = []
+    for kind in KINDS:
+        config = classify_config(args, folder / f"classify-{kind}", kind)
+        config.max_steps = steps
+        result = train_and_score(config)
+        rows.append({"task": "classify", "attention": kind, "metric": "accuracy", "score": result["val_accuracy"],
+                     "steps": steps, "train_seconds": result["train_seconds"], "final_loss": result["final_loss"]})
+    return rows
+
+
+def variant_rows(args, folder: Path) -> list[dict]:
+    # the variant_quality.py model (its defaults), LSH / local / full
+    shape = {"window": args.variant_window, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
+             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "threshold": 0.5, "seed": args.seed}
+    probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh"), folder / "probe")
+    steps, _ = steps_for(args.budget, probe, folder)
+    rows = []
+    for kind in KINDS:
+        sub = folder / f"variant-{kind}"
+        sub.mkdir()
+        vcf, info = variant_quality.genoformer_calls(
+            argparse.Namespace(**shape, attention=kind, budget=Budget(steps=steps)), sub)
+        scored = variant_quality.score(kind, vcf)
+        rows.append({"task": "variant", "attention": kind, "metric": "SNV F1", "score": scored["snv_f1"],
+                     "steps": steps, "train_seconds": info["train_seconds"], "final_loss": info["final_loss"],
+                     "counts": scored})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(ap, "attention_quality", "2.5m")
+    ap.add_argument("--tasks", default="classify,variant")
+    ap.add_argument("--variant-window", type=int, default=4096)
+    add_model_args(ap, attention="lsh", stride=1, bucket_size=16)
+    args = ap.parse_args()
+    tasks = args.tasks.split(",")
+    if set(tasks) - {"classify", "variant"}:
+        ap.error(f"--tasks: choose from classify, variant (got {args.tasks})")
+    check_data(PROMOTERS, *([FASTA, BAM] if "variant" in tasks else []))
+    torch.set_num_threads(args.threads)
+    tmp = work_dir(args.keep)
+    folder = Path(args.keep or tmp.name)
+    rows: list[dict] = []
+    try:
+        if "classify" in tasks:
+            rows += classify_rows(args, folder)
+        if "variant" in tasks:
+            rows += variant_rows(args, folder)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    for row in rows:
+        full = next(r["score"] for r in rows if r["task"] == row["task"] and r["attention"] == "full")
+        row["vs_full_points"] = 100 * (row["score"] - full) if row["score"] == row["score"] else None
+    print(f"budget {args.budget} per model (same steps for the three attentions)")
+    print(table(rows, [("task", "task", ""), ("attention", "attention", ""), ("metric", "metric", ""),
+                       ("score", "score", ".3f"), ("vs_full_points", "vs full (pts)", "+.1f"),
+                       ("steps", "steps", "d"), ("train_seconds", "train+val s", ".0f"), ("final_loss", "final loss", ".3f")]))
+    save_json(args.json, {"benchmark": "attention_quality", "budget": str(args.budget), "machine": machine(),
+                          "model": model_record(args), "variant_window": args.variant_window,
+                          "command": " ".join(sys.argv), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""What the quality benchmarks share: data paths, the --budget knob, the machine record, tables, JSON.
+
+--budget is either training steps ("300", "300steps") or CPU-minutes of training ("6m", "6min"):
+a minutes budget trains a few calibration steps first (their time per step, without validation)
+and turns the minutes into steps, so every compared model runs the same number of steps.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from genoformer.evaluate import json_safe
+from genoformer.outputs import write_text
+from genoformer.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data"
+CHR20 = DATA / "variant_chr20_na12878"
+FASTA = CHR20 / "ucsc.hg19.chr20.unittest.fasta.gz"
+BAM = CHR20 / "NA12878_S1.chr20.10_10p1mb.bam"
+TRUTH = CHR20 / "test_nist.b37_chr20_100kbp_at_10mb.vcf.gz"
+CONFIDENT = CHR20 / "test_nist.b37_chr20_100kbp_at_10mb.bed"
+PROMOTERS = DATA / "genomic_benchmarks" / "human_nontata_promoters" / "sequences" / "test_human_nontata_promoters.csv"
+RESULTS = ROOT / "benchmarks" / "results"
+CALIBRATION_STEPS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    steps: int | None = None
+    minutes: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.steps} steps" if self.steps is not None else f"{self.minutes:g} min"
+
+
+def parse_budget(text: str) -> Budget:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(steps?|m|min|minutes?)?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"budget {text!r}: give steps (300) or minutes (6m)")
+    value, unit = m.groups()
+    if unit and unit.startswith("m"):
+        return Budget(minutes=float(value))
+    if "." in value or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"budget {text!r}: steps must be a positive integer")
+    return Budget(steps=int(value))
+
+
+def add_common_args(ap: argparse.ArgumentParser, name: str, budget: str) -> None:
+    ap.add_argument("--budget", type=parse_budget, default=parse_budget(budget),
+                    help=f"training steps (300) or minutes (6m) per model (default {budget})")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: tiny models gain nothing from more on a shared CPU)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=str(RESULTS / f"{name}.json"), help="write the results here")
+    ap.add_argument("--keep", help="keep run folders and outputs in this folder (default: a temporary one)")
+
+
+def check_data(*paths: Path) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"real data not found: {', '.join(missing)} (../shared/data beside the checkout)")
+
+
+def work_dir(keep: str | None) -> tempfile.TemporaryDirectory | None:
+    """A temporary folder, or None when --keep names one (created here)."""
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return None
+    return tempfile.TemporaryDirectory(prefix="genoformer-quality-")
+
+
+def steps_for(budget: Budget, config: TrainConfig, scratch: Path) -> tuple[int, float | None]:
+    """(steps, calibrated seconds per step or None) for `config` under `budget`.
+
+    Calibration trains CALIBRATION_STEPS steps of the same model and batch without validation;
+    the first step's setup is included, so the estimate errs on the short side.
+    """
+    if budget.steps is not None:
+        return budget.steps, None
+    probe = dataclasses.replace(config, max_steps=CALIBRATION_STEPS, stop_after=None, val_regions=None,
+                                val_fraction=0.0 if config.task == "classify" else config.val_fraction,
+                                out=str(scratch / f"calibrate-{time.monotonic_ns()}"), progress=False)
+    seconds = train(probe)["seconds"] / CALIBRATION_STEPS
+    return max(1, int(budget.minutes * 60 / seconds)), seconds
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    memory = None
+    try:
+        kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+        memory = round(kb / 2 ** 20, 1)
+    except (OSError, StopIteration):
+        pass
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
+            "cores": os.cpu_count(), "memory_gib": memory, "load_average": os.getloadavg()[0],
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Fixed-width text table; columns are (key, heading, format spec); None prints as '-'."""
+    def cell(row: dict, key: str, spec: str) -> str:
+        value = row.get(key)
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+    cells = [[heading for _, heading, _ in columns]] + [[cell(r, k, s) for k, _, s in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    text = [spec == "" for _, _, spec in columns]  # text left, numbers right
+    lines = ["  ".join(c[i].ljust(widths[i]) if text[i] else c[i].rjust(widths[i]) for i in range(len(columns)))
+             for c in cells]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def save_json(path: str, result: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(json_safe(result), indent=2, default=str) + "\n")
+    print(f"results: {path}")
