@@ -104,8 +104,8 @@ class Reformer(nn.Module):
         not_lsh = [i for i in wanted if i not in lsh]
         if not_lsh:
             raise UsageError(f"layer {not_lsh[0]} is not an LSH layer; LSH layers are {lsh}")
-        chosen = query_range(queries, tokens.shape[-1])  # the user's tokens: internal padding is never a query
         x, mask, T = self._embed(tokens, mask)
+        chosen = query_range(queries, T)  # the user's tokens: internal padding is never a query
         x1 = x2 = x
         found = {}
         for i, block in enumerate(self.layers.blocks[: max(wanted, default=-1) + 1]):
