@@ -59,7 +59,8 @@ def classify_rows(args, folder: Path) -> list[dict]:
 def variant_rows(args, folder: Path) -> list[dict]:
     # the variant_quality.py model (its defaults), LSH / local / full
     shape = {"window": args.variant_window, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
-             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "threshold": 0.5, "seed": args.seed}
+             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "none", "threshold": 0.5,
+             "seed": args.seed}
     probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh"), folder / "probe")
     steps, _ = steps_for(args.budget, probe, folder)
     rows = []

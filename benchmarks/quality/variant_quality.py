@@ -59,7 +59,8 @@ def model_config(args, out: Path) -> TrainConfig:
     return TrainConfig(task="variant", reference=str(FASTA), bam=str(BAM), truth_vcf=str(TRUTH),
                        train_regions=[TRAIN_REGION], window=args.window, k=6, d_model=args.d_model,
                        depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
-                       attention=args.attention, lr=args.lr, batch_size=args.batch_size, max_steps=1,
+                       attention=args.attention, lr=args.lr, batch_size=args.batch_size,
+                       class_weights=args.class_weights, max_steps=1,
                        ckpt_every=10 ** 9, val_every=10 ** 9, seed=args.seed, device="cpu", out=str(out),
                        progress=False)
 
@@ -149,6 +150,7 @@ def main() -> None:
     ap.add_argument("--attention", default="lsh")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--class-weights", default="none", help="variant loss weights: none, balanced or w0,w1,w2")
     ap.add_argument("--threshold", type=float, default=0.5, help="export: P(non-ref) that calls a base")
     args = ap.parse_args()
     check_data(FASTA, BAM, TRUTH, CONFIDENT)
@@ -172,7 +174,7 @@ def main() -> None:
           f"({rows[0]['scored_bases']:,} bases); budget {args.budget}")
     print(table(rows, columns))
     model = {k: getattr(args, k) for k in ("window", "d_model", "depth", "heads", "bucket_size", "n_hashes",
-                                             "attention", "lr", "batch_size", "threshold", "seed")}
+                                             "attention", "lr", "batch_size", "class_weights", "threshold", "seed")}
     save_json(args.json, {"benchmark": "variant_quality", "budget": str(args.budget), "machine": machine(),
                           "train_region": TRAIN_REGION, "eval_region": EVAL_REGION, "model": model,
                           "genoformer": info, "bcftools": bcf_version,
