@@ -30,6 +30,7 @@ from .lsh_kernels import SELF_SCORE, LSHAttentionFunction, bucket_factors, hash_
 from .positions import apply_rotary, rotary_angles
 
 INSPECT_BLOCK_ELEMENTS = 2 ** 24  # cap on gathered key elements per block of inspected queries
+GROUP_ROWS = 2 ** 16  # tokens x heads recomputed at once in the reversible backward (head_groups)
 # query tokens of LSHSelfAttention.inspect / Reformer.inspect: slice(start, stop), range or (start, stop); None = all
 Queries = slice | range | tuple[int, int] | None
 
@@ -88,13 +89,30 @@ class LSHSelfAttention(nn.Module):
         self.to_v = nn.Linear(d_model, d_model, bias=False)
         self.to_out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+                heads: slice | None = None) -> Tensor:
+        """The layer's output, or with `heads` only those heads' share of it (the output bias goes
+        with the group holding head 0), so that summing every group's share gives the output.
+        Groups draw the hash seed as a whole call does: replay the RNG state before each one."""
         B, T, _ = x.shape
-        h = self._prepare(x, mask, positions)
+        if heads is not None and self.dropout and self.training:
+            raise UsageError("an LSH layer with dropout cannot be run a head group at a time")
+        heads = slice(0, self.heads) if heads is None else heads
+        h = self._prepare(x, mask, positions, heads)
         out = LSHAttentionFunction.apply(h.q, h.k, h.v, h.order, None if mask is None else h.real,
                                          self.causal, self.bucket_size)
         out = out.transpose(1, 2).reshape(B, T, -1)
-        return F.dropout(self.to_out(out), self.dropout, training=self.training)
+        columns = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
+        out = F.linear(out, self.to_out.weight[:, columns], self.to_out.bias if heads.start == 0 else None)
+        return F.dropout(out, self.dropout, training=self.training)
+
+    def head_groups(self, batch: int, length: int) -> list[slice] | None:
+        """Head groups for a backward pass that recomputes one group at a time, or None for all at once:
+        at long lengths the layer's intermediates are ~8 [B, T, d_model] tensors, a group's a fraction."""
+        if self.dropout and self.training:
+            return None
+        per = max(1, GROUP_ROWS // max(batch * length, 1))
+        return None if per >= self.heads else [slice(h, min(h + per, self.heads)) for h in range(0, self.heads, per)]
 
     @torch.no_grad()
     def inspect(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
@@ -130,8 +148,9 @@ class LSHSelfAttention(nn.Module):
                              top_weights=top_weights.unflatten(0, (B, H)), n_buckets=int(h.counts.max()),
                              n_buckets_per_sequence=h.counts, seed=h.seed, queries=wanted)
 
-    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None) -> _Hashed:
-        """Seed, projections, hashing and sort order, shared by forward and inspect."""
+    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
+                 heads: slice | None = None) -> _Hashed:
+        """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward and inspect."""
         B, T, _ = x.shape
         seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
@@ -140,20 +159,22 @@ class LSHSelfAttention(nn.Module):
         positions = torch.arange(T, device=x.device) if positions is None else positions.to(x.device, torch.long)
         if positions.shape != (T,):
             raise UsageError(f"positions must have shape [{T}], got {list(positions.shape)}")
-        heads = lambda t: t.view(B, T, self.heads, self.dim_head).transpose(1, 2)
+        heads = slice(0, self.heads) if heads is None else heads
+        rows = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
+        split = lambda t: t.view(B, T, heads.stop - heads.start, self.dim_head).transpose(1, 2)
         # the shared query/key in float32 even under autocast, so buckets do not depend on precision
         precise = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(x.device.type, enabled=False):
-            qk = heads(F.linear(x.to(precise), self.to_qk.weight.to(precise)))
-        buckets, counts = self._hash(qk, real, seed)
+            qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
+        buckets, counts = self._hash(qk, real, seed, heads)
         order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
-        v = heads(self.to_v(x))
+        v = split(F.linear(x, self.to_v.weight[rows]))
         cos, sin = rotary_angles(positions, self.dim_head)
         q = apply_rotary(qk.to(v.dtype), cos, sin)
         k = F.normalize(q.to(precise), dim=-1).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
         return _Hashed(q, k, v, order, real, buckets, counts, seed)
 
-    def _hash(self, qk: Tensor, real: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    def _hash(self, qk: Tensor, real: Tensor, seed: int, heads: slice) -> tuple[Tensor, Tensor]:
         """Bucket ids [B, h, R, T] (-1 at padding) with each sequence's bucket count from its real length."""
         B, H, T, _ = qk.shape
         buckets = torch.full((B, H, self.n_hashes, T), -1, dtype=torch.long, device=qk.device)
@@ -162,7 +183,7 @@ class LSHSelfAttention(nn.Module):
         for length in lengths.unique().tolist():
             same = (lengths == length).nonzero().squeeze(1)
             factors = bucket_factors(length, self.bucket_size)
-            buckets[same] = hash_buckets(qk[same], factors, self.n_hashes, seed)
+            buckets[same] = hash_buckets(qk[same], factors, self.n_hashes, seed, heads, self.heads)
             counts[same.cpu()] = math.prod(factors)
         return buckets.masked_fill_(~real[:, None, None, :], -1), counts
 

@@ -37,21 +37,24 @@ def bucket_factors(length: int, bucket_size: int) -> tuple[int, ...]:
     return (n1, 2 * math.ceil(n / n1 / 2))
 
 
-def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int) -> Tensor:
+def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
+                 heads: slice | None = None, n_heads: int | None = None) -> Tensor:
     """Bucket ids in [0, prod(factors)) of x [B, H, T, dh] for each round: LongTensor [B, H, n_hashes, T].
 
     Angular LSH: bucket = argmax over [xR; -xR] for a random rotation R (one per head and
     round).  Factorised hashing combines two such hashes as b1 * n2 + b2.  Rotations come from
     a CPU generator seeded with `seed`, so they do not depend on device, batch or length, and
-    the projection runs in float32 whatever the autocast state.
+    the projection runs in float32 whatever the autocast state.  When x holds only `heads` of a
+    layer's `n_heads`, those heads get the rotations they get when hashed with all the others.
     """
     B, H, T, dh = x.shape
+    heads = slice(0, H) if heads is None else heads
     generator = torch.Generator().manual_seed(seed)
     with torch.autocast(x.device.type, enabled=False):
         x = x.float()
         buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long, device=x.device)
         for n in factors:
-            rotations = torch.randn(H, dh, n_hashes * (n // 2), generator=generator).to(x.device)
+            rotations = torch.randn(n_heads or H, dh, n_hashes * (n // 2), generator=generator)[heads].to(x.device)
             projected = torch.matmul(x, rotations).view(B, H, T, n_hashes, n // 2)
             # argmax over [p, -p] without building it: the largest |p|, shifted by n/2 if negative
             largest = projected.abs().argmax(-1, keepdim=True)

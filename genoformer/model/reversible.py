@@ -97,11 +97,16 @@ class _ReversibleFunction(torch.autograd.Function):
                 dy1 = dy1 + dy1_g
                 x2 = y2 - gy1
                 del gy1, dy1_g  # free before f's recompute: the peak of the whole backward is there
-                with torch.enable_grad():
-                    x2.requires_grad_()
-                    with f_rng.replay():
-                        fx2 = block.f(x2, **ctx.f_kwargs)
-                    dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
+                groups = _head_groups(block.f, x2)
+                if groups is None:
+                    with torch.enable_grad():
+                        x2.requires_grad_()
+                        with f_rng.replay():
+                            fx2 = block.f(x2, **ctx.f_kwargs)
+                        dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
+                else:
+                    fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
+                                                                ctx.f_kwargs)
                 x1 = (y1 - fx2).detach()
                 del fx2
                 y1, y2, dy2 = x1, x2.detach(), dy2 + dx2_f
@@ -125,6 +130,39 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
             gy1[:, start:stop] = out.detach()
             totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
     return gy1, dy1, totals
+
+
+def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
+    """Head groups of a pre-norm attention f whose heads can be recomputed apart (see LSHSelfAttention)."""
+    fn = getattr(f, "fn", None)
+    groups = getattr(fn, "head_groups", None)
+    return None if groups is None or not hasattr(f, "norm") else groups(x.shape[0], x.shape[1])
+
+
+def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn.Parameter], rng: RngState,
+                          groups: list[slice], f_kwargs: dict):
+    """f(x2) = sum over head groups of fn(norm(x2), heads=group): recompute and differentiate one group at
+    a time, so only one group's projections, hashes and attention state exist at once.  Each group
+    replays the forward pass's RNG state, so it draws the same hash seed the whole layer drew."""
+    with torch.enable_grad():
+        x2 = x2.detach().requires_grad_()
+        normed = f.norm(x2)
+    inner = normed.detach().requires_grad_()
+    fx2, d_inner = torch.zeros_like(x2), torch.zeros_like(normed)
+    fn_params = list(f.fn.parameters())
+    fn_totals: list[Tensor | None] = [None] * len(fn_params)
+    for group in groups:
+        with torch.enable_grad(), rng.replay():
+            share = f.fn(inner, heads=group, **f_kwargs)
+            d_share, grads = _grads(share, inner, fn_params, dy1)
+        fx2 += share.detach()
+        d_inner += d_share
+        fn_totals = [a if b is None else b if a is None else a + b for a, b in zip(fn_totals, grads)]
+        del share, d_share, grads
+    norm_params = list(f.norm.parameters())
+    dx2, norm_grads = _grads(normed, x2, norm_params, d_inner)
+    by_param = {id(p): g for p, g in zip(fn_params + norm_params, fn_totals + norm_grads)}
+    return fx2, dx2, [by_param.get(id(p)) for p in params]
 
 
 def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:

@@ -69,6 +69,22 @@ def test_float64_gradients_match_plain_residual(dropout):
     assert_same(run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True), tol=1e-6)
 
 
+@pytest.mark.skipif(not HAS_LSH, reason="no LSH layer")
+@pytest.mark.parametrize("group_rows", [1, 192, 2 ** 16])  # one head per group, two heads, all at once
+def test_lsh_recomputed_a_head_group_at_a_time_matches_plain_residual(monkeypatch, group_rows):
+    from genoformer.model import lsh
+
+    monkeypatch.setattr(lsh, "GROUP_ROWS", group_rows)
+    torch.manual_seed(0)
+    seq = stack(["lsh", "local", "lsh"], 0.0).double().train()
+    x, mask = inputs()
+    attention = seq.blocks[0].f.fn
+    expected = {1: 4, 192: 2, 2 ** 16: None}[group_rows]
+    groups = attention.head_groups(*x.shape[:2])
+    assert (None if groups is None else len(groups)) == expected
+    assert_same(run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True), tol=1e-6)
+
+
 def test_feed_forward_chunks_change_memory_not_the_function():
     torch.manual_seed(0)
     one, three = stack(["local", "full"], 0.0, ff_chunks=1).double(), stack(["local", "full"], 0.0, ff_chunks=3).double()
