@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -98,7 +99,7 @@ def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr
         assert json.loads(a["model"])["tokenizer"] == meta["tokenizer"]
         assert (a["hash_seed"], a["window"], a["margin"]) == (0, 1536, 384)  # the training window, window // 4
         assert a["reference"] == str(Path(chr20["fasta"]).resolve()) and a["bam"] == str(Path(chr20["bam"]).resolve())
-        assert json.loads(a["predict_config"])["regions"] == [REGION] and "predict" in a["command"]
+        assert json.loads(a["predict_config"])["regions"] == [REGION] and a["command"] == shlex.join(sys.argv)
         assert "_progress" not in f
         g = f["contigs/chr20"]
         assert g.attrs["length"] == length
