@@ -6,7 +6,8 @@ Tasks (--tasks, comma-separated):
   attention each see a fraction of the sequence (local: blocks of 16 tokens and the block
   before; LSH: 2 hash rounds of buckets of 16); scored by held-out accuracy;
 - variant: the NA12878 set of variant_quality.py (train chr20:10,010,532-10,100,000, predict ->
-  export -> evaluate inside the confident BED of chr20:10,000,847-10,010,531); scored by SNV F1.
+  export -> evaluate inside the confident BED of chr20:10,000,847-10,010,531), balanced class
+  weights; scored by SNV F1.
 A minutes budget is calibrated once per task on the LSH model and the same steps run for all
 three. "vs full" is the difference in the score (percentage points); negative means worse than
 full attention.
@@ -57,9 +58,11 @@ def classify_rows(args, folder: Path) -> list[dict]:
 
 
 def variant_rows(args, folder: Path) -> list[dict]:
-    # the variant_quality.py model (its defaults), LSH / local / full
+    # the variant_quality.py model (its defaults) with balanced class weights: unweighted, this model
+    # learns "everything is hom_ref" within a few hundred steps (variant_quality.json), which would
+    # leave nothing to compare
     shape = {"window": args.variant_window, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
-             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "none", "threshold": 0.5,
+             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "balanced", "threshold": 0.5,
              "seed": args.seed}
     probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh"), folder / "probe")
     steps, _ = steps_for(args.budget, probe, folder)
@@ -81,7 +84,9 @@ def main() -> None:
     add_common_args(ap, "attention_quality", "2.5m")
     ap.add_argument("--tasks", default="classify,variant")
     ap.add_argument("--variant-window", type=int, default=4096)
-    add_model_args(ap, attention="lsh", stride=1, bucket_size=16)
+    # smaller than classify_quality.py's model: LSH over 246 tokens costs ~8 s a step at d_model 128,
+    # depth 4, batch 32 on the shared 2-core CPU, too slow to compare three attentions in minutes
+    add_model_args(ap, attention="lsh", stride=1, bucket_size=16, d_model=64, depth=2, batch_size=16)
     args = ap.parse_args()
     tasks = args.tasks.split(",")
     if set(tasks) - {"classify", "variant"}:

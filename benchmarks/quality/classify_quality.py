@@ -54,17 +54,18 @@ def train_and_score(config: TrainConfig) -> dict:
             "sequences_per_s": summary["step"] * config.batch_size / summary["seconds"]}
 
 
-def add_model_args(ap: argparse.ArgumentParser, attention: str, stride: int | None, bucket_size: int) -> None:
+def add_model_args(ap: argparse.ArgumentParser, attention: str, stride: int | None, bucket_size: int,
+                   d_model: int = 128, depth: int = 4, batch_size: int = 32) -> None:
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--stride", type=int, default=stride, help="token stride (default k)")
-    ap.add_argument("--d-model", type=int, default=128)
-    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--d-model", type=int, default=d_model)
+    ap.add_argument("--depth", type=int, default=depth)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--bucket-size", type=int, default=bucket_size)
     ap.add_argument("--n-hashes", type=int, default=2)
     ap.add_argument("--attention", default=attention)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=batch_size)
 
 
 def model_record(args) -> dict:
