@@ -8,7 +8,7 @@
 # and scores them against the truth inside the confident regions. A few minutes on a 4-core laptop CPU.
 # OUT_DIR must not exist or be empty. Settings are environment variables (defaults in brackets):
 #   QUICKSTART_STEPS [300]  QUICKSTART_BATCH [8]  QUICKSTART_LR [3e-3]  QUICKSTART_D_MODEL [64]
-#   QUICKSTART_DEPTH [2]  QUICKSTART_WINDOW [1536]  QUICKSTART_CLASS_WEIGHTS [1,30,30]
+#   QUICKSTART_DEPTH [2]  QUICKSTART_WINDOW [1536]  QUICKSTART_K [1]  QUICKSTART_CLASS_WEIGHTS [1,30,30]
 #   QUICKSTART_SEED [0]  QUICKSTART_CONTIGS ["chrA:60000 chrB:30000"; the last is held out]
 #   QUICKSTART_COVERAGE [30]  QUICKSTART_PROGRESS [1; 0 hides the progress bars]
 #   GENOFORMER [genoformer]: the command to run (e.g. "python -m genoformer")
@@ -30,6 +30,10 @@ lr=${QUICKSTART_LR:-3e-3}
 d_model=${QUICKSTART_D_MODEL:-64}
 depth=${QUICKSTART_DEPTH:-2}
 window=${QUICKSTART_WINDOW:-1536}
+# one token per base: the reference base and its reads' evidence meet in one position, so a small model
+# learns genotypes in a few hundred steps (with 6-mers it must also learn which of a token's 6 bases varies)
+k=${QUICKSTART_K:-1}
+# non-ref bases are ~1/1000: without weights the model predicts hom_ref everywhere
 class_weights=${QUICKSTART_CLASS_WEIGHTS:-1,30,30}
 seed=${QUICKSTART_SEED:-0}
 coverage=${QUICKSTART_COVERAGE:-30}
@@ -63,7 +67,7 @@ step "2/5 train: variant model on ${train_contigs[*]%:*}, validated on $held_out
 "${gf[@]}" train --task variant --reference "$ex/reference.fa" --bam "$ex/reads.bam" \
     --truth-vcf "$ex/truth.vcf.gz" --confident-bed "$ex/confident.bed" \
     "${train_args[@]}" --val-regions "$held_out" --val-windows "$val_windows" \
-    --window "$window" --k 6 --d-model "$d_model" --depth "$depth" --heads 4 --bucket-size 32 --n-hashes 2 \
+    --window "$window" --k "$k" --d-model "$d_model" --depth "$depth" --heads 4 --bucket-size 32 --n-hashes 2 \
     --attention local,lsh --class-weights "$class_weights" --max-steps "$steps" --batch-size "$batch" \
     --lr "$lr" --val-every "$(( steps < 50 ? steps : 50 ))" --seed "$seed" $progress \
     --out "$out/variant-run" >"$out/train-summary.json"
