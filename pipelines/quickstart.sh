@@ -50,8 +50,9 @@ fi
 contig_args=()
 for c in "${contigs[@]}"; do contig_args+=(--contig "$c"); done
 train_contigs=("${contigs[@]:0:${#contigs[@]}-1}")
-held_out=${contigs[-1]%:*}
-held_out_length=${contigs[-1]##*:}
+last=${contigs[${#contigs[@]}-1]}  # not ${contigs[-1]}: macOS ships bash 3.2
+held_out=${last%:*}
+held_out_length=${last##*:}
 train_args=()
 for c in "${train_contigs[@]}"; do train_args+=(--train-regions "${c%:*}"); done
 # validate on every window of the held-out contig, not the default first 8
