@@ -9,14 +9,18 @@ Tasks (--tasks, comma-separated):
   export -> evaluate inside the confident BED of chr20:10,000,847-10,010,531), balanced class
   weights; scored by SNV F1.
 A minutes budget is calibrated once per task on the LSH model and the same steps run for all
-three. "vs full" is the difference in the score (percentage points); negative means worse than
-full attention.
+three. "vs full" is the difference in the score (percentage points) to full attention with the
+same seed; negative means worse. --seeds repeats the comparison (for classify the seed also
+draws the split) and adds the mean, range and mean difference over the seeds.
 
-    python benchmarks/quality/attention_quality.py [--tasks classify,variant] [--budget 2.5m|300]
+    python benchmarks/quality/attention_quality.py [--tasks classify,variant] [--budget 2m|300] [--seeds 0,1,2]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -48,12 +52,14 @@ KINDS = ("lsh", "local", "full")
 def classify_rows(args, folder: Path) -> list[dict]:
     steps, _ = steps_for(args.budget, classify_config(args, folder / "probe", "lsh"), folder)
     rows = []
-    for kind in KINDS:
-        config = classify_config(args, folder / f"classify-{kind}", kind)
-        config.max_steps = steps
-        result = train_and_score(config)
-        rows.append({"task": "classify", "attention": kind, "metric": "accuracy", "score": result["val_accuracy"],
-                     "steps": steps, "train_seconds": result["train_seconds"], "final_loss": result["final_loss"]})
+    for seed in args.seeds:  # the seed also draws the 80/20 split
+        for kind in KINDS:
+            config = dataclasses.replace(classify_config(args, folder / f"classify-{kind}-seed{seed}", kind),
+                                         seed=seed, max_steps=steps)
+            result = train_and_score(config)
+            rows.append({"task": "classify", "attention": kind, "seed": seed, "metric": "accuracy",
+                         "score": result["val_accuracy"], "steps": steps, "train_seconds": result["train_seconds"],
+                         "final_loss": result["final_loss"]})
     return rows
 
 
@@ -62,26 +68,42 @@ def variant_rows(args, folder: Path) -> list[dict]:
     # learns "everything is hom_ref" within a few hundred steps (variant_quality.json), which would
     # leave nothing to compare
     shape = {"window": args.variant_window, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
-             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "balanced", "threshold": 0.5,
-             "seed": args.seed}
-    probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh"), folder / "probe")
+             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "balanced", "threshold": 0.5}
+    probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh", seed=args.seeds[0]),
+                                         folder / "probe")
     steps, _ = steps_for(args.budget, probe, folder)
     rows = []
-    for kind in KINDS:
-        sub = folder / f"variant-{kind}"
-        sub.mkdir()
-        vcf, info = variant_quality.genoformer_calls(
-            argparse.Namespace(**shape, attention=kind, budget=Budget(steps=steps)), sub)
-        scored = variant_quality.score(kind, vcf)
-        rows.append({"task": "variant", "attention": kind, "metric": "SNV F1", "score": scored["snv_f1"],
-                     "steps": steps, "train_seconds": info["train_seconds"], "final_loss": info["final_loss"],
-                     "counts": scored})
+    for seed in args.seeds:
+        for kind in KINDS:
+            sub = folder / f"variant-{kind}-seed{seed}"
+            sub.mkdir()
+            vcf, info = variant_quality.genoformer_calls(
+                argparse.Namespace(**shape, attention=kind, seed=seed, budget=Budget(steps=steps)), sub)
+            scored = variant_quality.score(kind, vcf)
+            rows.append({"task": "variant", "attention": kind, "seed": seed, "metric": "SNV F1",
+                         "score": scored["snv_f1"], "steps": steps, "train_seconds": info["train_seconds"],
+                         "final_loss": info["final_loss"], "counts": scored})
     return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per task and attention over the seeds: mean score, its range, and the mean paired difference to full."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        for kind in KINDS:
+            runs = [r for r in rows if r["task"] == task and r["attention"] == kind]
+            scores = [r["score"] for r in runs]
+            out.append({"task": task, "attention": kind, "metric": runs[0]["metric"], "seeds": len(runs),
+                        "mean": statistics.fmean(scores), "min": min(scores), "max": max(scores),
+                        "vs_full_points": statistics.fmean(r["vs_full_points"] for r in runs)})
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(ap, "attention_quality", "2.5m")
+    add_common_args(ap, "attention_quality", "2m")
+    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")],
+                    help="comma-separated seeds, each a full comparison (default: --seed)")
     ap.add_argument("--tasks", default="classify,variant")
     ap.add_argument("--variant-window", type=int, default=4096)
     # smaller than classify_quality.py's model: LSH over 246 tokens costs ~8 s a step at d_model 128,
@@ -89,6 +111,7 @@ def main() -> None:
     add_model_args(ap, attention="lsh", stride=1, bucket_size=16, d_model=64, depth=2, batch_size=16)
     args = ap.parse_args()
     tasks = args.tasks.split(",")
+    args.seeds = args.seeds or [args.seed]
     if set(tasks) - {"classify", "variant"}:
         ap.error(f"--tasks: choose from classify, variant (got {args.tasks})")
     check_data(PROMOTERS, *([FASTA, BAM] if "variant" in tasks else []))
@@ -104,16 +127,26 @@ def main() -> None:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    for row in rows:  # an F1 with nothing called is NaN: count it as 0
+        row["score"] = 0.0 if math.isnan(row["score"]) else row["score"]
     for row in rows:
-        full = next(r["score"] for r in rows if r["task"] == row["task"] and r["attention"] == "full")
-        row["vs_full_points"] = 100 * (row["score"] - full) if row["score"] == row["score"] else None
+        full = next(r["score"] for r in rows if r["task"] == row["task"] and r["seed"] == row["seed"]
+                    and r["attention"] == "full")
+        row["vs_full_points"] = 100 * (row["score"] - full)
     print(f"budget {args.budget} per model (same steps for the three attentions)")
-    print(table(rows, [("task", "task", ""), ("attention", "attention", ""), ("metric", "metric", ""),
+    print(table(rows, [("task", "task", ""), ("attention", "attention", ""), ("seed", "seed", "d"),
+                       ("metric", "metric", ""),
                        ("score", "score", ".3f"), ("vs_full_points", "vs full (pts)", "+.1f"),
                        ("steps", "steps", "d"), ("train_seconds", "train+val s", ".0f"), ("final_loss", "final loss", ".3f")]))
+    summary = summarise(rows)
+    if len(args.seeds) > 1:
+        print(f"over seeds {', '.join(map(str, args.seeds))}:")
+        print(table(summary, [("task", "task", ""), ("attention", "attention", ""), ("metric", "metric", ""),
+                              ("mean", "mean", ".3f"), ("min", "min", ".3f"), ("max", "max", ".3f"),
+                              ("vs_full_points", "vs full, mean (pts)", "+.1f")]))
     save_json(args.json, {"benchmark": "attention_quality", "budget": str(args.budget), "machine": machine(),
                           "model": model_record(args), "variant_window": args.variant_window,
-                          "command": " ".join(sys.argv), "rows": rows})
+                          "seeds": args.seeds, "command": " ".join(sys.argv), "summary": summary, "rows": rows})
 
 
 if __name__ == "__main__":
