@@ -244,7 +244,7 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
 
     net.encoder.set_hash_seed(int(hash_seed))
     with torch.no_grad():
-        extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens.shape[1])
+        extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens)
         with net._extra_embedding(extra):  # the read evidence enters exactly as in forward
             # top keys for the region's tokens only: their search dominates, and scales with the queries
             found = net.encoder.inspect(tokens, mask, layers=layers, top_k=top_k, queries=(first, stop))

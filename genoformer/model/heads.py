@@ -66,20 +66,44 @@ class SequenceHead(nn.Module):
 
 
 class EvidenceFusion(nn.Module):
-    """evidence [B, W, F] -> [B, T, d]: each token's k evidence vectors, log1p-scaled, flattened, projected."""
+    """evidence [B, W, F] + tokens [B, T] -> [B, T, d]: each token's k evidence vectors, log1p-scaled,
+    flattened, projected.
+
+    With the reads' own layout (io.alignments.EVIDENCE_FEATURES) and DNA k-mers, each base also gets
+    the fractions of its depth that agree and disagree with the reference base its token spells:
+    the A/C/G/T counts alone leave the model to learn every k-mer's letters before an allele
+    fraction means anything, which a small model in a few hundred steps does not.
+    """
 
     def __init__(self, d_model: int, tokenizer: KmerTokenizer | ProteinTokenizer, n_features: int):
         super().__init__()
-        self.tokenizer, self.n_features = tokenizer, n_features
-        self.proj = nn.Linear(tokenizer.k * n_features, d_model)
+        from ..io.alignments import EVIDENCE_FEATURES
 
-    def forward(self, evidence: Tensor, n_tokens: int) -> Tensor:
+        self.tokenizer, self.n_features = tokenizer, n_features
+        self.against_reference = isinstance(tokenizer, KmerTokenizer) and n_features == len(EVIDENCE_FEATURES)
+        if self.against_reference:
+            letters = torch.from_numpy(tokenizer._build_letters().astype("int64"))  # [vocab, k] ASCII
+            code = torch.full_like(letters, -1)
+            for i, base in enumerate(b"ACGT"):
+                code[letters == base] = i
+            self.register_buffer("reference_base", code, persistent=False)  # -1: N, IUPAC, special tokens
+        extra = 2 if self.against_reference else 0
+        self.proj = nn.Linear(tokenizer.k * (n_features + extra), d_model)
+
+    def forward(self, evidence: Tensor, tokens: Tensor) -> Tensor:
         B, W, Fe = evidence.shape
+        n_tokens = tokens.shape[1]
         idx = bases_of_tokens(self.tokenizer, n_tokens, evidence.device)  # (T, k)
         # bases past the window end (the last k-mer's padding) carry no reads: zero evidence
-        padded = F.pad(evidence, (0, 0, 0, max(int(idx.max()) + 1 - W, 0)))
-        per_token = torch.log1p(padded.clamp_min(0))[:, idx]  # (B, T, k, F)
-        return self.proj(per_token.reshape(B, n_tokens, self.tokenizer.k * Fe))
+        padded = F.pad(evidence, (0, 0, 0, max(int(idx.max()) + 1 - W, 0))).clamp_min(0)[:, idx]  # (B, T, k, F)
+        per_token = torch.log1p(padded)
+        if self.against_reference:
+            reference = self.reference_base[tokens]  # (B, T, k)
+            counts, depth = padded[..., 1:5], padded[..., :1].clamp_min(1)
+            agree = counts.gather(-1, reference.clamp_min(0)[..., None]) * (reference >= 0)[..., None]
+            fractions = torch.cat((agree, counts.sum(-1, keepdim=True) - agree), -1) / depth
+            per_token = torch.cat((per_token, fractions.to(per_token.dtype)), -1)
+        return self.proj(per_token.reshape(B, n_tokens, -1))
 
 
 class GenoModel(nn.Module):
@@ -127,7 +151,7 @@ class GenoModel(nn.Module):
         if self.fusion is not None:
             if evidence is None:
                 raise ValueError("this model fuses read evidence; pass evidence [B, W, F]")
-            extra = self.fusion(evidence, tokens.shape[1])
+            extra = self.fusion(evidence, tokens)
         with self._extra_embedding(extra):
             hidden = self.encoder(tokens, token_mask)
         if self.task == "mlm":

@@ -33,11 +33,38 @@ def test_evidence_fusion_matches_a_loop_over_tokens(k, stride, n_bases):
     T = tok.n_tokens(n_bases)
     fusion = EvidenceFusion(16, tok, 5)
     evidence = torch.rand(2, n_bases, 5) * 50
-    out = fusion(evidence, T)
+    tokens = torch.from_numpy(tok.encode("ACGTN" * n_bases)[:T]).expand(2, T)
+    out = fusion(evidence, tokens)
     for t in range(T):
         vecs = [evidence[:, b] if b < n_bases else torch.zeros(2, 5) for b in range(t * stride, t * stride + k)]
         expected = fusion.proj(torch.log1p(torch.cat(vecs, dim=1)))
         torch.testing.assert_close(out[:, t], expected)
+
+
+@pytest.mark.parametrize("k,stride", [(3, 3), (4, 2)])
+def test_read_evidence_gets_reference_agreement_per_base(k, stride):
+    torch.manual_seed(3)
+    tok, n_bases = KmerTokenizer(k, stride), 13
+    seq = "ACGTNACGGTACG"
+    T = tok.n_tokens(n_bases)
+    tokens = torch.from_numpy(tok.encode(seq)).unsqueeze(0)
+    counts = torch.randint(0, 20, (1, n_bases, 4)).float()
+    evidence = torch.cat((counts.sum(-1, keepdim=True) + 2, counts, torch.rand(1, n_bases, 5) * 9), -1)  # 10 features
+    fusion = EvidenceFusion(16, tok, 10)
+    assert fusion.against_reference and fusion.proj.in_features == k * 12
+    out = fusion(evidence, tokens)
+    for t in range(T):
+        parts = []
+        for j in range(k):
+            b = t * stride + j
+            if b >= n_bases:
+                parts.append(torch.zeros(12))
+                continue
+            depth, acgt = float(evidence[0, b, 0]), counts[0, b]
+            agree = float(acgt["ACGT".index(seq[b])]) if seq[b] in "ACGT" else 0.0
+            parts.append(torch.cat((torch.log1p(evidence[0, b]),
+                                    torch.tensor([agree / depth, (float(acgt.sum()) - agree) / depth]))))
+        torch.testing.assert_close(out[0, t], fusion.proj(torch.cat(parts)))
 
 
 def tiny_config(tok, **kw):
