@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import re
+import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -111,7 +112,12 @@ def machine() -> dict:
         memory = round(kb / 2 ** 20, 1)
     except (OSError, StopIteration):
         pass
-    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
+    try:  # the code measured: the working tree may hold others' uncommitted changes ("-dirty")
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit, "cpu": cpu,
             "cores": os.cpu_count(), "memory_gib": memory, "load_average": os.getloadavg()[0],
             "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
 
