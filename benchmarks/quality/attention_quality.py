@@ -67,7 +67,7 @@ def variant_rows(args, folder: Path) -> list[dict]:
     # the variant_quality.py model (its defaults) with balanced class weights: unweighted, this model
     # learns "everything is hom_ref" within a few hundred steps (variant_quality.json), which would
     # leave nothing to compare
-    shape = {"window": args.variant_window, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
+    shape = {"window": args.variant_window, "k": 6, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
              "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "balanced", "threshold": 0.5}
     probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh", seed=args.seeds[0]),
                                          folder / "probe")

@@ -57,7 +57,7 @@ _DEPTH, _BASES = EVIDENCE_FEATURES.index("depth"), [EVIDENCE_FEATURES.index(b) f
 
 def model_config(args, out: Path) -> TrainConfig:
     return TrainConfig(task="variant", reference=str(FASTA), bam=str(BAM), truth_vcf=str(TRUTH),
-                       train_regions=[TRAIN_REGION], window=args.window, k=6, d_model=args.d_model,
+                       train_regions=[TRAIN_REGION], window=args.window, k=args.k, d_model=args.d_model,
                        depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
                        attention=args.attention, lr=args.lr, batch_size=args.batch_size,
                        class_weights=args.class_weights, max_steps=1,
@@ -142,6 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "variant_quality", "6m")
     ap.add_argument("--window", type=int, default=4096, help="training and prediction window in bases")
+    ap.add_argument("--k", type=int, default=6, help="k-mer size (1: one token per base)")
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--heads", type=int, default=4)
@@ -173,7 +174,7 @@ def main() -> None:
     print(f"train {TRAIN_REGION}, evaluate {EVAL_REGION} inside the confident BED "
           f"({rows[0]['scored_bases']:,} bases); budget {args.budget}")
     print(table(rows, columns))
-    model = {k: getattr(args, k) for k in ("window", "d_model", "depth", "heads", "bucket_size", "n_hashes",
+    model = {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads", "bucket_size", "n_hashes",
                                              "attention", "lr", "batch_size", "class_weights", "threshold", "seed")}
     save_json(args.json, {"benchmark": "variant_quality", "budget": str(args.budget), "machine": machine(),
                           "train_region": TRAIN_REGION, "eval_region": EVAL_REGION, "model": model,
