@@ -13,7 +13,11 @@ evaluation region chr20:10,000,847-10,010,531 (49 truth variants):
 - bcftools: `bcftools mpileup -f REF BAM -r REGION | bcftools call -mv` (multiallelic caller,
   variant sites only), unfiltered.
 
-    python benchmarks/quality/variant_quality.py [--budget 6m|300] [--attention lsh] [--json PATH]
+The model's defaults are k 6 and window 4,096; on this set `--k 1 --window 1024
+--class-weights balanced` is what learns within minutes (docs/benchmarks.md).
+
+    python benchmarks/quality/variant_quality.py [--budget 6m|300] [--k 1 --window 1024]
+        [--class-weights balanced] [--attention lsh] [--json PATH]
 """
 from __future__ import annotations
 
