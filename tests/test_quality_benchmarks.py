@@ -1,8 +1,9 @@
-"""benchmarks/quality/: the --budget parser and the allele-fraction caller, checked against pysam."""
+"""benchmarks/quality/: the --budget parser, the allele-fraction caller (against pysam), CB513 reading and Q3."""
 from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,46 @@ def test_allele_fraction_caller_matches_pysam_pileup(chr20, tmp_path):
     assert got == expected
     assert len(got) > 10  # the region holds real SNVs: the comparison is not vacuous
     assert np.all([pos >= 10_000_847 for pos, *_ in got])
+
+
+def test_cb513_reading_and_flip_overlap_match_pysam(shared_data, tmp_path):
+    """CB513's CSV agrees with the data README's counts; the CB513 sequences shared with FLIP's SET=train
+    are those pysam finds by exact match (2), and dropping them removes exactly their residues."""
+    from protein_ss_quality import CB513_CSV, FLIP_ZIP, fasta, read_cb513, shared_with
+
+    cb = read_cb513()
+    assert len(cb.ids) == 511 and sum(map(len, cb.sequences)) == 144_011
+    letters = np.array(list("".join(cb.labels)))
+    assert [(letters == c).sum() for c in "CHE"] == [63_084, 49_006, 31_921]  # data README, dssp3
+    with zipfile.ZipFile(FLIP_ZIP) as zf:
+        zf.extractall(tmp_path)
+    flip = tmp_path / "splits"
+    with pysam.FastxFile(str(flip / "sampled.fasta")) as fh:
+        train_ids = {r.name for r in fh if "SET=train" in r.comment.split()}
+    with pysam.FastxFile(str(flip / "sequences.fasta")) as fh:
+        train_seqs = {r.sequence for r in fh if r.name in train_ids}
+    with pysam.FastxFile(str(CB513_CSV.with_name("CB513.fasta"))) as fh:
+        cb_seqs = {r.name: r.sequence for r in fh}
+    expected = {name for name, seq in cb_seqs.items() if seq in train_seqs}
+    assert len(expected) == 2
+    shared = shared_with(cb, fasta(flip / "sequences.fasta"), fasta(flip / "sampled.fasta"))
+    assert set(shared) == expected
+    kept = cb.drop(set(shared))
+    assert len(kept.ids) == 509
+    assert sum(map(len, kept.sequences)) == 144_011 - sum(len(cb_seqs[n]) for n in expected)
+
+
+def test_q3_and_majority_by_hand():
+    from protein_ss_quality import CB513, q3
+
+    def yes(n: int) -> np.ndarray:
+        return np.ones(n, dtype=bool)
+
+    cb = CB513(["a", "b"], ["MKV", "GSAP"], ["HEC", "CCCH"], [yes(3), np.array([1, 1, 0, 1], dtype=bool)],
+               [yes(3), yes(4)])
+    classes = ["C", "E", "H"]
+    predicted = [np.array([2, 0, 0]), np.array([0, 1, 1, 2])]  # H C C | C E E H
+    # resolved: 6 residues (the third of b is not), right: H, C | C, H = 4; majority C: 3 of 6
+    assert q3(cb, predicted, classes, "resolved") == (4 / 6, "C", 3 / 6, 6)
+    # all 7: right H, C | C, H = 4; C is 4 of 7
+    assert q3(cb, predicted, classes, "cb513_mask") == (4 / 7, "C", 4 / 7, 7)
