@@ -89,7 +89,27 @@ def _pad(values: np.ndarray, size: int, fill) -> np.ndarray:
     return out
 
 
-class RandomWindowSampler(Sampler):
+class ResumableSampler:
+    """Seed, epoch and items consumed of a seeded sampler with `num_samples` draws a pass, saved and restored."""
+
+    seed: int
+    num_samples: int
+    epoch: int
+    consumed: int
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise UsageError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
+        consumed = int(state.get("consumed", 0))
+        if not 0 <= consumed <= self.num_samples:
+            raise UsageError(f"sampler state consumed {consumed} items of a {self.num_samples}-item pass")
+        self.epoch, self.consumed = int(state.get("epoch", 0)), consumed
+
+
+class RandomWindowSampler(ResumableSampler, Sampler):
     """Seeded random windows of `window` bases inside `intervals` (whole contigs when None).
 
     Every possible window start inside the (merged) intervals is equally likely; an interval shorter
@@ -138,14 +158,3 @@ class RandomWindowSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.consumed = int(epoch), 0
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed:
-            raise UsageError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
-        consumed = int(state.get("consumed", 0))
-        if not 0 <= consumed <= self.num_samples:
-            raise UsageError(f"sampler state consumed {consumed} items of a {self.num_samples}-item pass")
-        self.epoch, self.consumed = int(state.get("epoch", 0)), consumed

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from genoformer.datasets import ResumableSampler
 from genoformer.errors import InputError, UsageError
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 
@@ -384,7 +385,7 @@ class SequenceDataset(Dataset):
         return batch | {"label": torch.stack([it["label"] for it in items])}
 
 
-class SequenceSampler:
+class SequenceSampler(ResumableSampler):
     """Seeded shuffled passes over `n_items`, `num_samples` draws in all, resumable like RandomWindowSampler.
 
     Draw i is item perm_e[i % n_items] of pass e = i // n_items, perm_e from numpy's PCG64(seed, e);
@@ -412,14 +413,3 @@ class SequenceSampler:
             self.consumed += 1
             yield self._item(self.consumed - 1)
         self.epoch, self.consumed = self.epoch + 1, 0
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "consumed": self.consumed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("seed", self.seed) != self.seed:
-            raise UsageError(f"sampler state has seed {state['seed']}, this sampler {self.seed}")
-        consumed = int(state.get("consumed", 0))
-        if not 0 <= consumed <= self.num_samples:
-            raise UsageError(f"sampler state consumed {consumed} items of a {self.num_samples}-item pass")
-        self.epoch, self.consumed = int(state.get("epoch", 0)), consumed
