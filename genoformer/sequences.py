@@ -77,7 +77,7 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 def _fasta_records(path: Path) -> Iterator[tuple[str, dict[str, str], str, int]]:
     """(id, tags, sequence, header line) of each record."""
-    name, tags, chunks, line_no = None, {}, [], 0
+    name, tags, chunks, line_no, start = None, {}, [], 0, 0
     try:
         with _open_text(path) as fh:
             for line_no, line in enumerate(fh, 1):
