@@ -25,7 +25,6 @@ The file is read a block of bases at a time, so memory does not grow with the co
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from tqdm import tqdm
 from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals
 from genoformer.errors import InputError, UsageError
+from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import Predictions, PredictionsFile, open_predictions
 from genoformer.io.variants import GENOTYPES
 from genoformer.outputs import refuse_existing, staged_text
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20  # bases read at a time (a multiple of the file's chunk length)
 MAX_GQ, MIN_P = 99, 1e-10  # GQ cap; probabilities floored here so QUAL stays finite (<= 100)
-MD5_CHUNK = 4_000_000
 _SCAN = 1 << 24  # bases of a `covered` mask read at a time while finding covered stretches
 
 
@@ -198,23 +197,17 @@ def _reference(preds: PredictionsFile, config: ExportConfig, exported: set[str])
         raise InputError(f"{preds.path}: its reference {path} is not there", hint="give it with --reference")
     reference = Reference(path)
     md5 = preds.attrs.get("contig_md5") or {}
+    checked = [c for c in preds.contigs if c in exported and c in md5 and c in reference.contigs]
+    actual = contig_md5s(reference, checked)
     for contig, length in preds.contigs.items():
         if reference.contigs.get(contig) != length:
             raise InputError(f"{reference.path}: is not the reference of {preds.path}: contig {contig} is "
                              f"{reference.contigs.get(contig, 'missing')} bp there, {length:,} in the predictions",
                              hint="give the reference the predictions were made on (--reference)")
-        if contig in exported and contig in md5 and _contig_md5(reference, contig) != md5[contig]:
+        if contig in actual and actual[contig] != md5[contig]:
             raise InputError(f"{reference.path}: sequence of {contig} differs from the one {preds.path} was "
                              "predicted on (md5)", hint="give the reference the predictions were made on")
     return reference
-
-
-def _contig_md5(reference, contig: str) -> str:
-    h = hashlib.md5()
-    length = reference.contigs[contig]
-    for start in range(0, length, MD5_CHUNK):
-        h.update(reference.fetch(contig, start, min(start + MD5_CHUNK, length)).tobytes().upper())
-    return h.hexdigest()
 
 
 def _sample_name(preds: PredictionsFile, config: ExportConfig) -> str:

@@ -19,7 +19,6 @@ the same output wherever it lies, so it is computed once and reused (N gaps cost
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -40,13 +39,13 @@ from genoformer import __version__
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import WindowDataset
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
+from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import PredictionWriter, partial_path
 from genoformer.window_grid import PlannedWindow, grid_step, iter_planned, plan_windows
 from genoformer.windows import regions
 
 log = logging.getLogger(__name__)
 
-MD5_CHUNK = 4_000_000  # bases per read while checksumming a contig (bounded memory)
 BATCH_BASES = 262_144  # default batch: about this many bases per forward pass
 _A, _C, _G, _T, _DEPTH, _DELETIONS = 1, 2, 3, 4, 0, 5  # columns of Alignments.evidence
 
@@ -117,39 +116,6 @@ def _open_reference(path: str, model, model_path: str):
                              f"({type(model.tokenizer).__name__} k={model.tokenizer.k}) but {str(e).split(': ', 1)[1]}",
                              hint=f"give a {kind} reference, or a model trained on this kind of sequence") from None
         raise
-
-
-def contig_md5(reference, contig: str) -> str:
-    """md5 hex of the upper-cased contig sequence (the SAM @SQ M5 value), read in bounded chunks."""
-    h = hashlib.md5()
-    length = reference.contigs[contig]
-    for start in range(0, length, MD5_CHUNK):
-        h.update(reference.fetch(contig, start, min(start + MD5_CHUNK, length)).tobytes().upper())
-    return h.hexdigest()
-
-
-def contig_md5s(reference, contigs: list[str]) -> dict[str, str]:
-    """{contig: md5}, cached beside the FASTA's scan (keyed by path, size and mtime): a 3 Gb genome is read once."""
-    from genoformer.io import fasta_scan
-
-    path = Path(reference.path)
-    st = path.stat()
-    key = {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    cache = fasta_scan.cached_path(path, ".md5.json")
-    try:
-        known = json.loads(cache.read_text())
-        known = known["md5"] if all(known.get(k) == v for k, v in key.items()) else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        known = {}
-    missing = [c for c in contigs if c not in known]
-    if missing:
-        known = known | {c: contig_md5(reference, c) for c in missing}
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            fasta_scan.write_atomic(cache, json.dumps(key | {"md5": known}).encode())
-        except OSError as e:  # a cache only: predicting goes on without it
-            log.debug("cannot cache contig checksums in %s (%s)", cache, e)
-    return {c: known[c] for c in contigs}
 
 
 def _requested(config: PredictConfig, reference) -> list[Interval]:
