@@ -6,12 +6,10 @@ anything else, as for predictions.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,42 +19,17 @@ from genoformer import __version__
 from genoformer.buckets import BucketMap, bucket_rgb
 from genoformer.coords import Interval
 from genoformer.errors import InputError, OutputError
+from genoformer.outputs import staged, staged_text
 from genoformer.windows import Window
 
 FORMAT, FORMAT_VERSION = "genoformer-buckets", 1
 
 
-@contextlib.contextmanager
-def _temp_path(final: Path, suffix: str = ""):
-    """A temporary path beside `final`, removed unless the caller renamed it into place.
-
-    mkstemp creates it readable by its owner only; outputs get the usual umask permissions instead.
-    """
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.partial-", suffix=suffix)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to a temporary name beside `path`, fsync, and rename it into place."""
-    path = Path(path)
-    try:
-        with _temp_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return path
+    with staged(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_h5(bmap: BucketMap, path: str | os.PathLike, *, top_k: int, config: dict | None = None) -> Path:
@@ -66,7 +39,7 @@ def write_h5(bmap: BucketMap, path: str | os.PathLike, *, top_k: int, config: di
     path = Path(path)
     model = bmap.model
     try:
-        with _temp_path(path) as tmp:
+        with staged(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 a = f.attrs
                 a.update({"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False,
@@ -102,7 +75,6 @@ def write_h5(bmap: BucketMap, path: str | os.PathLike, *, top_k: int, config: di
                         group.create_dataset("tokens", data=bmap.top_tokens[li, hi], **opts)
                         group.create_dataset("weights", data=bmap.top_weights[li, hi], **opts)
                 a["complete"] = True
-            os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
@@ -166,24 +138,9 @@ def write_bed(bmap: BucketMap, path: str | os.PathLike, *, bgzip: bool = False) 
     text = "".join(bed_lines(bmap)).encode()
     if not bgzip:
         return [write_bytes(path, text)]
-    import pysam
-
-    index = Path(f"{path}.tbi")
-    try:
-        with _temp_path(path, ".bed") as plain, _temp_path(path, ".bed.gz") as packed:
-            plain.write_bytes(text)
-            pysam.tabix_compress(str(plain), str(packed), force=True)
-            pysam.tabix_index(str(packed), preset="bed", force=True)
-            built = Path(f"{packed}.tbi")
-            try:
-                os.replace(packed, path)
-                os.replace(built, index)  # after the data, so the index is never older than it
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(built)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return [path, index]
+    with staged_text(path, "bed", ".bed") as plain:
+        plain.write_bytes(text)
+    return [path, Path(f"{path}.tbi")]
 
 
 def _cell(value) -> str:
