@@ -15,6 +15,7 @@ import numpy as np
 
 from genoformer.buckets import BucketMap, bucket_rgb
 from genoformer.errors import OutputError
+from genoformer.outputs import staged
 
 MAX_COLUMNS = 20_000  # bases drawn per bucket strip; longer regions are sampled evenly
 FORMATS = ("png", "svg")
@@ -44,12 +45,10 @@ def _save(fig, stem: Path) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         final = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = final.with_name(f".{final.name}.partial")
         try:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
-            os.replace(tmp, final)
+            with staged(final) as tmp:
+                fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise OutputError(f"{final}: cannot write ({e.strerror or e})") from None
         paths.append(final)
     return paths
