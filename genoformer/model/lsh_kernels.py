@@ -77,67 +77,106 @@ def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
     return keys.argsort(dim=-1, stable=True)
 
 
+BLOCK_ROWS = 2 ** 13  # query rows per attention call (see _Workspace)
+
+
+class _Workspace:
+    """Buffers reused across the blocks, rounds and pieces of one kernel call.
+
+    A fresh tensor of tens of MB comes from mmap and page-faults in on first touch, which cost
+    as much as the attention itself; so per-block work runs on blocks of BLOCK_ROWS queries,
+    whose buffers are a few MB, and per-piece buffers are allocated once per call.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.buffers = device, {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        numel = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = self.buffers[name] = torch.empty(numel, dtype=dtype, device=self.device)
+        return buffer[:numel].view(shape)
+
+
+def _overlapping(runs: Tensor) -> Tensor:
+    """Windows [N, nb, 2bs, ...] over contiguous runs [N, nb + 1, bs, ...]: each chunk with the one before it."""
+    N, n1, bs = runs.shape[:3]
+    inner = runs.stride(2)
+    rest = runs.shape[3:]
+    return runs.as_strided((N, n1 - 1, 2 * bs, *rest), (runs.stride(0), bs * inner, inner, *runs.stride()[3:]),
+                           runs.storage_offset())
+
+
 class _Round:
     """One round's sort order cut into chunks of bucket_size, each seen with the chunk before it.
 
     rows [N, T]: global row ids (into [N * T]) in sorted order.  The first chunk of a sequence
     looks back to that sequence's last chunk holding real tokens (wrapping round, as HF and
     reformer-pytorch do, but within the round and never into padding-only chunks); when that
-    is the first chunk itself the look-back is masked.  Gathered rows are laid out per
-    sequence as [look-back chunk, chunk 0, chunk 1, ...], so that the window of chunk c is
-    an overlapping strided view of 2 * bucket_size rows: no copy per window.
+    is the first chunk itself the look-back is masked.  Chunks are attended in blocks of
+    consecutive chunks: a block's rows are gathered as one run [chunk before the block, its
+    chunks], whose windows are overlapping strided views of 2 * bucket_size rows.
     """
 
     def __init__(self, rows: Tensor, lookback: Tensor, bucket_size: int):
         N, T = rows.shape
         self.n, self.chunks, self.bs = N, T // bucket_size, bucket_size
-        chunked = rows.view(N, self.chunks, bucket_size)
-        first = chunked.gather(1, lookback.view(N, 1, 1).expand(N, 1, bucket_size)).view(N, bucket_size)
-        self.rows = rows.reshape(-1)
-        self.extended = torch.cat((first, rows), 1).view(-1)
+        self.rows = rows.view(N, self.chunks, bucket_size)
+        first = self.rows.gather(1, lookback.view(N, 1, 1).expand(N, 1, bucket_size))
+        self.extended = torch.cat((first, self.rows), 1)  # [N, 1 + chunks, bs]
         self.lookback = lookback
 
-    def windows(self, values: Tensor) -> tuple[Tensor, Tensor]:
-        """Sorted own chunks [N, nc, bs, c] and windows [N, nc, 2bs, c] of values [N * T, c]."""
-        N, nc, bs, c = self.n, self.chunks, self.bs, values.shape[-1]
-        gathered = values.index_select(0, self.extended).view(N, (nc + 1) * bs, c)
-        own = gathered[:, bs:].view(N, nc, bs, c)
-        window = gathered.as_strided((N, nc, 2 * bs, c), ((nc + 1) * bs * c, bs * c, c, 1))
-        return own, window
+    def blocks(self):
+        """(first chunk, end chunk) of each block: about BLOCK_ROWS query rows over all N sequences."""
+        step = max(1, BLOCK_ROWS // (self.n * self.bs))
+        for c0 in range(0, self.chunks, step):
+            yield c0, min(c0 + step, self.chunks)
 
-    def sorted(self, values: Tensor) -> Tensor:
-        """values [N * T, c] in sorted order as chunks [N, nc, bs, c]."""
-        return values.index_select(0, self.rows).view(self.n, self.chunks, self.bs, -1)
+    def gather(self, values: Tensor, c0: int, c1: int, ws: _Workspace) -> tuple[Tensor, Tensor]:
+        """Own chunks [N, nb, bs, c] and windows [N, nb, 2bs, c] of rows values [N * T, c] for chunks c0 .. c1 - 1."""
+        index = self.extended[:, c0:c1 + 1].reshape(-1)
+        runs = ws.get("runs", (index.numel(), values.shape[-1]), values.dtype)
+        torch.index_select(values, 0, index, out=runs)
+        runs = runs.view(self.n, c1 - c0 + 1, self.bs, -1)
+        return runs[:, 1:], _overlapping(runs)
 
-    def fold(self, window_grads: Tensor, into: Tensor) -> None:
-        """Add window gradients [N, nc, 2bs, c] onto the sorted rows they came from, into [N, nc, bs, c]."""
+    def queries(self, c0: int, c1: int) -> Tensor:
+        """Global row ids of the queries of chunks c0 .. c1 - 1, flat."""
+        return self.rows[:, c0:c1].reshape(-1)
+
+    def fold(self, window_grads: Tensor, c0: int, c1: int, into: Tensor) -> None:
+        """Add gradients of the windows [N, nb, 2bs, c] of chunks c0 .. c1 - 1 onto the sorted rows
+        they came from, into [N, chunks, bs, c] (a block's first half is the chunk before it)."""
         bs = self.bs
-        torch.add(window_grads[:, :-1, bs:], window_grads[:, 1:, :bs], out=into[:, :-1])
-        into[:, -1] = window_grads[:, -1, bs:]
+        into[:, c0:c1] += window_grads[:, :, bs:]
+        if c0 > 0:
+            into[:, c0 - 1:c1 - 1] += window_grads[:, :, :bs]
+            return
+        into[:, :c1 - 1] += window_grads[:, 1:, :bs]
         into[torch.arange(self.n, device=into.device), self.lookback] += window_grads[:, 0, :bs]
 
-    def unsort(self, sorted_values: Tensor, into: Tensor) -> Tensor:
-        """Rows [N * T, c] back in token order."""
-        return into.index_copy_(0, self.rows, sorted_values.reshape(self.rows.numel(), -1))
 
-
-def _bias(rnd: _Round, real: Tensor | None, lookback_masked: Tensor, causal: bool, dtype: torch.dtype,
-          device: torch.device) -> Tensor:
-    """Additive score bias [N or 1, nc or 1, bs, 2bs]: SELF_SCORE on each token's own key, the
-    dtype's most negative finite value on padding, masked look-back and (causal) later keys."""
+def _bias(rnd: _Round, c0: int, c1: int, real: Tensor | None, lookback_masked: Tensor, causal: bool,
+          dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Additive score bias [N or 1, nb or 1, bs, 2bs] of chunks c0 .. c1 - 1: SELF_SCORE on each token's own
+    key, the dtype's most negative finite value on padding, masked look-back and (causal) later keys."""
     bs = rnd.bs
     own_key = torch.zeros(bs, 2 * bs, dtype=dtype, device=device)
     own_key[:, bs:].fill_diagonal_(SELF_SCORE)
-    if real is None and not causal and not bool(lookback_masked.any()):
+    masked_lookback = c0 == 0 and bool(lookback_masked.any())
+    if real is None and not causal and not masked_lookback:
         return own_key[None, None]  # broadcast: no per-chunk mask to build
-    invalid = torch.zeros(rnd.n, rnd.chunks, 1, 2 * bs, dtype=torch.bool, device=device)
-    invalid[:, 0, 0, :bs] = lookback_masked[:, None]
+    invalid = torch.zeros(rnd.n, c1 - c0, 1, 2 * bs, dtype=torch.bool, device=device)
+    if masked_lookback:
+        invalid[:, 0, 0, :bs] = lookback_masked[:, None]
+    runs = rnd.extended[:, c0:c1 + 1]
+    keys = _overlapping(runs.contiguous())  # [N, nb, 2bs] global rows
     if real is not None:
-        invalid |= ~rnd.windows(real.view(-1, 1))[1].view(rnd.n, rnd.chunks, 1, 2 * bs)
+        invalid |= ~real.view(-1)[keys][:, :, None, :]
     if causal:
-        T = rnd.rows.numel() // rnd.n
-        token, key_token = rnd.windows((torch.arange(rnd.rows.numel(), device=device) % T)[:, None])
-        invalid = invalid | (key_token[..., 0][:, :, None, :] > token[..., 0][..., None])
+        T = rnd.rows.shape[1] * bs
+        invalid = invalid | ((keys % T)[:, :, None, :] > (runs[:, 1:] % T)[..., None])
     return torch.where(invalid, torch.finfo(dtype).min, own_key)
 
 
@@ -182,14 +221,14 @@ def _attend_backward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float
     return torch.matmul(d_scores, k) * scale, torch.matmul(d_scores.transpose(-1, -2), q), d_v
 
 
-SLICE_ROWS = 2 ** 16  # (sequence, head) rows attended per call: caps every per-round buffer, not the result
+SLICE_ROWS = 2 ** 16  # (sequence, head) rows attended per piece: caps the per-piece buffers, not the result
 
 
 def _slices(B: int, H: int, Tp: int):
     """(batch slice, head slice) pieces of about SLICE_ROWS rows: whole sequences when they fit, else head groups.
 
     Heads are independent, so attending a few at a time changes nothing but the size of the
-    per-round buffers (gathered windows, gradients), which would otherwise be ~6x the input.
+    per-piece buffers (q|k|v rows, gradients), which would otherwise be several times the input.
     """
     per_sequence = H * Tp
     if per_sequence <= SLICE_ROWS:
@@ -214,19 +253,20 @@ def _padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
 
 
 def _slice_inputs(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, sb: slice, sh: slice,
-                  Tp: int) -> tuple[Tensor, Tensor, Tensor | None]:
+                  Tp: int, ws: _Workspace) -> tuple[Tensor, Tensor, Tensor | None]:
     """Rows [n * Tp, 3dh] of q|k|v, order [n, R, Tp] and real [n, Tp] (or None) of one piece."""
     T, dh = q.shape[2:]
     heads = sh.stop - sh.start
-    qkv = q.new_empty(*q[sb, sh].shape[:2], Tp, 3 * dh)  # one copy: cat and pad would make two
+    batch = len(range(q.shape[0])[sb])
+    qkv = ws.get("qkv", (batch, heads, Tp, 3 * dh), q.dtype)  # one copy: cat and pad would make two
     for i, part in enumerate((q, k, v)):
         qkv[:, :, :T, i * dh:(i + 1) * dh] = part[sb, sh]
     qkv[:, :, T:] = 0
-    n = qkv.shape[0] * heads
-    rows = qkv.reshape(n * Tp, -1)
+    n = batch * heads
+    rows = qkv.view(n * Tp, -1)
     order = order[sb, sh].reshape(n, -1, Tp)
     if real is None and Tp > T:
-        real = torch.arange(Tp, device=q.device).expand(qkv.shape[0], Tp) < T
+        real = torch.arange(Tp, device=q.device).expand(batch, Tp) < T
     elif real is not None:
         real = real[sb]
     return rows, order, None if real is None else real.repeat_interleave(heads, 0)
@@ -240,58 +280,52 @@ def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: tor
 
 
 def _forward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
-                   acc: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Combined output [N, Tp, dh] and log-sum-exp [N, Tp] over every round of one piece."""
-    N, R, Tp = order.shape
-    dh = qkv.shape[-1] // 3
-    lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
-    out = torch.empty(N * Tp, dh, dtype=acc, device=qkv.device)
-    lse = torch.empty(N * Tp, dtype=acc, device=qkv.device)
-    round_out, round_lse = torch.empty_like(out), torch.empty_like(lse)
-    for r, rnd in enumerate(_rounds(order, lookback, bs)):
-        bias = _bias(rnd, real, lookback_masked, causal, qkv.dtype, qkv.device)
-        own, window = rnd.windows(qkv)
-        o, l = _attend(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias, dh ** -0.5, acc)
-        if r == 0:
-            rnd.unsort(o, out), rnd.unsort(l, lse[:, None])
-            continue
-        rnd.unsort(o, round_out), rnd.unsort(l, round_lse[:, None])
-        # mix in this round by its share of the union softmax (flash attention's split-KV merge)
-        out.lerp_(round_out, torch.sigmoid(round_lse - lse)[:, None])
-        lse = torch.logaddexp(lse, round_lse)
-    out, lse = out.view(N, Tp, dh), lse.view(N, Tp)
-    if real is not None:
-        out.masked_fill_(~real[..., None], 0.0)
-    return out, lse
-
-
-def _backward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int, out: Tensor,
-                    lse: Tensor, grad_out: Tensor) -> Tensor:
-    """Gradients [N, Tp, 3dh] of one piece's q|k|v rows from its output, log-sum-exp and output gradient."""
+                   out: Tensor, lse: Tensor, ws: _Workspace) -> None:
+    """Fill out [N * Tp, dh] and lse [N * Tp] (acc dtype) with the output and log-sum-exp over every round."""
     N, R, Tp = order.shape
     dh, acc = out.shape[-1], out.dtype
     lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
-    if real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
-        grad_out = grad_out.masked_fill(~real[..., None], 0.0)
-    per_query = torch.cat((out, grad_out, lse[..., None]), -1).view(N * Tp, 2 * dh + 1)
-    grads = torch.empty(N * Tp, 3 * dh, dtype=acc, device=qkv.device)
-    round_grads = torch.empty_like(grads)
-    sorted_grads = torch.empty(N, Tp // bs, bs, 3 * dh, dtype=acc, device=qkv.device)
+    round_out, round_lse = ws.get("round_out", out.shape, acc), ws.get("round_lse", lse.shape, acc)
     for r, rnd in enumerate(_rounds(order, lookback, bs)):
-        bias = _bias(rnd, real, lookback_masked, causal, qkv.dtype, qkv.device)
-        own, window = rnd.windows(qkv)
-        queries = rnd.sorted(per_query)
-        d_q, d_k, d_v = _attend_backward(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias,
-                                         dh ** -0.5, queries[..., :dh], queries[..., dh:2 * dh],
-                                         queries[..., 2 * dh], acc)
-        sorted_grads[..., :dh] = d_q
-        rnd.fold(d_k, sorted_grads[..., dh:2 * dh])
-        rnd.fold(d_v, sorted_grads[..., 2 * dh:])
-        if r == 0:
-            rnd.unsort(sorted_grads, grads)
-        else:
-            grads += rnd.unsort(sorted_grads, round_grads)
-    return grads.view(N, Tp, 3 * dh)
+        into_out, into_lse = (out, lse) if r == 0 else (round_out, round_lse)
+        for c0, c1 in rnd.blocks():
+            own, window = rnd.gather(qkv, c0, c1, ws)
+            bias = _bias(rnd, c0, c1, real, lookback_masked, causal, qkv.dtype, qkv.device)
+            o, l = _attend(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias, dh ** -0.5, acc)
+            rows = rnd.queries(c0, c1)
+            into_out.index_copy_(0, rows, o.reshape(-1, dh))
+            into_lse.index_copy_(0, rows, l.reshape(-1))
+        if r:  # mix in this round by its share of the union softmax (flash attention's split-KV merge)
+            out.lerp_(round_out, torch.sigmoid(round_lse - lse)[:, None])
+            torch.logaddexp(lse, round_lse, out=lse)
+    if real is not None:
+        out.view(N, Tp, dh).masked_fill_(~real[..., None], 0.0)
+
+
+def _backward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int, out: Tensor,
+                    lse: Tensor, grad_out: Tensor, grads: Tensor, ws: _Workspace) -> None:
+    """Fill grads [N * Tp, 3dh] (acc dtype) with the gradients of one piece's q|k|v rows, from its output
+    [N * Tp, dh], log-sum-exp [N * Tp] and output gradient [N * Tp, dh] (zero at padding rows)."""
+    N, R, Tp = order.shape
+    dh, acc = out.shape[-1], out.dtype
+    lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
+    for r, rnd in enumerate(_rounds(order, lookback, bs)):
+        sorted_grads = ws.get("sorted_grads", (N, Tp // bs, bs, 3 * dh), acc).zero_()
+        for c0, c1 in rnd.blocks():
+            own, window = rnd.gather(qkv, c0, c1, ws)
+            bias = _bias(rnd, c0, c1, real, lookback_masked, causal, qkv.dtype, qkv.device)
+            rows = rnd.queries(c0, c1)
+            shape = (N, c1 - c0, bs)
+            picked = [torch.index_select(t, 0, rows, out=ws.get(name, (rows.numel(), *t.shape[1:]), acc))
+                      for name, t in (("out", out), ("grad_out", grad_out), ("lse", lse))]
+            o, d_o, l = (t.view(*shape, *t.shape[1:]) for t in picked)
+            d_q, d_k, d_v = _attend_backward(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias,
+                                             dh ** -0.5, o, d_o, l, acc)
+            sorted_grads[:, c0:c1, :, :dh] += d_q
+            rnd.fold(d_k, c0, c1, sorted_grads[..., dh:2 * dh])
+            rnd.fold(d_v, c0, c1, sorted_grads[..., 2 * dh:])
+        rows, values = rnd.rows.view(-1), sorted_grads.view(-1, 3 * dh)
+        grads.index_copy_(0, rows, values) if r == 0 else grads.index_add_(0, rows, values)
 
 
 class LSHAttentionFunction(torch.autograd.Function):
@@ -301,7 +335,8 @@ class LSHAttentionFunction(torch.autograd.Function):
     of bucket_size, each round a permutation of arange(Tp) with real tokens first; real bool
     [B, T] or None (no padding).  Returns [B, H, T, dh]; rows of padding queries are zero.
     Matmuls run in the inputs' dtype; log-sum-exp and the mixing of rounds in float32 (float64
-    for float64 inputs).  Sequences and heads are attended a piece at a time (_slices).
+    for float64 inputs).  Sequences and heads are attended a piece at a time (_slices), each
+    round of a piece a block of chunks at a time (_Round.blocks).
     """
 
     @staticmethod
@@ -312,10 +347,12 @@ class LSHAttentionFunction(torch.autograd.Function):
         real = _padded_real(real, T, Tp)
         out = torch.empty(B, H, Tp, dh, dtype=acc, device=q.device)
         lse = torch.empty(B, H, Tp, dtype=acc, device=q.device)
+        ws = _Workspace(q.device)
         for sb, sh in _slices(B, H, Tp):
-            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp)
-            o, l = _forward_piece(qkv, piece_order, piece_real, causal, bucket_size, acc)
-            out[sb, sh], lse[sb, sh] = o.view_as(out[sb, sh]), l.view_as(lse[sb, sh])
+            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp, ws)
+            rows = qkv.shape[0]
+            _forward_piece(qkv, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(rows, dh),
+                           lse[sb, sh].view(rows), ws)
         ctx.save_for_backward(q, k, v, order, real, out, lse)
         ctx.causal, ctx.bucket_size = causal, bucket_size
         return out[:, :, :T].to(v.dtype)
@@ -325,17 +362,20 @@ class LSHAttentionFunction(torch.autograd.Function):
         q, k, v, order, real, out, lse = ctx.saved_tensors
         B, H, T, dh = q.shape
         Tp = order.shape[-1]
-        grad_out = grad_out.to(out.dtype)
-        if Tp > T:
-            grad_out = F.pad(grad_out, (0, 0, 0, Tp - T))
+        padded = torch.zeros(B, H, Tp, dh, dtype=out.dtype, device=q.device)
+        padded[:, :, :T] = grad_out  # a copy of our own: padding rows are zeroed in place below
         grads = torch.empty(B, H, T, 3 * dh, dtype=q.dtype, device=q.device)
+        ws = _Workspace(q.device)
         for sb, sh in _slices(B, H, Tp):
-            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp)
-            n = qkv.shape[0] // Tp
-            g = _backward_piece(qkv, piece_order, piece_real, ctx.causal, ctx.bucket_size,
-                                out[sb, sh].reshape(n, Tp, dh), lse[sb, sh].reshape(n, Tp),
-                                grad_out[sb, sh].reshape(n, Tp, dh))
-            grads[sb, sh] = g.view(*grads[sb, sh].shape[:2], Tp, 3 * dh)[:, :, :T]
+            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp, ws)
+            rows = qkv.shape[0]
+            piece_grad_out = padded[sb, sh].view(rows, dh)
+            if piece_real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
+                piece_grad_out.view(-1, Tp, dh).masked_fill_(~piece_real[..., None], 0.0)
+            piece_grads = ws.get("grads", (rows, 3 * dh), out.dtype)
+            _backward_piece(qkv, piece_order, piece_real, ctx.causal, ctx.bucket_size, out[sb, sh].view(rows, dh),
+                            lse[sb, sh].view(rows), piece_grad_out, piece_grads, ws)
+            grads[sb, sh] = piece_grads.view(*grads[sb, sh].shape[:2], Tp, 3 * dh)[:, :, :T]
         return grads[..., :dh], grads[..., dh:2 * dh], grads[..., 2 * dh:], None, None, None, None
 
 

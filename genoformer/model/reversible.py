@@ -82,21 +82,26 @@ class _ReversibleFunction(torch.autograd.Function):
             x2 = x2 + block.run_g(x1)
             ctx.rng.append((f_rng, g_rng))
         ctx.blocks, ctx.f_kwargs = blocks, f_kwargs
-        ctx.save_for_backward(x1, x2)
+        # kept as detached attributes, not saved tensors, so backward can drop them as soon as the last
+        # block's inputs are rebuilt: save_for_backward would pin both until backward returns
+        ctx.outputs = [x1.detach(), x2.detach()]
         return x1, x2
 
     @staticmethod
     def backward(ctx, dy1, dy2):
-        y1, y2 = ctx.saved_tensors
+        y1, y2 = ctx.outputs
+        ctx.outputs = None
         device_type, enabled, dtype = ctx.autocast
         param_grads: list[Tensor | None] = []
+        # Every stream-sized tensor here costs T * d_model: each block's new streams and gradients
+        # are written into buffers this function owns, and old ones are dropped as soon as replaced.
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
             for block, (f_rng, g_rng) in zip(reversed(ctx.blocks), reversed(ctx.rng)):
                 f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
                 gy1, dy1_g, g_grads = _recompute_g(block, y1, dy2, g_params, g_rng)
-                dy1 = dy1 + dy1_g
-                x2 = y2 - gy1
-                del gy1, dy1_g  # free before f's recompute: the peak of the whole backward is there
+                dy1 = _combine(dy1_g, dy1)
+                x2 = _combine(gy1, y2, subtract_from=True)
+                del y2, gy1, dy1_g  # free before f's recompute: the peak of the whole backward is there
                 groups = _head_groups(block.f, x2)
                 if groups is None:
                     with torch.enable_grad():
@@ -104,14 +109,26 @@ class _ReversibleFunction(torch.autograd.Function):
                         with f_rng.replay():
                             fx2 = block.f(x2, **ctx.f_kwargs)
                         dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
+                    fx2 = fx2.detach()
                 else:
                     fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
                                                                 ctx.f_kwargs)
-                x1 = (y1 - fx2).detach()
-                del fx2
-                y1, y2, dy2 = x1, x2.detach(), dy2 + dx2_f
+                y1 = _combine(fx2, y1, subtract_from=True)
+                y2 = x2.detach()
+                dy2 = _combine(dx2_f, dy2)
+                del x2, fx2, dx2_f
                 param_grads = _block_param_grads(block, f_params, f_grads, g_params, g_grads) + param_grads
         return (dy1, dy2, None, None, *param_grads)
+
+
+def _combine(fresh: Tensor, other: Tensor, *, subtract_from: bool = False) -> Tensor:
+    """other - fresh if subtract_from else fresh + other, written into fresh (a tensor this backward
+    just made) when it can hold the result: same shape and dtype, and not aliasing other."""
+    in_place = (fresh.shape == other.shape and fresh.dtype == torch.result_type(fresh, other)
+                and fresh.untyped_storage().data_ptr() != other.untyped_storage().data_ptr())
+    if subtract_from:
+        return torch.sub(other, fresh, out=fresh) if in_place else other - fresh
+    return fresh.add_(other) if in_place else fresh + other
 
 
 def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[nn.Parameter], rng: RngState):
@@ -148,15 +165,16 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
         x2 = x2.detach().requires_grad_()
         normed = f.norm(x2)
     inner = normed.detach().requires_grad_()
-    fx2, d_inner = torch.zeros_like(x2), torch.zeros_like(normed)
+    fx2 = d_inner = None
     fn_params = list(f.fn.parameters())
     fn_totals: list[Tensor | None] = [None] * len(fn_params)
     for group in groups:
         with torch.enable_grad(), rng.replay():
             share = f.fn(inner, heads=group, **f_kwargs)
             d_share, grads = _grads(share, inner, fn_params, dy1)
-        fx2 += share.detach()
-        d_inner += d_share
+        share = share.detach()
+        fx2 = share if fx2 is None else fx2.add_(share)
+        d_inner = d_share if d_inner is None else d_inner.add_(d_share)
         fn_totals = [a if b is None else b if a is None else a + b for a, b in zip(fn_totals, grads)]
         del share, d_share, grads
     norm_params = list(f.norm.parameters())

@@ -263,6 +263,24 @@ def test_attending_in_pieces_changes_nothing(monkeypatch, rows, masked):
         assert torch.allclose(a, b, atol=1e-12), (a - b).abs().max()
 
 
+@pytest.mark.parametrize("block_rows", [1, 40])  # one chunk per block; a few chunks per block
+@pytest.mark.parametrize("masked", [False, True])
+def test_attending_in_blocks_of_chunks_changes_nothing(monkeypatch, kernel, block_rows, masked):
+    m = module(d=32, heads=4, bucket_size=8, n_hashes=3, causal=True, dtype=torch.float64)
+    x = torch.randn(3, 45, 32, dtype=torch.float64)
+    mask = padding_mask(3, 45, seed=3) if masked else None
+    results = []
+    for rows in (10 ** 9, block_rows):
+        monkeypatch.setattr(lsh_kernels, "BLOCK_ROWS", rows)
+        xg = x.clone().requires_grad_()
+        out = m(xg, mask=mask)
+        out.sin().sum().backward()
+        results.append((out.detach(), xg.grad, *(p.grad.clone() for p in m.parameters())))
+        m.zero_grad()
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-12), (a - b).abs().max()
+
+
 def test_causal_never_attends_to_later_tokens():
     """No path from a later token to an earlier output: inspect shows none and the Jacobian is exactly zero.
 
