@@ -40,8 +40,10 @@ def build(spec: dict):
         sys.path.insert(0, str(ROOT))
         from genoformer.model import Reformer, ReformerConfig
 
+        # local attention sees 2 * window_size keys per query, LSH 2 * bucket_size per round: the same
+        # keys per query (the like-for-like comparison) needs window_size = n_hashes * bucket_size
         config = ReformerConfig(vocab_size=V, d_model=d, depth=depth, heads=heads, bucket_size=bucket,
-                                n_hashes=n_hashes, attention=spec["attention"], window_size=bucket,
+                                n_hashes=n_hashes, attention=spec["attention"], window_size=n_hashes * bucket,
                                 reversible=spec["reversible"], ff_chunks=spec["ff_chunks"])
         model = Reformer(config)
         return model, lambda tokens: model(tokens)
@@ -96,6 +98,12 @@ def measure(spec: dict) -> dict:
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
+    if spec["mmap_threshold"]:  # the same allocator setting for every implementation (genoformer/allocator.py)
+        sys.path.insert(0, str(ROOT))
+        from genoformer.allocator import mmap_large_tensors
+
+        if not mmap_large_tensors(spec["mmap_threshold"]):
+            raise SystemExit("could not set glibc's mmap threshold (not glibc?): pass --mmap-threshold 0")
     torch.manual_seed(0)
     device = torch.device(spec["device"])
     model, forward = build(spec)
@@ -140,7 +148,8 @@ def measure(spec: dict) -> dict:
 def spec_for(args, **overrides) -> dict:
     spec = dict(impl="genoformer", attention="lsh", tokens=16384, depth=2, reversible=True, step="train",
                 d_model=256, heads=4, bucket=64, n_hashes=4, vocab=DNA_VOCAB, ff_chunks=args.ff_chunks,
-                device=args.device, bf16=args.bf16, threads=args.threads, warmup=args.warmup, steps=1)
+                device=args.device, bf16=args.bf16, threads=args.threads, warmup=args.warmup, steps=1,
+                mmap_threshold=args.mmap_threshold)
     spec.update(overrides)
     return spec
 
@@ -292,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1, quick 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tokens", type=int, nargs="+", help="peers: lengths (default 16384 65536)")
-    parser.add_argument("--ff-chunks", type=int, default=1, help="genoformer feed-forward chunks")
+    parser.add_argument("--ff-chunks", type=int, default=16, help="genoformer feed-forward chunks")
+    parser.add_argument("--mmap-threshold", type=int, default=16 * 2 ** 20,
+                        help="glibc mmap threshold in bytes for every run, as the genoformer CLI sets it "
+                             "(genoformer/allocator.py); 0 leaves glibc's default")
     parser.add_argument("--full-max", type=int, default=65536, help="longest length for full attention")
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096 * 2**i for i in range(7)],
                         help="length sweep (default 4K .. 262K tokens)")

@@ -15,6 +15,7 @@ import traceback
 import click
 
 from genoformer import __version__
+from genoformer.allocator import mmap_large_tensors
 from genoformer.errors import GenoformerError
 
 # name -> "module:attribute" of the click.Command
@@ -68,6 +69,7 @@ def _raise_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group and map exceptions to the exit-code contract."""
     signal.signal(signal.SIGTERM, _raise_sigterm)
+    mmap_large_tensors()
     try:
         cli.main(args=argv, prog_name="genoformer", standalone_mode=False)
     except GenoformerError as err:

@@ -25,7 +25,7 @@ class ReformerConfig:
     attention: str | list[str] = "lsh"  # one kind for every layer, or one per layer
     reversible: bool = True  # reversible residuals: activation memory flat in depth
     ff_mult: int = 4
-    ff_chunks: int = 1  # feed-forward over this many sequence chunks to cap its memory
+    ff_chunks: int = 1  # feed-forward over at least this many sequence chunks (more on long inputs: reversible.py)
     dropout: float = 0.0
     causal: bool = False
     window_size: int = 64  # local attention block; 64 == bucket_size gives LSH's keys per query

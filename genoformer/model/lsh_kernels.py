@@ -115,8 +115,8 @@ class _Round:
     looks back to that sequence's last chunk holding real tokens (wrapping round, as HF and
     reformer-pytorch do, but within the round and never into padding-only chunks); when that
     is the first chunk itself the look-back is masked.  Chunks are attended in blocks of
-    consecutive chunks: a block's rows are gathered as one run [chunk before the block, its
-    chunks], whose windows are overlapping strided views of 2 * bucket_size rows.
+    consecutive chunks: a block's keys are gathered as one run of rows [chunk before the block,
+    its chunks], whose windows are overlapping strided views of 2 * bucket_size rows.
     """
 
     def __init__(self, rows: Tensor, lookback: Tensor, bucket_size: int):
@@ -125,7 +125,6 @@ class _Round:
         self.rows = rows.view(N, self.chunks, bucket_size)
         first = self.rows.gather(1, lookback.view(N, 1, 1).expand(N, 1, bucket_size))
         self.extended = torch.cat((first, self.rows), 1)  # [N, 1 + chunks, bs]
-        self.lookback = lookback
 
     def blocks(self):
         """(first chunk, end chunk) of each block: about BLOCK_ROWS query rows over all N sequences."""
@@ -133,28 +132,21 @@ class _Round:
         for c0 in range(0, self.chunks, step):
             yield c0, min(c0 + step, self.chunks)
 
-    def gather(self, values: Tensor, c0: int, c1: int, ws: _Workspace) -> tuple[Tensor, Tensor]:
-        """Own chunks [N, nb, bs, c] and windows [N, nb, 2bs, c] of rows values [N * T, c] for chunks c0 .. c1 - 1."""
-        index = self.extended[:, c0:c1 + 1].reshape(-1)
-        runs = ws.get("runs", (index.numel(), values.shape[-1]), values.dtype)
-        torch.index_select(values, 0, index, out=runs)
-        runs = runs.view(self.n, c1 - c0 + 1, self.bs, -1)
-        return runs[:, 1:], _overlapping(runs)
-
     def queries(self, c0: int, c1: int) -> Tensor:
         """Global row ids of the queries of chunks c0 .. c1 - 1, flat."""
         return self.rows[:, c0:c1].reshape(-1)
 
-    def fold(self, window_grads: Tensor, c0: int, c1: int, into: Tensor) -> None:
-        """Add gradients of the windows [N, nb, 2bs, c] of chunks c0 .. c1 - 1 onto the sorted rows
-        they came from, into [N, chunks, bs, c] (a block's first half is the chunk before it)."""
-        bs = self.bs
-        into[:, c0:c1] += window_grads[:, :, bs:]
-        if c0 > 0:
-            into[:, c0 - 1:c1 - 1] += window_grads[:, :, :bs]
-            return
-        into[:, :c1 - 1] += window_grads[:, 1:, :bs]
-        into[torch.arange(self.n, device=into.device), self.lookback] += window_grads[:, 0, :bs]
+    def keys(self, c0: int, c1: int) -> Tensor:
+        """Global row ids [N, nb, 2bs] of the windows of chunks c0 .. c1 - 1 (a key may repeat across windows)."""
+        return _overlapping(self.extended[:, c0:c1 + 1].contiguous())
+
+    def gather(self, values: Tensor, c0: int, c1: int, ws: _Workspace, name: str) -> Tensor:
+        """Windows [N, nb, 2bs, c] of rows values [N * T, c] for chunks c0 .. c1 - 1: one gather of the
+        block's run of rows, viewed as overlapping windows."""
+        index = self.extended[:, c0:c1 + 1].reshape(-1)
+        runs = ws.get(name, (index.numel(), values.shape[-1]), values.dtype)
+        torch.index_select(values, 0, index, out=runs)
+        return _overlapping(runs.view(self.n, c1 - c0 + 1, self.bs, -1))
 
 
 def _bias(rnd: _Round, c0: int, c1: int, real: Tensor | None, lookback_masked: Tensor, causal: bool,
@@ -170,13 +162,12 @@ def _bias(rnd: _Round, c0: int, c1: int, real: Tensor | None, lookback_masked: T
     invalid = torch.zeros(rnd.n, c1 - c0, 1, 2 * bs, dtype=torch.bool, device=device)
     if masked_lookback:
         invalid[:, 0, 0, :bs] = lookback_masked[:, None]
-    runs = rnd.extended[:, c0:c1 + 1]
-    keys = _overlapping(runs.contiguous())  # [N, nb, 2bs] global rows
+    keys = rnd.keys(c0, c1)
     if real is not None:
         invalid |= ~real.view(-1)[keys][:, :, None, :]
     if causal:
         T = rnd.rows.shape[1] * bs
-        invalid = invalid | ((keys % T)[:, :, None, :] > (runs[:, 1:] % T)[..., None])
+        invalid = invalid | ((keys % T)[:, :, None, :] > (rnd.rows[:, c0:c1] % T)[..., None])
     return torch.where(invalid, torch.finfo(dtype).min, own_key)
 
 
@@ -252,18 +243,21 @@ def _padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
     return None  # filled in per slice: only the internal padding is not real
 
 
-def _slice_inputs(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, sb: slice, sh: slice,
-                  Tp: int, ws: _Workspace) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Rows [n * Tp, 3dh] of q|k|v, order [n, R, Tp] and real [n, Tp] (or None) of one piece."""
-    T, dh = q.shape[2:]
-    heads = sh.stop - sh.start
-    batch = len(range(q.shape[0])[sb])
-    qkv = ws.get("qkv", (batch, heads, Tp, 3 * dh), q.dtype)  # one copy: cat and pad would make two
-    for i, part in enumerate((q, k, v)):
-        qkv[:, :, :T, i * dh:(i + 1) * dh] = part[sb, sh]
-    qkv[:, :, T:] = 0
+def _piece_rows(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, sb: slice, sh: slice,
+                Tp: int, ws: _Workspace) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    """Rows [n * Tp, dh] of q, k and v, order [n, R, Tp] and real [n, Tp] (or None) of one piece."""
+    B, H, T, dh = q.shape
+    batch, heads = len(range(B)[sb]), sh.stop - sh.start
     n = batch * heads
-    rows = qkv.view(n * Tp, -1)
+    if Tp == T:
+        rows = [t[sb, sh].reshape(n * Tp, dh) for t in (q, k, v)]
+    else:  # internal padding: zero rows after each sequence's T
+        rows = []
+        for name, t in zip("qkv", (q, k, v)):
+            padded = ws.get(f"piece_{name}", (batch, heads, Tp, dh), t.dtype)
+            padded[:, :, :T] = t[sb, sh]
+            padded[:, :, T:] = 0
+            rows.append(padded.view(n * Tp, dh))
     order = order[sb, sh].reshape(n, -1, Tp)
     if real is None and Tp > T:
         real = torch.arange(Tp, device=q.device).expand(batch, Tp) < T
@@ -279,20 +273,22 @@ def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: tor
     return last, last == 0
 
 
-def _forward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
+def _forward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
                    out: Tensor, lse: Tensor, ws: _Workspace) -> None:
-    """Fill out [N * Tp, dh] and lse [N * Tp] (acc dtype) with the output and log-sum-exp over every round."""
+    """Fill out [N * Tp, dh] and lse [N * Tp] (acc dtype) with the output and log-sum-exp over every
+    round, for rows q, k, v [N * Tp, dh] of one piece."""
     N, R, Tp = order.shape
     dh, acc = out.shape[-1], out.dtype
-    lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
+    lookback, lookback_masked = _lookback(real, N, Tp, bs, q.device)
     round_out, round_lse = ws.get("round_out", out.shape, acc), ws.get("round_lse", lse.shape, acc)
     for r, rnd in enumerate(_rounds(order, lookback, bs)):
         into_out, into_lse = (out, lse) if r == 0 else (round_out, round_lse)
         for c0, c1 in rnd.blocks():
-            own, window = rnd.gather(qkv, c0, c1, ws)
-            bias = _bias(rnd, c0, c1, real, lookback_masked, causal, qkv.dtype, qkv.device)
-            o, l = _attend(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias, dh ** -0.5, acc)
             rows = rnd.queries(c0, c1)
+            own = torch.index_select(q, 0, rows, out=ws.get("q", (rows.numel(), dh), q.dtype))
+            bias = _bias(rnd, c0, c1, real, lookback_masked, causal, q.dtype, q.device)
+            o, l = _attend(own.view(N, c1 - c0, bs, dh), rnd.gather(k, c0, c1, ws, "k"),
+                           rnd.gather(v, c0, c1, ws, "v"), bias, dh ** -0.5, acc)
             into_out.index_copy_(0, rows, o.reshape(-1, dh))
             into_lse.index_copy_(0, rows, l.reshape(-1))
         if r:  # mix in this round by its share of the union softmax (flash attention's split-KV merge)
@@ -302,30 +298,28 @@ def _forward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool
         out.view(N, Tp, dh).masked_fill_(~real[..., None], 0.0)
 
 
-def _backward_piece(qkv: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int, out: Tensor,
-                    lse: Tensor, grad_out: Tensor, grads: Tensor, ws: _Workspace) -> None:
-    """Fill grads [N * Tp, 3dh] (acc dtype) with the gradients of one piece's q|k|v rows, from its output
-    [N * Tp, dh], log-sum-exp [N * Tp] and output gradient [N * Tp, dh] (zero at padding rows)."""
+def _backward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
+                    out: Tensor, lse: Tensor, grad_out: Tensor, grads: list[Tensor], ws: _Workspace) -> None:
+    """Add into grads (three zeroed [N * Tp, dh] tensors, acc dtype) the gradients of one piece's rows q, k,
+    v, from its output [N * Tp, dh], log-sum-exp [N * Tp] and output gradient [N * Tp, dh] (zero at padding)."""
     N, R, Tp = order.shape
     dh, acc = out.shape[-1], out.dtype
-    lookback, lookback_masked = _lookback(real, N, Tp, bs, qkv.device)
-    for r, rnd in enumerate(_rounds(order, lookback, bs)):
-        sorted_grads = ws.get("sorted_grads", (N, Tp // bs, bs, 3 * dh), acc).zero_()
+    d_q_rows, d_k_rows, d_v_rows = grads
+    lookback, lookback_masked = _lookback(real, N, Tp, bs, q.device)
+    for rnd in _rounds(order, lookback, bs):
         for c0, c1 in rnd.blocks():
-            own, window = rnd.gather(qkv, c0, c1, ws)
-            bias = _bias(rnd, c0, c1, real, lookback_masked, causal, qkv.dtype, qkv.device)
             rows = rnd.queries(c0, c1)
             shape = (N, c1 - c0, bs)
-            picked = [torch.index_select(t, 0, rows, out=ws.get(name, (rows.numel(), *t.shape[1:]), acc))
-                      for name, t in (("out", out), ("grad_out", grad_out), ("lse", lse))]
-            o, d_o, l = (t.view(*shape, *t.shape[1:]) for t in picked)
-            d_q, d_k, d_v = _attend_backward(own[..., :dh], window[..., dh:2 * dh], window[..., 2 * dh:], bias,
-                                             dh ** -0.5, o, d_o, l, acc)
-            sorted_grads[:, c0:c1, :, :dh] += d_q
-            rnd.fold(d_k, c0, c1, sorted_grads[..., dh:2 * dh])
-            rnd.fold(d_v, c0, c1, sorted_grads[..., 2 * dh:])
-        rows, values = rnd.rows.view(-1), sorted_grads.view(-1, 3 * dh)
-        grads.index_copy_(0, rows, values) if r == 0 else grads.index_add_(0, rows, values)
+            own, o, d_o, l = (torch.index_select(t, 0, rows, out=ws.get(name, (rows.numel(), *t.shape[1:]), t.dtype))
+                              .view(*shape, *t.shape[1:])
+                              for name, t in (("q", q), ("out", out), ("grad_out", grad_out), ("lse", lse)))
+            bias = _bias(rnd, c0, c1, real, lookback_masked, causal, q.dtype, q.device)
+            d_q, d_k, d_v = _attend_backward(own, rnd.gather(k, c0, c1, ws, "k"), rnd.gather(v, c0, c1, ws, "v"),
+                                             bias, dh ** -0.5, o, d_o, l, acc)
+            keys = rnd.keys(c0, c1).reshape(-1)
+            d_q_rows.index_add_(0, rows, d_q.reshape(-1, dh).to(acc))
+            d_k_rows.index_add_(0, keys, d_k.reshape(-1, dh).to(acc))
+            d_v_rows.index_add_(0, keys, d_v.reshape(-1, dh).to(acc))
 
 
 class LSHAttentionFunction(torch.autograd.Function):
@@ -349,10 +343,10 @@ class LSHAttentionFunction(torch.autograd.Function):
         lse = torch.empty(B, H, Tp, dtype=acc, device=q.device)
         ws = _Workspace(q.device)
         for sb, sh in _slices(B, H, Tp):
-            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp, ws)
-            rows = qkv.shape[0]
-            _forward_piece(qkv, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(rows, dh),
-                           lse[sb, sh].view(rows), ws)
+            rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
+            n = rows[0].shape[0]
+            _forward_piece(*rows, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(n, dh),
+                           lse[sb, sh].view(n), ws)
         ctx.save_for_backward(q, k, v, order, real, out, lse)
         ctx.causal, ctx.bucket_size = causal, bucket_size
         return out[:, :, :T].to(v.dtype)
@@ -362,21 +356,30 @@ class LSHAttentionFunction(torch.autograd.Function):
         q, k, v, order, real, out, lse = ctx.saved_tensors
         B, H, T, dh = q.shape
         Tp = order.shape[-1]
-        padded = torch.zeros(B, H, Tp, dh, dtype=out.dtype, device=q.device)
+        acc = out.dtype
+        padded = torch.zeros(B, H, Tp, dh, dtype=acc, device=q.device)
         padded[:, :, :T] = grad_out  # a copy of our own: padding rows are zeroed in place below
-        grads = torch.empty(B, H, T, 3 * dh, dtype=q.dtype, device=q.device)
+        # gradients accumulate straight into the results when the layout allows (no internal
+        # padding, and the inputs' dtype is the accumulation dtype), else into per-piece buffers
+        direct = Tp == T and q.dtype == acc
+        grads = [torch.zeros(B, H, T, dh, dtype=q.dtype, device=q.device) for _ in range(3)]
         ws = _Workspace(q.device)
         for sb, sh in _slices(B, H, Tp):
-            qkv, piece_order, piece_real = _slice_inputs(q, k, v, order, real, sb, sh, Tp, ws)
-            rows = qkv.shape[0]
-            piece_grad_out = padded[sb, sh].view(rows, dh)
+            rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
+            n = rows[0].shape[0]
+            piece_grad_out = padded[sb, sh].view(n, dh)
             if piece_real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
                 piece_grad_out.view(-1, Tp, dh).masked_fill_(~piece_real[..., None], 0.0)
-            piece_grads = ws.get("grads", (rows, 3 * dh), out.dtype)
-            _backward_piece(qkv, piece_order, piece_real, ctx.causal, ctx.bucket_size, out[sb, sh].view(rows, dh),
-                            lse[sb, sh].view(rows), piece_grad_out, piece_grads, ws)
-            grads[sb, sh] = piece_grads.view(*grads[sb, sh].shape[:2], Tp, 3 * dh)[:, :, :T]
-        return grads[..., :dh], grads[..., dh:2 * dh], grads[..., 2 * dh:], None, None, None, None
+            if direct:
+                piece_grads = [g[sb, sh].view(n, dh) for g in grads]
+            else:
+                piece_grads = [ws.get(f"grad_{name}", (n, dh), acc).zero_() for name in "qkv"]
+            _backward_piece(*rows, piece_order, piece_real, ctx.causal, ctx.bucket_size, out[sb, sh].view(n, dh),
+                            lse[sb, sh].view(n), piece_grad_out, piece_grads, ws)
+            if not direct:
+                for g, piece in zip(grads, piece_grads):
+                    g[sb, sh] = piece.view(*g[sb, sh].shape[:2], Tp, dh)[:, :, :T]
+        return *grads, None, None, None, None
 
 
 def _rounds(order: Tensor, lookback: Tensor, bucket_size: int):

@@ -7,11 +7,13 @@ The forward pass keeps only the last block's outputs; backward rebuilds each blo
 from its outputs and recomputes f and g with grad on, one block at a time, so activation
 memory does not grow with depth.  Recomputation must see the same randomness (dropout, LSH
 hash seeds drawn from the global RNG) and the same autocast state as the forward pass, so
-both are recorded per f and g and replayed.  `reversible=False` runs the same blocks as a
+both are recorded per f and g and replayed; an LSH layer also keeps its sort order from the
+forward pass (int32, T * heads * rounds), so the recomputation neither hashes nor sorts again.  `reversible=False` runs the same blocks as a
 plain residual stack under ordinary autograd: the same function, for tests and comparisons.
 """
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -40,9 +42,11 @@ class RngState:
 class ReversibleBlock(nn.Module):
     """One coupling: f sees the second stream (plus keyword arguments such as mask), g the first.
 
-    g must be position-wise (a pre-norm feed-forward): it runs over `g_chunks` sequence chunks,
-    in the forward pass and in the backward recompute alike, so its wide hidden activations
-    never exist for the whole sequence at once.
+    g must be position-wise (a pre-norm feed-forward): it runs over sequence chunks, in the
+    forward pass and in the backward recompute alike, so its wide hidden activations never exist
+    for the whole sequence at once.  Chunks: at least `g_chunks`, and enough that none holds more
+    than G_CHUNK_TOKENS tokens (over the batch), so a million-token window is chunked without
+    being told to.
     """
 
     def __init__(self, f: nn.Module, g: nn.Module, *, g_chunks: int = 1):
@@ -55,10 +59,21 @@ class ReversibleBlock(nn.Module):
         y1 = x1 + self.f(x2, **f_kwargs)
         return y1, x2 + self.run_g(y1)
 
+    def g_bounds(self, y1: Tensor) -> list[int]:
+        """Sequence positions where g's chunks of y1 [B, T, d] start, and T at the end."""
+        B, T = y1.shape[:2]
+        chunks = min(max(self.g_chunks, -(-B * T // G_CHUNK_TOKENS)), max(T, 1))
+        size = -(-T // chunks)
+        return list(range(0, T, size)) + [T] if T else [0, 0]
+
     def run_g(self, y1: Tensor) -> Tensor:
-        if self.g_chunks == 1:
+        bounds = self.g_bounds(y1)
+        if len(bounds) <= 2:
             return self.g(y1)
-        return torch.cat([self.g(c) for c in y1.chunk(self.g_chunks, dim=1)], dim=1)
+        return torch.cat([self.g(y1[:, a:b]) for a, b in zip(bounds, bounds[1:])], dim=1)
+
+
+G_CHUNK_TOKENS = 4096  # feed-forward hidden [4096, 4 * 256] float32 = 16 MiB at the default width
 
 
 def _grads(outputs: Tensor, inputs: Tensor, params: list[nn.Parameter], grad_outputs: Tensor):
@@ -74,14 +89,16 @@ class _ReversibleFunction(torch.autograd.Function):
     def forward(ctx, x1, x2, blocks, f_kwargs, *params):
         device = x1.device
         ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
-        ctx.rng = []
+        ctx.rng, ctx.f_kwargs = [], []
         for block in blocks:  # autograd.Function.forward already runs without grad
+            kwargs = dict(f_kwargs, sort_orders={}) if _remembers_sort_orders(block.f) else f_kwargs
             f_rng = RngState(device)
-            x1 = x1 + block.f(x2, **f_kwargs)
+            x1 = x1 + block.f(x2, **kwargs)
             g_rng = RngState(device)
             x2 = x2 + block.run_g(x1)
             ctx.rng.append((f_rng, g_rng))
-        ctx.blocks, ctx.f_kwargs = blocks, f_kwargs
+            ctx.f_kwargs.append(kwargs)
+        ctx.blocks = blocks
         # kept as detached attributes, not saved tensors, so backward can drop them as soon as the last
         # block's inputs are rebuilt: save_for_backward would pin both until backward returns
         ctx.outputs = [x1.detach(), x2.detach()]
@@ -96,7 +113,7 @@ class _ReversibleFunction(torch.autograd.Function):
         # Every stream-sized tensor here costs T * d_model: each block's new streams and gradients
         # are written into buffers this function owns, and old ones are dropped as soon as replaced.
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
-            for block, (f_rng, g_rng) in zip(reversed(ctx.blocks), reversed(ctx.rng)):
+            for block, (f_rng, g_rng), f_kwargs in zip(*map(reversed, (ctx.blocks, ctx.rng, ctx.f_kwargs))):
                 f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
                 gy1, dy1_g, g_grads = _recompute_g(block, y1, dy2, g_params, g_rng)
                 dy1 = _combine(dy1_g, dy1)
@@ -107,12 +124,12 @@ class _ReversibleFunction(torch.autograd.Function):
                     with torch.enable_grad():
                         x2.requires_grad_()
                         with f_rng.replay():
-                            fx2 = block.f(x2, **ctx.f_kwargs)
+                            fx2 = block.f(x2, **f_kwargs)
                         dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
                     fx2 = fx2.detach()
                 else:
                     fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
-                                                                ctx.f_kwargs)
+                                                                f_kwargs)
                 y1 = _combine(fx2, y1, subtract_from=True)
                 y2 = x2.detach()
                 dy2 = _combine(dx2_f, dy2)
@@ -135,9 +152,7 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
     """g(y1), d/dy1 and d/dparams of <g(y1), dy2>, chunk by chunk in the forward pass's order and RNG stream."""
     gy1, dy1 = torch.empty_like(y1), torch.empty_like(y1)
     totals: list[Tensor | None] = [None] * len(params)
-    bounds = [0]
-    for c in y1.chunk(block.g_chunks, dim=1):
-        bounds.append(bounds[-1] + c.shape[1])
+    bounds = block.g_bounds(y1)
     with rng.replay():
         for start, stop in zip(bounds, bounds[1:]):
             with torch.enable_grad():
@@ -147,6 +162,11 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
             gy1[:, start:stop] = out.detach()
             totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
     return gy1, dy1, totals
+
+
+def _remembers_sort_orders(f: nn.Module) -> bool:
+    """Does pre-norm attention f keep its LSH sort order for the backward recomputation (see LSHSelfAttention)?"""
+    return "sort_orders" in inspect.signature(getattr(f, "fn", f).forward).parameters
 
 
 def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:

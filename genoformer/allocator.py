@@ -1,0 +1,35 @@
+"""Keep large tensors out of glibc's heap, so the peak RSS of a long window stays near its live tensors.
+
+glibc serves allocations below its mmap threshold from the heap, and raises that threshold on
+its own (up to 32 MiB) as large blocks are freed.  Training on long windows churns through
+tensors of a few to tens of MB (per-head projections, per-block attention buffers): once they
+are heap-served, freed blocks stay resident between longer-lived ones, and the 65,536-token
+training step peaked about 200 MB (15 %) above what the same work needs with large tensors
+mmapped (docs/benchmarks.md).  A fixed threshold of 16 MiB keeps the few-MB per-block buffers
+in the heap, where reusing them costs no page faults, and returns every larger tensor to the
+system the moment it is freed.
+
+The setting is process-wide, so the library never applies it on import: the `genoformer`
+command calls it for its own process, and a notebook or script may call it once at start.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+DEFAULT_THRESHOLD = 16 * 2 ** 20
+
+
+def mmap_large_tensors(threshold: int = DEFAULT_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold at `threshold` bytes; True if applied (False off glibc, e.g. macOS, musl)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
