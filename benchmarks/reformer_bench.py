@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1, quick 0)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tokens", type=int, nargs="+", help="peers: lengths (default 16384 65536)")
-    parser.add_argument("--ff-chunks", type=int, default=16, help="genoformer feed-forward chunks")
+    parser.add_argument("--ff-chunks", type=int, default=1,
+                        help="genoformer feed-forward chunks (at least; long inputs get more, see reversible.py)")
     parser.add_argument("--mmap-threshold", type=int, default=16 * 2 ** 20,
                         help="glibc mmap threshold in bytes for every run, as the genoformer CLI sets it "
                              "(genoformer/allocator.py); 0 leaves glibc's default")

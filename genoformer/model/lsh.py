@@ -171,8 +171,15 @@ class LSHSelfAttention(nn.Module):
         split = lambda t: t.view(B, T, heads.stop - heads.start, self.dim_head).transpose(1, 2)
         # the shared query/key in float32 even under autocast, so buckets do not depend on precision
         precise = torch.promote_types(x.dtype, torch.float32)
-        with torch.autocast(x.device.type, enabled=False):
-            qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
+        if x.dtype == precise and not torch.is_autocast_enabled(x.device.type):
+            # both projections in one matmul, and so one matmul for their input gradient in backward
+            width = rows.stop - rows.start
+            both = F.linear(x, torch.cat((self.to_qk.weight[rows], self.to_v.weight[rows])))
+            qk, v = split(both[..., :width]), split(both[..., width:])
+        else:
+            with torch.autocast(x.device.type, enabled=False):
+                qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
+            v = split(F.linear(x, self.to_v.weight[rows]))
         remembered = None if sort_orders is None else sort_orders.get((seed, B, T))
         if remembered is not None:
             buckets = counts = None
@@ -182,7 +189,6 @@ class LSHSelfAttention(nn.Module):
             order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
             if sort_orders is not None and heads == slice(0, self.heads):
                 sort_orders[(seed, B, T)] = order.int()  # int32: half the memory kept between passes
-        v = split(F.linear(x, self.to_v.weight[rows]))
         cos, sin = rotary_angles(positions, self.dim_head)
         q = apply_rotary(qk.to(v.dtype), cos, sin)
         k = F.normalize(q.to(precise), dim=-1).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
