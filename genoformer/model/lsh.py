@@ -63,8 +63,8 @@ class _Hashed(NamedTuple):
     v: Tensor
     order: Tensor  # [B, heads, n_hashes, T padded to a multiple of bucket_size]
     real: Tensor  # bool [B, T]
-    buckets: Tensor | None  # [B, heads, n_hashes, T], -1 at padding (None when the order was remembered)
-    counts: Tensor | None  # buckets per round of each sequence [B] (None likewise)
+    buckets: Tensor  # [B, heads, n_hashes, T], -1 at padding
+    counts: Tensor  # buckets per round of each sequence [B]
     seed: int
 
 
@@ -89,29 +89,22 @@ class LSHSelfAttention(nn.Module):
         self.to_v = nn.Linear(d_model, d_model, bias=False)
         self.to_out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
-                heads: slice | None = None, sort_orders: dict | None = None) -> Tensor:
-        """The layer's output, or with `heads` only those heads' share of it (the output bias goes
-        with the group holding head 0), so that summing every group's share gives the output.
-        Groups draw the hash seed as a whole call does: replay the RNG state before each one.
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+        """x [B, T, d_model] -> [B, T, d_model]."""
+        return F.dropout(self.to_out(self.attend(x, mask, positions)), self.dropout, training=self.training)
 
-        sort_orders: a dict the reversible stack keeps per layer from its forward pass to its
-        backward recomputation.  A call with every head stores its sort order there under its hash
-        seed; a later call drawing that seed takes the order from it instead of hashing again, so
-        the recomputation skips hashing and sorting and uses exactly the forward pass's buckets
-        (hashing the reconstructed input could differ from the forward pass at rounding ties).
+    def attend(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+               heads: slice | None = None) -> Tensor:
+        """The attention output of `heads` (default all) before the output projection: [B, T, heads * dim_head].
+
+        Heads are independent, so attending a group at a time gives column blocks of the whole.
+        Groups draw the hash seed as a whole call does: replay the RNG state before each one.
         """
         B, T, _ = x.shape
-        if heads is not None and self.dropout and self.training:
-            raise UsageError("an LSH layer with dropout cannot be run a head group at a time")
-        heads = slice(0, self.heads) if heads is None else heads
-        h = self._prepare(x, mask, positions, heads, sort_orders)
+        h = self._prepare(x, mask, positions, heads)
         out = LSHAttentionFunction.apply(h.q, h.k, h.v, h.order, None if mask is None else h.real,
                                          self.causal, self.bucket_size)
-        out = out.transpose(1, 2).reshape(B, T, -1)
-        columns = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
-        out = F.linear(out, self.to_out.weight[:, columns], self.to_out.bias if heads.start == 0 else None)
-        return F.dropout(out, self.dropout, training=self.training)
+        return out.transpose(1, 2).reshape(B, T, -1)
 
     def head_groups(self, batch: int, length: int) -> list[slice] | None:
         """Head groups for a backward pass that recomputes one group at a time, or None for all at once:
@@ -156,7 +149,7 @@ class LSHSelfAttention(nn.Module):
                              n_buckets_per_sequence=h.counts, seed=h.seed, queries=wanted)
 
     def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
-                 heads: slice | None = None, sort_orders: dict | None = None) -> _Hashed:
+                 heads: slice | None = None) -> _Hashed:
         """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward and inspect."""
         B, T, _ = x.shape
         seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
@@ -180,15 +173,8 @@ class LSHSelfAttention(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
             v = split(F.linear(x, self.to_v.weight[rows]))
-        remembered = None if sort_orders is None else sort_orders.get((seed, B, T))
-        if remembered is not None:
-            buckets = counts = None
-            order = remembered[:, heads].long()
-        else:
-            buckets, counts = self._hash(qk, real, seed, heads)
-            order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
-            if sort_orders is not None and heads == slice(0, self.heads):
-                sort_orders[(seed, B, T)] = order.int()  # int32: half the memory kept between passes
+        buckets, counts = self._hash(qk, real, seed, heads)
+        order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
         cos, sin = rotary_angles(positions, self.dim_head)
         q = apply_rotary(qk.to(v.dtype), cos, sin)
         k = F.normalize(q.to(precise), dim=-1).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query

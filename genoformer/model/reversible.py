@@ -7,17 +7,16 @@ The forward pass keeps only the last block's outputs; backward rebuilds each blo
 from its outputs and recomputes f and g with grad on, one block at a time, so activation
 memory does not grow with depth.  Recomputation must see the same randomness (dropout, LSH
 hash seeds drawn from the global RNG) and the same autocast state as the forward pass, so
-both are recorded per f and g and replayed; an LSH layer also keeps its sort order from the
-forward pass (int32, T * heads * rounds), so the recomputation neither hashes nor sorts again.  `reversible=False` runs the same blocks as a
+both are recorded per f and g and replayed.  `reversible=False` runs the same blocks as a
 plain residual stack under ordinary autograd: the same function, for tests and comparisons.
 """
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -89,16 +88,14 @@ class _ReversibleFunction(torch.autograd.Function):
     def forward(ctx, x1, x2, blocks, f_kwargs, *params):
         device = x1.device
         ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
-        ctx.rng, ctx.f_kwargs = [], []
+        ctx.rng = []
         for block in blocks:  # autograd.Function.forward already runs without grad
-            kwargs = dict(f_kwargs, sort_orders={}) if _remembers_sort_orders(block.f) else f_kwargs
             f_rng = RngState(device)
-            x1 = x1 + block.f(x2, **kwargs)
+            x1 = x1 + block.f(x2, **f_kwargs)
             g_rng = RngState(device)
             x2 = x2 + block.run_g(x1)
             ctx.rng.append((f_rng, g_rng))
-            ctx.f_kwargs.append(kwargs)
-        ctx.blocks = blocks
+        ctx.blocks, ctx.f_kwargs = blocks, f_kwargs
         # kept as detached attributes, not saved tensors, so backward can drop them as soon as the last
         # block's inputs are rebuilt: save_for_backward would pin both until backward returns
         ctx.outputs = [x1.detach(), x2.detach()]
@@ -113,7 +110,7 @@ class _ReversibleFunction(torch.autograd.Function):
         # Every stream-sized tensor here costs T * d_model: each block's new streams and gradients
         # are written into buffers this function owns, and old ones are dropped as soon as replaced.
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
-            for block, (f_rng, g_rng), f_kwargs in zip(*map(reversed, (ctx.blocks, ctx.rng, ctx.f_kwargs))):
+            for block, (f_rng, g_rng) in zip(reversed(ctx.blocks), reversed(ctx.rng)):
                 f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
                 gy1, dy1_g, g_grads = _recompute_g(block, y1, dy2, g_params, g_rng)
                 dy1 = _combine(dy1_g, dy1)
@@ -124,12 +121,12 @@ class _ReversibleFunction(torch.autograd.Function):
                     with torch.enable_grad():
                         x2.requires_grad_()
                         with f_rng.replay():
-                            fx2 = block.f(x2, **f_kwargs)
+                            fx2 = block.f(x2, **ctx.f_kwargs)
                         dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
                     fx2 = fx2.detach()
                 else:
                     fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
-                                                                f_kwargs)
+                                                                ctx.f_kwargs)
                 y1 = _combine(fx2, y1, subtract_from=True)
                 y2 = x2.detach()
                 dy2 = _combine(dx2_f, dy2)
@@ -164,11 +161,6 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
     return gy1, dy1, totals
 
 
-def _remembers_sort_orders(f: nn.Module) -> bool:
-    """Does pre-norm attention f keep its LSH sort order for the backward recomputation (see LSHSelfAttention)?"""
-    return "sort_orders" in inspect.signature(getattr(f, "fn", f).forward).parameters
-
-
 def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
     """Head groups of a pre-norm attention f whose heads can be recomputed apart (see LSHSelfAttention)."""
     fn = getattr(f, "fn", None)
@@ -178,29 +170,38 @@ def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
 
 def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn.Parameter], rng: RngState,
                           groups: list[slice], f_kwargs: dict):
-    """f(x2) = sum over head groups of fn(norm(x2), heads=group): recompute and differentiate one group at
-    a time, so only one group's projections, hashes and attention state exist at once.  Each group
-    replays the forward pass's RNG state, so it draws the same hash seed the whole layer drew."""
+    """f(x2) = to_out(attention of norm(x2)): recompute and differentiate the attention one head group
+    at a time, so only one group's projections and attention state exist at once, then the output
+    projection once for all heads.  Each group replays the forward pass's RNG state, so it draws
+    the same hash seed the whole layer drew."""
+    fn = f.fn
     with torch.enable_grad():
         x2 = x2.detach().requires_grad_()
         normed = f.norm(x2)
     inner = normed.detach().requires_grad_()
-    fx2 = d_inner = None
-    fn_params = list(f.fn.parameters())
-    fn_totals: list[Tensor | None] = [None] * len(fn_params)
+    attended = torch.empty_like(normed)  # every head's attention output, before the output projection
+    d_attended = F.linear(dy1, fn.to_out.weight.t())
+    d_inner = None
+    inner_params = [p for name, p in fn.named_parameters() if not name.startswith("to_out.")]
+    totals: list[Tensor | None] = [None] * len(inner_params)
     for group in groups:
+        columns = slice(group.start * fn.dim_head, group.stop * fn.dim_head)
         with torch.enable_grad(), rng.replay():
-            share = f.fn(inner, heads=group, **f_kwargs)
-            d_share, grads = _grads(share, inner, fn_params, dy1)
-        share = share.detach()
-        fx2 = share if fx2 is None else fx2.add_(share)
+            out = fn.attend(inner, heads=group, **f_kwargs)
+            d_share, grads = _grads(out, inner, inner_params, d_attended[..., columns])
+        attended[..., columns] = out.detach()
         d_inner = d_share if d_inner is None else d_inner.add_(d_share)
-        fn_totals = [a if b is None else b if a is None else a + b for a, b in zip(fn_totals, grads)]
-        del share, d_share, grads
+        totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
+        del out, d_share, grads
+    del d_attended
+    fx2 = fn.to_out(attended)
+    flat_dy1, flat_attended = dy1.reshape(-1, dy1.shape[-1]), attended.reshape(-1, attended.shape[-1])
+    out_grads = {id(fn.to_out.weight): flat_dy1.t() @ flat_attended, id(fn.to_out.bias): flat_dy1.sum(0)}
     norm_params = list(f.norm.parameters())
     dx2, norm_grads = _grads(normed, x2, norm_params, d_inner)
-    by_param = {id(p): g for p, g in zip(fn_params + norm_params, fn_totals + norm_grads)}
-    return fx2, dx2, [by_param.get(id(p)) for p in params]
+    by_param = {id(p): g for p, g in zip(inner_params + norm_params, totals + norm_grads)}
+    by_param.update(out_grads)
+    return fx2, dx2, [by_param.get(id(p)) if p.requires_grad else None for p in params]
 
 
 def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:
