@@ -243,42 +243,35 @@ def test_fused_and_plain_kernels_agree(monkeypatch, dtype):
         assert torch.allclose(a, b, atol=tol), (a - b).abs().max()
 
 
-@pytest.mark.parametrize("rows", [48, 96, 2 ** 16])  # one head, a few heads, whole sequences at once
-@pytest.mark.parametrize("masked", [False, True])
-def test_attending_in_pieces_changes_nothing(monkeypatch, rows, masked):
+def assert_setting_changes_nothing(monkeypatch, name: str, value: int, masked: bool, seed: int) -> None:
+    """Outputs and every gradient with lsh_kernels.<name> = value equal those with it unbounded (1e-12, float64)."""
     m = module(d=32, heads=4, bucket_size=8, n_hashes=3, causal=True, dtype=torch.float64)
     x = torch.randn(3, 45, 32, dtype=torch.float64)
-    mask = padding_mask(3, 45, seed=2) if masked else None
+    mask = padding_mask(3, 45, seed=seed) if masked else None
     results = []
-    for slice_rows in (10 ** 9, rows):
-        monkeypatch.setattr(lsh_kernels, "SLICE_ROWS", slice_rows)
-        pieces = list(lsh_kernels._slices(3, 4, 48))
+    for setting in (10 ** 9, value):
+        monkeypatch.setattr(lsh_kernels, name, setting)
         xg = x.clone().requires_grad_()
         out = m(xg, mask=mask)
         out.sin().sum().backward()
         results.append((out.detach(), xg.grad, *(p.grad.clone() for p in m.parameters())))
         m.zero_grad()
-    assert len(pieces) == {48: 12, 96: 6, 2 ** 16: 1}[rows]
     for a, b in zip(*results):
         assert torch.allclose(a, b, atol=1e-12), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("rows", [48, 96, 2 ** 16])  # one head, a few heads, whole sequences at once
+@pytest.mark.parametrize("masked", [False, True])
+def test_attending_in_pieces_changes_nothing(monkeypatch, rows, masked):
+    monkeypatch.setattr(lsh_kernels, "SLICE_ROWS", rows)
+    assert len(list(lsh_kernels._slices(3, 4, 48))) == {48: 12, 96: 6, 2 ** 16: 1}[rows]
+    assert_setting_changes_nothing(monkeypatch, "SLICE_ROWS", rows, masked, seed=2)
 
 
 @pytest.mark.parametrize("block_rows", [1, 40])  # one chunk per block; a few chunks per block
 @pytest.mark.parametrize("masked", [False, True])
 def test_attending_in_blocks_of_chunks_changes_nothing(monkeypatch, kernel, block_rows, masked):
-    m = module(d=32, heads=4, bucket_size=8, n_hashes=3, causal=True, dtype=torch.float64)
-    x = torch.randn(3, 45, 32, dtype=torch.float64)
-    mask = padding_mask(3, 45, seed=3) if masked else None
-    results = []
-    for rows in (10 ** 9, block_rows):
-        monkeypatch.setattr(lsh_kernels, "BLOCK_ROWS", rows)
-        xg = x.clone().requires_grad_()
-        out = m(xg, mask=mask)
-        out.sin().sum().backward()
-        results.append((out.detach(), xg.grad, *(p.grad.clone() for p in m.parameters())))
-        m.zero_grad()
-    for a, b in zip(*results):
-        assert torch.allclose(a, b, atol=1e-12), (a - b).abs().max()
+    assert_setting_changes_nothing(monkeypatch, "BLOCK_ROWS", block_rows, masked, seed=3)
 
 
 def test_causal_never_attends_to_later_tokens():
