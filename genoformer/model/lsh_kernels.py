@@ -3,8 +3,9 @@
 Adapted from the Reformer paper (https://openreview.net/pdf?id=rkgNKkHtvB), trax and
 reformer-pytorch, but never materialising all rounds at once: the attention is a custom
 autograd Function that keeps only q, k, v, the sort order, the output and the per-query
-log-sum-exp (as flash attention does) and recomputes one round of chunk scores at a time
-in backward.  Peak memory is O(T * d) plus one round's [T, 2 * bucket_size] scores.
+log-sum-exp (as flash attention does) and recomputes chunk scores in backward, one block of
+BLOCK_ROWS queries of one round at a time.  Peak memory is O(T * d) for one (sequence, head)
+piece plus one block's [BLOCK_ROWS, 2 * bucket_size] scores.
 
 Rounds combine with their log-sum-exp weights, which is exactly a softmax over the union of
 every round's keys with a key counted once per round it appears in (as HF and
