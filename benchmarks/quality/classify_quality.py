@@ -17,6 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import quality_common
 import torch
 from quality_common import (
     PROMOTERS,
@@ -58,14 +59,8 @@ def add_model_args(ap: argparse.ArgumentParser, attention: str, stride: int | No
                    d_model: int = 128, depth: int = 4, batch_size: int = 32) -> None:
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--stride", type=int, default=stride, help="token stride (default k)")
-    ap.add_argument("--d-model", type=int, default=d_model)
-    ap.add_argument("--depth", type=int, default=depth)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--bucket-size", type=int, default=bucket_size)
-    ap.add_argument("--n-hashes", type=int, default=2)
-    ap.add_argument("--attention", default=attention)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=batch_size)
+    quality_common.add_model_args(ap, d_model=d_model, depth=depth, bucket_size=bucket_size, attention=attention,
+                                  batch_size=batch_size)
 
 
 def model_record(args) -> dict:

@@ -30,6 +30,7 @@ import torch
 from quality_common import (
     DATA,
     add_common_args,
+    add_model_args,
     check_data,
     machine,
     save_json,
@@ -153,14 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "protein_ss_quality", "6m")
     ap.add_argument("--window", type=int, default=512, help="training crop in residues (CB513 is scored whole)")
-    ap.add_argument("--d-model", type=int, default=96)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--bucket-size", type=int, default=32)
-    ap.add_argument("--n-hashes", type=int, default=2)
-    ap.add_argument("--attention", default="lsh")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=16)
+    add_model_args(ap, d_model=96, batch_size=16)
     args = ap.parse_args()
     check_data(FLIP_ZIP, CB513_CSV, CB513_FASTA)
     torch.set_num_threads(args.threads)

@@ -37,6 +37,7 @@ from quality_common import (
     FASTA,
     TRUTH,
     add_common_args,
+    add_model_args,
     check_data,
     machine,
     save_json,
@@ -147,14 +148,7 @@ def main() -> None:
     add_common_args(ap, "variant_quality", "6m")
     ap.add_argument("--window", type=int, default=4096, help="training and prediction window in bases")
     ap.add_argument("--k", type=int, default=6, help="k-mer size (1: one token per base)")
-    ap.add_argument("--d-model", type=int, default=64)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--bucket-size", type=int, default=32)
-    ap.add_argument("--n-hashes", type=int, default=2)
-    ap.add_argument("--attention", default="lsh")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=4)
+    add_model_args(ap, d_model=64, batch_size=4)
     ap.add_argument("--class-weights", default="none", help="variant loss weights: none, balanced or w0,w1,w2")
     ap.add_argument("--threshold", type=float, default=0.5, help="export: P(non-ref) that calls a base")
     args = ap.parse_args()
