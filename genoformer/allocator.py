@@ -15,7 +15,6 @@ command calls it for its own process, and a notebook or script may call it once 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
@@ -26,9 +25,8 @@ def mmap_large_tensors(threshold: int = DEFAULT_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at `threshold` bytes; True if applied (False off glibc, e.g. macOS, musl)."""
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # glibc's soname: ctypes.util.find_library would spawn ldconfig on every start-up
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
