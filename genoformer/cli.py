@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import signal
 import sys
 import traceback
 
 import click
 
 from genoformer import __version__
+from genoformer import interrupt
 from genoformer.allocator import mmap_large_tensors
 from genoformer.errors import GenoformerError
 
@@ -62,13 +62,9 @@ def cli(verbose: int) -> None:
         pysam.set_verbosity(0)
 
 
-def _raise_sigterm(signum, frame):
-    raise SystemExit(143)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group and map exceptions to the exit-code contract."""
-    signal.signal(signal.SIGTERM, _raise_sigterm)
+    interrupt.install()
     mmap_large_tensors()
     try:
         cli.main(args=argv, prog_name="genoformer", standalone_mode=False)

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals
 from genoformer.errors import InputError, UsageError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import Predictions, PredictionsFile, open_predictions
 from genoformer.io.variants import GENOTYPES
@@ -170,6 +171,7 @@ def _progress(blocks: list[Interval], config: ExportConfig, what: str) -> Iterat
         for block in blocks:
             yield block
             bar.update(len(block))
+            raise_if_terminated()
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,6 +330,7 @@ def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
                             depth=p.depth[:n], deletion_fraction=p.deletion_fraction[:n])
             yield Interval(stretch.contig, start, end), p
             bar.update(end - start)
+            raise_if_terminated()
             start = end
 
 

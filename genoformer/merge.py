@@ -33,6 +33,7 @@ from tqdm import tqdm
 from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
 from genoformer.errors import InputError, OutputError, UsageError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, datasets,
                                      groups, read_shard, reference_lengths)
 from genoformer.outputs import staged
@@ -197,6 +198,7 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
             covered = int(sum(int(m.sum()) for m in masks))
         total += covered
         bar.update(covered)
+        raise_if_terminated()
     return total
 
 

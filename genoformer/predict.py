@@ -39,6 +39,7 @@ from genoformer import __version__
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import WindowDataset
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import PredictionWriter, partial_path
 from genoformer.window_grid import PlannedWindow, grid_step, iter_planned, plan_windows
@@ -220,6 +221,7 @@ def predict(config: PredictConfig) -> dict:
                         bar.update(b - a)
                 writer.mark_done(np.array([p.index for p in planned]))
                 n_run += len(planned)
+                raise_if_terminated()
         writer.finish({"n_windows": n_windows, "bases": total}, config.force)
     except (KeyboardInterrupt, SystemExit):
         # an interrupted run (Ctrl-C, SIGTERM from a scheduler) keeps its partial for --resume

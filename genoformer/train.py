@@ -31,6 +31,7 @@ from genoformer import distributed
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.datasets import RandomWindowSampler, WindowDataset
 from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io import checkpoint as ckpt
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig, atomic_write
@@ -548,6 +549,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
         rows = [(step, "train", "loss", f"{total:.6g}"), (step, "train", "lr", f"{lr:.6g}")]
         bar.set_postfix(loss=f"{total:.4f}", tok_s=f"{n_tokens / elapsed:,.0f}", bases_s=f"{n_bases / elapsed:,.0f}")
         bar.update(1)
+        raise_if_terminated()
         if rank != 0:
             continue
         metric = None
