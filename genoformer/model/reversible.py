@@ -72,7 +72,7 @@ class ReversibleBlock(nn.Module):
         return torch.cat([self.g(y1[:, a:b]) for a, b in zip(bounds, bounds[1:])], dim=1)
 
 
-G_CHUNK_TOKENS = 4096  # feed-forward hidden [4096, 4 * 256] float32 = 16 MiB at the default width
+G_CHUNK_TOKENS = 2048  # feed-forward hidden [2048, 4 * 256] float32 = 8 MiB at the default width
 
 
 def _grads(outputs: Tensor, inputs: Tensor, params: list[nn.Parameter], grad_outputs: Tensor):
