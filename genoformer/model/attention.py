@@ -12,20 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .positions import apply_rotary, rotary_angles
+from .positions import Rotary, apply_rotary, resolve_rotary
 
 
 def mask_value(dtype: torch.dtype) -> float:
     """Most negative finite score of dtype: masked logits underflow to 0 without inf - inf = NaN."""
     return torch.finfo(dtype).min
-
-
-def _default_positions(positions: Tensor | None, T: int, device: torch.device) -> Tensor:
-    if positions is None:
-        return torch.arange(T, device=device)
-    if positions.shape != (T,):
-        raise ValueError(f"positions must have shape [{T}], got {list(positions.shape)}")
-    return positions.to(device=device, dtype=torch.long)
 
 
 class _ProjectedAttention(nn.Module):
@@ -42,12 +34,14 @@ class _ProjectedAttention(nn.Module):
         self.to_v = nn.Linear(d_model, d_model, bias=False)
         self.to_out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+                rotary: Rotary | None = None) -> Tensor:
+        """x [B, T, d_model] -> [B, T, d_model].  positions [T] (default 0 .. T - 1), or their rotary angles."""
         B, T, _ = x.shape
         # heads stay in the Linear's own layout (B, T, h, dh): no full-size transposed copies
         split = lambda t: t.view(B, T, self.heads, self.dim_head)
         q, k, v = split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x))
-        cos, sin = rotary_angles(_default_positions(positions, T, x.device), self.dim_head)
+        cos, sin = resolve_rotary(positions, rotary, T, self.dim_head, x.device)
         cos, sin = cos[:, None], sin[:, None]  # (T, 1, dh/2): broadcast over heads
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = self._attend(q, k, v, None if mask is None else mask.to(device=x.device, dtype=torch.bool))

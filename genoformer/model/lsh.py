@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from .lsh_kernels import SELF_SCORE, LSHAttentionFunction, bucket_factors, hash_buckets, sort_order
-from .positions import apply_rotary, rotary_angles
+from .positions import Rotary, apply_rotary, resolve_rotary
 
 INSPECT_BLOCK_ELEMENTS = 2 ** 24  # cap on gathered key elements per block of inspected queries
 GROUP_ROWS = 2 ** 16  # tokens x heads recomputed at once in the reversible backward (head_groups)
@@ -89,19 +89,21 @@ class LSHSelfAttention(nn.Module):
         self.to_v = nn.Linear(d_model, d_model, bias=False)
         self.to_out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None) -> Tensor:
-        """x [B, T, d_model] -> [B, T, d_model]."""
-        return F.dropout(self.to_out(self.attend(x, mask, positions)), self.dropout, training=self.training)
+    def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
+                rotary: Rotary | None = None) -> Tensor:
+        """x [B, T, d_model] -> [B, T, d_model].  positions [T] (default 0 .. T - 1), or their rotary angles."""
+        return F.dropout(self.to_out(self.attend(x, mask, positions, rotary=rotary)), self.dropout,
+                         training=self.training)
 
     def attend(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
-               heads: slice | None = None) -> Tensor:
+               heads: slice | None = None, rotary: Rotary | None = None) -> Tensor:
         """The attention output of `heads` (default all) before the output projection: [B, T, heads * dim_head].
 
         Heads are independent, so attending a group at a time gives column blocks of the whole.
         Groups draw the hash seed as a whole call does: replay the RNG state before each one.
         """
         B, T, _ = x.shape
-        h = self._prepare(x, mask, positions, heads)
+        h = self._prepare(x, mask, positions, heads, rotary)
         out = LSHAttentionFunction.apply(h.q, h.k, h.v, h.order, None if mask is None else h.real,
                                          self.causal, self.bucket_size)
         return out.transpose(1, 2).reshape(B, T, -1)
@@ -116,7 +118,7 @@ class LSHSelfAttention(nn.Module):
 
     @torch.no_grad()
     def inspect(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
-                top_k: int = 8, queries: Queries = None) -> LSHInspection:
+                top_k: int = 8, queries: Queries = None, rotary: Rotary | None = None) -> LSHInspection:
         """Buckets of every token and top attended positions of the query tokens (seed drawn as forward does).
 
         queries: the tokens whose top attended keys to compute, as slice(start, stop), (start, stop) or
@@ -127,7 +129,7 @@ class LSHSelfAttention(nn.Module):
         if top_k < 1:
             raise UsageError(f"top_k must be >= 1, got {top_k}")
         wanted = query_range(queries, x.shape[1])
-        h = self._prepare(x, mask, positions)
+        h = self._prepare(x, mask, positions, rotary=rotary)
         B, H, T, dh = h.q.shape
         precise = torch.promote_types(h.q.dtype, torch.float32)
         q, k = h.q.flatten(0, 1).to(precise), h.k.flatten(0, 1).to(precise)
@@ -149,16 +151,14 @@ class LSHSelfAttention(nn.Module):
                              n_buckets_per_sequence=h.counts, seed=h.seed, queries=wanted)
 
     def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
-                 heads: slice | None = None) -> _Hashed:
+                 heads: slice | None = None, rotary: Rotary | None = None) -> _Hashed:
         """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward and inspect."""
         B, T, _ = x.shape
         seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
         if real.shape != (B, T):
             raise UsageError(f"mask must have shape [{B}, {T}], got {list(real.shape)}")
-        positions = torch.arange(T, device=x.device) if positions is None else positions.to(x.device, torch.long)
-        if positions.shape != (T,):
-            raise UsageError(f"positions must have shape [{T}], got {list(positions.shape)}")
+        cos, sin = resolve_rotary(positions, rotary, T, self.dim_head, x.device)
         heads = slice(0, self.heads) if heads is None else heads
         rows = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
         split = lambda t: t.view(B, T, heads.stop - heads.start, self.dim_head).transpose(1, 2)
@@ -168,30 +168,56 @@ class LSHSelfAttention(nn.Module):
             # both projections in one matmul, and so one matmul for their input gradient in backward
             width = rows.stop - rows.start
             both = F.linear(x, torch.cat((self.to_qk.weight[rows], self.to_v.weight[rows])))
-            qk, v = split(both[..., :width]), split(both[..., width:])
+            qk, v = map(split, both.split(width, dim=-1))  # split's gradient is one cat, not two zero-padded copies
         else:
             with torch.autocast(x.device.type, enabled=False):
                 qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
             v = split(F.linear(x, self.to_v.weight[rows]))
         buckets, counts = self._hash(qk, real, seed, heads)
         order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
-        cos, sin = rotary_angles(positions, self.dim_head)
         q = apply_rotary(qk.to(v.dtype), cos, sin)
-        k = F.normalize(q.to(precise), dim=-1).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
+        k = unit_length(q.to(precise)).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
         return _Hashed(q, k, v, order, real, buckets, counts, seed)
 
     def _hash(self, qk: Tensor, real: Tensor, seed: int, heads: slice) -> tuple[Tensor, Tensor]:
         """Bucket ids [B, h, R, T] (-1 at padding) with each sequence's bucket count from its real length."""
         B, H, T, _ = qk.shape
-        buckets = torch.full((B, H, self.n_hashes, T), -1, dtype=torch.long, device=qk.device)
         lengths = real.sum(-1)
         counts = torch.empty(B, dtype=torch.long)
-        for length in lengths.unique().tolist():
+        unique = lengths.unique().tolist()
+        if unique == [T]:  # no padding: one hash of the whole batch
+            factors = bucket_factors(T, self.bucket_size)
+            return hash_buckets(qk, factors, self.n_hashes, seed, heads, self.heads), counts.fill_(math.prod(factors))
+        buckets = torch.full((B, H, self.n_hashes, T), -1, dtype=torch.long, device=qk.device)
+        for length in unique:
             same = (lengths == length).nonzero().squeeze(1)
             factors = bucket_factors(length, self.bucket_size)
             buckets[same] = hash_buckets(qk[same], factors, self.n_hashes, seed, heads, self.heads)
             counts[same.cpu()] = math.prod(factors)
         return buckets.masked_fill_(~real[:, None, None, :], -1), counts
+
+
+def unit_length(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """x / max(||x||, eps) along the last dim, as F.normalize, with a gradient that makes two
+    temporaries of x's size where autograd through F.normalize makes about six."""
+    return _UnitLength.apply(x, eps)
+
+
+class _UnitLength(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, eps):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_(min=eps)
+        unit = x / norm
+        ctx.save_for_backward(unit, norm)
+        ctx.eps = eps
+        return unit
+
+    @staticmethod
+    def backward(ctx, grad):
+        unit, norm = ctx.saved_tensors
+        # d(x / |x|) = (g - u <u, g>) / |x|; where the norm was clamped it is a constant: g / eps
+        along = torch.linalg.vecdot(unit, grad).unsqueeze(-1).masked_fill_(norm <= ctx.eps, 0.0)
+        return grad.addcmul(unit, along, value=-1).div_(norm), None
 
 
 def query_range(queries: Queries, length: int) -> range:

@@ -52,17 +52,38 @@ def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
     heads = slice(0, H) if heads is None else heads
     generator = torch.Generator().manual_seed(seed)
     with torch.autocast(x.device.type, enabled=False):
-        x = x.float()
+        x = x.detach().float()  # buckets are discrete: nothing to differentiate
         buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long, device=x.device)
         for n in factors:
-            rotations = torch.randn(n_heads or H, dh, n_hashes * (n // 2), generator=generator)[heads].to(x.device)
-            projected = torch.matmul(x, rotations).view(B, H, T, n_hashes, n // 2)
-            # argmax over [p, -p] without building it: the largest |p|, shifted by n/2 if negative
-            largest = projected.abs().argmax(-1, keepdim=True)
-            negative = projected.gather(-1, largest).squeeze(-1) < 0
-            ids = largest.squeeze(-1) + negative * (n // 2)
-            buckets = buckets * n + ids.transpose(-1, -2)
+            rotations = torch.randn(n_heads or H, dh, n_hashes, n // 2, generator=generator)[heads].to(x.device)
+            # one (sequence, head, round) at a time: [n / 2, T] projections of a few MB, reused from the
+            # heap, with positions last so the reductions run along contiguous memory
+            projected = torch.empty(n // 2, T, device=x.device)
+            for b in range(B):
+                for h in range(H):
+                    for r in range(n_hashes):
+                        torch.mm(rotations[h, :, r].t(), x[b, h].t(), out=projected)
+                        buckets[b, h, r].mul_(n).add_(_angular_argmax(projected))
     return buckets
+
+
+def _angular_argmax(projected: Tensor) -> Tensor:
+    """argmax over [p; -p] along dim 0 of projected [h, T] (the first on ties, as torch.argmax): [T].
+
+    Built from amax/amin along dim 0 and an equality test, which run along contiguous positions;
+    argmax along dim 0 (or along a contiguous last dim of h) is several times slower on CPU."""
+    h = projected.shape[0]
+    high, low = projected.amax(0), projected.amin(0)
+    negative = high < -low  # [p; -p]: the positive half comes first, so it wins a tie
+    best = torch.where(negative, low, high)
+    # the first column holding best: the largest (h - column) where equal
+    reversed_columns = torch.arange(h, 0, -1, device=projected.device)[:, None]
+    if h < 256:
+        equal = projected.eq(best).view(torch.uint8).mul_(reversed_columns.to(torch.uint8))
+    else:
+        equal = projected.eq(best).mul(reversed_columns)
+    first = equal.amax(0)
+    return (h - first.long()).add_(negative.long() * h)
 
 
 def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
@@ -399,8 +420,11 @@ class LSHAttentionFunction(torch.autograd.Function):
         B, H, T, dh = q.shape
         Tp = order.shape[-1]
         acc = out.dtype
-        padded = torch.zeros(B, H, Tp, dh, dtype=acc, device=q.device)
-        padded[:, :, :T] = grad_out  # a copy of our own: padding rows are zeroed in place below
+        if Tp == T and real is None and grad_out.dtype == acc:
+            padded = grad_out.contiguous()  # read only: no padding rows to zero
+        else:
+            padded = torch.zeros(B, H, Tp, dh, dtype=acc, device=q.device)
+            padded[:, :, :T] = grad_out  # a copy of our own: padding rows are zeroed in place below
         # gradients accumulate straight into the results when the layout allows (no internal
         # padding, and the inputs' dtype is the accumulation dtype), else into per-piece buffers
         direct = Tp == T and q.dtype == acc

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, InputError, OutputError, UsageError
 from .attention import FullAttention, LocalAttention
 from .config import ReformerConfig, atomic_write
 from .feedforward import FeedForward
+from .positions import Rotary, rotary_angles
 from .reversible import ReversibleBlock, ReversibleSequence, RngState
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class Reformer(nn.Module):
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         x, mask, T = self._embed(tokens, mask)
-        y1, y2 = self.layers(x, x, reversible=self.config.reversible, mask=mask)
+        y1, y2 = self.layers(x, x, reversible=self.config.reversible, mask=mask, rotary=self._rotary(x))
         return self.norm((y1 + y2) / 2)[:, :T]
 
     @torch.no_grad()
@@ -107,13 +108,19 @@ class Reformer(nn.Module):
         x, mask, T = self._embed(tokens, mask)
         chosen = query_range(queries, T)  # the user's tokens: internal padding is never a query
         x1 = x2 = x
+        rotary = self._rotary(x)
         found = {}
         for i, block in enumerate(self.layers.blocks[: max(wanted, default=-1) + 1]):
             if i in wanted:
                 with RngState(x.device).replay():
-                    found[i] = _trim(block.f.fn.inspect(block.f.norm(x2), mask=mask, top_k=top_k, queries=chosen), T)
-            x1, x2 = block(x1, x2, mask=mask)
+                    found[i] = _trim(block.f.fn.inspect(block.f.norm(x2), mask=mask, top_k=top_k, queries=chosen,
+                                                        rotary=rotary), T)
+            x1, x2 = block(x1, x2, mask=mask, rotary=rotary)
         return found
+
+    def _rotary(self, x: Tensor) -> Rotary:
+        """The rotary angles of positions 0 .. T - 1 of the embedded x [B, T, d]: once per call, for every layer."""
+        return rotary_angles(torch.arange(x.shape[1], device=x.device), self.config.d_model // self.config.heads)
 
     def _embed(self, tokens: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None, int]:
         """Validate, pad to length_multiple, embed. Returns (x, mask or None if all real, original T)."""

@@ -183,3 +183,19 @@ def test_dropout_acts_only_in_training():
         assert not torch.allclose(module(x), module(x))
         module.eval()
         assert torch.equal(module(x), module(x))
+
+
+def test_rotary_is_the_complex_rotation_and_its_gradient_is_exact():
+    """apply_rotary (a custom autograd Function) against rotation written as complex multiplication."""
+    positions = torch.tensor([0, 1, 7, 1_000_003])
+    x = torch.randn(2, 3, 4, 8, dtype=torch.float64, requires_grad=True)
+    cos, sin = rotary_angles(positions, 8)
+    half = 4
+    angles = positions.double()[:, None] * 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    as_complex = torch.complex(x[..., :half], x[..., half:]) * torch.polar(torch.ones_like(angles), angles)
+    expected = torch.cat((as_complex.real, as_complex.imag), -1)
+    assert torch.allclose(apply_rotary(x, cos, sin), expected, atol=1e-6)  # the tables are float32
+    assert torch.autograd.gradcheck(lambda t: apply_rotary(t, cos.double(), sin.double()), (x,))
+    heads_last = torch.randn(2, 4, 3, 8, dtype=torch.float64, requires_grad=True)  # [B, T, heads, dh]
+    assert torch.autograd.gradcheck(lambda t: apply_rotary(t, cos.double()[:, None], sin.double()[:, None]),
+                                    (heads_last,))

@@ -377,6 +377,40 @@ def test_angular_hashing_is_scale_invariant_and_antipodal():
         assert not torch.equal(hash_buckets(x, factors, 3, seed=5), b)
 
 
+def test_hash_buckets_match_the_argmax_definition_ties_included():
+    """Buckets against argmax over [xR; -xR] written out here, with exact ties (zero and repeated
+    vectors) and more than 256 buckets per factor (the wide index path)."""
+    def by_definition(x, factors, n_hashes, seed):
+        generator = torch.Generator().manual_seed(seed)
+        B, H, T, dh = x.shape
+        buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long)
+        for n in factors:
+            rotations = torch.randn(H, dh, n_hashes * (n // 2), generator=generator)
+            projected = torch.einsum("bhtd,hdr->bhtr", x, rotations).view(B, H, T, n_hashes, n // 2)
+            buckets = buckets * n + torch.cat([projected, -projected], -1).argmax(-1).transpose(-1, -2)
+        return buckets
+
+    x = torch.randn(2, 3, 40, 8)
+    x[0, 0, :5] = 0.0  # every projection ties
+    x[1, 2, 10:20] = x[1, 2, 9]
+    x[0, 1] = torch.randint(-1, 2, (40, 8)).float()  # small integers: ties between +p and -p
+    for factors in [(2,), (8,), (6, 10), (600,), (514, 4)]:
+        assert torch.equal(hash_buckets(x, factors, 3, seed=7), by_definition(x, factors, 3, seed=7)), factors
+
+
+def test_unit_length_matches_normalize_with_exact_gradients():
+    x = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lsh.unit_length, (x,))
+    x = x.detach()
+    x[0, 0] = 0.0  # clamped norm: not differentiable, so compared with F.normalize's autograd only
+    x.requires_grad_()
+    assert torch.allclose(lsh.unit_length(x), F.normalize(x, dim=-1))
+    g = torch.randn(3, 5, 6, dtype=torch.float64)
+    mine, = torch.autograd.grad(lsh.unit_length(x), x, g)
+    theirs, = torch.autograd.grad(F.normalize(x, dim=-1), x, g)
+    assert torch.allclose(mine, theirs)
+
+
 def test_large_bucket_counts_hash_factorised_in_range_and_balanced():
     assert bucket_factors(128 * 64, 64) == (128,)
     assert bucket_factors(1024 * 64, 64) == (32, 32)
@@ -435,3 +469,17 @@ def test_bad_arguments_raise_usage_errors():
         m(x, positions=torch.arange(9))
     with pytest.raises(UsageError, match="top_k"):
         m.inspect(x, top_k=0)
+
+
+def test_precomputed_rotary_angles_equal_positions():
+    """Reformer computes the rotary angles once per call and hands them to every layer."""
+    from genoformer.model.positions import rotary_angles as angles
+
+    m = module(bucket_size=4, n_hashes=2, dtype=torch.float32)
+    x = torch.randn(1, 40, 32)
+    positions = torch.arange(40) * 3 + 11
+    assert torch.equal(m(x, positions=positions), m(x, rotary=angles(positions, m.dim_head)))
+    with pytest.raises(UsageError, match="not both"):
+        m(x, positions=positions, rotary=angles(positions, m.dim_head))
+    with pytest.raises(UsageError, match="rotary angles must have shape"):
+        m(x, rotary=angles(torch.arange(39), m.dim_head))
