@@ -171,16 +171,20 @@ def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
 def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn.Parameter], rng: RngState,
                           groups: list[slice], f_kwargs: dict):
     """f(x2) = to_out(attention of norm(x2)): recompute and differentiate the attention one head group
-    at a time, so only one group's projections and attention state exist at once, then the output
-    projection once for all heads.  Each group replays the forward pass's RNG state, so it draws
-    the same hash seed the whole layer drew."""
+    at a time, so only one group's projections and attention state exist at once.  The output
+    projection is applied by column blocks too: each group's share of f(x2) is added in, and its
+    output gradient and weight-gradient columns come from that group alone, so neither the whole
+    attention output nor its gradient is ever held.  Each group replays the forward pass's RNG
+    state, so it draws the same hash seed the whole layer drew."""
     fn = f.fn
     with torch.enable_grad():
         x2 = x2.detach().requires_grad_()
         normed = f.norm(x2)
     inner = normed.detach().requires_grad_()
-    attended = torch.empty_like(normed)  # every head's attention output, before the output projection
-    d_attended = F.linear(dy1, fn.to_out.weight.t())
+    weight, bias = fn.to_out.weight, fn.to_out.bias
+    flat_dy1 = dy1.reshape(-1, dy1.shape[-1])
+    fx2 = None
+    d_weight = torch.empty_like(weight)
     d_inner = None
     inner_params = [p for name, p in fn.named_parameters() if not name.startswith("to_out.")]
     totals: list[Tensor | None] = [None] * len(inner_params)
@@ -188,20 +192,20 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
         columns = slice(group.start * fn.dim_head, group.stop * fn.dim_head)
         with torch.enable_grad(), rng.replay():
             out = fn.attend(inner, heads=group, **f_kwargs)
-            d_share, grads = _grads(out, inner, inner_params, d_attended[..., columns])
-        attended[..., columns] = out.detach()
+            d_share, grads = _grads(out, inner, inner_params, F.linear(dy1, weight[:, columns].t()))
+        flat_out = out.detach().reshape(-1, out.shape[-1])
+        share = weight[:, columns].t()
+        fx2 = torch.addmm(bias, flat_out, share) if fx2 is None else fx2.addmm_(flat_out, share)
+        torch.mm(flat_dy1.t(), flat_out, out=d_weight[:, columns])
         d_inner = d_share if d_inner is None else d_inner.add_(d_share)
         totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
-        del out, d_share, grads
-    del d_attended
-    fx2 = fn.to_out(attended)
-    flat_dy1, flat_attended = dy1.reshape(-1, dy1.shape[-1]), attended.reshape(-1, attended.shape[-1])
-    out_grads = {id(fn.to_out.weight): flat_dy1.t() @ flat_attended, id(fn.to_out.bias): flat_dy1.sum(0)}
+        del out, flat_out, d_share, grads
+    out_grads = {id(weight): d_weight, id(bias): flat_dy1.sum(0)}
     norm_params = list(f.norm.parameters())
     dx2, norm_grads = _grads(normed, x2, norm_params, d_inner)
     by_param = {id(p): g for p, g in zip(inner_params + norm_params, totals + norm_grads)}
     by_param.update(out_grads)
-    return fx2, dx2, [by_param.get(id(p)) if p.requires_grad else None for p in params]
+    return fx2.view_as(dy1), dx2, [by_param.get(id(p)) if p.requires_grad else None for p in params]
 
 
 def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:
