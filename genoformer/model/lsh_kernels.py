@@ -369,8 +369,8 @@ def _backward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor
             sorted_grads[0][:, c0:c1] = d_q
             for into, d, first in zip(sorted_grads[1:], (d_k, d_v), held):
                 d = d.reshape(N, c1 - c0, 2, bs, dh)  # window j: [the chunk before c0 + j, chunk c0 + j]
-                into[:, c0:c1] = d[:, :, 1]
-                into[:, c0:c1 - 1] += d[:, 1:, 0]
+                torch.add(d[:, :-1, 1], d[:, 1:, 0], out=into[:, c0:c1 - 1])
+                into[:, c1 - 1] = d[:, -1, 1]  # its look-back half comes with the next block
                 if c0:
                     into[:, c0 - 1] += d[:, 0, 0]
                 else:  # chunk 0 looks back to a later chunk, not yet written

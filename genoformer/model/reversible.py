@@ -71,6 +71,18 @@ class ReversibleBlock(nn.Module):
             return self.g(y1)
         return torch.cat([self.g(y1[:, a:b]) for a, b in zip(bounds, bounds[1:])], dim=1)
 
+    @torch.no_grad()
+    def add_g(self, y1: Tensor, x2: Tensor) -> Tensor:
+        """x2 + g(y1), each chunk's g added straight into the result (no whole-sequence g(y1) is held)."""
+        y2 = None
+        bounds = self.g_bounds(y1)
+        for a, b in zip(bounds, bounds[1:]):
+            g = self.g(y1[:, a:b])
+            if y2 is None:
+                y2 = torch.empty_like(x2, dtype=torch.result_type(x2, g))
+            torch.add(x2[:, a:b], g, out=y2[:, a:b])
+        return y2  # g_bounds gives at least one chunk, (0, 0) for an empty sequence
+
 
 G_CHUNK_TOKENS = 2048  # feed-forward hidden [2048, 4 * 256] float32 = 8 MiB at the default width
 
@@ -91,9 +103,9 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.rng = []
         for block in blocks:  # autograd.Function.forward already runs without grad
             f_rng = RngState(device)
-            x1 = x1 + block.f(x2, **f_kwargs)
+            x1 = _combine(block.f(x2, **f_kwargs), x1, also_not=x2)
             g_rng = RngState(device)
-            x2 = x2 + block.run_g(x1)
+            x2 = block.add_g(x1, x2)
             ctx.rng.append((f_rng, g_rng))
         ctx.blocks, ctx.f_kwargs = blocks, f_kwargs
         # kept as detached attributes, not saved tensors, so backward can drop them as soon as the last
@@ -135,11 +147,13 @@ class _ReversibleFunction(torch.autograd.Function):
         return (dy1, dy2, None, None, *param_grads)
 
 
-def _combine(fresh: Tensor, other: Tensor, *, subtract_from: bool = False) -> Tensor:
-    """other - fresh if subtract_from else fresh + other, written into fresh (a tensor this backward
-    just made) when it can hold the result: same shape and dtype, and not aliasing other."""
+def _combine(fresh: Tensor, other: Tensor, *, subtract_from: bool = False, also_not: Tensor | None = None) -> Tensor:
+    """other - fresh if subtract_from else fresh + other, written into fresh (a tensor just made) when it
+    can hold the result: same shape and dtype, and aliasing neither other nor also_not (a tensor still needed)."""
+    storage = fresh.untyped_storage().data_ptr()
     in_place = (fresh.shape == other.shape and fresh.dtype == torch.result_type(fresh, other)
-                and fresh.untyped_storage().data_ptr() != other.untyped_storage().data_ptr())
+                and storage != other.untyped_storage().data_ptr()
+                and (also_not is None or storage != also_not.untyped_storage().data_ptr()))
     if subtract_from:
         return torch.sub(other, fresh, out=fresh) if in_place else other - fresh
     return fresh.add_(other) if in_place else fresh + other
