@@ -118,7 +118,10 @@ class _ReversibleFunction(torch.autograd.Function):
         y1, y2 = ctx.outputs
         ctx.outputs = None
         device_type, enabled, dtype = ctx.autocast
-        param_grads: list[Tensor | None] = []
+        # every block's parameter gradients live until backward returns: gather them in one buffer made
+        # up front, so that they do not pin holes between the transient tensors of the blocks below
+        param_grads = _gradient_buffers([p for block in ctx.blocks for p in block.parameters()])
+        end = len(param_grads)
         # Every stream-sized tensor here costs T * d_model: each block's new streams and gradients
         # are written into buffers this function owns, and old ones are dropped as soon as replaced.
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
@@ -143,7 +146,12 @@ class _ReversibleFunction(torch.autograd.Function):
                 y2 = x2.detach()
                 dy2 = _combine(dx2_f, dy2)
                 del x2, fx2, dx2_f
-                param_grads = _block_param_grads(block, f_params, f_grads, g_params, g_grads) + param_grads
+                start = end - len(list(block.parameters()))
+                grads = _block_param_grads(block, f_params, f_grads, g_params, g_grads)
+                for i, grad in enumerate(grads, start):
+                    param_grads[i] = None if grad is None else param_grads[i].copy_(grad)
+                end = start
+                del grads, f_grads, g_grads
         return (dy1, dy2, None, None, *param_grads)
 
 
@@ -171,7 +179,7 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
                 out = block.g(y1_c)
                 dy1[:, start:stop], grads = _grads(out, y1_c, params, dy2[:, start:stop])
             gy1[:, start:stop] = out.detach()
-            totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
+            totals = [a if b is None else b if a is None else a.add_(b) for a, b in zip(totals, grads)]  # fresh from autograd
     return gy1, dy1, totals
 
 
@@ -212,7 +220,7 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
         fx2 = torch.addmm(bias, flat_out, share) if fx2 is None else fx2.addmm_(flat_out, share)
         torch.mm(flat_dy1.t(), flat_out, out=d_weight[:, columns])
         d_inner = d_share if d_inner is None else d_inner.add_(d_share)
-        totals = [a if b is None else b if a is None else a + b for a, b in zip(totals, grads)]
+        totals = [a if b is None else b if a is None else a.add_(b) for a, b in zip(totals, grads)]  # fresh from autograd
         del out, flat_out, d_share, grads
     out_grads = {id(weight): d_weight, id(bias): flat_dy1.sum(0)}
     norm_params = list(f.norm.parameters())
@@ -220,6 +228,23 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     by_param = {id(p): g for p, g in zip(inner_params + norm_params, totals + norm_grads)}
     by_param.update(out_grads)
     return fx2.view_as(dy1), dx2, [by_param.get(id(p)) if p.requires_grad else None for p in params]
+
+
+def _gradient_buffers(params: list[nn.Parameter]) -> list[Tensor | None]:
+    """One tensor per entry of params (None where no grad is needed): views of one flat buffer per
+    dtype and device, each entry its own slice (a parameter shared by two blocks gets two)."""
+    needed: dict[tuple, list[int]] = {}
+    for i, p in enumerate(params):
+        if p.requires_grad:
+            needed.setdefault((p.dtype, p.device), []).append(i)
+    views: list[Tensor | None] = [None] * len(params)
+    for (dtype, device), indices in needed.items():
+        flat = torch.empty(sum(params[i].numel() for i in indices), dtype=dtype, device=device)
+        offset = 0
+        for i in indices:
+            views[i] = flat[offset:offset + params[i].numel()].view_as(params[i])
+            offset += params[i].numel()
+    return views
 
 
 def _block_param_grads(block, f_params, f_grads, g_params, g_grads) -> list[Tensor | None]:
