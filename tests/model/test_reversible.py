@@ -221,3 +221,19 @@ def test_reformer_reversible_flag_changes_memory_not_the_function():
         (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
         outs.append((y.detach(), [p.grad for p in model.parameters()]))
     assert_same(outs[1], outs[0], tol=1e-6)
+
+
+def test_shared_and_frozen_parameters_get_the_plain_stacks_gradients():
+    """Gradients are gathered per block into one buffer: a feed-forward tied across two blocks must get the
+    sum of both blocks' shares, and a frozen parameter none."""
+    torch.manual_seed(0)
+    seq = stack(["local", "full"], 0.0).double()
+    seq.blocks[1].g = seq.blocks[0].g  # tied: one module, two blocks
+    seq.blocks[0].f.norm.weight.requires_grad_(False)
+    x, mask = inputs()
+    plain, rev = run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True)
+    assert [g is None for g in plain[1]] == [g is None for g in rev[1]]
+    assert sum(g is None for g in rev[1]) == 1  # the frozen norm weight
+    frozen = [i for i, g in enumerate(rev[1]) if g is None]
+    keep = lambda result: (result[0], [g for i, g in enumerate(result[1]) if i not in frozen])
+    assert_same(keep(plain), keep(rev), tol=1e-6)
