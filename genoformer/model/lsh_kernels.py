@@ -56,6 +56,10 @@ def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
         buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long, device=x.device)
         for n in factors:
             rotations = torch.randn(n_heads or H, dh, n_hashes, n // 2, generator=generator)[heads].to(x.device)
+            if x.device.type not in ROUND_BY_ROUND_DEVICES:  # one batched product: [B, H, R, n / 2, T]
+                projected = torch.matmul(rotations.flatten(2).transpose(-1, -2), x.transpose(-1, -2))
+                buckets.mul_(n).add_(_angular_argmax(projected.view(B, H, n_hashes, n // 2, T)))
+                continue
             # one (sequence, head, round) at a time: [n / 2, T] projections of a few MB, reused from the
             # heap, with positions last so the reductions run along contiguous memory
             projected = torch.empty(n // 2, T, device=x.device)
@@ -67,22 +71,28 @@ def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
     return buckets
 
 
-def _angular_argmax(projected: Tensor) -> Tensor:
-    """argmax over [p; -p] along dim 0 of projected [h, T] (the first on ties, as torch.argmax): [T].
+# Devices that hash one (sequence, head, round) at a time.  On CPU that keeps each projection small
+# enough for glibc's heap (a fresh mmapped tensor page-faults in); on a GPU one batched product
+# is one kernel launch instead of thousands.
+ROUND_BY_ROUND_DEVICES = ("cpu",)
 
-    Built from amax/amin along dim 0 and an equality test, which run along contiguous positions;
-    argmax along dim 0 (or along a contiguous last dim of h) is several times slower on CPU."""
-    h = projected.shape[0]
-    high, low = projected.amax(0), projected.amin(0)
+
+def _angular_argmax(projected: Tensor) -> Tensor:
+    """argmax over [p; -p] along dim -2 of projected [..., h, T] (the first on ties, as torch.argmax): [..., T].
+
+    Built from amax/amin along dim -2 and an equality test, which run along contiguous positions;
+    argmax along dim -2 (or along a contiguous last dim of h) is several times slower on CPU."""
+    h = projected.shape[-2]
+    high, low = projected.amax(-2), projected.amin(-2)
     negative = high < -low  # [p; -p]: the positive half comes first, so it wins a tie
-    best = torch.where(negative, low, high)
+    best = torch.where(negative, low, high).unsqueeze(-2)
     # the first column holding best: the largest (h - column) where equal
     reversed_columns = torch.arange(h, 0, -1, device=projected.device)[:, None]
     if h < 256:
         equal = projected.eq(best).view(torch.uint8).mul_(reversed_columns.to(torch.uint8))
     else:
         equal = projected.eq(best).mul(reversed_columns)
-    first = equal.amax(0)
+    first = equal.amax(-2)
     return (h - first.long()).add_(negative.long() * h)
 
 

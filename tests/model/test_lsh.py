@@ -377,7 +377,8 @@ def test_angular_hashing_is_scale_invariant_and_antipodal():
         assert not torch.equal(hash_buckets(x, factors, 3, seed=5), b)
 
 
-def test_hash_buckets_match_the_argmax_definition_ties_included():
+@pytest.mark.parametrize("round_by_round", [True, False])  # the CPU path, and the batched one GPUs take
+def test_hash_buckets_match_the_argmax_definition_ties_included(monkeypatch, round_by_round):
     """Buckets against argmax over [xR; -xR] written out here, with exact ties (zero and repeated
     vectors) and more than 256 buckets per factor (the wide index path)."""
     def by_definition(x, factors, n_hashes, seed):
@@ -390,6 +391,7 @@ def test_hash_buckets_match_the_argmax_definition_ties_included():
             buckets = buckets * n + torch.cat([projected, -projected], -1).argmax(-1).transpose(-1, -2)
         return buckets
 
+    monkeypatch.setattr(lsh_kernels, "ROUND_BY_ROUND_DEVICES", ("cpu",) if round_by_round else ())
     x = torch.randn(2, 3, 40, 8)
     x[0, 0, :5] = 0.0  # every projection ties
     x[1, 2, 10:20] = x[1, 2, 9]
