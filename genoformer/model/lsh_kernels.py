@@ -87,12 +87,9 @@ def _angular_argmax(projected: Tensor) -> Tensor:
     negative = high < -low  # [p; -p]: the positive half comes first, so it wins a tie
     best = torch.where(negative, low, high).unsqueeze(-2)
     # the first column holding best: the largest (h - column) where equal
-    reversed_columns = torch.arange(h, 0, -1, device=projected.device)[:, None]
-    if h < 256:
-        equal = projected.eq(best).view(torch.uint8).mul_(reversed_columns.to(torch.uint8))
-    else:
-        equal = projected.eq(best).mul(reversed_columns)
-    first = equal.amax(-2)
+    index = torch.uint8 if h < 256 else torch.int32  # bytes where they suffice: a quarter of the traffic
+    reversed_columns = torch.arange(h, 0, -1, dtype=index, device=projected.device)[:, None]
+    first = projected.eq(best).to(index).mul_(reversed_columns).amax(-2)
     return (h - first.long()).add_(negative.long() * h)
 
 

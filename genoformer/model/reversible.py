@@ -179,8 +179,14 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
                 out = block.g(y1_c)
                 dy1[:, start:stop], grads = _grads(out, y1_c, params, dy2[:, start:stop])
             gy1[:, start:stop] = out.detach()
-            totals = [a if b is None else b if a is None else a.add_(b) for a, b in zip(totals, grads)]  # fresh from autograd
+            totals = _accumulate(totals, grads)
     return gy1, dy1, totals
+
+
+def _accumulate(totals: list[Tensor | None], grads: list[Tensor | None]) -> list[Tensor | None]:
+    """Elementwise totals + grads over two gradient lists, adding in place: each total is a tensor
+    autograd made for this backward, so nothing else holds it."""
+    return [a if b is None else b if a is None else a.add_(b) for a, b in zip(totals, grads)]
 
 
 def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
@@ -212,15 +218,15 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     totals: list[Tensor | None] = [None] * len(inner_params)
     for group in groups:
         columns = slice(group.start * fn.dim_head, group.stop * fn.dim_head)
+        share = weight[:, columns].t()  # the output projection's rows for this group's columns
         with torch.enable_grad(), rng.replay():
             out = fn.attend(inner, heads=group, **f_kwargs)
-            d_share, grads = _grads(out, inner, inner_params, F.linear(dy1, weight[:, columns].t()))
+            d_share, grads = _grads(out, inner, inner_params, F.linear(dy1, share))
         flat_out = out.detach().reshape(-1, out.shape[-1])
-        share = weight[:, columns].t()
         fx2 = torch.addmm(bias, flat_out, share) if fx2 is None else fx2.addmm_(flat_out, share)
         torch.mm(flat_dy1.t(), flat_out, out=d_weight[:, columns])
         d_inner = d_share if d_inner is None else d_inner.add_(d_share)
-        totals = [a if b is None else b if a is None else a.add_(b) for a, b in zip(totals, grads)]  # fresh from autograd
+        totals = _accumulate(totals, grads)
         del out, flat_out, d_share, grads
     out_grads = {id(weight): d_weight, id(bias): flat_dy1.sum(0)}
     norm_params = list(f.norm.parameters())
