@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .lsh_kernels import SELF_SCORE, LSHAttentionFunction, bucket_factors, hash_buckets, sort_order
-from .positions import Rotary, apply_rotary, resolve_rotary
+from .lsh_kernels import (SELF_SCORE, LSHAttentionFunction, attention_backward, attention_forward, bucket_factors,
+                          hash_buckets, padded_real, sort_order)
+from .positions import Rotary, apply_rotary, resolve_rotary, rotate
+from .workspace import Workspace
 
 INSPECT_BLOCK_ELEMENTS = 2 ** 24  # cap on gathered key elements per block of inspected queries
 GROUP_ROWS = 2 ** 16  # tokens x heads recomputed at once in the reversible backward (head_groups)
@@ -109,12 +111,58 @@ class LSHSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, T, -1)
 
     def head_groups(self, batch: int, length: int) -> list[slice] | None:
-        """Head groups for a backward pass that recomputes one group at a time, or None for all at once:
-        at long lengths the layer's intermediates are ~8 [B, T, d_model] tensors, a group's a fraction."""
+        """Head groups for a backward pass that recomputes one group at a time (None: not possible, the
+        output dropout needs every head): at long lengths the layer's intermediates are ~8 [B, T, d_model]
+        tensors, a group's a fraction."""
         if self.dropout and self.training:
             return None
         per = max(1, GROUP_ROWS // max(batch * length, 1))
-        return None if per >= self.heads else [slice(h, min(h + per, self.heads)) for h in range(0, self.heads, per)]
+        return [slice(h, min(h + per, self.heads)) for h in range(0, self.heads, per)]
+
+    def can_attend_backward(self, x: Tensor) -> bool:
+        """Whether attend_backward applies to x: float32 or float64 without autocast (mixed precision
+        keeps autograd, which knows autocast's casts)."""
+        return x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
+
+    @torch.no_grad()
+    def attend_backward(self, x: Tensor, grad: Tensor, d_x: Tensor | None, workspace: Workspace, heads: slice,
+                        mask: Tensor | None = None, positions: Tensor | None = None, rotary: Rotary | None = None
+                        ) -> tuple[Tensor, Tensor, list[tuple[nn.Parameter, slice, Tensor]]]:
+        """attend(x, mask, positions, heads) recomputed and differentiated by hand, for a reversible backward.
+
+        Returns the attention output [B, T, width]; the gradient of <attend(x), grad> (grad [B, T, width])
+        with respect to x [B, T, d_model], added into d_x (None: a new tensor); and (parameter, rows,
+        gradient of those rows) for the group's rows of the projections.  Every [T, width] intermediate
+        lives in `workspace` (the output too, valid until its next use), so a backward pass that runs
+        group after group maps its memory once, where autograd would page-fault in ~25 fresh tensors a
+        group.  Draws the hash seed as attend does; see can_attend_backward for the dtypes.
+        """
+        B, T, d = x.shape
+        width = (heads.stop - heads.start) * self.dim_head
+        h = self._prepare(x, mask, positions, heads, rotary, workspace)
+        real = padded_real(None if mask is None else h.real, T, h.order.shape[-1])
+        out, lse = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
+        grad = grad.view(B, T, -1, self.dim_head).transpose(1, 2)
+        d_q, d_k, d_v = attention_backward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, out, lse,
+                                           grad, workspace)
+        norm = torch.linalg.vector_norm(h.q, dim=-1, keepdim=True).clamp_(min=UNIT_EPS)
+        d_q.add_(_unit_length_grad(h.k, norm, d_k, UNIT_EPS, in_place=True))
+        # q's gradient, rotated back, goes into its projection's spent buffer, v's into v's when not contiguous
+        flat_x = x.reshape(B * T, d)
+        d_qk = workspace.get("proj_qk", (B * T, width), x.dtype)
+        rotate(d_q, *resolve_rotary(positions, rotary, T, self.dim_head, x.device), inverse=True,
+               out=d_qk.view(B, T, -1, self.dim_head).transpose(1, 2))
+        d_v = workspace.rows(d_v.transpose(1, 2), "proj_v").view(B * T, width)
+        rows = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
+        if d_x is None:  # the first group: d_x is made where the kernel's scratch was (the peak stays where it was)
+            workspace.release("scratch_")
+        param_grads = []
+        for d_projection, linear in ((d_qk, self.to_qk), (d_v, self.to_v)):
+            weight = linear.weight.detach()[rows]
+            d_x = torch.mm(d_projection, weight) if d_x is None else d_x.view(B * T, d).addmm_(d_projection, weight)
+            param_grads.append((linear.weight, rows, torch.mm(d_projection.t(), flat_x)))
+        attended = workspace.rows(out[:, :, :T].transpose(1, 2), "attended").view(B, T, width)
+        return attended, d_x.view(B, T, d), param_grads
 
     @torch.no_grad()
     def inspect(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
@@ -150,9 +198,10 @@ class LSHSelfAttention(nn.Module):
                              top_weights=top_weights.unflatten(0, (B, H)), n_buckets=int(h.counts.max()),
                              n_buckets_per_sequence=h.counts, seed=h.seed, queries=wanted)
 
-    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
-                 heads: slice | None = None, rotary: Rotary | None = None) -> _Hashed:
-        """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward and inspect."""
+    def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None, heads: slice | None = None,
+                 rotary: Rotary | None = None, workspace: Workspace | None = None) -> _Hashed:
+        """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward, inspect and
+        attend_backward (which gives a workspace for the projections, q and k: no autograd then)."""
         B, T, _ = x.shape
         seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
@@ -167,16 +216,26 @@ class LSHSelfAttention(nn.Module):
         if x.dtype == precise and not torch.is_autocast_enabled(x.device.type):
             # both projections in one matmul, and so one matmul for their input gradient in backward
             width = rows.stop - rows.start
-            both = F.linear(x, torch.cat((self.to_qk.weight[rows], self.to_v.weight[rows])))
-            qk, v = map(split, both.split(width, dim=-1))  # split's gradient is one cat, not two zero-padded copies
+            if workspace is None:
+                both = F.linear(x, torch.cat((self.to_qk.weight[rows], self.to_v.weight[rows])))
+                qk, v = map(split, both.split(width, dim=-1))  # split's gradient is one cat, not two zero-padded copies
+            else:  # a buffer each, so that one head's v is contiguous (the kernel copies strided rows)
+                qk, v = (split(torch.mm(x.reshape(B * T, -1), linear.weight.detach()[rows].t(),
+                                        out=workspace.get(name, (B * T, width), x.dtype)).view(B, T, -1))
+                         for name, linear in (("proj_qk", self.to_qk), ("proj_v", self.to_v)))
         else:
             with torch.autocast(x.device.type, enabled=False):
                 qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
             v = split(F.linear(x, self.to_v.weight[rows]))
         buckets, counts = self._hash(qk, real, seed, heads)
         order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
-        q = apply_rotary(qk.to(v.dtype), cos, sin)
-        k = unit_length(q.to(precise)).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
+        if workspace is None:
+            q = apply_rotary(qk.to(v.dtype), cos, sin)
+            k = unit_length(q.to(precise)).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query
+        else:
+            q = rotate(qk, cos, sin, out=workspace.get("rotated_q", qk.shape, qk.dtype))
+            norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_(min=UNIT_EPS)
+            k = torch.div(q, norm, out=workspace.get("unit_k", q.shape, q.dtype))
         return _Hashed(q, k, v, order, real, buckets, counts, seed)
 
     def _hash(self, qk: Tensor, real: Tensor, seed: int, heads: slice) -> tuple[Tensor, Tensor]:
@@ -197,7 +256,10 @@ class LSHSelfAttention(nn.Module):
         return buckets.masked_fill_(~real[:, None, None, :], -1), counts
 
 
-def unit_length(x: Tensor, eps: float = 1e-12) -> Tensor:
+UNIT_EPS = 1e-12  # as F.normalize
+
+
+def unit_length(x: Tensor, eps: float = UNIT_EPS) -> Tensor:
     """x / max(||x||, eps) along the last dim, as F.normalize, with a gradient that makes two
     temporaries of x's size where autograd through F.normalize makes about six."""
     return _UnitLength.apply(x, eps)
@@ -215,9 +277,14 @@ class _UnitLength(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         unit, norm = ctx.saved_tensors
-        # d(x / |x|) = (g - u <u, g>) / |x|; where the norm was clamped it is a constant: g / eps
-        along = torch.linalg.vecdot(unit, grad).unsqueeze(-1).masked_fill_(norm <= ctx.eps, 0.0)
-        return grad.addcmul(unit, along, value=-1).div_(norm), None
+        return _unit_length_grad(unit, norm, grad, ctx.eps), None
+
+
+def _unit_length_grad(unit: Tensor, norm: Tensor, grad: Tensor, eps: float, in_place: bool = False) -> Tensor:
+    """The gradient of x / max(|x|, eps) given the unit vectors, the clamped norms and the output gradient
+    (overwritten when in_place): (g - u <u, g>) / |x|, and g / eps where the norm was clamped (a constant)."""
+    along = torch.linalg.vecdot(unit, grad).unsqueeze(-1).masked_fill_(norm <= eps, 0.0)
+    return (grad.addcmul_ if in_place else grad.addcmul)(unit, along, value=-1).div_(norm)
 
 
 def query_range(queries: Queries, length: int) -> range:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .workspace import Workspace
+
 FACTORISE_ABOVE = 128  # more buckets than this: hash with two rotations of ~sqrt(n) buckets each
 SELF_SCORE = -5e4  # below any real score (keys are unit vectors), above masked ones; finite in fp16
 
@@ -106,33 +108,7 @@ def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
     return keys.argsort(dim=-1, stable=True)
 
 
-BLOCK_ROWS = 2 ** 13  # query rows per attention call (see _Workspace)
-
-
-class _Workspace:
-    """Buffers reused across the blocks, rounds and pieces of one kernel call.
-
-    A fresh tensor of tens of MB comes from mmap and page-faults in on first touch, which cost
-    as much as the attention itself; so per-block work runs on blocks of BLOCK_ROWS queries,
-    whose buffers are a few MB, and per-piece buffers are allocated once per call.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device, self.buffers = device, {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        numel = math.prod(shape)
-        buffer = self.buffers.get(name)
-        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
-            buffer = self.buffers[name] = torch.empty(numel, dtype=dtype, device=self.device)
-        return buffer[:numel].view(shape)
-
-    def arange(self, n: int) -> Tensor:
-        """0 .. n - 1 (int64), made once per call."""
-        made = self.buffers.get("arange")
-        if made is None or made.numel() < n:
-            made = self.buffers["arange"] = torch.arange(n, device=self.device)
-        return made[:n]
+BLOCK_ROWS = 2 ** 13  # query rows per attention call: per-block buffers of a few MB, served from the heap
 
 
 def _overlapping(runs: Tensor) -> Tensor:
@@ -176,12 +152,12 @@ class _Round:
         """Global row ids [N, nb, 2bs] of the windows of chunks c0 .. c1 - 1 (a key may repeat across windows)."""
         return _overlapping(self.extended[:, c0:c1 + 1].contiguous())
 
-    def inverse(self, ws: _Workspace) -> Tensor:
+    def inverse(self, ws: Workspace) -> Tensor:
         """For each global row, its place in this round's order: rows.view(-1)[inverse] == arange."""
         n = self.rows.numel()
         return ws.get("inverse", (n,), torch.long).scatter_(0, self.rows.view(-1), ws.arange(n))
 
-    def gather(self, values: Tensor, c0: int, c1: int, ws: _Workspace, name: str) -> Tensor:
+    def gather(self, values: Tensor, c0: int, c1: int, ws: Workspace, name: str) -> Tensor:
         """Windows [N, nb, 2bs, c] of rows values [N * T, c] for chunks c0 .. c1 - 1: one gather of the
         block's run of rows, viewed as overlapping windows."""
         index = self.extended[:, c0:c1 + 1].reshape(-1)
@@ -274,7 +250,7 @@ def _slices(B: int, H: int, Tp: int):
             yield slice(b, b + 1), slice(h, min(h + step, H))
 
 
-def _padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
+def padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
     """real [B, T] (None: all real) as [B, Tp] with the internal padding, or None if nothing is padding."""
     if real is None and Tp == T:
         return None
@@ -285,13 +261,13 @@ def _padded_real(real: Tensor | None, T: int, Tp: int) -> Tensor | None:
 
 
 def _piece_rows(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, sb: slice, sh: slice,
-                Tp: int, ws: _Workspace) -> tuple[list[Tensor], Tensor, Tensor | None]:
+                Tp: int, ws: Workspace) -> tuple[list[Tensor], Tensor, Tensor | None]:
     """Rows [n * Tp, dh] of q, k and v, order [n, R, Tp] and real [n, Tp] (or None) of one piece."""
     B, H, T, dh = q.shape
     batch, heads = len(range(B)[sb]), sh.stop - sh.start
     n = batch * heads
     if Tp == T:
-        rows = [t[sb, sh].reshape(n * Tp, dh) for t in (q, k, v)]
+        rows = [ws.rows(t[sb, sh], f"piece_{name}").view(n * Tp, dh) for name, t in zip("qkv", (q, k, v))]
     else:  # internal padding: zero rows after each sequence's T
         rows = []
         for name, t in zip("qkv", (q, k, v)):
@@ -315,7 +291,7 @@ def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: tor
 
 
 def _forward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
-                   out: Tensor, lse: Tensor, ws: _Workspace) -> None:
+                   out: Tensor, lse: Tensor, ws: Workspace) -> None:
     """Fill out [N * Tp, dh] and lse [N * Tp] (acc dtype) with the output and log-sum-exp over every
     round, for rows q, k, v [N * Tp, dh] of one piece.
 
@@ -324,9 +300,9 @@ def _forward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor 
     N, R, Tp = order.shape
     dh, acc = out.shape[-1], out.dtype
     lookback, lookback_masked = _lookback(real, N, Tp, bs, q.device)
-    sorted_out = ws.get("sorted_out", (N, Tp // bs, bs, dh), acc)
+    sorted_out = ws.get("scratch_0", (N, Tp // bs, bs, dh), acc)
     sorted_lse = ws.get("sorted_lse", (N, Tp // bs, bs), acc)
-    round_out, round_lse = ws.get("round_out", out.shape, acc), ws.get("round_lse", lse.shape, acc)
+    round_out, round_lse = ws.get("scratch_1", out.shape, acc), ws.get("round_lse", lse.shape, acc)
     for r, rnd in enumerate(_rounds(order, lookback, bs)):
         for c0, c1 in rnd.blocks():
             rows = rnd.queries(c0, c1)
@@ -347,7 +323,7 @@ def _forward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor 
 
 
 def _backward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
-                    out: Tensor, lse: Tensor, grad_out: Tensor, grads: list[Tensor], ws: _Workspace) -> None:
+                    out: Tensor, lse: Tensor, grad_out: Tensor, grads: list[Tensor], ws: Workspace) -> None:
     """Write into grads (three [N * Tp, dh] tensors, acc dtype) the gradients of one piece's rows q, k, v,
     from its output [N * Tp, dh], log-sum-exp [N * Tp] and output gradient [N * Tp, dh] (zero at padding).
 
@@ -359,9 +335,9 @@ def _backward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor
     dh, acc = out.shape[-1], out.dtype
     chunks = Tp // bs
     lookback, lookback_masked = _lookback(real, N, Tp, bs, q.device)
-    sorted_grads = [ws.get(f"sorted_d{name}", (N, chunks, bs, dh), acc) for name in "qkv"]
+    sorted_grads = [ws.get(f"scratch_{i}", (N, chunks, bs, dh), acc) for i in range(3)]
     held = ws.get("lookback_grads", (2, N, bs, dh), acc)  # the first window's look-back halves of dk, dv
-    unsorted = ws.get("unsorted", (N * Tp, dh), acc)
+    unsorted = ws.get("scratch_3", (N * Tp, dh), acc)
     sequences = torch.arange(N, device=q.device)
     for r, rnd in enumerate(_rounds(order, lookback, bs)):
         for c0, c1 in rnd.blocks():
@@ -392,31 +368,82 @@ def _backward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor
                 into.add_(torch.index_select(sorted_d.view(-1, dh), 0, inverse, out=unsorted))
 
 
-class LSHAttentionFunction(torch.autograd.Function):
-    """Chunked attention over every round of an LSH sort order, rounds combined by log-sum-exp.
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool,
+                      bucket_size: int, ws: Workspace, *, fresh: bool = False) -> tuple[Tensor, Tensor]:
+    """Output [B, H, Tp, dh] and log-sum-exp [B, H, Tp] (accumulation dtype) of chunked attention over every
+    round of an LSH sort order, rounds combined by log-sum-exp.
 
-    q, k, v [B, H, T, dh] (any strides); order [B, H, R, Tp] with Tp = T rounded up to a multiple
-    of bucket_size, each round a permutation of arange(Tp) with real tokens first; real bool
-    [B, T] or None (no padding).  Returns [B, H, T, dh]; rows of padding queries are zero.
-    Matmuls run in the inputs' dtype; log-sum-exp and the mixing of rounds in float32 (float64
-    for float64 inputs).  Sequences and heads are attended a piece at a time (_slices), each
-    round of a piece a block of chunks at a time (_Round.blocks).
+    q, k, v [B, H, T, dh] (any strides); order [B, H, R, Tp] with Tp = T rounded up to a multiple of
+    bucket_size, each round a permutation of arange(Tp) with real tokens first; real bool [B, Tp] as
+    padded_real gives it (None: no padding).  Rows of padding queries are zero.  Matmuls run in the
+    inputs' dtype; log-sum-exp and the mixing of rounds in float32 (float64 for float64 inputs).
+    Sequences and heads are attended a piece at a time (_slices), each round of a piece a block of
+    chunks at a time (_Round.blocks).  The results live in ws (valid until its next use) unless fresh.
     """
+    B, H, T, dh = q.shape
+    Tp = order.shape[-1]
+    acc = torch.promote_types(q.dtype, torch.float32)
+    ws = ws.scope()
+    out, lse = _result(ws, fresh, "result_out", (B, H, Tp, dh), acc), _result(ws, fresh, "result_lse", (B, H, Tp), acc)
+    for sb, sh in _slices(B, H, Tp):
+        rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
+        n = rows[0].shape[0]
+        _forward_piece(*rows, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(n, dh),
+                       lse[sb, sh].view(n), ws)
+    return out, lse
+
+
+def attention_backward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool,
+                       bucket_size: int, out: Tensor, lse: Tensor, grad_out: Tensor, ws: Workspace, *,
+                       fresh: bool = False) -> list[Tensor]:
+    """Gradients [B, H, T, dh] (the inputs' dtype) of q, k and v, given attention_forward's out and lse and
+    the gradient of the output's first T rows, grad_out [B, H, T, dh].  In ws unless fresh."""
+    B, H, T, dh = q.shape
+    Tp = order.shape[-1]
+    acc = out.dtype
+    ws = ws.scope()
+    if Tp == T and real is None and grad_out.dtype == acc:
+        padded = ws.rows(grad_out, "grad_out_rows")  # read only: no padding rows to zero
+    else:
+        padded = torch.zeros(B, H, Tp, dh, dtype=acc, device=q.device)
+        padded[:, :, :T] = grad_out  # a copy of our own: padding rows are zeroed in place below
+    # gradients accumulate straight into the results when the layout allows (no internal
+    # padding, and the inputs' dtype is the accumulation dtype), else into per-piece buffers
+    direct = Tp == T and q.dtype == acc
+    grads = [_result(ws, fresh, f"result_d{name}", (B, H, T, dh), q.dtype) for name in "qkv"]  # every row written
+    for sb, sh in _slices(B, H, Tp):
+        rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
+        n = rows[0].shape[0]
+        piece_grad_out = padded[sb, sh].view(n, dh)
+        if piece_real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
+            piece_grad_out.view(-1, Tp, dh).masked_fill_(~piece_real[..., None], 0.0)
+        if direct:
+            piece_grads = [g[sb, sh].view(n, dh) for g in grads]
+        else:
+            piece_grads = [ws.get(f"grad_{name}", (n, dh), acc) for name in "qkv"]
+        _backward_piece(*rows, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(n, dh),
+                        lse[sb, sh].view(n), piece_grad_out, piece_grads, ws)
+        if not direct:
+            for g, piece in zip(grads, piece_grads):
+                g[sb, sh] = piece.view(*g[sb, sh].shape[:2], Tp, dh)[:, :, :T]
+    return grads
+
+
+def _result(ws: Workspace, fresh: bool, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """A result buffer: new (it outlives the call, as autograd's results do) or ws's `name`."""
+    return torch.empty(shape, dtype=dtype, device=ws.device) if fresh else ws.get(name, shape, dtype)
+
+
+class LSHAttentionFunction(torch.autograd.Function):
+    """attention_forward as an autograd Function: keeps q, k, v, the order, the output and the
+    log-sum-exp, and recomputes chunk scores in backward (attention_backward).  real: bool [B, T] or
+    None.  Returns [B, H, T, dh] in v's dtype."""
 
     @staticmethod
     def forward(ctx, q, k, v, order, real, causal: bool, bucket_size: int):
-        B, H, T, dh = q.shape
-        Tp = order.shape[-1]
-        acc = torch.promote_types(q.dtype, torch.float32)
-        real = _padded_real(real, T, Tp)
-        out = torch.empty(B, H, Tp, dh, dtype=acc, device=q.device)
-        lse = torch.empty(B, H, Tp, dtype=acc, device=q.device)
-        ws = _Workspace(q.device)
-        for sb, sh in _slices(B, H, Tp):
-            rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
-            n = rows[0].shape[0]
-            _forward_piece(*rows, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(n, dh),
-                           lse[sb, sh].view(n), ws)
+        T = q.shape[2]
+        real = padded_real(real, T, order.shape[-1])
+        out, lse = attention_forward(q, k, v, order, real, causal, bucket_size, Workspace(q.device), fresh=True)
         ctx.save_for_backward(q, k, v, order, real, out, lse)
         ctx.causal, ctx.bucket_size = causal, bucket_size
         return out[:, :, :T].to(v.dtype)
@@ -424,34 +451,8 @@ class LSHAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, order, real, out, lse = ctx.saved_tensors
-        B, H, T, dh = q.shape
-        Tp = order.shape[-1]
-        acc = out.dtype
-        if Tp == T and real is None and grad_out.dtype == acc:
-            padded = grad_out.contiguous()  # read only: no padding rows to zero
-        else:
-            padded = torch.zeros(B, H, Tp, dh, dtype=acc, device=q.device)
-            padded[:, :, :T] = grad_out  # a copy of our own: padding rows are zeroed in place below
-        # gradients accumulate straight into the results when the layout allows (no internal
-        # padding, and the inputs' dtype is the accumulation dtype), else into per-piece buffers
-        direct = Tp == T and q.dtype == acc
-        grads = [torch.empty(B, H, T, dh, dtype=q.dtype, device=q.device) for _ in range(3)]  # every row written
-        ws = _Workspace(q.device)
-        for sb, sh in _slices(B, H, Tp):
-            rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
-            n = rows[0].shape[0]
-            piece_grad_out = padded[sb, sh].view(n, dh)
-            if piece_real is not None:  # padding rows were overwritten with zeros: nothing flows back through them
-                piece_grad_out.view(-1, Tp, dh).masked_fill_(~piece_real[..., None], 0.0)
-            if direct:
-                piece_grads = [g[sb, sh].view(n, dh) for g in grads]
-            else:
-                piece_grads = [ws.get(f"grad_{name}", (n, dh), acc) for name in "qkv"]
-            _backward_piece(*rows, piece_order, piece_real, ctx.causal, ctx.bucket_size, out[sb, sh].view(n, dh),
-                            lse[sb, sh].view(n), piece_grad_out, piece_grads, ws)
-            if not direct:
-                for g, piece in zip(grads, piece_grads):
-                    g[sb, sh] = piece.view(*g[sb, sh].shape[:2], Tp, dh)[:, :, :T]
+        grads = attention_backward(q, k, v, order, real, ctx.causal, ctx.bucket_size, out, lse, grad_out,
+                                   Workspace(q.device), fresh=True)
         return *grads, None, None, None, None
 
 

@@ -66,10 +66,19 @@ class _Rotate(torch.autograd.Function):
         return _rotate(grad, cos, sin, -1), None, None
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: int) -> torch.Tensor:
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inverse: bool = False,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """apply_rotary without autograd (or its inverse, the rotation by minus the angles), into `out` if given."""
+    return _rotate(x, cos.to(x.dtype), sin.to(x.dtype), -1 if inverse else 1, out)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: int,
+            out: torch.Tensor | None = None) -> torch.Tensor:
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
-    out = torch.empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])), dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty(torch.broadcast_shapes(x.shape, (*cos.shape[:-1], x.shape[-1])), dtype=x.dtype,
+                          device=x.device)
     out1, out2 = out[..., :half], out[..., half:]
     torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-sign)
     torch.mul(x2, cos, out=out2).addcmul_(x1, sin, value=sign)

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .workspace import Workspace
+
 
 class RngState:
     """The global CPU generator state and, for CUDA tensors, that device's generator state."""
@@ -203,7 +205,10 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     projection is applied by column blocks too: each group's share of f(x2) is added in, and its
     output gradient and weight-gradient columns come from that group alone, so neither the whole
     attention output nor its gradient is ever held.  Each group replays the forward pass's RNG
-    state, so it draws the same hash seed the whole layer drew."""
+    state, so it draws the same hash seed the whole layer drew.
+
+    Where the attention can differentiate itself by hand (attend_backward), it does, with one
+    Workspace for every group: the groups' [T, width] intermediates then reuse one set of buffers."""
     fn = f.fn
     with torch.enable_grad():
         x2 = x2.detach().requires_grad_()
@@ -213,21 +218,40 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     flat_dy1 = dy1.reshape(-1, dy1.shape[-1])
     fx2 = None
     d_weight = torch.empty_like(weight)
-    d_inner = None
     inner_params = [p for name, p in fn.named_parameters() if not name.startswith("to_out.")]
-    totals: list[Tensor | None] = [None] * len(inner_params)
+    by_hand = hasattr(fn, "attend_backward") and fn.can_attend_backward(inner)
+    if by_hand:
+        totals: list[Tensor | None] = [torch.zeros_like(p) for p in inner_params]
+        total_of = {id(p): total for p, total in zip(inner_params, totals)}
+    else:
+        totals = [None] * len(inner_params)
+    d_inner = None
+    workspace = Workspace(inner.device) if by_hand else None
     for group in groups:
         columns = slice(group.start * fn.dim_head, group.stop * fn.dim_head)
         share = weight[:, columns].t()  # the output projection's rows for this group's columns
-        with torch.enable_grad(), rng.replay():
-            out = fn.attend(inner, heads=group, **f_kwargs)
-            d_share, grads = _grads(out, inner, inner_params, F.linear(dy1, share))
-        flat_out = out.detach().reshape(-1, out.shape[-1])
-        fx2 = torch.addmm(bias, flat_out, share) if fx2 is None else fx2.addmm_(flat_out, share)
-        torch.mm(flat_dy1.t(), flat_out, out=d_weight[:, columns])
-        d_inner = d_share if d_inner is None else d_inner.add_(d_share)
-        totals = _accumulate(totals, grads)
-        del out, flat_out, d_share, grads
+        if by_hand:
+            grad = torch.mm(flat_dy1, share.detach().t(),
+                            out=workspace.get("output_grad", (flat_dy1.shape[0], share.shape[0]), flat_dy1.dtype))
+            with rng.replay():
+                out, d_inner, row_grads = fn.attend_backward(inner.detach(), grad.view(*dy1.shape[:-1], -1), d_inner,
+                                                             workspace, heads=group, **f_kwargs)
+            for param, rows, grad_rows in row_grads:
+                total_of[id(param)][rows] = grad_rows
+        else:
+            with torch.enable_grad(), rng.replay():
+                out = fn.attend(inner, heads=group, **f_kwargs)
+                d_share, grads = _grads(out, inner, inner_params, F.linear(dy1, share))
+            d_inner = d_share if d_inner is None else d_inner.add_(d_share)
+            totals = _accumulate(totals, grads)
+            del d_share, grads
+        # in the weights' dtype whatever the autocast state: groups add their shares into one fx2 and d_weight
+        flat_out = out.detach().reshape(-1, out.shape[-1]).to(weight.dtype)
+        with torch.autocast(inner.device.type, enabled=False):
+            fx2 = torch.addmm(bias, flat_out, share) if fx2 is None else fx2.addmm_(flat_out, share)
+            torch.mm(flat_dy1.t().to(weight.dtype), flat_out, out=d_weight[:, columns])
+        del out, flat_out
+    del workspace  # before the norm's backward: its buffers are the size of a group's whole attention state
     out_grads = {id(weight): d_weight, id(bias): flat_dy1.sum(0)}
     norm_params = list(f.norm.parameters())
     dx2, norm_grads = _grads(normed, x2, norm_params, d_inner)

@@ -485,3 +485,49 @@ def test_precomputed_rotary_angles_equal_positions():
         m(x, positions=positions, rotary=angles(positions, m.dim_head))
     with pytest.raises(UsageError, match="rotary angles must have shape"):
         m(x, rotary=angles(torch.arange(39), m.dim_head))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attend_backward_by_hand_equals_autograd(kernel, causal, masked):
+    """The reversible backward's hand-written recompute: output, input gradient (added to what d_x held)
+    and the projections' row gradients equal autograd through attend, group after group in one workspace
+    (a single head, two heads, all four), with internal padding (45 tokens), a mask and odd positions."""
+    from genoformer.model.workspace import Workspace
+
+    torch.manual_seed(0)
+    m = LSHSelfAttention(32, 4, causal=causal, bucket_size=8, n_hashes=2).double()
+    x = torch.randn(2, 45, 32, dtype=torch.float64)
+    mask = torch.ones(2, 45, dtype=torch.bool)
+    mask[1, 29:] = False
+    mask = mask if masked else None
+    positions = torch.arange(45) * 3 + 7
+    workspace = Workspace(x.device)
+    for heads in (slice(2, 3), slice(0, 2), slice(0, 4), slice(3, 4)):
+        width = (heads.stop - heads.start) * m.dim_head
+        grad, held = torch.randn(2, 45, width, dtype=torch.float64), torch.randn_like(x)
+        state = torch.get_rng_state()  # attend draws its hash seed from it
+        xg = x.clone().requires_grad_()
+        expected = m.attend(xg, mask, positions, heads=heads)
+        expected.backward(grad)
+        torch.set_rng_state(state)
+        out, d_x, row_grads = m.attend_backward(x, grad, held.clone(), workspace, heads, mask=mask, positions=positions)
+        assert torch.allclose(out, expected.detach(), rtol=0, atol=1e-12)
+        assert torch.allclose(d_x, held + xg.grad, rtol=1e-10, atol=1e-12)
+        assert {id(p) for p, _, _ in row_grads} == {id(m.to_qk.weight), id(m.to_v.weight)}
+        for param, rows, grad_rows in row_grads:
+            assert rows == slice(heads.start * m.dim_head, heads.stop * m.dim_head)
+            assert torch.allclose(grad_rows, param.grad[rows], rtol=1e-10, atol=1e-12)
+            assert not param.grad[:rows.start].any() and not param.grad[rows.stop:].any()
+        torch.set_rng_state(state)
+        _, fresh_d_x, _ = m.attend_backward(x, grad, None, workspace, heads, mask=mask, positions=positions)
+        assert torch.allclose(fresh_d_x, xg.grad, rtol=1e-10, atol=1e-12)
+        m.zero_grad()
+
+
+def test_attend_backward_only_without_autocast_in_full_precision():
+    m = LSHSelfAttention(32, 4)
+    assert m.can_attend_backward(torch.zeros(1, 2, 32)) and m.can_attend_backward(torch.zeros(1, 2, 32).double())
+    assert not m.can_attend_backward(torch.zeros(1, 2, 32, dtype=torch.bfloat16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not m.can_attend_backward(torch.zeros(1, 2, 32))
