@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .lsh_kernels import (SELF_SCORE, LSHAttentionFunction, attention_backward, attention_forward, bucket_factors,
-                          hash_buckets, padded_real, sort_order)
+from .lsh_kernels import (KERNEL_SCOPE, SELF_SCORE, LSHAttentionFunction, attention_backward, attention_forward,
+                          bucket_factors, hash_buckets, padded_real, sort_order)
 from .positions import Rotary, apply_rotary, resolve_rotary, rotate
 from .workspace import Workspace
 
@@ -155,7 +155,7 @@ class LSHSelfAttention(nn.Module):
         d_v = workspace.rows(d_v.transpose(1, 2), "proj_v").view(B * T, width)
         rows = slice(heads.start * self.dim_head, heads.stop * self.dim_head)
         if d_x is None:  # the first group: d_x is made where the kernel's scratch was (the peak stays where it was)
-            workspace.release("scratch_")
+            workspace.release(KERNEL_SCOPE + "scratch_")
         param_grads = []
         for d_projection, linear in ((d_qk, self.to_qk), (d_v, self.to_v)):
             weight = linear.weight.detach()[rows]
@@ -214,9 +214,8 @@ class LSHSelfAttention(nn.Module):
         # the shared query/key in float32 even under autocast, so buckets do not depend on precision
         precise = torch.promote_types(x.dtype, torch.float32)
         if x.dtype == precise and not torch.is_autocast_enabled(x.device.type):
-            # both projections in one matmul, and so one matmul for their input gradient in backward
             width = rows.stop - rows.start
-            if workspace is None:
+            if workspace is None:  # both in one matmul, and so one matmul for their input gradient in backward
                 both = F.linear(x, torch.cat((self.to_qk.weight[rows], self.to_v.weight[rows])))
                 qk, v = map(split, both.split(width, dim=-1))  # split's gradient is one cat, not two zero-padded copies
             else:  # a buffer each, so that one head's v is contiguous (the kernel copies strided rows)

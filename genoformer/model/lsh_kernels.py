@@ -108,6 +108,7 @@ def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
     return keys.argsort(dim=-1, stable=True)
 
 
+KERNEL_SCOPE = "lsh_kernel."  # the prefix of the kernel's buffers in a workspace it is given
 BLOCK_ROWS = 2 ** 13  # query rows per attention call: per-block buffers of a few MB, served from the heap
 
 
@@ -383,7 +384,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tens
     B, H, T, dh = q.shape
     Tp = order.shape[-1]
     acc = torch.promote_types(q.dtype, torch.float32)
-    ws = ws.scope()
+    ws = ws.scope(KERNEL_SCOPE)
     out, lse = _result(ws, fresh, "result_out", (B, H, Tp, dh), acc), _result(ws, fresh, "result_lse", (B, H, Tp), acc)
     for sb, sh in _slices(B, H, Tp):
         rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
@@ -401,7 +402,7 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Ten
     B, H, T, dh = q.shape
     Tp = order.shape[-1]
     acc = out.dtype
-    ws = ws.scope()
+    ws = ws.scope(KERNEL_SCOPE)
     if Tp == T and real is None and grad_out.dtype == acc:
         padded = ws.rows(grad_out, "grad_out_rows")  # read only: no padding rows to zero
     else:

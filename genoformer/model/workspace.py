@@ -22,22 +22,23 @@ class Workspace:
     """Buffers by name: get() returns a view of the named buffer, growing it when too small.
 
     A buffer is overwritten by the next get() of its name, so a name must only be given to
-    values whose lifetimes do not overlap.
+    values whose lifetimes do not overlap; code handed a workspace names its buffers within a
+    scope() of its own.
     """
 
-    def __init__(self, device: torch.device, shared: Workspace | None = None):
-        self.device, self.buffers, self.shared = device, {}, shared
+    def __init__(self, device: torch.device, shared: Workspace | None = None, prefix: str = ""):
+        self.device, self.buffers, self.shared, self.prefix = device, {}, shared, prefix
 
-    def scope(self) -> Workspace:
-        """A workspace for one call: buffers of SHARED_BYTES or more come from this one and outlive the call,
-        smaller ones are the call's own.  Small buffers are heap-served (no page faults to save) and,
-        kept for long, would pin the heap under them."""
-        return Workspace(self.device, shared=self)
+    def scope(self, prefix: str) -> Workspace:
+        """A workspace for one call: buffers of SHARED_BYTES or more come from this one, named prefix + name,
+        and outlive the call; smaller ones are the call's own.  Small buffers are heap-served (no page
+        faults to save) and, kept for long, would pin the heap under them."""
+        return Workspace(self.device, shared=self, prefix=prefix)
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         numel = math.prod(shape)
         if self.shared is not None and numel * dtype.itemsize >= SHARED_BYTES:
-            return self.shared.get(name, shape, dtype)
+            return self.shared.get(self.prefix + name, shape, dtype)
         buffer = self.buffers.get(name)
         if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
             self.buffers.pop(name, None)  # free the old one before allocating its successor
