@@ -94,8 +94,31 @@ class LSHSelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
                 rotary: Rotary | None = None) -> Tensor:
         """x [B, T, d_model] -> [B, T, d_model].  positions [T] (default 0 .. T - 1), or their rotary angles."""
-        return F.dropout(self.to_out(self.attend(x, mask, positions, rotary=rotary)), self.dropout,
-                         training=self.training)
+        if not torch.is_grad_enabled() and self.can_attend_backward(x):
+            out = self._project_by_heads(x, mask, positions, rotary)
+        else:
+            out = self.to_out(self.attend(x, mask, positions, rotary=rotary))
+        return F.dropout(out, self.dropout, training=self.training)
+
+    @torch.no_grad()
+    def _project_by_heads(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
+                          rotary: Rotary | None) -> Tensor:
+        """to_out(attend(x)) without autograd (inference, the reversible forward pass), a head group at a
+        time as the reversible backward recomputes it: the groups' [T, width] intermediates reuse one
+        Workspace, and each group's share of the output projection is added into the result."""
+        B, T, d = x.shape
+        workspace = Workspace(x.device)
+        state = torch.get_rng_state()
+        result = None
+        for heads in self.head_groups(B, T) or [slice(0, self.heads)]:
+            torch.set_rng_state(state)  # every group draws the hash seed one whole call draws
+            h = self._prepare(x, mask, positions, heads, rotary, workspace)
+            real = padded_real(None if mask is None else h.real, T, h.order.shape[-1])
+            out, _ = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
+            attended = workspace.rows(out[:, :, :T].transpose(1, 2), "attended").view(B * T, -1)
+            share = self.to_out.weight[:, heads.start * self.dim_head:heads.stop * self.dim_head].t()
+            result = torch.addmm(self.to_out.bias, attended, share) if result is None else result.addmm_(attended, share)
+        return result.view(B, T, d)
 
     def attend(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
                heads: slice | None = None, rotary: Rotary | None = None) -> Tensor:

@@ -531,3 +531,26 @@ def test_attend_backward_only_without_autocast_in_full_precision():
     assert not m.can_attend_backward(torch.zeros(1, 2, 32, dtype=torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not m.can_attend_backward(torch.zeros(1, 2, 32))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("group_rows", [1, 2 ** 16])  # a head at a time; all heads at once
+def test_no_grad_forward_by_head_groups_equals_autograd_forward(monkeypatch, causal, group_rows):
+    """Without autograd (inference, the reversible forward) the layer runs head group by head group in one
+    workspace; it gives what the autograd path gives and leaves the global RNG where one seed draw does."""
+    monkeypatch.setattr(lsh, "GROUP_ROWS", group_rows)
+    torch.manual_seed(0)
+    m = LSHSelfAttention(32, 4, causal=causal, bucket_size=8, n_hashes=2).double()
+    x = torch.randn(2, 45, 32, dtype=torch.float64)
+    mask = torch.ones(2, 45, dtype=torch.bool)
+    mask[1, 29:] = False
+    positions = torch.arange(45) * 3 + 7
+    state = torch.get_rng_state()
+    expected = m(x.clone().requires_grad_(), mask, positions)
+    after_expected = torch.get_rng_state()
+    torch.set_rng_state(state)
+    with torch.no_grad():
+        got = m(x, mask, positions)
+    assert torch.equal(torch.get_rng_state(), after_expected)
+    assert torch.allclose(got, expected.detach(), rtol=1e-12, atol=1e-12)
+    assert len(m.head_groups(2, 45)) == {1: 4, 2 ** 16: 1}[group_rows]
