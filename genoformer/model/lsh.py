@@ -112,10 +112,7 @@ class LSHSelfAttention(nn.Module):
         result = None
         for heads in self.head_groups(B, T) or [slice(0, self.heads)]:
             torch.set_rng_state(state)  # every group draws the hash seed one whole call draws
-            h = self._prepare(x, mask, positions, heads, rotary, workspace)
-            real = padded_real(None if mask is None else h.real, T, h.order.shape[-1])
-            out, _ = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
-            attended = workspace.rows(out[:, :, :T].transpose(1, 2), "attended").view(B * T, -1)
+            attended = self._attend_in(workspace, x, mask, positions, heads, rotary)[-1].view(B * T, -1)
             share = self.to_out.weight[:, heads.start * self.dim_head:heads.stop * self.dim_head].t()
             result = torch.addmm(self.to_out.bias, attended, share) if result is None else result.addmm_(attended, share)
         return result.view(B, T, d)
@@ -162,9 +159,7 @@ class LSHSelfAttention(nn.Module):
         """
         B, T, d = x.shape
         width = (heads.stop - heads.start) * self.dim_head
-        h = self._prepare(x, mask, positions, heads, rotary, workspace)
-        real = padded_real(None if mask is None else h.real, T, h.order.shape[-1])
-        out, lse = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
+        h, real, out, lse, attended = self._attend_in(workspace, x, mask, positions, heads, rotary)
         grad = grad.view(B, T, -1, self.dim_head).transpose(1, 2)
         d_q, d_k, d_v = attention_backward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, out, lse,
                                            grad, workspace)
@@ -184,8 +179,18 @@ class LSHSelfAttention(nn.Module):
             weight = linear.weight.detach()[rows]
             d_x = torch.mm(d_projection, weight) if d_x is None else d_x.view(B * T, d).addmm_(d_projection, weight)
             param_grads.append((linear.weight, rows, torch.mm(d_projection.t(), flat_x)))
-        attended = workspace.rows(out[:, :, :T].transpose(1, 2), "attended").view(B, T, width)
         return attended, d_x.view(B, T, d), param_grads
+
+    def _attend_in(self, workspace: Workspace, x: Tensor, mask: Tensor | None, positions: Tensor | None,
+                   heads: slice, rotary: Rotary | None) -> tuple[_Hashed, Tensor | None, Tensor, Tensor, Tensor]:
+        """attend without autograd, every [T, width] tensor in workspace: the prepared projections, the
+        kernel's padding mask, its output [B, h, Tp, dh] and log-sum-exp, and the output as [B, T, width]."""
+        B, T, _ = x.shape
+        h = self._prepare(x, mask, positions, heads, rotary, workspace)
+        real = padded_real(None if mask is None else h.real, T, h.order.shape[-1])
+        out, lse = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
+        attended = workspace.rows(out[:, :, :T].transpose(1, 2), "attended").view(B, T, -1)
+        return h, real, out, lse, attended
 
     @torch.no_grad()
     def inspect(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
