@@ -65,9 +65,17 @@ class _Hashed(NamedTuple):
     v: Tensor
     order: Tensor  # [B, heads, n_hashes, T padded to a multiple of bucket_size]
     real: Tensor  # bool [B, T]
-    buckets: Tensor  # [B, heads, n_hashes, T], -1 at padding
-    counts: Tensor  # buckets per round of each sequence [B]
-    seed: int
+    buckets: Tensor | None  # [B, heads, n_hashes, T], -1 at padding (None: the order was given)
+    counts: Tensor | None  # buckets per round of each sequence [B]
+    seed: int | None
+
+
+class KeptAttention(NamedTuple):
+    """One head group's attention state from a no-grad forward pass, kept for that group's attend_backward
+    (which then neither hashes nor runs the kernel's forward): sort order, output and log-sum-exp."""
+    order: Tensor
+    out: Tensor
+    lse: Tensor
 
 
 class LSHSelfAttention(nn.Module):
@@ -92,17 +100,21 @@ class LSHSelfAttention(nn.Module):
         self.to_out = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
-                rotary: Rotary | None = None) -> Tensor:
-        """x [B, T, d_model] -> [B, T, d_model].  positions [T] (default 0 .. T - 1), or their rotary angles."""
+                rotary: Rotary | None = None, keep: list[KeptAttention] | None = None) -> Tensor:
+        """x [B, T, d_model] -> [B, T, d_model].  positions [T] (default 0 .. T - 1), or their rotary angles.
+
+        keep: a list to receive each head group's KeptAttention (head_groups order), for a reversible
+        backward that runs right after (it costs the groups' outputs: T * d_model in the accumulation
+        dtype); filled only by the no-grad path, where attend_backward applies (can_attend_backward)."""
         if not torch.is_grad_enabled() and self.can_attend_backward(x):
-            out = self._project_by_heads(x, mask, positions, rotary)
+            out = self._project_by_heads(x, mask, positions, rotary, keep)
         else:
             out = self.to_out(self.attend(x, mask, positions, rotary=rotary))
         return F.dropout(out, self.dropout, training=self.training)
 
     @torch.no_grad()
     def _project_by_heads(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
-                          rotary: Rotary | None) -> Tensor:
+                          rotary: Rotary | None, keep: list[KeptAttention] | None) -> Tensor:
         """to_out(attend(x)) without autograd (inference, the reversible forward pass), a head group at a
         time as the reversible backward recomputes it: the groups' [T, width] intermediates reuse one
         Workspace, and each group's share of the output projection is added into the result."""
@@ -112,7 +124,10 @@ class LSHSelfAttention(nn.Module):
         result = None
         for heads in self.head_groups(B, T) or [slice(0, self.heads)]:
             torch.set_rng_state(state)  # every group draws the hash seed one whole call draws
-            attended = self._attend_in(workspace, x, mask, positions, heads, rotary)[-1].view(B * T, -1)
+            h, _, out, lse, attended = self._attend_in(workspace, x, mask, positions, heads, rotary)
+            if keep is not None:
+                keep.append(KeptAttention(h.order, out.clone(), lse.clone()))
+            attended = attended.view(B * T, -1)
             share = self.to_out.weight[:, heads.start * self.dim_head:heads.stop * self.dim_head].t()
             result = torch.addmm(self.to_out.bias, attended, share) if result is None else result.addmm_(attended, share)
         return result.view(B, T, d)
@@ -146,7 +161,8 @@ class LSHSelfAttention(nn.Module):
 
     @torch.no_grad()
     def attend_backward(self, x: Tensor, grad: Tensor, d_x: Tensor | None, workspace: Workspace, heads: slice,
-                        mask: Tensor | None = None, positions: Tensor | None = None, rotary: Rotary | None = None
+                        mask: Tensor | None = None, positions: Tensor | None = None, rotary: Rotary | None = None,
+                        kept: KeptAttention | None = None
                         ) -> tuple[Tensor, Tensor, list[tuple[nn.Parameter, slice, Tensor]]]:
         """attend(x, mask, positions, heads) recomputed and differentiated by hand, for a reversible backward.
 
@@ -155,11 +171,12 @@ class LSHSelfAttention(nn.Module):
         gradient of those rows) for the group's rows of the projections.  Every [T, width] intermediate
         lives in `workspace` (the output too, valid until its next use), so a backward pass that runs
         group after group maps its memory once, where autograd would page-fault in ~25 fresh tensors a
-        group.  Draws the hash seed as attend does; see can_attend_backward for the dtypes.
+        group.  Draws the hash seed as attend does; see can_attend_backward for the dtypes.  kept: this
+        group's state from the forward pass (forward's `keep`), used instead of hashing and attending again.
         """
         B, T, d = x.shape
         width = (heads.stop - heads.start) * self.dim_head
-        h, real, out, lse, attended = self._attend_in(workspace, x, mask, positions, heads, rotary)
+        h, real, out, lse, attended = self._attend_in(workspace, x, mask, positions, heads, rotary, kept)
         grad = grad.view(B, T, -1, self.dim_head).transpose(1, 2)
         d_q, d_k, d_v = attention_backward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, out, lse,
                                            grad, workspace)
@@ -182,13 +199,18 @@ class LSHSelfAttention(nn.Module):
         return attended, d_x.view(B, T, d), param_grads
 
     def _attend_in(self, workspace: Workspace, x: Tensor, mask: Tensor | None, positions: Tensor | None,
-                   heads: slice, rotary: Rotary | None) -> tuple[_Hashed, Tensor | None, Tensor, Tensor, Tensor]:
+                   heads: slice, rotary: Rotary | None, kept: KeptAttention | None = None
+                   ) -> tuple[_Hashed, Tensor | None, Tensor, Tensor, Tensor]:
         """attend without autograd, every [T, width] tensor in workspace: the prepared projections, the
-        kernel's padding mask, its output [B, h, Tp, dh] and log-sum-exp, and the output as [B, T, width]."""
+        kernel's padding mask, its output [B, h, Tp, dh] and log-sum-exp (kept's, when given), and the
+        output as [B, T, width]."""
         B, T, _ = x.shape
-        h = self._prepare(x, mask, positions, heads, rotary, workspace)
+        h = self._prepare(x, mask, positions, heads, rotary, workspace, None if kept is None else kept.order)
         real = padded_real(None if mask is None else h.real, T, h.order.shape[-1])
-        out, lse = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
+        if kept is None:
+            out, lse = attention_forward(h.q, h.k, h.v, h.order, real, self.causal, self.bucket_size, workspace)
+        else:
+            out, lse = kept.out, kept.lse
         attended = workspace.rows(out[:, :, :T].transpose(1, 2), "attended").view(B, T, -1)
         return h, real, out, lse, attended
 
@@ -227,11 +249,12 @@ class LSHSelfAttention(nn.Module):
                              n_buckets_per_sequence=h.counts, seed=h.seed, queries=wanted)
 
     def _prepare(self, x: Tensor, mask: Tensor | None, positions: Tensor | None, heads: slice | None = None,
-                 rotary: Rotary | None = None, workspace: Workspace | None = None) -> _Hashed:
+                 rotary: Rotary | None = None, workspace: Workspace | None = None, order: Tensor | None = None
+                 ) -> _Hashed:
         """Seed, projections, hashing and sort order (of `heads`, default all), shared by forward, inspect and
-        attend_backward (which gives a workspace for the projections, q and k: no autograd then)."""
+        attend_backward (which gives a workspace for the projections, q and k: no autograd then).  A given
+        order (kept from the forward pass) skips the seed and the hashing."""
         B, T, _ = x.shape
-        seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
         real = torch.ones(B, T, dtype=torch.bool, device=x.device) if mask is None else mask.to(x.device, torch.bool)
         if real.shape != (B, T):
             raise UsageError(f"mask must have shape [{B}, {T}], got {list(real.shape)}")
@@ -254,8 +277,11 @@ class LSHSelfAttention(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 qk = split(F.linear(x.to(precise), self.to_qk.weight[rows].to(precise)))
             v = split(F.linear(x, self.to_v.weight[rows]))
-        buckets, counts = self._hash(qk, real, seed, heads)
-        order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
+        buckets = counts = seed = None
+        if order is None:
+            seed = self.hash_seed if self.hash_seed is not None else int(torch.randint(0, 2 ** 62, (1,)).item())
+            buckets, counts = self._hash(qk, real, seed, heads)
+            order = sort_order(buckets, real, math.ceil(max(T, 1) / self.bucket_size) * self.bucket_size)
         if workspace is None:
             q = apply_rotary(qk.to(v.dtype), cos, sin)
             k = unit_length(q.to(precise)).to(q.dtype)  # rotary keeps norms: unit key = rotated unit query

@@ -103,9 +103,15 @@ class _ReversibleFunction(torch.autograd.Function):
         device = x1.device
         ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         ctx.rng = []
-        for block in blocks:  # autograd.Function.forward already runs without grad
+        ctx.kept = None
+        for i, block in enumerate(blocks):  # autograd.Function.forward already runs without grad
             f_rng = RngState(device)
-            x1 = _combine(block.f(x2, **f_kwargs), x1, also_not=x2)
+            if i == len(blocks) - 1 and _can_keep(block.f, x2):  # backward starts here: keep what it would redo
+                ctx.kept = []
+                fx2 = block.f.fn(block.f.norm(x2), keep=ctx.kept, **f_kwargs)
+            else:
+                fx2 = block.f(x2, **f_kwargs)
+            x1 = _combine(fx2, x1, also_not=x2)
             g_rng = RngState(device)
             x2 = block.add_g(x1, x2)
             ctx.rng.append((f_rng, g_rng))
@@ -143,7 +149,8 @@ class _ReversibleFunction(torch.autograd.Function):
                     fx2 = fx2.detach()
                 else:
                     fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
-                                                                ctx.f_kwargs)
+                                                                ctx.f_kwargs, ctx.kept)
+                    ctx.kept = None  # the last block's, used up
                 y1 = _combine(fx2, y1, subtract_from=True)
                 y2 = x2.detach()
                 dy2 = _combine(dx2_f, dy2)
@@ -198,8 +205,13 @@ def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
     return None if groups is None or not hasattr(f, "norm") else groups(x.shape[0], x.shape[1])
 
 
+def _can_keep(f: nn.Module, x: Tensor) -> bool:
+    """Whether f's forward pass can keep its attention state for _recompute_f_by_heads (LSHSelfAttention's keep)."""
+    return _head_groups(f, x) is not None and hasattr(f.fn, "attend_backward") and f.fn.can_attend_backward(x)
+
+
 def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn.Parameter], rng: RngState,
-                          groups: list[slice], f_kwargs: dict):
+                          groups: list[slice], f_kwargs: dict, kept: list | None = None):
     """f(x2) = to_out(attention of norm(x2)): recompute and differentiate the attention one head group
     at a time, so only one group's projections and attention state exist at once.  The output
     projection is applied by column blocks too: each group's share of f(x2) is added in, and its
@@ -208,7 +220,10 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     state, so it draws the same hash seed the whole layer drew.
 
     Where the attention can differentiate itself by hand (attend_backward), it does, with one
-    Workspace for every group: the groups' [T, width] intermediates then reuse one set of buffers."""
+    Workspace for every group: the groups' [T, width] intermediates then reuse one set of buffers.
+    kept: the groups' attention state from the forward pass (the last block's, see _can_keep), each
+    dropped once used; the forward pass's order and output then stand in for the recomputed ones, which
+    differ from them only by the reconstruction's rounding."""
     fn = f.fn
     with torch.enable_grad():
         x2 = x2.detach().requires_grad_()
@@ -227,15 +242,19 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
         totals = [None] * len(inner_params)
     d_inner = None
     workspace = Workspace(inner.device) if by_hand else None
-    for group in groups:
+    for i, group in enumerate(groups):
         columns = slice(group.start * fn.dim_head, group.stop * fn.dim_head)
         share = weight[:, columns].t()  # the output projection's rows for this group's columns
         if by_hand:
             grad = torch.mm(flat_dy1, share.detach().t(),
                             out=workspace.get("output_grad", (flat_dy1.shape[0], share.shape[0]), flat_dy1.dtype))
+            group_kept = None
+            if kept is not None:
+                group_kept, kept[i] = kept[i], None
             with rng.replay():
                 out, d_inner, row_grads = fn.attend_backward(inner.detach(), grad.view(*dy1.shape[:-1], -1), d_inner,
-                                                             workspace, heads=group, **f_kwargs)
+                                                             workspace, heads=group, kept=group_kept, **f_kwargs)
+            del group_kept
             for param, rows, grad_rows in row_grads:
                 total_of[id(param)][rows] = grad_rows
         else:

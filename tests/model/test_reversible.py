@@ -88,6 +88,39 @@ def test_lsh_recomputed_a_head_group_at_a_time_matches_plain_residual(monkeypatc
     assert_same(run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True), tol=1e-6)
 
 
+@pytest.mark.skipif(not HAS_LSH, reason="no LSH layer")
+@pytest.mark.parametrize("group_rows", [1, 2 ** 16])
+def test_last_lsh_block_reuses_its_forward_attention_in_backward(monkeypatch, group_rows):
+    """The backward starts at the last block, whose forward pass keeps each head group's order, output
+    and log-sum-exp: its recompute neither hashes nor attends again, and the gradients stay exact."""
+    from genoformer.model import lsh
+
+    monkeypatch.setattr(lsh, "GROUP_ROWS", group_rows)
+    calls = {"forward": 0, "hash": 0}
+    real_forward, real_hash = lsh.attention_forward, lsh.LSHSelfAttention._hash
+
+    def counting_forward(*args, **kwargs):
+        calls["forward"] += 1
+        return real_forward(*args, **kwargs)
+
+    def counting_hash(self, *args, **kwargs):
+        calls["hash"] += 1
+        return real_hash(self, *args, **kwargs)
+
+    monkeypatch.setattr(lsh, "attention_forward", counting_forward)
+    monkeypatch.setattr(lsh.LSHSelfAttention, "_hash", counting_hash)
+    torch.manual_seed(0)
+    seq = stack(["lsh", "lsh"], 0.0).double().train()
+    x, mask = inputs()
+    groups = len(seq.blocks[0].f.fn.head_groups(*x.shape[:2]))
+    plain = run(seq, x, mask, reversible=False)
+    calls.update(forward=0, hash=0)
+    rev = run(seq, x, mask, reversible=True)
+    # forward: both blocks, every group; backward: the first block's groups only
+    assert calls == {"forward": 3 * groups, "hash": 3 * groups}
+    assert_same(plain, rev, tol=1e-6)
+
+
 def test_feed_forward_chunks_change_memory_not_the_function():
     torch.manual_seed(0)
     one, three = stack(["local", "full"], 0.0, ff_chunks=1).double(), stack(["local", "full"], 0.0, ff_chunks=3).double()
