@@ -108,7 +108,7 @@ class _ReversibleFunction(torch.autograd.Function):
             f_rng = RngState(device)
             if i == len(blocks) - 1 and _can_keep(block.f, x2):  # backward starts here: keep what it would redo
                 ctx.kept = []
-                fx2 = block.f.fn(block.f.norm(x2), keep=ctx.kept, **f_kwargs)
+                fx2 = block.f(x2, keep=ctx.kept, **f_kwargs)
             else:
                 fx2 = block.f(x2, **f_kwargs)
             x1 = _combine(fx2, x1, also_not=x2)
