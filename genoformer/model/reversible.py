@@ -205,9 +205,14 @@ def _head_groups(f: nn.Module, x: Tensor) -> list[slice] | None:
     return None if groups is None or not hasattr(f, "norm") else groups(x.shape[0], x.shape[1])
 
 
+def _by_hand(fn: nn.Module, x: Tensor) -> bool:
+    """Whether the attention fn differentiates itself by hand on x (attend_backward) in _recompute_f_by_heads."""
+    return hasattr(fn, "attend_backward") and fn.can_attend_backward(x)
+
+
 def _can_keep(f: nn.Module, x: Tensor) -> bool:
     """Whether f's forward pass can keep its attention state for _recompute_f_by_heads (LSHSelfAttention's keep)."""
-    return _head_groups(f, x) is not None and hasattr(f.fn, "attend_backward") and f.fn.can_attend_backward(x)
+    return _head_groups(f, x) is not None and _by_hand(f.fn, x)
 
 
 def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn.Parameter], rng: RngState,
@@ -234,7 +239,7 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     fx2 = None
     d_weight = torch.empty_like(weight)
     inner_params = [p for name, p in fn.named_parameters() if not name.startswith("to_out.")]
-    by_hand = hasattr(fn, "attend_backward") and fn.can_attend_backward(inner)
+    by_hand = _by_hand(fn, inner)
     if by_hand:
         totals: list[Tensor | None] = [torch.zeros_like(p) for p in inner_params]
         total_of = {id(p): total for p, total in zip(inner_params, totals)}
