@@ -100,26 +100,29 @@ class LSHSelfAttention(nn.Module):
         self.to_out = nn.Linear(d_model, d_model)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, positions: Tensor | None = None,
-                rotary: Rotary | None = None, keep: list[KeptAttention] | None = None) -> Tensor:
+                rotary: Rotary | None = None, keep: list[KeptAttention] | None = None,
+                workspace: Workspace | None = None) -> Tensor:
         """x [B, T, d_model] -> [B, T, d_model].  positions [T] (default 0 .. T - 1), or their rotary angles.
 
         keep: a list to receive each head group's KeptAttention (head_groups order), for a reversible
         backward that runs right after (it costs the groups' outputs: T * d_model in the accumulation
-        dtype); filled only by the no-grad path, where attend_backward applies (can_attend_backward)."""
+        dtype); filled only by the no-grad path, where attend_backward applies (can_attend_backward).
+        workspace: where that path keeps its [T, width] intermediates (default: a Workspace of its own);
+        a reversible pass gives every block's forward and backward the same one."""
         if not torch.is_grad_enabled() and self.can_attend_backward(x):
-            out = self._project_by_heads(x, mask, positions, rotary, keep)
+            out = self._project_by_heads(x, mask, positions, rotary, keep,
+                                         Workspace(x.device) if workspace is None else workspace)
         else:
             out = self.to_out(self.attend(x, mask, positions, rotary=rotary))
         return F.dropout(out, self.dropout, training=self.training)
 
     @torch.no_grad()
     def _project_by_heads(self, x: Tensor, mask: Tensor | None, positions: Tensor | None,
-                          rotary: Rotary | None, keep: list[KeptAttention] | None) -> Tensor:
+                          rotary: Rotary | None, keep: list[KeptAttention] | None, workspace: Workspace) -> Tensor:
         """to_out(attend(x)) without autograd (inference, the reversible forward pass), a head group at a
-        time as the reversible backward recomputes it: the groups' [T, width] intermediates reuse one
-        Workspace, and each group's share of the output projection is added into the result."""
+        time as the reversible backward recomputes it: the groups' [T, width] intermediates reuse the
+        workspace, and each group's share of the output projection is added into the result."""
         B, T, d = x.shape
-        workspace = Workspace(x.device)
         state = torch.get_rng_state()
         result = None
         for heads in self.head_groups(B, T) or [slice(0, self.heads)]:

@@ -104,11 +104,15 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         ctx.rng = []
         ctx.kept = None
+        # one Workspace for every by-hand attention of the pass, forward and backward: their [T, width]
+        # buffers have the same shapes block after block, so each is mapped (page-faulted in) once a step
+        ctx.workspace = Workspace(device)
         for i, block in enumerate(blocks):  # autograd.Function.forward already runs without grad
             f_rng = RngState(device)
-            if i == len(blocks) - 1 and _can_keep(block.f, x2):  # backward starts here: keep what it would redo
-                ctx.kept = []
-                fx2 = block.f(x2, keep=ctx.kept, **f_kwargs)
+            if _can_keep(block.f, x2):
+                if i == len(blocks) - 1:  # backward starts here: keep what it would redo
+                    ctx.kept = []
+                fx2 = block.f(x2, keep=ctx.kept, workspace=ctx.workspace, **f_kwargs)
             else:
                 fx2 = block.f(x2, **f_kwargs)
             x1 = _combine(fx2, x1, also_not=x2)
@@ -149,7 +153,7 @@ class _ReversibleFunction(torch.autograd.Function):
                     fx2 = fx2.detach()
                 else:
                     fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
-                                                                ctx.f_kwargs, ctx.kept)
+                                                                ctx.f_kwargs, ctx.workspace, ctx.kept)
                     ctx.kept = None  # the last block's, used up
                 y1 = _combine(fx2, y1, subtract_from=True)
                 y2 = x2.detach()
@@ -161,6 +165,7 @@ class _ReversibleFunction(torch.autograd.Function):
                     param_grads[i] = None if grad is None else param_grads[i].copy_(grad)
                 end = start
                 del grads, f_grads, g_grads
+        ctx.workspace = None
         return (dy1, dy2, None, None, *param_grads)
 
 
@@ -216,7 +221,7 @@ def _can_keep(f: nn.Module, x: Tensor) -> bool:
 
 
 def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn.Parameter], rng: RngState,
-                          groups: list[slice], f_kwargs: dict, kept: list | None = None):
+                          groups: list[slice], f_kwargs: dict, workspace: Workspace, kept: list | None = None):
     """f(x2) = to_out(attention of norm(x2)): recompute and differentiate the attention one head group
     at a time, so only one group's projections and attention state exist at once.  The output
     projection is applied by column blocks too: each group's share of f(x2) is added in, and its
@@ -224,8 +229,8 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     attention output nor its gradient is ever held.  Each group replays the forward pass's RNG
     state, so it draws the same hash seed the whole layer drew.
 
-    Where the attention can differentiate itself by hand (attend_backward), it does, with one
-    Workspace for every group: the groups' [T, width] intermediates then reuse one set of buffers.
+    Where the attention can differentiate itself by hand (attend_backward), it does, in `workspace` (the
+    reversible pass's): every group's [T, width] intermediates then reuse one set of buffers.
     kept: the groups' attention state from the forward pass (the last block's, see _can_keep), each
     dropped once used; the forward pass's order and output then stand in for the recomputed ones, which
     differ from them only by the reconstruction's rounding."""
@@ -246,7 +251,6 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
     else:
         totals = [None] * len(inner_params)
     d_inner = None
-    workspace = Workspace(inner.device) if by_hand else None
     for i, group in enumerate(groups):
         columns = slice(group.start * fn.dim_head, group.stop * fn.dim_head)
         share = weight[:, columns].t()  # the output projection's rows for this group's columns
@@ -275,7 +279,6 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
             fx2 = torch.addmm(bias, flat_out, share) if fx2 is None else fx2.addmm_(flat_out, share)
             torch.mm(flat_dy1.t().to(weight.dtype), flat_out, out=d_weight[:, columns])
         del out, flat_out
-    del workspace  # before the norm's backward: its buffers are the size of a group's whole attention state
     out_grads = {id(weight): d_weight, id(bias): flat_dy1.sum(0)}
     norm_params = list(f.norm.parameters())
     dx2, norm_grads = _grads(normed, x2, norm_params, d_inner)

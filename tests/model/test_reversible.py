@@ -121,6 +121,33 @@ def test_last_lsh_block_reuses_its_forward_attention_in_backward(monkeypatch, gr
     assert_same(plain, rev, tol=1e-6)
 
 
+@pytest.mark.skipif(not HAS_LSH, reason="no LSH layer")
+def test_one_workspace_serves_every_lsh_block_forward_and_backward(monkeypatch):
+    """A reversible pass hands every LSH block, in its forward pass and in the backward recompute, the
+    same Workspace, so each [T, width] buffer is mapped once a step, not once per block and pass."""
+    from genoformer.model import lsh
+
+    monkeypatch.setattr(lsh, "GROUP_ROWS", 1)  # a head per group
+    seen = []
+    real_attend_in = lsh.LSHSelfAttention._attend_in
+
+    def recording_attend_in(self, workspace, *args, **kwargs):
+        seen.append(workspace)
+        return real_attend_in(self, workspace, *args, **kwargs)
+
+    monkeypatch.setattr(lsh.LSHSelfAttention, "_attend_in", recording_attend_in)
+    torch.manual_seed(0)
+    seq = stack(["lsh", "local", "lsh", "lsh"], 0.0).double().train()
+    x, mask = inputs()
+    plain = run(seq, x, mask, reversible=False)
+    assert seen == []  # with autograd on, the plain stack attends through LSHAttentionFunction
+    rev = run(seq, x, mask, reversible=True)
+    groups = len(seq.blocks[0].f.fn.head_groups(*x.shape[:2]))
+    assert len(seen) == 2 * 3 * groups  # three LSH blocks, forward and backward, each group
+    assert len({id(w) for w in seen}) == 1
+    assert_same(plain, rev, tol=1e-6)
+
+
 def test_feed_forward_chunks_change_memory_not_the_function():
     torch.manual_seed(0)
     one, three = stack(["local", "full"], 0.0, ff_chunks=1).double(), stack(["local", "full"], 0.0, ff_chunks=3).double()
