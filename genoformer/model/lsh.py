@@ -339,7 +339,8 @@ class _UnitLength(torch.autograd.Function):
 def _unit_length_grad(unit: Tensor, norm: Tensor, grad: Tensor, eps: float, in_place: bool = False) -> Tensor:
     """The gradient of x / max(|x|, eps) given the unit vectors, the clamped norms and the output gradient
     (overwritten when in_place): (g - u <u, g>) / |x|, and g / eps where the norm was clamped (a constant)."""
-    along = torch.linalg.vecdot(unit, grad).unsqueeze(-1).masked_fill_(norm <= eps, 0.0)
+    # einsum reduces without vecdot's product temporary (a fresh x-sized tensor: page faults at long lengths)
+    along = torch.einsum("...d,...d->...", unit, grad).unsqueeze(-1).masked_fill_(norm <= eps, 0.0)
     return (grad.addcmul_ if in_place else grad.addcmul)(unit, along, value=-1).div_(norm)
 
 
