@@ -109,7 +109,7 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.workspace = Workspace(device)
         for i, block in enumerate(blocks):  # autograd.Function.forward already runs without grad
             f_rng = RngState(device)
-            if _can_keep(block.f, x2):
+            if _attends_by_hand(block.f, x2):
                 if i == len(blocks) - 1:  # backward starts here: keep what it would redo
                     ctx.kept = []
                 fx2 = block.f(x2, keep=ctx.kept, workspace=ctx.workspace, **f_kwargs)
@@ -215,8 +215,9 @@ def _by_hand(fn: nn.Module, x: Tensor) -> bool:
     return hasattr(fn, "attend_backward") and fn.can_attend_backward(x)
 
 
-def _can_keep(f: nn.Module, x: Tensor) -> bool:
-    """Whether f's forward pass can keep its attention state for _recompute_f_by_heads (LSHSelfAttention's keep)."""
+def _attends_by_hand(f: nn.Module, x: Tensor) -> bool:
+    """Whether the reversible pass runs f's attention by hand on x, by head groups (_recompute_f_by_heads):
+    its forward pass then takes the pass's workspace and can keep its state (LSHSelfAttention's keep)."""
     return _head_groups(f, x) is not None and _by_hand(f.fn, x)
 
 
@@ -231,7 +232,7 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
 
     Where the attention can differentiate itself by hand (attend_backward), it does, in `workspace` (the
     reversible pass's): every group's [T, width] intermediates then reuse one set of buffers.
-    kept: the groups' attention state from the forward pass (the last block's, see _can_keep), each
+    kept: the groups' attention state from the forward pass (the last block's, see _attends_by_hand), each
     dropped once used; the forward pass's order and output then stand in for the recomputed ones, which
     differ from them only by the reconstruction's rounding."""
     fn = f.fn
