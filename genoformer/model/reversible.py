@@ -97,22 +97,30 @@ def _grads(outputs: Tensor, inputs: Tensor, params: list[nn.Parameter], grad_out
     return grads[0], [next(it) if p.requires_grad else None for p in params]
 
 
+# The last by-hand attention blocks whose forward state (sort order, output, log-sum-exp: about T * d_model
+# values each) is kept for backward, which then neither hashes nor attends again for them.  A fixed
+# count, so memory stays flat in depth: at 65,536 tokens a step ran ~4 % faster with two than with one,
+# peak +15-20 MB (docs/benchmarks.md).
+KEPT_BLOCKS = 2
+
+
 class _ReversibleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x1, x2, blocks, f_kwargs, *params):
         device = x1.device
         ctx.autocast = (device.type, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         ctx.rng = []
-        ctx.kept = None
+        ctx.kept = {}
         # one Workspace for every by-hand attention of the pass, forward and backward: their [T, width]
         # buffers have the same shapes block after block, so each is mapped (page-faulted in) once a step
         ctx.workspace = Workspace(device)
+        by_hand = [i for i, block in enumerate(blocks) if _attends_by_hand(block.f, x2)]
+        for i in by_hand[-KEPT_BLOCKS:]:  # backward starts with these: keep what it would redo
+            ctx.kept[i] = []
         for i, block in enumerate(blocks):  # autograd.Function.forward already runs without grad
             f_rng = RngState(device)
-            if _attends_by_hand(block.f, x2):
-                if i == len(blocks) - 1:  # backward starts here: keep what it would redo
-                    ctx.kept = []
-                fx2 = block.f(x2, keep=ctx.kept, workspace=ctx.workspace, **f_kwargs)
+            if i in by_hand:
+                fx2 = block.f(x2, keep=ctx.kept.get(i), workspace=ctx.workspace, **f_kwargs)
             else:
                 fx2 = block.f(x2, **f_kwargs)
             x1 = _combine(fx2, x1, also_not=x2)
@@ -137,7 +145,8 @@ class _ReversibleFunction(torch.autograd.Function):
         # Every stream-sized tensor here costs T * d_model: each block's new streams and gradients
         # are written into buffers this function owns, and old ones are dropped as soon as replaced.
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
-            for block, (f_rng, g_rng) in zip(reversed(ctx.blocks), reversed(ctx.rng)):
+            for i in reversed(range(len(ctx.blocks))):
+                block, (f_rng, g_rng) = ctx.blocks[i], ctx.rng[i]
                 f_params, g_params = list(block.f.parameters()), list(block.g.parameters())
                 gy1, dy1_g, g_grads = _recompute_g(block, y1, dy2, g_params, g_rng)
                 dy1 = _combine(dy1_g, dy1)
@@ -152,9 +161,10 @@ class _ReversibleFunction(torch.autograd.Function):
                         dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
                     fx2 = fx2.detach()
                 else:
+                    kept = ctx.kept.pop(i, None)  # used up here
                     fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
-                                                                ctx.f_kwargs, ctx.workspace, ctx.kept)
-                    ctx.kept = None  # the last block's, used up
+                                                                ctx.f_kwargs, ctx.workspace, kept)
+                    del kept
                 y1 = _combine(fx2, y1, subtract_from=True)
                 y2 = x2.detach()
                 dy2 = _combine(dx2_f, dy2)
@@ -232,7 +242,7 @@ def _recompute_f_by_heads(f: nn.Module, x2: Tensor, dy1: Tensor, params: list[nn
 
     Where the attention can differentiate itself by hand (attend_backward), it does, in `workspace` (the
     reversible pass's): every group's [T, width] intermediates then reuse one set of buffers.
-    kept: the groups' attention state from the forward pass (the last block's, see _attends_by_hand), each
+    kept: the groups' attention state from the forward pass (for the last KEPT_BLOCKS by-hand blocks), each
     dropped once used; the forward pass's order and output then stand in for the recomputed ones, which
     differ from them only by the reconstruction's rounding."""
     fn = f.fn

@@ -89,13 +89,16 @@ def test_lsh_recomputed_a_head_group_at_a_time_matches_plain_residual(monkeypatc
 
 
 @pytest.mark.skipif(not HAS_LSH, reason="no LSH layer")
+@pytest.mark.parametrize("kept_blocks", [1, 2, 3])
 @pytest.mark.parametrize("group_rows", [1, 2 ** 16])
-def test_last_lsh_block_reuses_its_forward_attention_in_backward(monkeypatch, group_rows):
-    """The backward starts at the last block, whose forward pass keeps each head group's order, output
-    and log-sum-exp: its recompute neither hashes nor attends again, and the gradients stay exact."""
-    from genoformer.model import lsh
+def test_last_lsh_blocks_reuse_their_forward_attention_in_backward(monkeypatch, group_rows, kept_blocks):
+    """The backward starts at the last blocks, whose forward pass keeps each head group's order, output
+    and log-sum-exp (the last KEPT_BLOCKS LSH blocks, whatever other blocks lie between): their
+    recompute neither hashes nor attends again, and the gradients stay exact."""
+    from genoformer.model import lsh, reversible
 
     monkeypatch.setattr(lsh, "GROUP_ROWS", group_rows)
+    monkeypatch.setattr(reversible, "KEPT_BLOCKS", kept_blocks)
     calls = {"forward": 0, "hash": 0}
     real_forward, real_hash = lsh.attention_forward, lsh.LSHSelfAttention._hash
 
@@ -110,14 +113,15 @@ def test_last_lsh_block_reuses_its_forward_attention_in_backward(monkeypatch, gr
     monkeypatch.setattr(lsh, "attention_forward", counting_forward)
     monkeypatch.setattr(lsh.LSHSelfAttention, "_hash", counting_hash)
     torch.manual_seed(0)
-    seq = stack(["lsh", "lsh"], 0.0).double().train()
+    seq = stack(["lsh", "lsh", "local", "lsh"], 0.0).double().train()
     x, mask = inputs()
     groups = len(seq.blocks[0].f.fn.head_groups(*x.shape[:2]))
     plain = run(seq, x, mask, reversible=False)
     calls.update(forward=0, hash=0)
     rev = run(seq, x, mask, reversible=True)
-    # forward: both blocks, every group; backward: the first block's groups only
-    assert calls == {"forward": 3 * groups, "hash": 3 * groups}
+    # forward: the three LSH blocks, every group; backward: the groups of the LSH blocks not kept
+    recomputed = 3 - min(kept_blocks, 3)
+    assert calls == {"forward": (3 + recomputed) * groups, "hash": (3 + recomputed) * groups}
     assert_same(plain, rev, tol=1e-6)
 
 
