@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .feedforward import differentiable_by_hand, pre_norm_backward
 from .workspace import Workspace
 
 
@@ -192,10 +193,13 @@ def _combine(fresh: Tensor, other: Tensor, *, subtract_from: bool = False, also_
 
 
 def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[nn.Parameter], rng: RngState):
-    """g(y1), d/dy1 and d/dparams of <g(y1), dy2>, chunk by chunk in the forward pass's order and RNG stream."""
+    """g(y1), d/dy1 and d/dparams of <g(y1), dy2>, chunk by chunk in the forward pass's order and RNG stream.
+    A pre-norm FeedForward is differentiated by hand (pre_norm_backward) where it can be, else by autograd."""
     gy1, dy1 = torch.empty_like(y1), torch.empty_like(y1)
-    totals: list[Tensor | None] = [None] * len(params)
     bounds = block.g_bounds(y1)
+    if differentiable_by_hand(block.g, y1):
+        return gy1, dy1, _recompute_g_by_hand(block.g, y1, dy2, gy1, dy1, params, bounds)
+    totals: list[Tensor | None] = [None] * len(params)
     with rng.replay():
         for start, stop in zip(bounds, bounds[1:]):
             with torch.enable_grad():
@@ -205,6 +209,28 @@ def _recompute_g(block: ReversibleBlock, y1: Tensor, dy2: Tensor, params: list[n
             gy1[:, start:stop] = out.detach()
             totals = _accumulate(totals, grads)
     return gy1, dy1, totals
+
+
+def _recompute_g_by_hand(g: nn.Module, y1: Tensor, dy2: Tensor, gy1: Tensor, dy1: Tensor,
+                         params: list[nn.Parameter], bounds: list[int]) -> list[Tensor | None]:
+    """_recompute_g for a pre-norm FeedForward: each chunk's rows through pre_norm_backward, written straight
+    into gy1 and dy1 when they are one sequence's (contiguous rows), and the hidden buffers shared by all."""
+    B, _, d = y1.shape
+    totals = {id(p): torch.zeros_like(p) for p in params}
+    rows = B * (bounds[1] - bounds[0])  # the first chunk is the largest
+    hidden = [torch.empty(rows, g.fn.net[0].out_features, dtype=y1.dtype, device=y1.device) for _ in range(2)]
+    for start, stop in zip(bounds, bounds[1:]):
+        n = B * (stop - start)
+        chunk_hidden = (hidden[0][:n], hidden[1][:n])
+        if B == 1:
+            pre_norm_backward(g, y1[0, start:stop], dy2[0, start:stop], gy1[0, start:stop], dy1[0, start:stop],
+                              totals, chunk_hidden)
+            continue
+        x, grad = (t[:, start:stop].reshape(n, d) for t in (y1, dy2))
+        out, d_x = torch.empty_like(x), torch.empty_like(x)
+        pre_norm_backward(g, x, grad, out, d_x, totals, chunk_hidden)
+        gy1[:, start:stop], dy1[:, start:stop] = out.view(B, -1, d), d_x.view(B, -1, d)
+    return [totals[id(p)] if p.requires_grad else None for p in params]
 
 
 def _accumulate(totals: list[Tensor | None], grads: list[Tensor | None]) -> list[Tensor | None]:
