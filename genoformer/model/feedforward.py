@@ -8,7 +8,6 @@ recompute alike, which caps that peak at 1/ff_chunks of the full [B, T, ff_mult 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -28,11 +27,14 @@ class FeedForward(nn.Module):
 
 
 def differentiable_by_hand(g: nn.Module, x: Tensor) -> bool:
-    """Whether g is a pre-norm FeedForward (g.norm a LayerNorm, g.fn a FeedForward) that pre_norm_backward
-    can differentiate on x: float32 or float64 without autocast, and no dropout mask to replay."""
+    """Whether g is a pre-norm FeedForward (g.norm an affine LayerNorm, g.fn a FeedForward) that
+    pre_norm_backward can differentiate on x: float32 or float64 without autocast, and no dropout mask
+    to replay."""
     norm, ff = getattr(g, "norm", None), getattr(g, "fn", None)
-    return (isinstance(norm, nn.LayerNorm) and isinstance(ff, FeedForward) and len(norm.normalized_shape) == 1
-            and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
+    if not (isinstance(norm, nn.LayerNorm) and isinstance(ff, FeedForward) and len(norm.normalized_shape) == 1):
+        return False
+    with_bias = all(p is not None for p in (norm.weight, norm.bias, ff.net[0].bias, ff.net[3].bias))
+    return (with_bias and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
             and not (ff.training and ff.net[2].p))
 
 

@@ -49,3 +49,6 @@ def test_only_what_the_hand_path_covers_is_differentiated_by_hand():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not differentiable_by_hand(PreNorm(16, FeedForward(16)), x)
     assert not differentiable_by_hand(PreNorm(16, torch.nn.Linear(16, 16)), x)
+    plain_norm = PreNorm(16, FeedForward(16))
+    plain_norm.norm = torch.nn.LayerNorm(16, elementwise_affine=False)  # no weight or bias to add into
+    assert not differentiable_by_hand(plain_norm, x)
