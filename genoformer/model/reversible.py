@@ -100,8 +100,8 @@ def _grads(outputs: Tensor, inputs: Tensor, params: list[nn.Parameter], grad_out
 
 # The last by-hand attention blocks whose forward state (sort order, output, log-sum-exp: about T * d_model
 # values each) is kept for backward, which then neither hashes nor attends again for them.  A fixed
-# count, so memory stays flat in depth: at 65,536 tokens a step ran ~4 % faster with two than with one,
-# peak +15-20 MB (docs/benchmarks.md).
+# count, so memory stays flat in depth: at 65,536 tokens a 2-layer step ran ~4 % faster with two than
+# with one, peak +9-20 MB (+44 MB at 24 layers; docs/benchmarks.md, run 14).
 KEPT_BLOCKS = 2
 
 
