@@ -162,10 +162,8 @@ class _ReversibleFunction(torch.autograd.Function):
                         dx2_f, f_grads = _grads(fx2, x2, f_params, dy1)
                     fx2 = fx2.detach()
                 else:
-                    kept = ctx.kept.pop(i, None)  # used up here
-                    fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups,
-                                                                ctx.f_kwargs, ctx.workspace, kept)
-                    del kept
+                    fx2, dx2_f, f_grads = _recompute_f_by_heads(block.f, x2, dy1, f_params, f_rng, groups, ctx.f_kwargs,
+                                                                ctx.workspace, ctx.kept.pop(i, None))
                 y1 = _combine(fx2, y1, subtract_from=True)
                 y2 = x2.detach()
                 dy2 = _combine(dx2_f, dy2)
