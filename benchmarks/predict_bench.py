@@ -3,7 +3,7 @@
 The model is the default architecture (d_model 256, depth 6, 4 heads, LSH attention with bucket
 64 and 4 hashes, k = 6, variant head fusing read evidence) with RANDOM weights: speed does not
 depend on what the weights learned. It predicts chr20:10,000,001-10,100,000 of the NA12878 set
-with its BAM through `genoformer.predict` (windows, reads, model, HDF5 writer: the whole path),
+with its BAM through `genoformer.predict.runner` (windows, reads, model, HDF5 writer: the whole path),
 once per window size.
 
 Reported per window size: windows run, seconds (wall; and CPU seconds over all threads, which
@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from genoformer.io.alignments import EVIDENCE_FEATURES
-from genoformer.io.checkpoint import save_checkpoint
+from genoformer.model.checkpoint import save_checkpoint
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
-from genoformer.predict import PredictConfig, predict
+from genoformer.predict.runner import PredictConfig, predict
 from genoformer.tokenize import KmerTokenizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "variant_chr20_na12878"

@@ -218,7 +218,7 @@ def test_shipped_config_runs_the_simulated_example(tmp_path):
     """workflows/config as shipped, on `genoformer simulate`'s example: valid, and the jobs it plans.
 
     (A dry run: the model folder only has to exist; training one is the README's quick start.)"""
-    from genoformer.simulate import simulate
+    from genoformer.simulate.genome import simulate
 
     shutil.copytree(SNAKEFILE.parent / "config", tmp_path / "config")
     simulate(tmp_path / "example", 0)

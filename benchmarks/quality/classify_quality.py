@@ -30,7 +30,7 @@ from quality_common import (
     work_dir,
 )
 
-from genoformer.train import TrainConfig, train
+from genoformer.train.loop import TrainConfig, train
 
 PUBLISHED_CNN = 0.846  # Genomic Benchmarks paper, CNN on human_nontata_promoters (official train/test split)
 VAL_FRACTION = 0.2

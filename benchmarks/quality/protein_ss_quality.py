@@ -39,8 +39,8 @@ from quality_common import (
     work_dir,
 )
 
-from genoformer.io.checkpoint import load_checkpoint
-from genoformer.train import TrainConfig, train
+from genoformer.model.checkpoint import load_checkpoint
+from genoformer.train.loop import TrainConfig, train
 
 FLIP_ZIP = DATA / "protein" / "flip_secondary_structure" / "splits.zip"
 CB513_CSV = DATA / "protein" / "cb513" / "CB513_HHblits.csv"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from genoformer.evaluate import json_safe
+from genoformer.evaluate.variants import json_safe
 from genoformer.outputs import write_text
-from genoformer.train import TrainConfig, train
+from genoformer.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

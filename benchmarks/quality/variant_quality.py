@@ -1,7 +1,7 @@
 """Variant calling quality on NA12878 chr20: a small genoformer model next to two plain callers.
 
 All three callers see the same reads (DeepVariant's NA12878 chr20:10.0-10.1 Mb BAM) and are
-scored by the same `genoformer.evaluate` against the GIAB truth inside the confident BED of the
+scored by the same `genoformer.evaluate.variants` against the GIAB truth inside the confident BED of the
 evaluation region chr20:10,000,847-10,010,531 (49 truth variants):
 
 - genoformer: a small `variant` model (LSH attention by default) trained on
@@ -47,12 +47,12 @@ from quality_common import (
 )
 
 from genoformer.coords import parse_region
-from genoformer.evaluate import EvaluateConfig, evaluate
-from genoformer.export import ExportConfig, export
+from genoformer.evaluate.variants import EvaluateConfig, evaluate
+from genoformer.predict.export import ExportConfig, export
 from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments
 from genoformer.io.fasta import Reference
-from genoformer.predict import PredictConfig, predict
-from genoformer.train import TrainConfig, train
+from genoformer.predict.runner import PredictConfig, predict
+from genoformer.train.loop import TrainConfig, train
 
 TRAIN_REGION = "chr20:10,010,532-10,100,000"
 EVAL_REGION = "chr20:10,000,847-10,010,531"

@@ -37,7 +37,7 @@ def buckets(layers, heads, rounds, queries, tracks, **options):
     Writes buckets.h5, buckets.bed, summary.tsv, buckets.png/.svg and query_*.png/.svg into --out
     (see docs/buckets.md) and prints where each file is. The region is read inside one model window.
     """
-    from genoformer.buckets import BucketsConfig, run_buckets
+    from genoformer.buckets.run import BucketsConfig, run_buckets
 
     config = BucketsConfig(layers=list(layers) or None, heads=list(heads) or None, rounds=list(rounds) or None,
                            queries=list(queries), tracks=list(tracks), **options)

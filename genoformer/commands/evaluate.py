@@ -56,8 +56,8 @@ def evaluate(calls, truth_vcf, confident_bed, calls_sample, truth_sample, predic
     if variant_mode:
         if calls is None or truth_vcf is None:
             raise UsageError("variant evaluation needs both --calls and --truth-vcf")
-        from genoformer.evaluate import EvaluateConfig
-        from genoformer.evaluate import evaluate as run
+        from genoformer.evaluate.variants import EvaluateConfig
+        from genoformer.evaluate.variants import evaluate as run
 
         result = run(EvaluateConfig(
             calls=str(calls), truth_vcf=str(truth_vcf), confident_bed=confident_bed and str(confident_bed),
@@ -68,7 +68,7 @@ def evaluate(calls, truth_vcf, confident_bed, calls_sample, truth_sample, predic
             raise UsageError("pattern evaluation needs --predictions")
         if confident_bed is not None:
             raise UsageError("--confident-bed is for variant evaluation; use --region to restrict pattern scoring")
-        from genoformer.evaluate_pattern import PatternEvaluateConfig, evaluate_pattern
+        from genoformer.evaluate.patterns import PatternEvaluateConfig, evaluate_pattern
 
         result = evaluate_pattern(PatternEvaluateConfig(
             predictions=str(predictions), tracks=[str(p) for p in truth_beds + truth_gffs],

@@ -1,4 +1,4 @@
-"""`genoformer export`: a thin Click layer over genoformer.export."""
+"""`genoformer export`: a thin Click layer over genoformer.predict.export."""
 from __future__ import annotations
 
 import json
@@ -48,8 +48,8 @@ def export(predictions: Path, vcf, bed, bedgraph, classes, threshold, min_gq, mi
     GQ = phred(1 - P(GT)) capped at 99, QUAL = phred(P(hom_ref)), FORMAT/GP the probabilities.
     Prints a JSON summary (records written and calls skipped) on stdout.
     """
-    from genoformer.export import ExportConfig
-    from genoformer.export import export as run
+    from genoformer.predict.export import ExportConfig
+    from genoformer.predict.export import export as run
 
     config = ExportConfig(predictions=str(predictions), vcf=vcf and str(vcf), bed=bed and str(bed),
                           bedgraph=bedgraph and str(bedgraph), classes=list(classes), threshold=threshold,

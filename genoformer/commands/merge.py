@@ -1,4 +1,4 @@
-"""`genoformer merge`: gather one sample's prediction shards into one HDF5 file (see genoformer.merge)."""
+"""`genoformer merge`: gather one sample's prediction shards into one HDF5 file (see genoformer.predict.merge)."""
 from __future__ import annotations
 
 import shlex
@@ -31,8 +31,8 @@ def merge(shards: tuple[Path, ...], out: Path, expect_bed: str | None, expect_re
     the same model, reference, hash seed, window, margin and reads, no base is covered twice,
     and the expected regions (if given) are covered.
     """
-    from genoformer.merge import MergeConfig
-    from genoformer.merge import merge as merge_shards
+    from genoformer.predict.merge import MergeConfig
+    from genoformer.predict.merge import merge as merge_shards
 
     config = MergeConfig(shards=tuple(map(str, shards)), out=str(out), expect_regions=expect_regions,
                          expect_bed=expect_bed, expect_contigs=expect_contigs, force=force, progress=progress)

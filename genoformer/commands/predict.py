@@ -1,4 +1,4 @@
-"""`genoformer predict`: a thin Click layer over genoformer.predict."""
+"""`genoformer predict`: a thin Click layer over genoformer.predict.runner."""
 from __future__ import annotations
 
 import json
@@ -35,8 +35,8 @@ def predict(**options):
     Windows overlap by 2 x margin and each keeps its centre, on a grid fixed by the contig, so a
     base's prediction does not depend on the regions asked for. Prints a JSON summary on stdout.
     """
-    from genoformer.predict import PredictConfig
-    from genoformer.predict import predict as run
+    from genoformer.predict.runner import PredictConfig
+    from genoformer.predict.runner import predict as run
 
     options["regions"] = list(options["regions"])
     summary = run(PredictConfig(**options))

@@ -1,11 +1,11 @@
-"""`genoformer simulate`: write a small simulated example (see genoformer.simulate)."""
+"""`genoformer simulate`: write a small simulated example (see genoformer.simulate.genome)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
 
-from genoformer.simulate import simulate as simulate_example
+from genoformer.simulate.genome import simulate as simulate_example
 
 
 def _contig(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]):

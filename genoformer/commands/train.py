@@ -1,4 +1,4 @@
-"""`genoformer train`: a thin Click layer over genoformer.train (options override a --config recipe)."""
+"""`genoformer train`: a thin Click layer over genoformer.train.loop (options override a --config recipe)."""
 from __future__ import annotations
 
 import json
@@ -96,9 +96,9 @@ def read_recipe(path: str) -> dict:
 def train(recipe, dry_run, **options):
     """Train a Reformer on windows of a reference (+ reads, truth variants, tracks) or on labelled
     sequences (classify); writes a run folder."""
-    from genoformer.train import RESUME_OVERRIDES, TrainConfig, resume
-    from genoformer.train import dry_run as check
-    from genoformer.train import train as run
+    from genoformer.train.loop import RESUME_OVERRIDES, TrainConfig, resume
+    from genoformer.train.loop import dry_run as check
+    from genoformer.train.loop import train as run
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     for key in ("bed", "train_regions", "val_regions"):

@@ -14,7 +14,7 @@ from snakemake.utils import validate
 from genoformer.coords import parse_region, read_bed
 from genoformer.errors import GenoformerError
 from genoformer.io.fasta import Reference
-from genoformer.shards import plan_shards
+from genoformer.predict.shards import plan_shards
 
 # the index htslib finds beside a BAM or CRAM, in the order it looks
 INDEX_SUFFIXES = {".bam": (".bam.bai", ".bai", ".bam.csi", ".csi"), ".cram": (".cram.crai", ".crai")}

@@ -1,0 +1,2 @@
+"""What the model reads: windows over intervals, labelled sequence sets, torch Datasets and seeded,
+resumable samplers over them."""

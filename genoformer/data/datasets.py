@@ -1,0 +1,155 @@
+"""torch Datasets: windows of a reference (+ reads, truth variants, annotation tracks), labelled sequences.
+
+Sources open their file handles lazily per process (Reference, Alignments, TruthVariants), so a
+DataLoader with workers gives each worker its own handles; the dataset itself holds no open file.
+Sequences longer than the window are cut to their first `window` residues; a batch of sequences is
+padded to its longest: [PAD] tokens (token_mask False) and unscored residues (label -100).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from genoformer.coords import Interval
+from genoformer.data.windows import Window
+from genoformer.errors import FastaError, InputError, UsageError
+from genoformer.tokenize import KmerTokenizer, ProteinTokenizer, soft_mask
+
+if TYPE_CHECKING:
+    from genoformer.data.sequences import LabelledSequences
+    from genoformer.io.alignments import Alignments
+    from genoformer.io.fasta import Reference
+    from genoformer.io.tracks import Tracks
+    from genoformer.io.variants import TruthVariants
+
+IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+
+log = logging.getLogger(__name__)
+
+
+class WindowDataset(Dataset):
+    """One item per window: tokens plus optional per-base read evidence and labels.
+
+    An item is a dict of tensors (W bases, T = tokenizer.n_tokens(W) tokens):
+      tokens int64 [T]       k-mers of the real bases, then [PAD] tokens
+      token_mask bool [T]    False for [PAD] tokens (those holding no real base)
+      valid bool [W]         False for padding bases
+      soft_mask bool [W]     lowercase (soft-masked) reference bases
+      evidence float32 [W, F]   with `alignments` (F = len(EVIDENCE_FEATURES)); 0 at padding
+      genotype, variant_type int64 [W]   with `variants`; -100 at unscored and padding bases
+      tracks float32 [W, C]  with `tracks`; 0 at padding
+      contig str, start int, n_valid int
+    Index it by position in `windows`, or by a Window directly (as RandomWindowSampler yields).
+    """
+
+    def __init__(self, reference: Reference, windows: Sequence[Window],
+                 tokenizer: KmerTokenizer | ProteinTokenizer, alignments: Alignments | None = None,
+                 variants: TruthVariants | None = None, tracks: Tracks | None = None,
+                 confident: list[Interval] | None = None):
+        sizes = {len(w) for w in windows}
+        if len(sizes) > 1:
+            raise UsageError(f"windows of one dataset must share one size to batch, got {sorted(sizes)[:5]}")
+        if confident is not None and variants is None:
+            raise UsageError("confident regions only apply to truth variants; give variants too")
+        self.reference, self.windows, self.tokenizer = reference, list(windows), tokenizer
+        self.alignments, self.variants, self.tracks, self.confident = alignments, variants, tracks, confident
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, item: int | Window) -> dict:
+        w = item if isinstance(item, Window) else self.windows[item]
+        size, n, end = len(w), w.n_valid, w.valid_end
+        seq = self.reference.fetch(w.contig, w.start, end)
+        try:
+            ids = self.tokenizer.encode(seq)
+        except InputError as exc:
+            raise FastaError(f"{self.reference.path}: window {w.contig}:{w.start + 1:,}-{end:,}: {exc}") from None
+        n_tokens = self.tokenizer.n_tokens(size)
+        tokens = np.full(n_tokens, self.tokenizer.pad_id, dtype=np.int64)
+        tokens[:ids.size] = ids
+        arrays = {"tokens": tokens, "token_mask": np.arange(n_tokens) < ids.size,
+                "valid": w.valid_mask(), "soft_mask": _pad(soft_mask(seq), size, False)}
+        if self.alignments is not None:
+            arrays["evidence"] = _pad(self.alignments.evidence(w.contig, w.start, end), size, 0)
+        if self.variants is not None:
+            labels = self.variants.labels(w.contig, w.start, end, self.confident)
+            for name in ("genotype", "variant_type"):
+                scored = np.where(labels.mask, getattr(labels, name), IGNORE_INDEX).astype(np.int64)
+                arrays[name] = _pad(scored, size, IGNORE_INDEX)
+        if self.tracks is not None:
+            arrays["tracks"] = _pad(self.tracks.mask(w.contig, w.start, end).astype(np.float32), size, 0)
+        tensors = {key: torch.from_numpy(value) for key, value in arrays.items()}
+        return tensors | {"contig": w.contig, "start": w.start, "n_valid": n}
+
+
+def _pad(values: np.ndarray, size: int, fill) -> np.ndarray:
+    """values [n, ...] -> [size, ...], the tail filled with `fill`."""
+    out = np.full((size, *values.shape[1:]), fill, dtype=values.dtype)
+    out[:len(values)] = values
+    return out
+
+
+class SequenceDataset(Dataset):
+    """One item per sequence: tokens int64 [T], plus label int64 [] or residue_labels int64 [n].
+
+    Everything is tokenised up front, so a bad character fails before training starts, naming the
+    file and the record. `collate` pads a batch to its longest sequence.
+    """
+
+    def __init__(self, seqs: LabelledSequences, tokenizer: KmerTokenizer | ProteinTokenizer,
+                 classes: list[str], window: int):
+        self.tokenizer, self.per_residue = tokenizer, seqs.per_residue
+        index = {name: i for i, name in enumerate(classes)}
+        self.tokens: list[np.ndarray] = []
+        self.targets: list[np.ndarray] = []
+        cut = 0
+        for i, seq in enumerate(seqs.sequences):
+            if len(seq) > window:
+                seq, cut = seq[:window], cut + 1
+            try:
+                self.tokens.append(tokenizer.encode(seq))
+            except InputError as e:
+                raise InputError(f"{seqs.path}: {seqs.where[i]}: {e} "
+                                 f"({tokenizer.kind} sequences)") from None
+            if seqs.per_residue:
+                target = np.array([index.get(lab, IGNORE_INDEX) for lab in seqs.labels[i][:len(seq)]], dtype=np.int64)
+                if seqs.masks[i] is not None:
+                    target[~seqs.masks[i][:len(seq)]] = IGNORE_INDEX
+                self.targets.append(target)
+            else:
+                self.targets.append(np.array(index[seqs.labels[i]], dtype=np.int64))
+        if cut:
+            log.warning("%s: %d of %d sequences are longer than the window (%d) and were cut to it",
+                        seqs.path, cut, len(seqs), window)
+        self.lengths = [min(len(s), window) for s in seqs.sequences]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> dict:
+        key = "residue_labels" if self.per_residue else "label"
+        return {"tokens": torch.from_numpy(self.tokens[i]), key: torch.from_numpy(self.targets[i]),
+                "n_valid": self.lengths[i]}
+
+    def collate(self, items: list[dict]) -> dict:
+        """tokens/token_mask [B, T], valid [B, n] (real residues), label [B] or residue_labels [B, n]."""
+        T = max(len(it["tokens"]) for it in items)
+        n = max(it["n_valid"] for it in items)
+        tokens = torch.full((len(items), T), self.tokenizer.pad_id, dtype=torch.int64)
+        valid = torch.zeros(len(items), n, dtype=torch.bool)
+        for b, it in enumerate(items):
+            tokens[b, :len(it["tokens"])] = it["tokens"]
+            valid[b, :it["n_valid"]] = True
+        batch = {"tokens": tokens, "token_mask": tokens != self.tokenizer.pad_id, "valid": valid}
+        if self.per_residue:
+            labels = torch.full((len(items), n), IGNORE_INDEX, dtype=torch.int64)
+            for b, it in enumerate(items):
+                labels[b, :it["n_valid"]] = it["residue_labels"]
+            return batch | {"residue_labels": labels}
+        return batch | {"label": torch.stack([it["label"] for it in items])}

@@ -1,0 +1,2 @@
+"""Evaluation against truth: variant calls against a truth VCF (variants), per-base class predictions
+against BED/GFF tracks (patterns)."""

@@ -1,0 +1,343 @@
+"""Inference: a trained model over whole contigs or regions -> per-base predictions in HDF5.
+
+Windows sit on a grid fixed by the contig alone (window_grid.py): window i covers
+[i*step, i*step + window) with step = window - 2*margin (rounded down to the token stride, so
+every window reads the same k-mer frame), and keeps only its centre [i*step + margin,
+(i+1)*step + margin); the first window keeps its left edge from base 0, the last its right edge
+to the contig end. Every kept base so
+has at least `margin` bases of context on each side (but at contig ends), and, because the grid
+does not move with the regions asked for, a base's prediction is the same whether it is
+predicted alone or inside a larger run (LSH attention sees the whole window, so a grid that
+moved with the region would change every prediction in it). Regions only choose which windows
+run and which bases are written.
+
+Windows stream in batches through the model (torch.inference_mode; bf16 autocast on GPU; LSH
+rotations fixed by hash_seed) and each batch is written as soon as it is done, so memory stays
+bounded by the batch, whatever the contig length. A full window of N bases without reads gives
+the same output wherever it lies, so it is computed once and reused (N gaps cost no model time).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from genoformer import __version__
+from genoformer.coords import Interval, parse_region, read_bed
+from genoformer.data.datasets import WindowDataset
+from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
+from genoformer.interrupt import raise_if_terminated
+from genoformer.io.checksums import contig_md5s
+from genoformer.io.predictions import PredictionWriter, partial_path
+from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
+from genoformer.data.windows import regions
+
+log = logging.getLogger(__name__)
+
+BATCH_BASES = 262_144  # default batch: about this many bases per forward pass
+_A, _C, _G, _T, _DEPTH, _DELETIONS = 1, 2, 3, 4, 0, 5  # columns of Alignments.evidence
+
+
+@dataclass
+class PredictConfig:
+    """What to predict and how. Coordinates in `regions` are samtools-style strings (1-based)."""
+    model: str = ""  # run folder (its latest checkpoint) or a checkpoint folder
+    reference: str = ""
+    out: str = "predictions.h5"
+    bam: str | None = None  # needed exactly when the model fuses read evidence
+    regions: list[str] = field(default_factory=list)  # none (and no regions_bed): whole contigs
+    regions_bed: str | None = None
+    window: int | None = None  # None: the model's training window
+    margin: int | None = None  # None: window // 4, rounded down to the token stride
+    batch_size: int | None = None  # None: about BATCH_BASES bases per batch
+    device: str = "auto"
+    hash_seed: int = 0  # fixes the LSH rotations; recorded in the output
+    resume: bool = False  # continue .<out>.partial left by an interrupted run
+    force: bool = False  # replace an existing output (only once the new one is complete)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("window", "margin", "batch_size", "hash_seed"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            low = 1 if name in ("window", "batch_size") else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UsageError(f"{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.model or not self.reference:
+            raise UsageError("give a model (--model) and a reference FASTA (--reference)")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device cuda requested but no CUDA GPU is available", hint="use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_model(path: str):
+    from genoformer.model.checkpoint import load_checkpoint
+
+    model, meta, _ = load_checkpoint(path)
+    if meta["task"] == "mlm":
+        raise UsageError(f"{path}: an mlm (masked-token) model predicts tokens, not per-base classes; "
+                         "there is nothing per-base to write", hint="fine-tune it first: genoformer train "
+                                                                     "--task variant|pattern --init-from ...")
+    return model, meta
+
+
+def _open_reference(path: str, model, model_path: str):
+    from genoformer.io.fasta import Reference
+
+    kind = model.tokenizer.kind
+    try:
+        return Reference(path, alphabet=kind)
+    except FastaError as e:
+        if "alphabet looks like" in str(e):
+            raise FastaError(f"{path}: the model ({model_path}) reads {kind} "
+                             f"({type(model.tokenizer).__name__} k={model.tokenizer.k}) but {str(e).split(': ', 1)[1]}",
+                             hint=f"give a {kind} reference, or a model trained on this kind of sequence") from None
+        raise
+
+
+def _requested(config: PredictConfig, reference) -> list[Interval]:
+    if not config.regions and config.regions_bed is None:
+        return regions(None, reference.contigs)
+    found = [parse_region(r, reference.contigs, source=str(reference.path)) for r in config.regions]
+    if config.regions_bed is not None:
+        bed = read_bed(config.regions_bed, reference.contigs)
+        if not bed:
+            raise UsageError(f"{config.regions_bed}: holds no intervals")
+        found += bed
+    return regions(found, reference.contigs)
+
+
+def _check_output(config: PredictConfig) -> Path:
+    out = Path(config.out)
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder; give a file name for --out")
+    if out.exists() and not config.force:
+        raise OutputError(f"{out}: already exists; not overwritten", hint="add --force to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out.parent}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: output folder {out.parent} is not writable")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def predict(config: PredictConfig) -> dict:
+    """Predict, write config.out, and return a summary: bases, windows, seconds, bases_per_s, out, ..."""
+    started = time.perf_counter()
+    out = _check_output(config)
+    model, meta = _load_model(config.model)
+    task, head = meta["task"], meta["head"]
+    tokenizer = model.tokenizer
+    uses_reads = int(head.get("n_evidence", 0)) > 0
+    if uses_reads and not config.bam:
+        raise UsageError(f"{config.model}: this {task} model reads read evidence; give the sample's --bam")
+    if config.bam and not uses_reads:
+        raise UsageError(f"{config.model}: this {task} model was trained without reads; --bam would be ignored",
+                         hint="drop --bam, or use a model trained with --bam")
+    window = config.window or int((meta.get("train_config") or {}).get("window") or 0)
+    if not window:
+        raise UsageError(f"{config.model}: the checkpoint records no training window; give --window")
+    if window < tokenizer.k:
+        raise UsageError(f"window {window:,} is smaller than the model's k = {tokenizer.k}")
+    margin = config.margin if config.margin is not None else window // 4 // tokenizer.stride * tokenizer.stride
+    step = grid_step(window, margin, tokenizer.stride)
+    batch_size = config.batch_size or max(1, BATCH_BASES // window)
+    device = _device(config.device)
+
+    reference = _open_reference(config.reference, model, config.model)
+    alignments = None
+    if config.bam:
+        from genoformer.io.alignments import Alignments
+
+        alignments = Alignments(config.bam, reference)
+    intervals = _requested(config, reference)
+    lengths = reference.contigs
+    plan, n_windows = plan_windows(intervals, lengths, window, margin, step)
+    md5 = contig_md5s(reference, list(plan))
+    classes = [str(c) for c in head.get("class_names") or []]
+    if len(classes) != int(head["n_classes"]):
+        raise InputError(f"{config.model}: the head has {head['n_classes']} classes but names {len(classes)}")
+
+    model_sha = meta["weights_sha256"]
+    bam_path = str(Path(config.bam).resolve()) if config.bam else ""
+    run_plan = json.dumps({"model_sha256": model_sha, "contig_md5": md5, "window": window, "margin": margin,
+                           "step": step, "hash_seed": config.hash_seed, "bam": bam_path, "task": task,
+                           "regions": [iv.to_region() for iv in intervals]}, sort_keys=True)
+    attrs = {
+        "genoformer_version": __version__, "model_sha256": model_sha,
+        "model": json.dumps({"task": task, "model_config": meta["model_config"], "tokenizer": meta["tokenizer"],
+                             "head": head}, sort_keys=True),
+        "reference": str(Path(config.reference).resolve()), "contig_md5": json.dumps(md5, sort_keys=True),
+        "command": shlex.join(sys.argv), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hash_seed": config.hash_seed, "window": window, "margin": margin, "step": step,
+        "predict_config": json.dumps(dataclasses.asdict(config), sort_keys=True), "bam": bam_path,
+    }
+    writer = PredictionWriter(out, task=task, classes=classes, contigs={c: lengths[c] for c in plan},
+                              attrs=attrs, plan=run_plan, n_windows=n_windows,
+                              variant_extras=task == "variant" and uses_reads, resume=config.resume)
+    try:
+        done = writer.done_mask()
+        runner = _Runner(model, task, tokenizer, device, config.hash_seed, reference, alignments, window)
+        todo = (p for p in iter_planned(plan, intervals, lengths, window, margin, step) if not done[p.index])
+        total = sum(len(iv) for iv in intervals)
+        bases_before = _bases_done(plan, intervals, lengths, window, margin, step, done)
+        bar = tqdm(total=total, initial=bases_before, unit="bp", unit_scale=True, desc="predict",
+                   disable=not config.progress, file=sys.stderr, dynamic_ncols=True)
+        n_run, n_bases = 0, 0
+        with bar:
+            for planned, results in runner.run(_batches(todo, batch_size)):
+                for p, (probs, extras) in zip(planned, results):
+                    for (a, b), ex in zip(p.writes, extras):
+                        writer.write(p.contig, a, probs[a - p.window.start:b - p.window.start], ex)
+                        n_bases += b - a
+                        bar.update(b - a)
+                writer.mark_done(np.array([p.index for p in planned]))
+                n_run += len(planned)
+                raise_if_terminated()
+        writer.finish({"n_windows": n_windows, "bases": total}, config.force)
+    except (KeyboardInterrupt, SystemExit):
+        # an interrupted run (Ctrl-C, SIGTERM from a scheduler) keeps its partial for --resume
+        writer.abort(keep=True)
+        log.warning("interrupted; the windows done so far are kept in %s: rerun with --resume to continue",
+                    partial_path(out))
+        raise
+    except BaseException:
+        writer.abort(keep=False)
+        raise
+    finally:
+        reference.close()
+    seconds = time.perf_counter() - started
+    return {"out": str(out), "task": task, "bases": total, "bases_predicted": n_bases, "windows": n_windows,
+            "windows_run": n_run, "windows_resumed": int(done.sum()), "n_window_cached": runner.n_cached,
+            "window": window, "margin": margin, "step": step, "batch_size": batch_size, "device": str(device),
+            "hash_seed": config.hash_seed, "seconds": seconds, "bases_per_s": n_bases / max(seconds, 1e-9)}
+
+
+def _bases_done(plan, intervals, lengths, window, margin, step, done) -> int:
+    if not done.any():
+        return 0
+    return sum(b - a for p in iter_planned(plan, intervals, lengths, window, margin, step) if done[p.index]
+               for a, b in p.writes)
+
+
+def _batches(planned: Iterator[PlannedWindow], size: int) -> Iterator[list[PlannedWindow]]:
+    batch = []
+    for p in planned:
+        batch.append(p)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Runner:
+    """Loads batches on a helper thread (FASTA, reads) while the model runs the previous one."""
+
+    def __init__(self, model, task, tokenizer, device, hash_seed, reference, alignments, window):
+        self.model = model.to(device).eval()
+        self.model.encoder.set_hash_seed(hash_seed)
+        self.task, self.device, self.window = task, device, window
+        self.reference, self.alignments = reference, alignments
+        self.dataset = WindowDataset(reference, [], tokenizer, alignments=alignments)
+        self.n_token = tokenizer.n_tokens(window)
+        # id of the all-N k-mer: a window made only of it (and no reads) has one output everywhere
+        self.n_id = int(tokenizer.encode("N" * tokenizer.k)[0]) if tokenizer.kind == "dna" else None
+        self.n_cached = 0
+        self._n_output: np.ndarray | None = None
+
+    def run(self, batches: Iterator[list[PlannedWindow]]) -> Iterator[tuple[list[PlannedWindow], list]]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for batch in batches:
+                nxt = pool.submit(self._load, batch)
+                if pending is not None:
+                    yield self._compute(*pending.result())
+                pending = nxt
+            if pending is not None:
+                yield self._compute(*pending.result())
+
+    def _load(self, batch: list[PlannedWindow]):
+        items = [self.dataset[p.window] for p in batch]
+        extras = [[self._extras(p, item, a, b) for a, b in p.writes] for p, item in zip(batch, items)]
+        return batch, items, extras
+
+    def _extras(self, p: PlannedWindow, item: dict, a: int, b: int) -> dict | None:
+        """alt / depth / deletion_fraction over [a, b) from the reads (variant models that read a BAM)."""
+        if self.task != "variant" or "evidence" not in item:
+            return None
+        ev = item["evidence"][a - p.window.start:b - p.window.start].numpy()
+        ref = self.reference.fetch(p.contig, a, b).tobytes().upper()
+        counts = ev[:, [_A, _C, _G, _T]].copy()
+        ref_col = np.frombuffer(ref, np.uint8)
+        for col, base in enumerate(b"ACGT"):
+            counts[ref_col == base, col] = -1  # the reference base is never the alt
+        best = counts.argmax(1)
+        alt = np.where(counts.max(1) > 0, np.frombuffer(b"ACGT", np.uint8)[best], 0).astype(np.uint8)
+        depth = ev[:, _DEPTH]
+        deletion_fraction = np.divide(ev[:, _DELETIONS], depth, out=np.zeros_like(depth), where=depth > 0)
+        return {"alt": alt, "depth": np.minimum(depth, 65535).astype(np.uint16),
+                "deletion_fraction": deletion_fraction.astype(np.float16)}
+
+    def _is_n_window(self, item: dict) -> bool:
+        return (self.n_id is not None and item["n_valid"] == self.window and bool((item["tokens"] == self.n_id).all())
+                and ("evidence" not in item or not bool(item["evidence"].any())))
+
+    def _compute(self, batch, items, extras):
+        is_n = [self._is_n_window(it) for it in items]
+        if any(is_n) and self._n_output is None:
+            self._n_output = self._forward([items[is_n.index(True)]])[0]
+        rest = [it for it, n in zip(items, is_n) if not n]
+        outputs = iter(self._forward(rest)) if rest else iter(())
+        probs = []
+        for p, it, n in zip(batch, items, is_n):
+            probs.append(self._n_output if n else next(outputs))
+            self.n_cached += n
+            if not np.isfinite(probs[-1]).all():
+                w = p.window
+                raise NumericalError(f"non-finite predictions in window {p.contig}:{w.start + 1:,}-{w.valid_end:,}",
+                                     hint="the model or its inputs are broken; nothing was written at --out")
+        return batch, list(zip(probs, extras))
+
+    def _forward(self, items: list[dict]) -> list[np.ndarray]:
+        """float32 [W, C] probabilities per item: softmax (variant genotypes), sigmoid (pattern classes)."""
+        dev = self.device
+        tokens = torch.stack([it["tokens"] for it in items]).to(dev)
+        mask = torch.stack([it["token_mask"] for it in items]).to(dev)
+        evidence = torch.stack([it["evidence"] for it in items]).to(dev) if "evidence" in items[0] else None
+        try:
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                logits = self.model(tokens, mask, evidence, n_bases=self.window).float()
+        except torch.cuda.OutOfMemoryError:
+            raise OutputError(f"GPU out of memory on a batch of {len(items)} windows of {self.window:,} bases",
+                              hint="reduce --batch-size or --window") from None
+        probs = logits.softmax(-1) if self.task == "variant" else logits.sigmoid()
+        return list(probs.cpu().numpy())

@@ -1,0 +1,130 @@
+"""--class-weights for the variant loss: parsing, genotype counts against a pysam count of the truth,
+the weighted loss against a hand computation, and the CLI's clean failures."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+import torch
+
+from genoformer.coords import Interval, read_bed
+from genoformer.errors import UsageError
+from genoformer.io.fasta import Reference
+from genoformer.io.variants import TruthVariants
+from genoformer.simulate.genome import simulate
+from genoformer.train.tasks import forward_loss
+from genoformer.train.loop import TrainConfig, dry_run, genotype_counts, parse_class_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+from test_bad_inputs import assert_clean_failure  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("cw") / "example", 3, contigs=(("chrA", 20000), ("chrB", 12000)))
+
+
+def pysam_counts(vcf_path: Path, bed_path: Path, contig: str, length: int) -> list[int]:
+    """Scored bases per genotype on `contig`: simple biallelic records placed by hand, masked by the BED."""
+    genotype = np.zeros(length, dtype=np.int64)
+    with pysam.VariantFile(str(vcf_path)) as vcf:
+        for rec in vcf.fetch(contig):
+            (alt,) = rec.alts
+            gt = rec.samples[0]["GT"]
+            g = 2 if all(gt) else 1 if any(gt) else 0
+            if len(rec.ref) == len(alt) == 1:
+                span = (rec.start, rec.start + 1)
+            elif len(alt) == 1:  # deletion after the anchor base
+                span = (rec.start + 1, rec.start + len(rec.ref))
+            else:  # insertion after the anchor base: evidence sits on the anchor
+                assert len(rec.ref) == 1 and alt[0] == rec.ref
+                span = (rec.start, rec.start + 1)
+            genotype[span[0]:span[1]] = np.maximum(genotype[span[0]:span[1]], g)
+    scored = np.zeros(length, dtype=bool)
+    for line in bed_path.read_text().splitlines():
+        name, start, end = line.split("\t")[:3]
+        if name == contig:
+            scored[int(start):int(end)] = True
+    return np.bincount(genotype[scored], minlength=3).tolist()
+
+
+def test_parse_class_weights():
+    assert parse_class_weights("none") == "none" and parse_class_weights(" Balanced") == "balanced"
+    assert parse_class_weights("1,50,50") == [1.0, 50.0, 50.0]
+    assert parse_class_weights([1, 2.5, 0]) == [1.0, 2.5, 0.0]  # a YAML list
+    for bad in ("1,2", "a,b,c", "1,-1,1", "0,0,0", "1,nan,1", "inverse"):
+        with pytest.raises(UsageError, match="class-weights"):
+            parse_class_weights(bad)
+    with pytest.raises(UsageError, match="variant task"):
+        TrainConfig(task="mlm", class_weights="balanced")
+
+
+def test_genotype_counts_match_pysam(example):
+    ref = Reference(str(example.reference))
+    truth = TruthVariants(str(example.truth_vcf), ref)
+    confident = read_bed(str(example.confident_bed), ref.contigs)
+    expected = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
+    assert expected[1] > 0 and expected[2] > 0
+    # small chunks: variants and confident intervals cut at chunk edges count once
+    assert genotype_counts(truth, [Interval("chrA", 0, 20000)], confident, chunk=997) == expected
+    # without a confident BED every base is scored
+    assert sum(genotype_counts(truth, [Interval("chrA", 0, 20000)], None)) == 20000
+
+
+def test_balanced_weights_in_dry_run(example, tmp_path):
+    config = TrainConfig(task="variant", reference=str(example.reference), bam=str(example.reads),
+                         truth_vcf=str(example.truth_vcf), confident_bed=str(example.confident_bed),
+                         train_regions=["chrA"], val_regions=["chrB"], window=1536, k=6, d_model=32, depth=2,
+                         heads=2, attention="full", class_weights="balanced", out=str(tmp_path / "run"))
+    data = dry_run(config)["data"]
+    counts = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
+    assert data["genotype_counts"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
+    for name, n in zip(["hom_ref", "het", "hom_alt"], counts):
+        assert data["class_weights"][name] == pytest.approx(sum(counts) / (3 * n))
+
+
+def test_weighted_loss_by_hand():
+    torch.manual_seed(0)
+
+    class Logits(torch.nn.Module):  # a fixed per-base output: the loss is what is tested
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, tokens, token_mask, evidence=None, n_bases=None):
+            return self.logits
+
+    logits = torch.randn(2, 7, 3)
+    genotype = torch.tensor([[0, 0, 1, 2, -100, 0, 1], [2, 0, 0, -100, -100, 0, 0]])
+    batch = {"tokens": torch.zeros(2, 2, dtype=torch.long), "token_mask": torch.ones(2, 2, dtype=torch.bool),
+             "valid": torch.ones(2, 7, dtype=torch.bool), "genotype": genotype}
+    w = [0.5, 20.0, 40.0]
+    loss, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w))
+    logp = torch.log_softmax(logits, -1).numpy()
+    num = den = 0.0
+    for b in range(2):
+        for i in range(7):
+            y = int(genotype[b, i])
+            if y != -100:
+                num -= w[y] * logp[b, i, y]
+                den += w[y]
+    assert float(loss) == pytest.approx(num / den, rel=1e-5)
+    unweighted, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"))
+    scored = genotype != -100
+    assert float(unweighted) == pytest.approx(-logp[scored.numpy(), genotype[scored].numpy()].mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("value, needle", [("1,2", "class-weights must be"), ("balanced", "variant task")])
+def test_cli_bad_class_weights(example, tmp_path, value, needle):
+    task = "variant" if value != "balanced" else "mlm"
+    args = ["--task", task, "--reference", str(example.reference), "--class-weights", value,
+            "--out", str(tmp_path / "run"), "--dry-run"]
+    if task == "variant":
+        args += ["--bam", str(example.reads), "--truth-vcf", str(example.truth_vcf)]
+    proc = subprocess.run([sys.executable, "-m", "genoformer", "train", *args], capture_output=True, text=True)
+    assert_clean_failure(proc, 2, needle)
+    assert not (tmp_path / "run").exists()
