@@ -158,11 +158,25 @@ class _KmerTokenizer:
     # encode / decode
     def encode(self, seq: np.ndarray | str | bytes) -> np.ndarray:
         """int64 [n_tokens(len(seq))] token ids."""
+        return self.encode_codes(self.codes(seq))
+
+    def codes(self, seq: np.ndarray | str | bytes) -> np.ndarray:
+        """uint8 [L]: each letter's index in `alphabet`, normalised as encode does (N or X: `pad_code`)."""
         arr = _as_bytes(seq)
         codes = self._lut[arr]
         if codes.size and codes.max() == _INVALID:
             _raise_first_invalid(arr, codes, self.kind, self._allowed)
-        return self._encode_codes(codes, self.n_tokens(arr.size), self.stride)
+        return codes
+
+    def encode_codes(self, codes: np.ndarray) -> np.ndarray:
+        """int64 [n_tokens(len(codes))] token ids of letter codes (as `codes` returns them)."""
+        codes = np.asarray(codes, dtype=np.uint8)
+        return self._encode_codes(codes, self.n_tokens(codes.size), self.stride)
+
+    @property
+    def pad_code(self) -> int:
+        """The letter code of N (DNA) or X (protein): unknown letters and the padding past a sequence."""
+        return self._radix - 1
 
     def _encode_codes(self, codes: np.ndarray, n: int, stride: int) -> np.ndarray:
         """Ids of the n k-mers starting every `stride` codes, padding past the end."""

@@ -39,6 +39,7 @@ class WindowDataset(Dataset):
       tokens int64 [T]       k-mers of the real bases, then [PAD] tokens
       token_mask bool [T]    False for [PAD] tokens (those holding no real base)
       valid bool [W]         False for padding bases
+      bases int64 [W]        letter codes (tokenizer.codes: 0-4 for A C G T N), N (tokenizer.pad_code) at padding
       soft_mask bool [W]     lowercase (soft-masked) reference bases
       evidence float32 [W, F]   with `alignments` (F = len(EVIDENCE_FEATURES)); 0 at padding
       genotype, variant_type int64 [W]   with `variants`; -100 at unscored and padding bases
@@ -67,14 +68,16 @@ class WindowDataset(Dataset):
         size, n, end = len(w), w.n_valid, w.valid_end
         seq = self.reference.fetch(w.contig, w.start, end)
         try:
-            ids = self.tokenizer.encode(seq)
+            codes = self.tokenizer.codes(seq)
         except InputError as exc:
             raise FastaError(f"{self.reference.path}: window {w.contig}:{w.start + 1:,}-{end:,}: {exc}") from None
+        ids = self.tokenizer.encode_codes(codes)
         n_tokens = self.tokenizer.n_tokens(size)
         tokens = np.full(n_tokens, self.tokenizer.pad_id, dtype=np.int64)
         tokens[:ids.size] = ids
-        arrays = {"tokens": tokens, "token_mask": np.arange(n_tokens) < ids.size,
-                "valid": w.valid_mask(), "soft_mask": _pad(soft_mask(seq), size, False)}
+        arrays = {"tokens": tokens, "token_mask": np.arange(n_tokens) < ids.size, "valid": w.valid_mask(),
+                  "bases": _pad(codes.astype(np.int64), size, self.tokenizer.pad_code),
+                  "soft_mask": _pad(soft_mask(seq), size, False)}
         if self.alignments is not None:
             arrays["evidence"] = _pad(self.alignments.evidence(w.contig, w.start, end), size, 0)
         if self.variants is not None:
@@ -96,7 +99,8 @@ def _pad(values: np.ndarray, size: int, fill) -> np.ndarray:
 
 
 class SequenceDataset(Dataset):
-    """One item per sequence: tokens int64 [T], plus label int64 [] or residue_labels int64 [n].
+    """One item per sequence: tokens int64 [T], bases int64 [n] (letter codes), soft_mask bool [n], plus
+    label int64 [] or residue_labels int64 [n].
 
     Everything is tokenised up front, so a bad character fails before training starts, naming the
     file and the record. `collate` pads a batch to its longest sequence.
@@ -107,16 +111,21 @@ class SequenceDataset(Dataset):
         self.tokenizer, self.per_residue = tokenizer, seqs.per_residue
         index = {name: i for i, name in enumerate(classes)}
         self.tokens: list[np.ndarray] = []
+        self.codes: list[np.ndarray] = []
+        self.soft_masks: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         cut = 0
         for i, seq in enumerate(seqs.sequences):
             if len(seq) > window:
                 seq, cut = seq[:window], cut + 1
             try:
-                self.tokens.append(tokenizer.encode(seq))
+                codes = tokenizer.codes(seq)
             except InputError as e:
                 raise InputError(f"{seqs.path}: {seqs.where[i]}: {e} "
                                  f"({tokenizer.kind} sequences)") from None
+            self.tokens.append(tokenizer.encode_codes(codes))
+            self.codes.append(codes)
+            self.soft_masks.append(soft_mask(seq))
             if seqs.per_residue:
                 target = np.array([index.get(lab, IGNORE_INDEX) for lab in seqs.labels[i][:len(seq)]], dtype=np.int64)
                 if seqs.masks[i] is not None:
@@ -135,21 +144,28 @@ class SequenceDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         key = "residue_labels" if self.per_residue else "label"
         return {"tokens": torch.from_numpy(self.tokens[i]), key: torch.from_numpy(self.targets[i]),
-                "n_valid": self.lengths[i]}
+                "bases": torch.from_numpy(self.codes[i].astype(np.int64)),
+                "soft_mask": torch.from_numpy(self.soft_masks[i]), "n_valid": self.lengths[i]}
 
     def collate(self, items: list[dict]) -> dict:
-        """tokens/token_mask [B, T], valid [B, n] (real residues), label [B] or residue_labels [B, n]."""
+        """tokens/token_mask [B, T], valid/bases/soft_mask [B, n] (n: the longest's residues; padding N or X),
+        label [B] or residue_labels [B, n]. An item's per-residue arrays may run past its n_valid (padding)."""
         T = max(len(it["tokens"]) for it in items)
         n = max(it["n_valid"] for it in items)
         tokens = torch.full((len(items), T), self.tokenizer.pad_id, dtype=torch.int64)
         valid = torch.zeros(len(items), n, dtype=torch.bool)
+        bases = torch.full((len(items), n), self.tokenizer.pad_code, dtype=torch.int64)
+        masks = torch.zeros(len(items), n, dtype=torch.bool)
         for b, it in enumerate(items):
+            m = it["n_valid"]
             tokens[b, :len(it["tokens"])] = it["tokens"]
-            valid[b, :it["n_valid"]] = True
-        batch = {"tokens": tokens, "token_mask": tokens != self.tokenizer.pad_id, "valid": valid}
+            valid[b, :m] = True
+            bases[b, :m], masks[b, :m] = it["bases"][:m], it["soft_mask"][:m]
+        batch = {"tokens": tokens, "token_mask": tokens != self.tokenizer.pad_id, "valid": valid,
+                 "bases": bases, "soft_mask": masks}
         if self.per_residue:
             labels = torch.full((len(items), n), IGNORE_INDEX, dtype=torch.int64)
             for b, it in enumerate(items):
-                labels[b, :it["n_valid"]] = it["residue_labels"]
+                labels[b, :it["n_valid"]] = it["residue_labels"][:it["n_valid"]]
             return batch | {"residue_labels": labels}
         return batch | {"label": torch.stack([it["label"] for it in items])}

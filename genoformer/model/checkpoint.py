@@ -2,7 +2,8 @@
 
 A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
   model.safetensors   weights (no code runs on load)
-  checkpoint.json     model config, tokenizer, task head, train config, step, seed, versions, sha256 of the weights
+  checkpoint.json     model config, per-base config, tokenizer, task head, train config, step, seed, versions,
+                      sha256 of the weights
   state.pt            optimizer, scheduler, RNG and sampler state, read with torch.load(weights_only=True)
 Each file is fsynced in a hidden temp folder that is then renamed into place, and `RUN/checkpoints/latest.json`
 (and `best.json`) point at a finished folder, replaced atomically: a kill at any moment leaves the
@@ -27,7 +28,9 @@ from safetensors.torch import save as safetensors_bytes
 from genoformer import __version__
 from genoformer.errors import CheckpointError, InputError, OutputError, UsageError
 from genoformer.model.config import ReformerConfig, atomic_write
+from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.model.heads import GenoModel
+from genoformer.model.per_base import LEGACY, PerBaseConfig
 from genoformer.tokenize import tokenizer_from_dict
 
 FORMAT, FORMAT_VERSION = "genoformer-checkpoint", 1
@@ -66,7 +69,8 @@ def save_checkpoint(run_dir: str | os.PathLike, model: GenoModel, meta: dict, st
     try:
         weights = weights_bytes(model)
         meta = meta | {"format": FORMAT, "format_version": FORMAT_VERSION, "task": model.task,
-                       "model_config": model.encoder.config.to_dict(), "tokenizer": model.tokenizer.to_dict(),
+                       "model_config": model.encoder.config.to_dict(), "per_base": model.per_base.to_dict(),
+                       "tokenizer": model.tokenizer.to_dict(),
                        "versions": versions(), "weights_sha256": hashlib.sha256(weights).hexdigest()}
         _fsynced(tmp / WEIGHTS, weights)
         _fsynced(tmp / META, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
@@ -141,8 +145,14 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False,
         config = ReformerConfig.from_dict(meta["model_config"])
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
         head = meta["head"]
+        # saved before the stem and decoder existed: the k x classes head and per-token evidence fusion
+        per_base = PerBaseConfig.from_dict(meta["per_base"]) if "per_base" in meta else LEGACY
+        n_evidence = int(head["n_evidence"])
+        if list(head.get("evidence_features", EVIDENCE_FEATURES[:n_evidence])) != list(EVIDENCE_FEATURES[:n_evidence]):
+            raise ValueError(f"its read evidence columns {head['evidence_features']} are not this genoformer's "
+                             f"first {n_evidence} ({', '.join(EVIDENCE_FEATURES[:n_evidence])})")
         model = GenoModel(config, tokenizer, meta["task"], n_classes=int(head["n_classes"]),
-                          n_evidence=int(head["n_evidence"]))
+                          n_evidence=n_evidence, per_base=per_base)
     except (KeyError, TypeError, ValueError, UsageError, InputError) as e:
         raise CheckpointError(f"{folder / META}: bad model description ({e})") from None
     try:
