@@ -29,13 +29,16 @@ class PerBaseDecoder(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, n_classes)
 
-    def forward(self, hidden: Tensor, n_bases: int, skip: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, n_bases: int, skip: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
         owner, offset = owner_index(self.tokenizer, n_bases, hidden.device)
+        # padding bases (valid False) are zero between layers: a padded sequence decodes as it does alone
+        keep = 1 if valid is None else valid[:, :n_bases, None].to(hidden.dtype)
         x = self.up(hidden)[:, owner] + self.offset(offset)
         if self.skip is not None:
             if skip is None:
                 raise ValueError("this decoder joins the stem's per-base features; pass skip [B, W, C]")
             x = x + self.skip(skip[:, :n_bases])
+        x = x * keep
         for block in self.blocks:
-            x = block(x)
+            x = block(x) * keep
         return self.out(self.norm(x))

@@ -163,22 +163,25 @@ class GenoModel(nn.Module):
             self._extra = None
 
     def embedding_extra(self, tokens: Tensor, evidence: Tensor | None = None, bases: Tensor | None = None,
-                        soft_mask: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+                        soft_mask: Tensor | None = None, valid: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """(what is added to the token embeddings [B, T, d], the stem's per-base features) or Nones."""
         if self.n_evidence and evidence is None:
             raise ValueError("this model reads read evidence; pass evidence [B, W, F]")
         if self.stem is not None:
             if bases is None:
                 raise ValueError("this model's stem reads the bases; pass bases [B, W]")
-            per_base, extra = self.stem(bases, soft_mask, evidence)
+            per_base, extra = self.stem(bases, soft_mask, evidence, valid)
             return extra[:, :tokens.shape[1]], per_base
         if self.fusion is not None:
             return self.fusion(evidence, tokens), None
         return None, None
 
     def forward(self, tokens: Tensor, token_mask: Tensor | None = None, evidence: Tensor | None = None,
-                n_bases: int | None = None, bases: Tensor | None = None, soft_mask: Tensor | None = None) -> Tensor:
-        extra, features = self.embedding_extra(tokens, evidence, bases, soft_mask)
+                n_bases: int | None = None, bases: Tensor | None = None, soft_mask: Tensor | None = None,
+                valid: Tensor | None = None) -> Tensor:
+        """Logits (see the class docstring); per-base inputs [B, W]: bases (letter codes), soft_mask, valid
+        (False at padding bases, which the stem and decoder read as nothing), evidence [B, W, F]."""
+        extra, features = self.embedding_extra(tokens, evidence, bases, soft_mask, valid)
         with self._extra_embedding(extra):
             hidden = self.encoder(tokens, token_mask)
         if self.task == "classify":
@@ -188,7 +191,7 @@ class GenoModel(nn.Module):
         if n_bases is None:
             raise ValueError("per-base heads need n_bases (the window size)")
         if isinstance(self.head, PerBaseDecoder):
-            return self.head(hidden, n_bases, features)
+            return self.head(hidden, n_bases, features, valid)
         return self.head(hidden, n_bases)
 
     def load_pretrained(self, pretrained: GenoModel) -> list[str]:
@@ -203,8 +206,8 @@ class GenoModel(nn.Module):
 
 def batch_inputs(batch: dict, device: torch.device | str) -> dict:
     """GenoModel.forward's keyword arguments from a batch (WindowDataset items stacked, or
-    SequenceDataset.collate): tokens, token_mask, n_bases and, where the batch has them, evidence,
-    bases and soft_mask, moved to `device`."""
+    SequenceDataset.collate): tokens, token_mask, valid, n_bases and, where the batch has them,
+    evidence, bases and soft_mask, moved to `device`."""
     inputs = {"tokens": batch["tokens"].to(device), "token_mask": batch["token_mask"].to(device),
-              "n_bases": batch["valid"].shape[1]}
+              "valid": batch["valid"].to(device), "n_bases": batch["valid"].shape[1]}
     return inputs | {key: batch[key].to(device) for key in ("evidence", "bases", "soft_mask") if key in batch}

@@ -9,7 +9,9 @@ exactly the bases its k-mer spells), and the result is added to the k-mer embedd
 encoder's first layer already sees each base's own evidence. The per-base features also feed the
 decoder's skip connection (decoder.py).
 
-Receptive field: a base's features depend on the inputs within RADIUS bases of it.
+Receptive field: a base's features depend on the inputs within RADIUS bases of it. Padding bases
+(`valid` False) read as nothing: their features are zero after every layer, so a sequence padded
+in a batch gets exactly the features it gets alone.
 """
 from __future__ import annotations
 
@@ -78,19 +80,20 @@ class Stem(nn.Module):
         self.blocks = nn.ModuleList([ConvBlock(width, BLOCK_KERNEL, dropout) for _ in range(STEM_BLOCKS)])
         self.to_tokens = nn.Conv1d(width, d_model, tokenizer.k, stride=tokenizer.stride)
 
-    def forward(self, bases: Tensor, soft_mask: Tensor | None = None,
-                evidence: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, bases: Tensor, soft_mask: Tensor | None = None, evidence: Tensor | None = None,
+                valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B, W = bases.shape
+        keep = torch.ones(B, W, 1, device=bases.device) if valid is None else valid[..., None].float()
         letters = F.one_hot(bases.long().clamp(0, self.n_letters - 1), self.n_letters).float()
         masked = torch.zeros(B, W, 1, device=bases.device) if soft_mask is None else soft_mask[..., None].float()
-        x = self.sequence_in(torch.cat((letters, masked), -1).transpose(1, 2))
+        x = self.sequence_in((torch.cat((letters, masked), -1) * keep).transpose(1, 2))
         if self.evidence_in is not None:
             if evidence is None:
                 raise ValueError("this stem reads read evidence; pass evidence [B, W, F]")
-            x = x + self.evidence_in(self.evidence(evidence).to(x.dtype).transpose(1, 2))
-        x = x.transpose(1, 2)
+            x = x + self.evidence_in((self.evidence(evidence) * keep).to(x.dtype).transpose(1, 2))
+        x = x.transpose(1, 2) * keep
         for block in self.blocks:
-            x = block(x)
+            x = block(x) * keep
         n_tokens = self.tokenizer.n_tokens(W)
         # the last k-mer may run past the window: its missing bases contribute zeros
         covered = (n_tokens - 1) * self.tokenizer.stride + self.tokenizer.k

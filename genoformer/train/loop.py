@@ -29,14 +29,17 @@ from tqdm import tqdm
 
 from genoformer.train import distributed
 from genoformer.coords import Interval, parse_region, read_bed
+from genoformer.data.augment import Augmentation
 from genoformer.data.datasets import SequenceDataset, WindowDataset
 from genoformer.data.samplers import RandomWindowSampler, SequenceSampler
 from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.model import checkpoint as ckpt
+from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig, atomic_write
 from genoformer.model.heads import GenoModel
+from genoformer.model.per_base import PerBaseConfig
 from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.train.tasks import MAIN_METRIC, forward_loss, metrics
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
@@ -85,6 +88,16 @@ class TrainConfig:
     bucket_size: int = 64
     n_hashes: int = 4
     attention: str | list[str] = "lsh"
+    # per-base stem and decoder (model/per_base.py); dropout also applies inside the encoder
+    stem: bool = True
+    stem_width: int = 64
+    decoder: bool = True
+    decoder_width: int = 64
+    decoder_depth: int = 2
+    dropout: float = 0.0
+    # training data only: reverse-complement half the items (DNA), shift each by 0..shift_augment bases
+    rc_augment: bool = False
+    shift_augment: int = 0
     max_steps: int = 1000
     stop_after: int | None = None  # stop (with a checkpoint) at this step; the schedule still spans max_steps
     lr: float = 3e-4
@@ -136,9 +149,18 @@ class TrainConfig:
             raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        self.per_base_config()  # checks stem, decoder and dropout
+        if not isinstance(self.rc_augment, bool):
+            raise UsageError(f"rc-augment must be true or false, got {self.rc_augment!r}")
+        if isinstance(self.shift_augment, bool) or not isinstance(self.shift_augment, int) or self.shift_augment < 0:
+            raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
         self.class_weights = parse_class_weights(self.class_weights)
         if self.class_weights != "none" and self.task != "variant":
             raise UsageError(f"class-weights apply to the variant task, not {self.task}")
+
+    def per_base_config(self) -> PerBaseConfig:
+        return PerBaseConfig(stem=self.stem, stem_width=self.stem_width, decoder=self.decoder,
+                             decoder_width=self.decoder_width, decoder_depth=self.decoder_depth, dropout=self.dropout)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -219,6 +241,10 @@ class TrainData:
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
     class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
+    augment: Augmentation | None = None  # what the training items go through (validation items never)
+
+    def __post_init__(self) -> None:
+        self.augment = Augmentation(self.tokenizer, rc=self.config.rc_augment, shift=self.config.shift_augment)
 
     @property
     def model_task(self) -> str:
@@ -227,7 +253,8 @@ class TrainData:
     @property
     def head(self) -> dict:
         head = {"n_classes": 0 if self.config.task == "mlm" else len(self.class_names),
-                "n_evidence": self.n_evidence, "class_names": self.class_names}
+                "n_evidence": self.n_evidence, "evidence_features": list(EVIDENCE_FEATURES[:self.n_evidence]),
+                "class_names": self.class_names}
         if self.config.task == "classify":
             head |= {"per_residue": bool(self.config.per_residue), "alphabet": self.config.alphabet}
         return head
@@ -361,15 +388,16 @@ def _schedule(config: TrainConfig):
 
 def _build_model(data: TrainData, pretrained: GenoModel | None) -> GenoModel:
     config, head = data.config, data.head
-    if pretrained is not None:  # the architecture always comes from the pre-trained checkpoint
+    per_base = config.per_base_config()
+    if pretrained is not None:  # the encoder always comes from the pre-trained checkpoint
         model = GenoModel(pretrained.encoder.config, data.tokenizer, data.model_task, head["n_classes"],
-                          head["n_evidence"])
-        model.encoder.load_state_dict(pretrained.encoder.state_dict())
+                          head["n_evidence"], per_base)
+        model.load_pretrained(pretrained)  # and the stem and decoder tensors that fit
         return model
     model_config = ReformerConfig(vocab_size=data.tokenizer.vocab_size, d_model=config.d_model, depth=config.depth,
                                   heads=config.heads, bucket_size=config.bucket_size, n_hashes=config.n_hashes,
-                                  attention=config.attention, window_size=config.bucket_size)
-    return GenoModel(model_config, data.tokenizer, data.model_task, head["n_classes"], head["n_evidence"])
+                                  attention=config.attention, window_size=config.bucket_size, dropout=config.dropout)
+    return GenoModel(model_config, data.tokenizer, data.model_task, head["n_classes"], head["n_evidence"], per_base)
 
 
 def _validate(model, config, val_ds, device, weights: torch.Tensor | None) -> dict[str, float]:
@@ -515,6 +543,7 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
         return ckpt.save_checkpoint(out, model, meta, st)
 
     last = config.stop_after or config.max_steps
+    augment = data.augment
     windows = iter(sampler)
     collate = getattr(train_ds, "collate", _collate)  # sequences pad to the batch's longest; windows stack
     losses: dict[int, float] = {}
@@ -523,10 +552,12 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     while step < last:
         torch.manual_seed(_step_seed(config.seed, step))  # masks, LSH rotations, dropout of this step
         gen = torch.Generator().manual_seed(_step_seed(config.seed, step))
+        rng = np.random.default_rng([config.seed, step, rank])  # this step's augmentation draws
         total = 0.0
         for _ in range(config.grad_accum):
             drawn = [next(windows) for _ in range(config.batch_size * ranks)]
-            batch = collate([train_ds[w] for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
+            batch = collate([augment(train_ds[w], rng)
+                             for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
             with _autocast(device):
                 loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
                                        mask_fraction=config.mask_fraction, mask_span=config.mask_span,
