@@ -40,6 +40,7 @@ from quality_common import (
 )
 
 from genoformer.model.checkpoint import load_checkpoint
+from genoformer.model.heads import batch_inputs
 from genoformer.train.loop import TrainConfig, train
 
 FLIP_ZIP = DATA / "protein" / "flip_secondary_structure" / "splits.zip"
@@ -118,12 +119,16 @@ def predict(run: Path, sequences: list[str], batch_size: int = 16) -> tuple[list
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            encoded = [tok.encode(sequences[i]) for i in idx]
+            codes = [tok.codes(sequences[i]) for i in idx]
+            encoded = [tok.encode_codes(c) for c in codes]
+            n = max(len(c) for c in codes)
             tokens = torch.full((len(idx), max(len(e) for e in encoded)), tok.pad_id, dtype=torch.int64)
-            for b, e in enumerate(encoded):
-                tokens[b, :len(e)] = torch.from_numpy(e)
-            n = max(len(sequences[i]) for i in idx)
-            logits = model(tokens, tokens != tok.pad_id, n_bases=n)  # [B, n, classes]
+            bases = torch.full((len(idx), n), tok.pad_code, dtype=torch.int64)
+            valid = torch.zeros(len(idx), n, dtype=torch.bool)
+            for b, (c, e) in enumerate(zip(codes, encoded)):
+                tokens[b, :len(e)], bases[b, :len(c)], valid[b, :len(c)] = torch.from_numpy(e), torch.from_numpy(c), True
+            batch = {"tokens": tokens, "token_mask": tokens != tok.pad_id, "valid": valid, "bases": bases}
+            logits = model(**batch_inputs(batch, "cpu"))  # [B, n, classes]
             for b, i in enumerate(idx):
                 out[i] = logits[b, :len(sequences[i])].argmax(-1).numpy()
     return out, meta["head"]["class_names"]

@@ -11,8 +11,9 @@ tokens sit on the contig's k-mer grid (that of whole-contig windows).
 
 Token i of a window starting at s covers bases [s + i*stride, s + i*stride + k) and owns the last
 `stride` of them (token 0 owns its k; tokenize.py), so every base has one bucket: its owner's.
-Read evidence (--bam) enters the embedding exactly as in the model's forward pass (GenoModel's
-embedding hook), so these are the buckets the model actually used.
+Per-base inputs (the stem's bases, soft mask and read evidence with --bam; or the per-token
+evidence fusion of older models) enter the embedding exactly as in the model's forward pass
+(GenoModel's embedding hook), so these are the buckets the model actually used.
 """
 from __future__ import annotations
 
@@ -103,8 +104,9 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     """
     from genoformer.data.datasets import WindowDataset
     from genoformer.io.alignments import Alignments
-    from genoformer.model.checkpoint import resolve
     from genoformer.io.fasta import Reference
+    from genoformer.model.checkpoint import resolve
+    from genoformer.model.heads import batch_inputs
 
     for name, value, low in (("hash seed", hash_seed, 0), ("top-k", top_k, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -114,9 +116,9 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     layers = _selection("layer", layers, net.encoder.lsh_layers(), config.depth)
     heads = _selection("head", heads, list(range(config.heads)), config.heads)
     rounds = _selection("round", rounds, list(range(config.n_hashes)), config.n_hashes)
-    if net.fusion is not None and bam is None:
+    if net.n_evidence and bam is None:
         raise UsageError("this model fuses read evidence (it was trained with --bam); give --bam")
-    if net.fusion is None and bam is not None:
+    if not net.n_evidence and bam is not None:
         raise UsageError("this model was trained without reads; leave out --bam")
     try:
         size = int(meta["train_config"]["window"])
@@ -140,8 +142,11 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
 
     net.encoder.set_hash_seed(int(hash_seed))
     with torch.no_grad():
-        extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens)
-        with net._extra_embedding(extra):  # the read evidence enters exactly as in forward
+        inputs = batch_inputs({key: value[None] for key, value in item.items() if isinstance(value, torch.Tensor)},
+                              device_)
+        extra, _ = net.embedding_extra(tokens, inputs.get("evidence"), inputs.get("bases"), inputs.get("soft_mask"),
+                                       inputs["valid"])
+        with net._extra_embedding(extra):  # the per-base inputs enter exactly as in forward
             # top keys for the region's tokens only: their search dominates, and scales with the queries
             found = net.encoder.inspect(tokens, mask, layers=layers, top_k=top_k, queries=(first, stop))
 

@@ -72,6 +72,18 @@ def read_recipe(path: str) -> dict:
 @click.option("--bucket-size", type=int, help="LSH bucket size (and local attention window).")
 @click.option("--n-hashes", type=int)
 @click.option("--attention", help="lsh, local, full, or one per layer: lsh,local,lsh.")
+@click.option("--stem/--no-stem", default=None, help="Per-base convolutions over bases, soft mask and reads, pooled "
+              "onto the tokens (default on).")
+@click.option("--stem-width", type=int, help="Channels of the stem (default 64).")
+@click.option("--decoder/--no-decoder", default=None, help="Per-base decoder back to 1 bp (default on; off: each "
+              "token projected to k x classes; mlm: masked k-mers as targets).")
+@click.option("--decoder-width", type=int, help="Channels of the decoder (default 64).")
+@click.option("--decoder-depth", type=int, help="Convolution blocks of the decoder (default 2).")
+@click.option("--dropout", type=float, help="Dropout in the encoder, stem and decoder (default 0).")
+@click.option("--weight-decay", type=float, help="AdamW weight decay of matrices and embeddings (default 0.01).")
+@click.option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the "
+              "windows (DNA; default off).")
+@click.option("--shift-augment", type=int, help="Shift each training item by 0..N bases (default 0).")
 @click.option("--class-weights", help="variant: loss weight per genotype: none (default), balanced "
               "(inverse frequency over the scored training bases) or hom_ref,het,hom_alt numbers (1,50,50).")
 @click.option("--max-steps", type=int)

@@ -27,6 +27,15 @@ RADIUS = INPUT_KERNEL // 2 + STEM_BLOCKS * (BLOCK_KERNEL // 2)
 QUALITY_SCALE = 60.0  # phred qualities (MAPQ tops out at 60) to about 0..1
 
 
+def convolve(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """conv(x) for x [B, C, W]. Outside training one window at a time: convolution kernels (oneDNN,
+    cuDNN) pick their algorithm by batch size, and a window's prediction must not depend on the
+    batch it was predicted in (predict --resume with another --batch-size writes the same file)."""
+    if conv.training or x.shape[0] == 1:
+        return conv(x)
+    return torch.cat([conv(x[i:i + 1]) for i in range(x.shape[0])])
+
+
 class ConvBlock(nn.Module):
     """x + dropout(conv(gelu(norm(x)))) over bases: [B, W, C] -> [B, W, C], 'same' zero padding."""
 
@@ -37,7 +46,7 @@ class ConvBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.drop(self.conv(F.gelu(self.norm(x)).transpose(1, 2)).transpose(1, 2))
+        return x + self.drop(convolve(self.conv, F.gelu(self.norm(x)).transpose(1, 2)).transpose(1, 2))
 
 
 class EvidenceScaling(nn.Module):
@@ -86,16 +95,16 @@ class Stem(nn.Module):
         keep = torch.ones(B, W, 1, device=bases.device) if valid is None else valid[..., None].float()
         letters = F.one_hot(bases.long().clamp(0, self.n_letters - 1), self.n_letters).float()
         masked = torch.zeros(B, W, 1, device=bases.device) if soft_mask is None else soft_mask[..., None].float()
-        x = self.sequence_in((torch.cat((letters, masked), -1) * keep).transpose(1, 2))
+        x = convolve(self.sequence_in, (torch.cat((letters, masked), -1) * keep).transpose(1, 2))
         if self.evidence_in is not None:
             if evidence is None:
                 raise ValueError("this stem reads read evidence; pass evidence [B, W, F]")
-            x = x + self.evidence_in((self.evidence(evidence) * keep).to(x.dtype).transpose(1, 2))
+            x = x + convolve(self.evidence_in, (self.evidence(evidence) * keep).to(x.dtype).transpose(1, 2))
         x = x.transpose(1, 2) * keep
         for block in self.blocks:
             x = block(x) * keep
         n_tokens = self.tokenizer.n_tokens(W)
         # the last k-mer may run past the window: its missing bases contribute zeros
         covered = (n_tokens - 1) * self.tokenizer.stride + self.tokenizer.k
-        tokens = self.to_tokens(F.pad(x.transpose(1, 2), (0, covered - W))).transpose(1, 2)
+        tokens = convolve(self.to_tokens, F.pad(x.transpose(1, 2), (0, covered - W))).transpose(1, 2)
         return x, tokens
