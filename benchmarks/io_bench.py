@@ -93,7 +93,8 @@ def evidence(data: Path, repeats: int) -> list[dict]:
     ratio = statistics.median(t_ours) / statistics.median(t_theirs)
     region = f"{BAM_REGION[0]}:{BAM_REGION[1] + 1:,}-{BAM_REGION[2]:,}"
     return [
-        {"part": "evidence", "case": f"genoformer Alignments.evidence ({len(EVIDENCE_FEATURES)} features)", "input": region,
+        {"part": "evidence", "case": f"genoformer Alignments.evidence ({len(EVIDENCE_FEATURES)} features)",
+         "input": region,
          "median_s": statistics.median(t_ours), "mbases_per_s": n / statistics.median(t_ours) / 1e6,
          "goal": "<= 2x count_coverage", "met": ratio <= 2, "ratio_to_pysam": ratio},
         {"part": "evidence", "case": "pysam count_coverage (A/C/G/T)", "input": region,

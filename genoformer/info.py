@@ -56,7 +56,8 @@ def _reference_filename(alignments: Alignments) -> str | None:
 def _read_counts(alignments: Alignments, iv: Interval) -> dict:
     depth_sum = 0.0
     for s in range(iv.start, iv.end, _CHUNK):
-        depth_sum += float(alignments.evidence(iv.contig, s, min(s + _CHUNK, iv.end))[:, Evidence.depth].sum(dtype=np.float64))
+        evidence = alignments.evidence(iv.contig, s, min(s + _CHUNK, iv.end))
+        depth_sum += float(evidence[:, Evidence.depth].sum(dtype=np.float64))
     flags, min_mapq = alignments.filters.flag_mask, alignments.filters.min_mapping_quality
     with pysam.AlignmentFile(str(alignments.path), reference_filename=_reference_filename(alignments)) as bam:
         reads = bam.count(iv.contig, iv.start, iv.end,

@@ -135,7 +135,8 @@ def _write_vcf(path: Path, seq: str, variants: list[Planted]) -> Path:
     return Path(pysam.tabix_index(str(plain), preset="vcf", force=True))
 
 
-def write_sample(dst: Path, seq: str, variants: list[Planted], *, reverse: bool = False, **read_args) -> dict[str, Path]:
+def write_sample(dst: Path, seq: str, variants: list[Planted], *, reverse: bool = False,
+                 **read_args) -> dict[str, Path]:
     """reference.fa, reads.bam and truth.vcf.gz in `dst`; with `reverse`, the mirror of the forward sample."""
     dst.mkdir(parents=True, exist_ok=True)
     sample = reads(seq, variants, **read_args)

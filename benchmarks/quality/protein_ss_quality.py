@@ -126,7 +126,8 @@ def predict(run: Path, sequences: list[str], batch_size: int = 16) -> tuple[list
             bases = torch.full((len(idx), n), tok.pad_code, dtype=torch.int64)
             valid = torch.zeros(len(idx), n, dtype=torch.bool)
             for b, (c, e) in enumerate(zip(codes, encoded)):
-                tokens[b, :len(e)], bases[b, :len(c)], valid[b, :len(c)] = torch.from_numpy(e), torch.from_numpy(c), True
+                tokens[b, :len(e)], bases[b, :len(c)] = torch.from_numpy(e), torch.from_numpy(c)
+                valid[b, :len(c)] = True
             batch = {"tokens": tokens, "token_mask": tokens != tok.pad_id, "valid": valid, "bases": bases}
             logits = model(**batch_inputs(batch, "cpu"))  # [B, n, classes]
             for b, i in enumerate(idx):

@@ -65,7 +65,8 @@ def model_config(args, out: Path) -> TrainConfig:
                        train_regions=[TRAIN_REGION], window=args.window, k=args.k, d_model=args.d_model,
                        depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
                        attention=args.attention, lr=args.lr, batch_size=args.batch_size,
-                       class_weights=args.class_weights, max_steps=1,
+                       class_weights=args.class_weights, stem=args.stem, decoder=args.decoder,
+                       rc_augment=args.rc_augment, max_steps=1,
                        ckpt_every=10 ** 9, val_every=10 ** 9, seed=args.seed, device="cpu", out=str(out),
                        progress=False)
 
@@ -78,7 +79,7 @@ def genoformer_calls(args, folder: Path) -> tuple[Path, dict]:
     preds, vcf = folder / "eval.h5", folder / "genoformer.vcf.gz"
     started = time.perf_counter()
     predict(PredictConfig(model=str(folder / "run"), reference=str(FASTA), bam=str(BAM), regions=[EVAL_REGION],
-                          out=str(preds), device="cpu", progress=False))
+                          out=str(preds), device="cpu", rc_average=args.rc_average, progress=False))
     exported = export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=args.threshold, progress=False),
                       command="benchmarks/quality/variant_quality.py")
     info = {"steps": steps, "calibrated_s_per_step": per_step, "train_seconds": trained["seconds"],
@@ -151,6 +152,11 @@ def main() -> None:
     add_model_args(ap, d_model=64, batch_size=4)
     ap.add_argument("--class-weights", default="none", help="variant loss weights: none, balanced or w0,w1,w2")
     ap.add_argument("--threshold", type=float, default=0.5, help="export: P(non-ref) that calls a base")
+    ap.add_argument("--no-stem", dest="stem", action="store_false", help="ablation: no per-base stem")
+    ap.add_argument("--no-decoder", dest="decoder", action="store_false",
+                    help="ablation: k x classes per token instead of the per-base decoder")
+    ap.add_argument("--rc-augment", action="store_true", help="train on the reverse strand of half the windows")
+    ap.add_argument("--rc-average", action="store_true", help="predict: average with the reverse strand")
     args = ap.parse_args()
     check_data(FASTA, BAM, TRUTH, CONFIDENT)
     torch.set_num_threads(args.threads)
@@ -173,7 +179,8 @@ def main() -> None:
           f"({rows[0]['scored_bases']:,} bases); budget {args.budget}")
     print(table(rows, columns))
     model = {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads", "bucket_size", "n_hashes",
-                                             "attention", "lr", "batch_size", "class_weights", "threshold", "seed")}
+                                             "attention", "lr", "batch_size", "class_weights", "threshold", "seed",
+                                             "stem", "decoder", "rc_augment", "rc_average")}
     save_json(args.json, {"benchmark": "variant_quality", "budget": str(args.budget), "machine": machine(),
                           "train_region": TRAIN_REGION, "eval_region": EVAL_REGION, "model": model,
                           "genoformer": info, "bcftools": bcf_version,

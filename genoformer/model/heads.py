@@ -163,7 +163,8 @@ class GenoModel(nn.Module):
             self._extra = None
 
     def embedding_extra(self, tokens: Tensor, evidence: Tensor | None = None, bases: Tensor | None = None,
-                        soft_mask: Tensor | None = None, valid: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+                        soft_mask: Tensor | None = None,
+                        valid: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
         """(what is added to the token embeddings [B, T, d], the stem's per-base features) or Nones."""
         if self.n_evidence and evidence is None:
             raise ValueError("this model reads read evidence; pass evidence [B, W, F]")

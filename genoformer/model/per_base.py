@@ -41,7 +41,8 @@ class PerBaseConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise UsageError(f"unknown per-base config key {unknown[0]!r}", hint=f"known keys: {', '.join(sorted(known))}")
+            raise UsageError(f"unknown per-base config key {unknown[0]!r}",
+                             hint=f"known keys: {', '.join(sorted(known))}")
         return cls(**values)
 
 

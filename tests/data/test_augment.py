@@ -30,7 +30,8 @@ def dataset(paths: dict, tokenizer) -> WindowDataset:
 @pytest.fixture(scope="module")
 def strands(tmp_path_factory):
     root = tmp_path_factory.mktemp("strands")
-    return rf.write_sample(root / "forward", SEQ, PLANTED), rf.write_sample(root / "reverse", SEQ, PLANTED, reverse=True)
+    return (rf.write_sample(root / "forward", SEQ, PLANTED),
+            rf.write_sample(root / "reverse", SEQ, PLANTED, reverse=True))
 
 
 def assert_items_equal(ours: dict, theirs: dict) -> None:
@@ -53,7 +54,8 @@ def test_reverse_complement_equals_the_mirrored_sample(strands, k, stride):
     ev = forward["evidence"]
     assert forward["genotype"][60] == 1 and forward["variant_type"][60] == SNV
     assert forward["variant_type"][151:154].tolist() == [DELETION] * 3 and forward["variant_type"][220] == INSERTION
-    assert ev[150, EVIDENCE_FEATURES.index("deletion_starts")] > 0 and ev[220, EVIDENCE_FEATURES.index("insertions")] > 0
+    assert ev[150, EVIDENCE_FEATURES.index("deletion_starts")] > 0
+    assert ev[220, EVIDENCE_FEATURES.index("insertions")] > 0
     assert reverse["variant_type"][N - 2 - 220] == INSERTION and reverse["variant_type"][N - 1 - 60] == SNV
     assert (forward["soft_mask"][100:130]).all() and not forward["valid"][N:].any()
     assert_items_equal(reverse_complement_item(forward, tok), reverse)

@@ -89,7 +89,10 @@ def test_evidence_scaling_by_unit():
     assert set(EVIDENCE_UNITS) == set(EVIDENCE_FEATURES)
 
 
-def tiny(tok, task="variant", n_classes=3, n_evidence=len(EVIDENCE_FEATURES), per_base=PerBaseConfig(stem_width=8, decoder_width=8, decoder_depth=1)):
+SMALL = PerBaseConfig(stem_width=8, decoder_width=8, decoder_depth=1)
+
+
+def tiny(tok, task="variant", n_classes=3, n_evidence=len(EVIDENCE_FEATURES), per_base=SMALL):
     config = ReformerConfig(vocab_size=tok.vocab_size, d_model=16, depth=1, heads=2, attention="full")
     return GenoModel(config, tok, task, n_classes=n_classes, n_evidence=n_evidence, per_base=per_base)
 
@@ -159,3 +162,28 @@ def test_pretrained_stem_and_decoder_transfer():
     assert "stem.sequence_in.weight" in copied and "head.up.weight" in copied and "head.out.weight" not in copied
     assert not any(name.startswith("stem.evidence_in") for name in copied)
     torch.testing.assert_close(variant.stem.sequence_in.weight, mlm.stem.sequence_in.weight)
+
+
+def test_a_padded_sequence_decodes_as_it_does_alone():
+    """Padding bases read as nothing in the stem and decoder: per-residue logits do not see the batch."""
+    torch.manual_seed(4)
+    tok = ProteinTokenizer(2, 1)
+    model = tiny(tok, "classify_residues", 3, 0, PerBaseConfig(stem_width=8, decoder_width=8, decoder_depth=2)).eval()
+    seqs = ["MKTAYIAKQRQISFVKSHFS", "MADEEKLPPGWEKRMSRSSGRVYYFNHITNASQWERPSG"]
+
+    def batch(chosen: list[str]) -> dict:
+        n = max(map(len, chosen))
+        codes = [tok.codes(s) for s in chosen]
+        ids = [tok.encode_codes(c) for c in codes]
+        tokens = torch.full((len(chosen), max(map(len, ids))), tok.pad_id)
+        bases = torch.full((len(chosen), n), tok.pad_code)
+        valid = torch.zeros(len(chosen), n, dtype=torch.bool)
+        for b, (c, i) in enumerate(zip(codes, ids)):
+            tokens[b, :len(i)], bases[b, :len(c)], valid[b, :len(c)] = torch.from_numpy(i), torch.from_numpy(c), True
+        return {"tokens": tokens, "token_mask": tokens != tok.pad_id, "valid": valid, "bases": bases}
+
+    with torch.no_grad():
+        together = model(**batch_inputs(batch(seqs), "cpu"))
+        for b, seq in enumerate(seqs):
+            alone = model(**batch_inputs(batch([seq]), "cpu"))[0]
+            torch.testing.assert_close(together[b, :len(seq)], alone, atol=1e-5, rtol=1e-5)

@@ -113,7 +113,8 @@ def test_per_base_mlm_learns_a_tandem_repeat_in_bits_per_base(tmp_path):
             _, out = forward_loss(model, "mlm", batch, torch.device("cpu"), generator=gen)
             scored = out["target"] != -100
             assert out["logits"].shape[-1] == 4 and scored.any()
-            nats += float(torch.nn.functional.cross_entropy(out["logits"][scored], out["target"][scored], reduction="sum"))
+            nats += float(torch.nn.functional.cross_entropy(out["logits"][scored], out["target"][scored],
+                                                            reduction="sum"))
             n += int(scored.sum())
     assert nats / n / math.log(2) == pytest.approx(logged["bits_per_base"], rel=1e-4)
     # the token-level mlm on the same budget: one of 68 tokens per position, barely past chance
