@@ -196,11 +196,15 @@ class GenoModel(nn.Module):
         return self.head(hidden, n_bases)
 
     def load_pretrained(self, pretrained: GenoModel) -> list[str]:
-        """Copy the encoder, and the stem and decoder tensors that fit, from a (pre-trained) model; their names."""
+        """Copy the encoder, and the stem and decoder tensors that fit, from a (pre-trained) model; their names.
+        The decoder's output layer (the task's classes) is never copied."""
         self.encoder.load_state_dict(pretrained.encoder.state_dict())
         ours, theirs = self.state_dict(), pretrained.state_dict()
-        fits = {name: value for name, value in theirs.items() if name.startswith(("stem.", "head."))
-                and name in ours and ours[name].shape == value.shape}
+        parts = ["stem."]
+        if isinstance(self.head, PerBaseDecoder) and isinstance(pretrained.head, PerBaseDecoder):
+            parts.append("head.")
+        fits = {name: value for name, value in theirs.items() if name.startswith(tuple(parts))
+                and not name.startswith("head.out.") and name in ours and ours[name].shape == value.shape}
         self.load_state_dict(fits, strict=False)
         return ["encoder", *sorted(fits)]
 

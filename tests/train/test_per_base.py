@@ -3,7 +3,9 @@ a planted het SNV from its reads, masked bases of a tandem repeat."""
 from __future__ import annotations
 
 import csv
+import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,27 @@ def test_per_base_mlm_learns_a_tandem_repeat_in_bits_per_base(tmp_path):
     tokens = {r["metric"]: float(r["value"]) for r in csv.DictReader((tmp_path / "tokens" / "metrics.csv").open())
               if r["split"] == "val"}
     assert tokens["accuracy"] < 0.3 and "bits_per_base" not in tokens
+
+
+def test_options_reach_the_model_through_the_cli(snv_samples, tmp_path, capsys):
+    """--dry-run resolves the per-base options into the config; bad values fail with one line (exit 2)."""
+    for folder in ("cli", "predict"):
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
+    from test_bad_inputs import assert_clean_failure
+    from test_predict import cli_in_process
+
+    sample = snv_samples[0]
+    args = ["train", "--task", "variant", "--reference", sample["reference"], "--bam", sample["bam"],
+            "--truth-vcf", sample["vcf"], "--window", 256, "--k", 3, "--d-model", 16, "--depth", 1, "--heads", 2,
+            "--attention", "full", "--out", tmp_path / "run", "--dry-run"]
+    proc = cli_in_process(capsys, *args, "--no-decoder", "--stem-width", 24, "--dropout", 0.1, "--weight-decay", 0.05,
+                          "--rc-augment", "--shift-augment", 3, "--decoder-width", 40, "--decoder-depth", 3)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)["config"]
+    assert {key: config[key] for key in ("stem", "stem_width", "decoder", "decoder_width", "decoder_depth", "dropout",
+                                         "weight_decay", "rc_augment", "shift_augment")} == \
+        {"stem": True, "stem_width": 24, "decoder": False, "decoder_width": 40, "decoder_depth": 3, "dropout": 0.1,
+         "weight_decay": 0.05, "rc_augment": True, "shift_augment": 3}
+    assert_clean_failure(cli_in_process(capsys, *args, "--stem-width", 0), 2, "stem-width")
+    assert_clean_failure(cli_in_process(capsys, *args, "--dropout", 1.5), 2, "dropout")
+    assert_clean_failure(cli_in_process(capsys, *args, "--shift-augment", -2), 2, "shift-augment")
