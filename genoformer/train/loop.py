@@ -39,7 +39,7 @@ from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig, atomic_write
 from genoformer.model.heads import GenoModel
-from genoformer.model.per_base import PerBaseConfig
+from genoformer.model.per_base import LEGACY, PerBaseConfig
 from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.train.tasks import MAIN_METRIC, forward_loss, metrics
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
@@ -427,11 +427,15 @@ def resume(run_dir: str | os.PathLike, **overrides) -> dict:
     if bad:
         raise UsageError(f"{bad[0]} cannot change a resumed run; only {', '.join(RESUME_OVERRIDES)} may")
     folder = ckpt.resolve(run_dir)
-    saved = ckpt.load_checkpoint(folder)[1].get("train_config")
+    meta = ckpt.load_checkpoint(folder)[1]
+    saved = meta.get("train_config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{folder / ckpt.META}: holds no training config to resume")
+    # a run saved before the per-base options: its config says what its model is (no stem, no decoder)
+    per_base = meta.get("per_base") or LEGACY.to_dict()
     try:  # the run folder may have moved; a stop-after of the interrupted run does not carry over
-        config = TrainConfig.from_dict(saved | {"stop_after": None, "out": str(folder.parent.parent)} | overrides)
+        config = TrainConfig.from_dict(per_base | saved | {"stop_after": None, "out": str(folder.parent.parent)}
+                                       | overrides)
     except (UsageError, TypeError) as e:
         raise CheckpointError(f"{folder / ckpt.META}: bad training config ({e})") from None
     return _run(config, folder)
