@@ -40,6 +40,7 @@ from quality_common import (
     add_model_args,
     check_data,
     machine,
+    model_options,
     save_json,
     steps_for,
     table,
@@ -52,7 +53,7 @@ from genoformer.predict.export import ExportConfig, export
 from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments
 from genoformer.io.fasta import Reference
 from genoformer.predict.runner import PredictConfig, predict
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import TrainConfig, train
 
 TRAIN_REGION = "chr20:10,010,532-10,100,000"
 EVAL_REGION = "chr20:10,000,847-10,010,531"
@@ -62,9 +63,8 @@ _DEPTH, _BASES = EVIDENCE_FEATURES.index("depth"), [EVIDENCE_FEATURES.index(b) f
 
 def model_config(args, out: Path) -> TrainConfig:
     return TrainConfig(task="variant", reference=str(FASTA), bam=str(BAM), truth_vcf=str(TRUTH),
-                       train_regions=[TRAIN_REGION], window=args.window, k=args.k, d_model=args.d_model,
-                       depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
-                       attention=args.attention, lr=args.lr, batch_size=args.batch_size,
+                       train_regions=[TRAIN_REGION], window=args.window, k=args.k, model=model_options(args),
+                       lr=args.lr, batch_size=args.batch_size,
                        class_weights=args.class_weights, max_steps=1,
                        ckpt_every=10 ** 9, val_every=10 ** 9, seed=args.seed, device="cpu", out=str(out),
                        progress=False)

@@ -8,7 +8,7 @@ their names. Only covered bases (inside `regions`, when given) are scored.
 The file stores probabilities as float16, so they take at most 2^16 values: the metrics are
 computed exactly from per-class counts of positives and negatives at each float16 value,
 streamed a block at a time, so memory does not grow with the genome. AUROC is the Mann-Whitney
-statistic with tied scores counted half (as genoformer.train.tasks.auroc); AUPRC is average precision
+statistic with tied scores counted half (as genoformer.train.metrics.auroc); AUPRC is average precision
 with one step per distinct score (ties enter together, as in scikit-learn's
 average_precision_score).
 """

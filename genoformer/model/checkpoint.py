@@ -10,6 +10,7 @@ previous checkpoint intact and never a half-written one in use.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -125,9 +126,15 @@ def resolve(path: str | os.PathLike) -> Path:
     return path / "checkpoints" / pointer["checkpoint"]
 
 
-def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False,
-                    device: str | torch.device = "cpu") -> tuple[GenoModel, dict, dict | None]:
-    """(model, metadata, state or None) from a run or checkpoint folder; CheckpointError names the bad file."""
+def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False, device: str | torch.device = "cpu",
+                    hash_seed: int | None = None) -> tuple[GenoModel, dict, dict | None]:
+    """(model, metadata, state or None) from a run or checkpoint folder; CheckpointError names the bad file.
+
+    hash_seed fixes the LSH rotations for inference (ReformerConfig.hash_seed); None keeps the saved
+    config's (a trained model's: fresh rotations every call).
+    """
+    if hash_seed is not None and (isinstance(hash_seed, bool) or not isinstance(hash_seed, int) or hash_seed < 0):
+        raise UsageError(f"hash seed must be an integer >= 0, got {hash_seed!r}")  # the caller's error
     folder = resolve(path)
     meta = _read_meta(folder / META)
     weights_path = folder / WEIGHTS
@@ -139,6 +146,8 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False,
         raise CheckpointError(f"{weights_path}: sha256 differs from {META} (corrupt or replaced weights)")
     try:
         config = ReformerConfig.from_dict(meta["model_config"])
+        if hash_seed is not None:
+            config = dataclasses.replace(config, hash_seed=hash_seed)
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
         head = meta["head"]
         model = GenoModel(config, tokenizer, meta["task"], n_classes=int(head["n_classes"]),

@@ -21,7 +21,7 @@ from genoformer.errors import OutputError, VariantError
 from genoformer.evaluate.variants import Allele, EvaluateConfig, evaluate, normalise
 from genoformer.evaluate.patterns import PatternEvaluateConfig, evaluate_pattern
 from genoformer.predict.export import ExportConfig, export
-from genoformer.train.tasks import auroc
+from genoformer.train.metrics import auroc
 
 CHR20_LEN = 63_025_520
 GENOTYPES = ["hom_ref", "het", "hom_alt"]
