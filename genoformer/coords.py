@@ -244,8 +244,8 @@ class IntervalSet:
             spans.setdefault(iv.contig, []).append((iv.start, iv.end))
         self._runs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for contig, pairs in spans.items():
-            pairs_ = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-            self._set(contig, _merge(pairs_[:, 0], pairs_[:, 1]))
+            edges = np.array(pairs, dtype=np.int64)
+            self._set(contig, _merge(edges[:, 0], edges[:, 1]))
 
     @classmethod
     def from_arrays(cls, runs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> IntervalSet:
@@ -264,9 +264,9 @@ class IntervalSet:
         starts, ends = runs(mask)
         return cls.from_arrays({contig: (starts + offset, ends + offset)})
 
-    def _set(self, contig: str, runs_: tuple[np.ndarray, np.ndarray]) -> None:
-        if len(runs_[0]):
-            self._runs[contig] = runs_
+    def _set(self, contig: str, merged: tuple[np.ndarray, np.ndarray]) -> None:
+        if len(merged[0]):
+            self._runs[contig] = merged
 
     @property
     def contigs(self) -> list[str]:
@@ -287,7 +287,12 @@ class IntervalSet:
         return list(self)
 
     def __len__(self) -> int:
-        return int(sum(int((e - s).sum()) for s, e in self._runs.values()))
+        return sum(self.bases(c) for c in self._runs)
+
+    def bases(self, contig: str) -> int:
+        """The number of bases on `contig`."""
+        starts, ends = self.arrays(contig)
+        return int((ends - starts).sum())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, IntervalSet):
@@ -302,7 +307,7 @@ class IntervalSet:
         """Whether any base of contig:[start, end) is in the set."""
         starts, ends = self.arrays(contig)
         i = int(np.searchsorted(ends, start, "right"))  # the first run ending after `start`
-        return start < end and i < len(starts) and starts[i] < end
+        return bool(start < end and i < len(starts) and starts[i] < end)
 
     def contains(self, contig: str, start: int, end: int) -> bool:
         """Whether every base of contig:[start, end) is in the set (runs are merged, so: inside one run)."""
@@ -310,7 +315,7 @@ class IntervalSet:
             return True
         starts, ends = self.arrays(contig)
         i = int(np.searchsorted(starts, start, "right")) - 1
-        return i >= 0 and end <= ends[i]
+        return bool(i >= 0 and end <= ends[i])
 
     def mask(self, contig: str, start: int, end: int) -> np.ndarray:
         """bool [end - start]: which bases of contig:[start, end) are in the set."""
@@ -328,8 +333,13 @@ class IntervalSet:
             out._set(contig, _combine(self.arrays(contig), other.arrays(contig), keep))
         return out
 
-    def union(self, other: IntervalSet) -> IntervalSet:
-        return self._pairwise(other, np.logical_or)
+    def union(self, *others: IntervalSet) -> IntervalSet:
+        """The bases in this set or in any of `others`."""
+        joined = {}
+        for contig in set().union(self._runs, *(o._runs for o in others)):
+            parts = [s.arrays(contig) for s in (self, *others)]
+            joined[contig] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return IntervalSet.from_arrays(joined)
 
     def intersection(self, other: IntervalSet) -> IntervalSet:
         return self._pairwise(other, np.logical_and)

@@ -185,7 +185,8 @@ def test_interval_set_algebra_matches_set_algebra(ivs, others):
     assert bases(a.intersection(b)) == bases(ivs) & bases(others)
     assert bases(a.union(b)) == bases(ivs) | bases(others)
     assert bases(a.difference(b)) == bases(ivs) - bases(others)
-    assert a.union(b) == IntervalSet(ivs + others)
+    assert a.union(b) == IntervalSet(ivs + others) == a.union(IntervalSet(others[:3]), IntervalSet(others[3:]))
+    assert sum(a.bases(c) for c in SMALL) == len(a)
 
 
 @settings(max_examples=100, deadline=None)
