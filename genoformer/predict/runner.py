@@ -41,8 +41,9 @@ from genoformer.data.datasets import WindowDataset
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
-from genoformer.io.predictions import PredictionWriter, partial_path
+from genoformer.io.predictions import partial_path
 from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
+from genoformer.predict.writer import PredictionWriter
 from genoformer.data.windows import regions
 
 log = logging.getLogger(__name__)
