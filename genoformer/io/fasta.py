@@ -29,6 +29,7 @@ from genoformer.errors import FastaError, OutputError, RegionError, UsageError
 from genoformer.io import fasta_scan
 from genoformer.io.fasta_scan import cache_dir
 from genoformer.io.sources import LazyHandle
+from genoformer.outputs import write_bytes
 
 __all__ = ["ALPHABETS", "Reference", "cache_dir"]
 
@@ -92,15 +93,15 @@ def _place_index(fasta: Path, suffix: str, data: bytes, same) -> Path:
                     beside, fasta, private)
     except FileNotFoundError:
         try:
-            fasta_scan.write_atomic(beside, data)
-            return beside
-        except OSError as exc:  # a read-only or shared folder
-            log.info("cannot write %s (%s); using a private index %s", beside, exc.strerror or exc, private)
+            return write_bytes(beside, data)
+        except OSError as exc:  # a read-only or shared folder (OutputError is an OSError too)
+            log.info("%s; using a private index %s", exc, private)
     except OSError as exc:
         log.warning("cannot read %s (%s); using a private index %s", beside, exc.strerror or exc, private)
     try:
         if not (private.is_file() and private.read_bytes() == data):
-            fasta_scan.write_atomic(private, data)
+            private.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(private, data)
     except OSError as exc:
         raise OutputError(f"{fasta}: cannot write its {suffix} index beside it or in {private.parent} "
                           f"({exc.strerror or exc})", hint="set XDG_CACHE_HOME to a writable folder") from None

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,8 @@ import numpy as np
 import pysam
 
 from genoformer import __version__
-from genoformer.errors import GenoformerError, OutputError, UsageError
+from genoformer.errors import OutputError, UsageError
+from genoformer.outputs import staged_folder
 from genoformer.simulate.reads import ACGT, INDEX, UPPER, substitute, write_bam
 
 SAMPLE = "SIM1"
@@ -123,34 +122,14 @@ def _check(p: dict) -> None:
 
 
 def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
-    """Build into a hidden sibling directory, then rename it to `out_dir`."""
+    """Build into a hidden sibling directory, then rename it to `out_dir` (genoformer.outputs.staged_folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputError(f"{out_dir}: directory exists and is not empty",
                           hint="use --force to replace it, or choose another --out")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                    dir=out_dir.parent))
-    except OSError as err:
-        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})",
-                          hint="check the path and its permissions") from err
-    try:
+    with staged_folder(out_dir) as tmp:
         build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            old = tmp.with_suffix(".old")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and not isinstance(err, GenoformerError):
-            raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
-        raise
     return SimulatedExample.in_dir(out_dir)
 
 

@@ -35,7 +35,8 @@ from genoformer.errors import CheckpointError, NumericalError, OutputError, Usag
 from genoformer.interrupt import raise_if_terminated
 from genoformer.model import checkpoint as ckpt
 from genoformer.io.variants import GENOTYPES
-from genoformer.model.config import ReformerConfig, atomic_write
+from genoformer.model.config import ReformerConfig
+from genoformer.outputs import write_bytes as atomic_write
 from genoformer.model.heads import GenoModel
 from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.train.tasks import MAIN_METRIC, forward_loss, metrics
