@@ -317,14 +317,24 @@ class IntervalSet:
         i = int(np.searchsorted(starts, start, "right")) - 1
         return bool(i >= 0 and end <= ends[i])
 
+    def _clipped(self, contig: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The runs that overlap [start, end), clipped to it."""
+        starts, ends = self.arrays(contig) if start < end else _NONE
+        lo, hi = np.searchsorted(ends, start, "right"), np.searchsorted(starts, end, "left")
+        return np.maximum(starts[lo:hi], start), np.minimum(ends[lo:hi], end)
+
+    def within(self, contig: str, start: int, end: int) -> list[Interval]:
+        """The set's runs inside contig:[start, end) (cut at its edges), in order."""
+        starts, ends = self._clipped(contig, start, end)
+        return [Interval(contig, s, e) for s, e in zip(starts.tolist(), ends.tolist())]
+
     def mask(self, contig: str, start: int, end: int) -> np.ndarray:
         """bool [end - start]: which bases of contig:[start, end) are in the set."""
         n = end - start
-        starts, ends = self.arrays(contig)
-        lo, hi = np.searchsorted(ends, start, "right"), np.searchsorted(starts, end, "left")
+        starts, ends = self._clipped(contig, start, end)
         diff = np.zeros(n + 1, dtype=np.int32)
-        np.add.at(diff, np.clip(starts[lo:hi] - start, 0, n), 1)
-        np.add.at(diff, np.clip(ends[lo:hi] - start, 0, n), -1)
+        np.add.at(diff, starts - start, 1)
+        np.add.at(diff, ends - start, -1)
         return np.cumsum(diff[:n]) > 0
 
     def _pairwise(self, other: IntervalSet, keep) -> IntervalSet:

@@ -172,6 +172,9 @@ def test_interval_set_is_the_set_of_its_bases(ivs, query):
     wanted = [(query.contig, b) in truth for b in range(query.start, query.end)]
     assert s.mask(query.contig, query.start, query.end).tolist() == wanted
     assert s.overlaps(query.contig, query.start, query.end) == any(wanted)
+    inside = s.within(query.contig, query.start, query.end)
+    assert bases(inside) == {(query.contig, b) for b in range(query.start, query.end) if (query.contig, b) in truth}
+    assert inside == IntervalSet(inside).merged()  # sorted, disjoint, not adjacent
     assert s.contains(query.contig, query.start, query.end) == all(wanted)
     by_contig = {c: ([iv.start for iv in ivs if iv.contig == c], [iv.end for iv in ivs if iv.contig == c])
                  for c in SMALL}

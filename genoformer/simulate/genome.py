@@ -39,6 +39,7 @@ import numpy as np
 import pysam
 
 from genoformer import __version__
+from genoformer.coords import runs
 from genoformer.errors import OutputError, UsageError
 from genoformer.outputs import staged_folder
 from genoformer.simulate.reads import ACGT, INDEX, UPPER, substitute, write_bam
@@ -234,13 +235,8 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
 
 def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
     inner = UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
-    return [(s + EDGE, e + EDGE) for s, e in _runs(inner)]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    starts, ends = runs(inner)
+    return list(zip((starts + EDGE).tolist(), (ends + EDGE).tolist()))
 
 
 # variants ------------------------------------------------------------------------------------
@@ -333,7 +329,7 @@ def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pai
         "motifs": count([t[4] for t in tracks if t[3] == "motif"]),
         "read_pairs": n_pairs, "motif_patterns": MOTIFS,
         "n_runs": [[name, int(s), int(e)] for name, seq in seqs.items()
-                   for s, e in _runs(seq == ord("N"))],
+                   for s, e in zip(*runs(seq == ord("N")))],
     }
     ex.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     ex.readme.write_text(README.format(version=__version__, **p, pairs=n_pairs,
