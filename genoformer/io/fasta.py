@@ -5,7 +5,7 @@ line endings lose contigs, whitespace comes back as bases, duplicates keep the f
 .fai returns the next header as sequence).  So `Reference` first scans the whole file once
 (fasta_scan), in binary, a chunk at a time with numpy, and builds the .fai (and, for bgzip, the
 .gzi) itself.  An existing index is used only if it equals the scan's; a missing one is written
-beside the FASTA (temp file + os.replace) or, where that folder is read-only or the index
+beside the FASTA (atomically: genoformer.outputs) or, where that folder is read-only or the index
 there is stale, in a private cache ($XDG_CACHE_HOME/genoformer, else ~/.cache/genoformer).
 The scan's result is cached there too, keyed by file size and mtime, so a 3 GB genome is
 scanned once, not on every open.
