@@ -42,8 +42,9 @@ from genoformer.devices import autocast, check_device, resolve_device
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
-from genoformer.io.predictions import PredictionWriter, partial_path
+from genoformer.io.predictions import partial_path
 from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
+from genoformer.predict.writer import PredictionWriter
 from genoformer.tasks import PREDICTED, SOFTMAX, TASKS
 from genoformer.data.windows import regions
 

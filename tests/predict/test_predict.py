@@ -292,19 +292,19 @@ def test_resume_refuses_a_partial_of_another_run(tiny_pattern_model, chr20, tmp_
 
 
 def _interrupt_after_first_batch(model, chr20, out):
-    from genoformer.io import predictions
+    from genoformer.predict.writer import PredictionWriter
 
-    original = predictions.PredictionWriter.mark_done
+    original = PredictionWriter.mark_done
 
     def mark_then_interrupt(self, windows):
         original(self, windows)
         raise KeyboardInterrupt
 
-    predictions.PredictionWriter.mark_done = mark_then_interrupt
+    PredictionWriter.mark_done = mark_then_interrupt
     try:
         run(model, chr20["fasta"], out, regions=["chr20:10,000,001-10,010,000"], batch_size=1)
     finally:
-        predictions.PredictionWriter.mark_done = original
+        PredictionWriter.mark_done = original
 
 
 def test_readers_refuse_incomplete_truncated_and_foreign_files(variant_h5, tmp_path):
