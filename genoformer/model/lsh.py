@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .lsh_kernels import (KERNEL_SCOPE, SELF_SCORE, LSHAttentionFunction, attention_backward, attention_forward,
+from .lsh_chunks import SELF_SCORE, last_chunk, lookback, looks_back
+from .lsh_kernels import (KERNEL_SCOPE, LSHAttentionFunction, attention_backward, attention_forward,
                           bucket_factors, hash_buckets, padded_real, sort_order)
 from .positions import Rotary, apply_rotary, resolve_rotary, rotate
 from .workspace import Workspace
@@ -373,21 +374,20 @@ def _top_attended(q: Tensor, k: Tensor, order: Tensor, slot: Tensor, real: Tenso
                   start: int, stop: int, top_k: int) -> tuple[Tensor, Tensor]:
     """Top attended keys of queries [start, stop), recomputed straight from the sort order.
 
-    q, k [N, T, dh]; order [N, R, Tp] (slot -> token) and slot (token -> slot); real [N, T].  Each query's keys are, in every round, its
-    own chunk and the chunk before (for the first chunk: the last chunk holding real tokens),
-    all softmaxed together.  Returns positions and weights [N, stop - start, <= top_k].
+    q, k [N, T, dh]; order [N, R, Tp] (slot -> token) and slot (token -> slot); real [N, T].  Each query's
+    keys are, in every round, those lsh_chunks says it sees, all softmaxed together (scored as the kernel
+    scores them).  Returns positions and weights [N, stop - start, <= top_k].
     """
     N, T, dh = q.shape
     bs, device = bucket_size, q.device
     queries = torch.arange(start, stop, device=device)
     chunk = slot[:, :, start:stop] // bs  # [N, R, n]
-    last = ((real.sum(-1) + bs - 1) // bs - 1).clamp(min=0)[:, None, None]
-    previous = torch.where(chunk == 0, last, chunk - 1)
+    last = last_chunk(real.sum(-1), bs)[:, None, None]
     offsets = torch.arange(bs, device=device)
-    window = torch.cat(((previous * bs)[..., None] + offsets, (chunk * bs)[..., None] + offsets), -1)
+    window = torch.cat(((lookback(chunk, last) * bs)[..., None] + offsets, (chunk * bs)[..., None] + offsets), -1)
     keys = order.gather(-1, window.flatten(-2)).view_as(window)  # [N, R, n, 2bs]
     allowed = torch.ones_like(keys, dtype=torch.bool)
-    allowed[..., :bs] &= (previous != chunk)[..., None]  # a lone chunk does not look back at itself
+    allowed[..., :bs] &= looks_back(chunk, last)[..., None]
     keys, allowed = keys.transpose(1, 2).flatten(-2), allowed.transpose(1, 2).flatten(-2)  # [N, n, R * 2bs]
     allowed &= keys < T
     keys = keys.clamp(max=T - 1)
@@ -396,7 +396,7 @@ def _top_attended(q: Tensor, k: Tensor, order: Tensor, slot: Tensor, real: Tenso
         allowed &= keys <= queries[:, None]
     key_vectors = k.gather(1, keys.flatten(1)[..., None].expand(-1, -1, dh)).view(*keys.shape, dh)
     scores = torch.einsum("nqd,nqkd->nqk", q[:, start:stop] * dh ** -0.5, key_vectors).double()
-    scores = scores.masked_fill(keys == queries[:, None], SELF_SCORE)
+    scores = torch.where(keys == queries[:, None], scores + SELF_SCORE, scores)
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     weights = scores.softmax(-1) * real[:, start:stop, None]
     # a key seen in several rounds counts once with its weights summed: sort by key, sum runs

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .lsh_chunks import SELF_SCORE, last_chunk, looks_back
 from .workspace import Workspace
 
 FACTORISE_ABOVE = 128  # more buckets than this: hash with two rotations of ~sqrt(n) buckets each
-SELF_SCORE = -5e4  # below any real score (keys are unit vectors), above masked ones; finite in fp16
 
 
 def bucket_factors(length: int, bucket_size: int) -> tuple[int, ...]:
@@ -285,10 +285,11 @@ def _piece_rows(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | N
 
 
 def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Each sequence's last chunk holding real tokens (the first chunk's look-back) and whether that is chunk 0."""
+    """Each sequence's last chunk holding real tokens (the first chunk's look-back) and whether the first chunk
+    does not look back (a lone chunk): the rule of lsh_chunks."""
     length = torch.full((N,), T, device=device) if real is None else real.sum(-1)
-    last = ((length + bucket_size - 1) // bucket_size - 1).clamp(min=0)
-    return last, last == 0
+    last = last_chunk(length, bucket_size)
+    return last, ~looks_back(0, last)
 
 
 def _forward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
