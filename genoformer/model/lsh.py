@@ -175,7 +175,7 @@ def chunk_attention(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor
     Each round gathers the tokens in sorted order and cuts them into chunks; a chunk's queries score
     the keys of their window (the chunk looked back to, then their own), SELF_SCORE added on their
     own key, padding, a lone chunk's look-back and (causal) later keys masked.  The rounds' outputs
-    then mix by their share of the union softmax, exp(lse_round - lse_all).
+    then mix by their share of the union softmax, exp(lse_round - lse_all): a softmax over the rounds.
     """
     B, H, T, dh = q.shape
     R, Tp = order.shape[-2:]
@@ -211,8 +211,8 @@ def chunk_attention(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor
         slot = torch.empty_like(tokens).scatter_(-1, tokens, torch.arange(Tp, device=q.device).expand_as(tokens))
         outs.append(out.view(B, H, Tp, dh).gather(2, slot[..., None].expand(-1, -1, -1, dh)))
         lses.append(lse.view(B, H, Tp).gather(2, slot))
-    lse = torch.stack(lses).logsumexp(0)
-    out = sum(o * (l - lse).exp()[..., None] for o, l in zip(outs, lses))
+    shares = torch.stack(lses).softmax(0)  # exp(lse_round - lse_all), exact however low the lse (SELF_SCORE)
+    out = sum(o * share[..., None] for o, share in zip(outs, shares))
     return out.masked_fill(~real[:, None, :, None], 0.0)[:, :, :T].to(v.dtype)
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from genoformer.buckets.stats import attended_pairs, chunks, meet
-from genoformer.model import lsh_kernels
-from genoformer.model.lsh_kernels import attention_forward, padded_real, sort_order
-from genoformer.model.workspace import Workspace
+from genoformer.model.fast import lsh_kernels
+from genoformer.model.fast.lsh_kernels import attention_forward, padded_real
+from genoformer.model.fast.workspace import Workspace
+from genoformer.model.lsh_hashing import sort_order
 
 
 def kernel_pairs(buckets: torch.Tensor, bucket_size: int, causal: bool, seed: int) -> list[set]:
