@@ -5,6 +5,11 @@ window of 1,048,576 tokens or more costs nothing extra and scores depend only on
 Users pass any length; the sequence is padded inside to a multiple of 2 * bucket_size (LSH)
 and window_size (local) with masked positions, and the padding is stripped from the output.
 Mixed precision: run under torch.autocast (bf16 on GPU); masks use finite constants.
+
+The blocks are the readable modules (lsh.py, attention.py, feedforward.py, reversible.py); the
+Reformer runs them on genoformer.model.fast, the function they define in less memory and time at
+long lengths: FastEngine runs its reversible stack, and its LSH layers are given the
+memory-efficient kernel.  tests/model/fast holds every fast piece to the plain path.
 """
 from __future__ import annotations
 
