@@ -39,6 +39,17 @@ def run(seq: ReversibleSequence, x: torch.Tensor, mask, reversible: bool, seed: 
     return torch.cat([y1, y2]).detach(), grads
 
 
+def run_autocast(seq: ReversibleSequence, x: torch.Tensor, mask: torch.Tensor, reversible: bool):
+    """Forward under bf16 autocast, backward outside it (the usual training loop): input and parameter gradients."""
+    seq.zero_grad(set_to_none=True)
+    xx = x.clone().requires_grad_()
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = seq(xx, xx, reversible=reversible, mask=mask)
+    (y1.float().square().sum() + y2.float().sum()).backward()
+    return [xx.grad] + [p.grad for p in seq.parameters()]
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stacks import KINDS, assert_same, inputs, relative_error, run, stack, without
+from stacks import KINDS, assert_same, inputs, relative_error, run, run_autocast, stack, without
 
 from genoformer.model import Reformer, ReformerConfig
 from genoformer.model import reversible
@@ -69,17 +69,6 @@ def test_float32_tolerance():
     x, mask = inputs(torch.float32)
     tol = 100 * torch.finfo(torch.float32).eps  # ~1e-5; measured ~5e-7 (reconstruction rounding)
     assert_same(run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True), tol=tol)
-
-
-def run_autocast(seq: ReversibleSequence, x: torch.Tensor, mask: torch.Tensor, reversible: bool):
-    """Forward under bf16 autocast, backward outside it (the usual training loop): input and parameter gradients."""
-    seq.zero_grad(set_to_none=True)
-    xx = x.clone().requires_grad_()
-    torch.manual_seed(0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y1, y2 = seq(xx, xx, reversible=reversible, mask=mask)
-    (y1.float().square().sum() + y2.float().sum()).backward()
-    return [xx.grad] + [p.grad for p in seq.parameters()]
 
 
 @pytest.mark.parametrize("kinds", [["local", "full"], ["lsh", "local"]])

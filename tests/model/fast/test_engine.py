@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stacks import KINDS, assert_same, inputs, relative_error, run, stack, without
+from stacks import KINDS, assert_same, inputs, relative_error, run, run_autocast, stack, without
 
 from genoformer.model import Reformer, ReformerConfig
 from genoformer.model.fast import FastEngine, adapter, engine, feedforward
@@ -150,8 +150,6 @@ def test_float32_tolerance():
 
 def test_autocast_matches_the_plain_engine():
     """Under bf16 autocast LSH blocks run by head groups through autograd: the plain engine's gradients."""
-    from test_reversible import run_autocast
-
     torch.manual_seed(0)
     seq = fast_stack(["lsh", "local"], 0.0).train()
     x, mask = inputs(torch.float32)
