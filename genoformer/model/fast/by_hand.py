@@ -50,4 +50,4 @@ class ByHand(ABC):
 
         rng: the RNG state the branch's forward pass began with.  workspace: the pass's.  kept: what
         forward_by_hand kept (None: nothing).  chunks: sequence positions where a position-wise branch
-        may be cut (ReversibleBlock.g_bounds; None: one piece)."""
+        may be cut (ReversibleBlock.g_bounds; None: one piece).  kwargs: the branch's own (mask, rotary)."""

@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 from ..feedforward import FeedForward
 from ..prenorm import PreNorm
+from ..reversible import RngState
 from .by_hand import BranchGrads, ByHand
+from .workspace import Workspace
 
 
 class PreNormFeedForward(ByHand):
@@ -31,9 +33,12 @@ class PreNormFeedForward(ByHand):
         return (affine and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(x.device.type)
                 and not (ff.training and ff.drop.p))
 
-    def backward_by_hand(self, x: Tensor, grad: Tensor, *, chunks: list[int] | None = None, **unused) -> BranchGrads:
+    def backward_by_hand(self, x: Tensor, grad: Tensor, *, rng: RngState | None = None,
+                         workspace: Workspace | None = None, kept: list | None = None,
+                         chunks: list[int] | None = None) -> BranchGrads:
         """Each chunk's rows through pre_norm_backward, written straight into the results when they are one
-        sequence's (contiguous rows), the two hidden buffers shared by all chunks."""
+        sequence's (contiguous rows), the two hidden buffers shared by all chunks.  Needs no RNG (no live
+        dropout), no workspace and nothing kept."""
         B, T, d = x.shape
         bounds = [0, T] if chunks is None else chunks
         out, d_x = torch.empty_like(x), torch.empty_like(x)
