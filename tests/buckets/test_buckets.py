@@ -238,13 +238,14 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
         assert int(row["tokens"]) == len(ids) == W // K
         assert (int(row["bucket_size_min"]), float(row["bucket_size_median"]), int(row["bucket_size_max"]),
                 int(row["empty_buckets"])) == (occupied.min(), np.median(occupied), occupied.max(), (sizes == 0).sum())
-        q, k = attended_pairs(ids, 16, np.arange(len(ids)))
+        rounds = np.stack([data[f"buckets/L{row['layer']}.H{row['head']}.R{r}"] for r in (0, 1)])
+        pairs = attended_pairs(rounds, 16, np.arange(len(ids)))
+        q, k = pairs[int(row["round"])]
         distance = np.abs(start[k] - start[q])
         assert int(row["attended_pairs"]) == len(q)
         assert float(row["share_gt_1kb"]) == pytest.approx((distance > 1000).mean(), rel=1e-5)
         assert row["share_gt_10kb"] == row["share_gt_100kb"] == "0"  # the window is 1,536 bases
-        other = f"buckets/L{row['layer']}.H{row['head']}.R{1 - int(row['round'])}"
-        q2, k2 = attended_pairs(data[other], 16, np.arange(len(ids)))
+        q2, k2 = pairs[1 - int(row["round"])]
         again = np.isin(q * len(ids) + k, q2 * len(ids) + k2).mean()  # as sets of pairs
         assert float(row["met_in_other_rounds"]) == pytest.approx(again, rel=1e-5)
         # the microsatellite's tokens are all ACACAC: at layer 0 they hash alike, so they share buckets with
@@ -257,8 +258,8 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
     for layer, head in itertools.product((0, 1), (0, 1)):
         top = data[f"attention/L{layer}.H{head}/tokens"]
         pairs = set()
-        for r in (0, 1):
-            q, k = attended_pairs(data[f"buckets/L{layer}.H{head}.R{r}"], 16, np.arange(len(top)))
+        rounds = np.stack([data[f"buckets/L{layer}.H{head}.R{r}"] for r in (0, 1)])
+        for q, k in attended_pairs(rounds, 16, np.arange(len(top))):
             pairs |= set(zip(q.tolist(), k.tolist()))
         found = {(i, j) for i, row in enumerate(top.tolist()) for j in row if j >= 0 and j != i}
         assert found and found <= pairs
