@@ -5,7 +5,7 @@
   dataset does), and the 1.1 Mb of real sequence in chr20:9,995,001-11,095,000 in one call.
   Goal: >= 100 Mbases/s for k=6, stride 6.
 - Read evidence over chr20:10,000,001-10,100,000 of the real BAM: genoformer's Alignments.evidence
-  (10 features) next to pysam's count_coverage (A/C/G/T only) on the same region in the same run,
+  (every io.evidence column) next to pysam's count_coverage (A/C/G/T only) on the same region in the same run,
   repetitions interleaved, medians compared. Goal: within 2x of count_coverage.
 
     python benchmarks/io_bench.py                       # prints a markdown table

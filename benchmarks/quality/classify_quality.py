@@ -24,13 +24,14 @@ from quality_common import (
     add_common_args,
     check_data,
     machine,
+    model_options,
     save_json,
     steps_for,
     table,
     work_dir,
 )
 
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import TrainConfig, train
 
 PUBLISHED_CNN = 0.846  # Genomic Benchmarks paper, CNN on human_nontata_promoters (official train/test split)
 VAL_FRACTION = 0.2
@@ -38,9 +39,8 @@ VAL_FRACTION = 0.2
 
 def classify_config(args, out: Path, attention: str | None = None) -> TrainConfig:
     return TrainConfig(task="classify", sequences=str(PROMOTERS), val_fraction=VAL_FRACTION, alphabet="dna",
-                       per_residue=False, window=251, k=args.k, stride=args.stride, d_model=args.d_model,
-                       depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
-                       attention=attention or args.attention, lr=args.lr, batch_size=args.batch_size, max_steps=1,
+                       per_residue=False, window=251, k=args.k, stride=args.stride,
+                       model=model_options(args, attention), lr=args.lr, batch_size=args.batch_size, max_steps=1,
                        ckpt_every=10 ** 9, val_every=10 ** 9, seed=args.seed, device="cpu", out=str(out),
                        progress=False)
 

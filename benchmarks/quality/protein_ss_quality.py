@@ -33,6 +33,7 @@ from quality_common import (
     add_model_args,
     check_data,
     machine,
+    model_options,
     save_json,
     steps_for,
     table,
@@ -41,7 +42,7 @@ from quality_common import (
 
 from genoformer.model.checkpoint import load_checkpoint
 from genoformer.model.heads import batch_inputs
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import TrainConfig, train
 
 FLIP_ZIP = DATA / "protein" / "flip_secondary_structure" / "splits.zip"
 CB513_CSV = DATA / "protein" / "cb513" / "CB513_HHblits.csv"
@@ -150,9 +151,7 @@ def protein_config(args, flip: Path, out: Path) -> TrainConfig:
     return TrainConfig(task="classify", sequences=str(flip / "sequences.fasta"),
                        residue_labels=str(flip / "sampled.fasta"), residue_mask=str(flip / "mask.fasta"),
                        val_tag="VALIDATION=True", exclude_tag="SET=test", alphabet="protein", per_residue=True,
-                       window=args.window, k=1, d_model=args.d_model, depth=args.depth, heads=args.heads,
-                       bucket_size=args.bucket_size, n_hashes=args.n_hashes, attention=args.attention, lr=args.lr,
-                       batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9,
+                       window=args.window, k=1, model=model_options(args), lr=args.lr, batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9,
                        seed=args.seed, device="cpu", out=str(out), progress=False)
 
 

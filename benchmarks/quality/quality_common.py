@@ -23,7 +23,7 @@ import torch
 
 from genoformer.evaluate.variants import json_safe
 from genoformer.outputs import write_text
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import ModelConfig, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -79,6 +79,12 @@ def add_model_args(ap: argparse.ArgumentParser, *, d_model: int, depth: int = 2,
     ap.add_argument("--attention", default=attention)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def model_options(args: argparse.Namespace, attention: str | None = None) -> ModelConfig:
+    """The model section of a quality script's TrainConfig, from add_model_args's options."""
+    return ModelConfig(d_model=args.d_model, depth=args.depth, heads=args.heads, bucket_size=args.bucket_size,
+                       n_hashes=args.n_hashes, attention=attention or args.attention)
 
 
 def check_data(*paths: Path) -> None:

@@ -11,7 +11,7 @@ evaluation region chr20:10,000,847-10,010,531 (49 truth variants):
   (A/C/G/T counts, base quality >= 13) is at least 20 % of the depth is het, at least 80 %
   hom-alt, with depth >= 5; SNVs only (the rule has no indels);
 - bcftools: `bcftools mpileup -f REF BAM -r REGION | bcftools call -mv` (multiallelic caller,
-  variant sites only), unfiltered.
+  variant sites only), unfiltered; pysam's bundled bcftools, so no bcftools program is needed.
 
 The model's defaults are k 6 and window 4,096; on this set `--k 1 --window 1024
 --class-weights balanced` is what learns within minutes (docs/benchmarks.md).
@@ -22,8 +22,7 @@ The model's defaults are k 6 and window 4,096; on this set `--k 1 --window 1024
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from quality_common import (
     add_model_args,
     check_data,
     machine,
+    model_options,
     save_json,
     steps_for,
     table,
@@ -49,23 +49,22 @@ from quality_common import (
 from genoformer.coords import parse_region
 from genoformer.evaluate.variants import EvaluateConfig, evaluate
 from genoformer.predict.export import ExportConfig, export
-from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments
+from genoformer.io.alignments import Alignments
+from genoformer.io.evidence import BASE_COLUMNS, Evidence
 from genoformer.io.fasta import Reference
 from genoformer.predict.runner import PredictConfig, predict
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import TrainConfig, train
 
 TRAIN_REGION = "chr20:10,010,532-10,100,000"
 EVAL_REGION = "chr20:10,000,847-10,010,531"
 MIN_DEPTH, HET_FRACTION, HOM_FRACTION = 5, 0.2, 0.8
-_DEPTH, _BASES = EVIDENCE_FEATURES.index("depth"), [EVIDENCE_FEATURES.index(b) for b in "ACGT"]
 
 
 def model_config(args, out: Path) -> TrainConfig:
     return TrainConfig(task="variant", reference=str(FASTA), bam=str(BAM), truth_vcf=str(TRUTH),
-                       train_regions=[TRAIN_REGION], window=args.window, k=args.k, d_model=args.d_model,
-                       depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
-                       attention=args.attention, lr=args.lr, batch_size=args.batch_size,
-                       class_weights=args.class_weights, stem=args.stem, decoder=args.decoder,
+                       train_regions=[TRAIN_REGION], window=args.window, k=args.k,
+                       model=dataclasses.replace(model_options(args), stem=args.stem, decoder=args.decoder),
+                       lr=args.lr, batch_size=args.batch_size, class_weights=args.class_weights,
                        rc_augment=args.rc_augment, max_steps=1,
                        ckpt_every=10 ** 9, val_every=10 ** 9, seed=args.seed, device="cpu", out=str(out),
                        progress=False)
@@ -95,8 +94,8 @@ def allele_fraction_calls(region: str, out: Path) -> Path:
     evidence = Alignments(str(BAM), ref).evidence(iv.contig, iv.start, iv.end)
     bases = np.frombuffer(b"ACGT", np.uint8)
     ref_codes = np.frombuffer(ref.fetch_interval(iv).tobytes().upper(), np.uint8)
-    counts = evidence[:, _BASES]
-    depth = evidence[:, _DEPTH]
+    counts = evidence[:, list(BASE_COLUMNS)]
+    depth = evidence[:, Evidence.depth]
     alt_counts = np.where(bases[None, :] == ref_codes[:, None], -1, counts)  # the reference base never wins
     alt = alt_counts.argmax(1)
     fraction = np.where(depth > 0, alt_counts.max(1) / np.maximum(depth, 1), 0)
@@ -119,18 +118,16 @@ def allele_fraction_calls(region: str, out: Path) -> Path:
 
 
 def bcftools_calls(region: str, out: Path) -> tuple[Path, str]:
-    if shutil.which("bcftools") is None:
-        raise SystemExit("bcftools not found (Debian: apt-get install bcftools)")
-    plain = region.replace(",", "")
-    mpileup = ["bcftools", "mpileup", "-f", str(FASTA), "-r", plain, "-Ou", str(BAM)]
-    call = ["bcftools", "call", "-mv", "-Oz", "-o", str(out)]
-    first = subprocess.Popen(mpileup, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    subprocess.run(call, stdin=first.stdout, check=True, stderr=subprocess.DEVNULL)
-    first.stdout.close()
-    if first.wait() != 0:
-        raise SystemExit(f"{' '.join(mpileup)} failed (exit {first.returncode})")
+    """pysam's bundled bcftools (no bcftools program needed): mpileup to a BCF, then call -mv."""
+    from pysam import bcftools
+
+    pileup = out.with_name(out.name.replace(".vcf.gz", ".mpileup.bcf"))
+    bcftools.mpileup("-f", str(FASTA), "-r", region.replace(",", ""), "-Ob", "-o", str(pileup), str(BAM),
+                     catch_stdout=False)
+    bcftools.call("-mv", "-Oz", "-o", str(out), str(pileup), catch_stdout=False)
     pysam.tabix_index(str(out), preset="vcf", force=True)
-    version = subprocess.run(["bcftools", "--version"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    with pysam.VariantFile(str(out)) as vcf:  # the call's own record of its version
+        version = next(f"bcftools {r.value}" for r in vcf.header.records if r.key == "bcftools_callVersion")
     return out, version
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..io.evidence import BASE_COLUMNS, PILEUP_FEATURES, Evidence
+from ..tasks import PER_SEQUENCE, TASKS, TOKEN_LOGITS
 from ..tokenize import KmerTokenizer, ProteinTokenizer
 from .config import ReformerConfig
 from .decoder import PerBaseDecoder
@@ -27,9 +28,6 @@ from .layout import bases_of_tokens, owner_index
 from .per_base import LEGACY, PerBaseConfig
 from .reformer import Reformer
 from .stem import Stem
-
-# model tasks; "classify" pools to one label per sequence, "classify_residues" labels each residue
-TASKS = ("mlm", "variant", "pattern", "classify", "classify_residues")
 
 
 class PerBaseHead(nn.Module):
@@ -110,11 +108,12 @@ def mlm_letters(tokenizer: KmerTokenizer | ProteinTokenizer) -> int:
 class GenoModel(nn.Module):
     """The encoder plus one task head, with the per-base stem and decoder of `per_base`.
 
-    task "mlm": token logits [B, T, vocab], or with the decoder letter logits [B, W, mlm_letters];
-    "variant" / "pattern" / "classify_residues": per-base logits [B, W, n_classes]; "classify":
-    per-sequence logits [B, n_classes], pooled over the real tokens. `n_evidence`: the model reads
-    the first n_evidence columns of io.evidence.EVIDENCE_FEATURES. `per_base` None: LEGACY (no
-    stem; k x classes per token), as models saved before it.
+    The task's head kind (genoformer.tasks) sets the output: token logits [B, T, vocab] (mlm), or
+    with the decoder letter logits [B, W, mlm_letters]; per-sequence logits [B, n_classes], pooled
+    over the real tokens (classify); otherwise per-base logits [B, W, n_classes] (variant, pattern,
+    classify_residues). `n_evidence`: the model reads the first n_evidence columns of
+    io.evidence.EVIDENCE_FEATURES. `per_base` None: LEGACY (no stem; k x classes per token), as
+    models saved before it.
     """
 
     def __init__(self, config: ReformerConfig, tokenizer: KmerTokenizer | ProteinTokenizer, task: str,
@@ -123,20 +122,21 @@ class GenoModel(nn.Module):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}")
         per_base = LEGACY if per_base is None else per_base
-        self.task, self.tokenizer, self.per_base, self.n_evidence = task, tokenizer, per_base, n_evidence
+        self.task, self.tokenizer, self.head_kind = task, tokenizer, TASKS[task].head
+        self.per_base, self.n_evidence = per_base, n_evidence
         self.encoder = Reformer(config)
         d = config.d_model
         self.stem = Stem(tokenizer, d, per_base.stem_width, n_evidence, per_base.dropout) if per_base.stem else None
         # without the stem, read evidence enters through the per-token fusion
         self.fusion = EvidenceFusion(d, tokenizer, n_evidence) if n_evidence and self.stem is None else None
         skip = per_base.stem_width if per_base.stem else 0
-        if task == "classify":
+        if self.head_kind == PER_SEQUENCE:
             self.head = SequenceHead(d, n_classes)
-        elif per_base.decoder:
-            n_out = mlm_letters(tokenizer) if task == "mlm" else n_classes
+        elif per_base.decoder:  # token logits become letters per base: the masked bases themselves
+            n_out = mlm_letters(tokenizer) if self.head_kind == TOKEN_LOGITS else n_classes
             self.head = PerBaseDecoder(d, tokenizer, n_out, per_base.decoder_width, per_base.decoder_depth,
                                        skip, per_base.dropout)
-        elif task == "mlm":
+        elif self.head_kind == TOKEN_LOGITS:
             self.head = nn.Linear(d, config.vocab_size)
         else:
             self.head = PerBaseHead(d, tokenizer, n_classes)
@@ -145,8 +145,8 @@ class GenoModel(nn.Module):
 
     @property
     def per_base_output(self) -> bool:
-        """Whether the output is per base [B, W, C] (all but classify and the token-level mlm head)."""
-        return self.task != "classify" and (self.task != "mlm" or self.per_base.decoder)
+        """Whether the output is per base [B, W, C]: all but per-sequence heads and token logits without decoder."""
+        return self.head_kind != PER_SEQUENCE and (self.head_kind != TOKEN_LOGITS or self.per_base.decoder)
 
     def _add_extra(self, module: nn.Module, inputs, output: Tensor) -> Tensor | None:
         if self._extra is None:
@@ -185,7 +185,7 @@ class GenoModel(nn.Module):
         extra, features = self.embedding_extra(tokens, evidence, bases, soft_mask, valid)
         with self._extra_embedding(extra):
             hidden = self.encoder(tokens, token_mask)
-        if self.task == "classify":
+        if self.head_kind == PER_SEQUENCE:
             return self.head(hidden, token_mask)
         if not self.per_base_output:
             return self.head(hidden)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,9 @@ import numpy as np
 import pysam
 
 from genoformer import __version__
-from genoformer.errors import GenoformerError, OutputError, UsageError
+from genoformer.coords import runs
+from genoformer.errors import OutputError, UsageError
+from genoformer.outputs import staged_folder
 from genoformer.simulate.reads import ACGT, INDEX, UPPER, substitute, write_bam
 
 SAMPLE = "SIM1"
@@ -123,34 +123,14 @@ def _check(p: dict) -> None:
 
 
 def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
-    """Build into a hidden sibling directory, then rename it to `out_dir`."""
+    """Build into a hidden sibling directory, then rename it to `out_dir` (genoformer.outputs.staged_folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputError(f"{out_dir}: directory exists and is not empty",
                           hint="use --force to replace it, or choose another --out")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                    dir=out_dir.parent))
-    except OSError as err:
-        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})",
-                          hint="check the path and its permissions") from err
-    try:
+    with staged_folder(out_dir) as tmp:
         build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            old = tmp.with_suffix(".old")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and not isinstance(err, GenoformerError):
-            raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
-        raise
     return SimulatedExample.in_dir(out_dir)
 
 
@@ -255,13 +235,8 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
 
 def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
     inner = UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
-    return [(s + EDGE, e + EDGE) for s, e in _runs(inner)]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    starts, ends = runs(inner)
+    return list(zip((starts + EDGE).tolist(), (ends + EDGE).tolist()))
 
 
 # variants ------------------------------------------------------------------------------------
@@ -354,7 +329,7 @@ def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pai
         "motifs": count([t[4] for t in tracks if t[3] == "motif"]),
         "read_pairs": n_pairs, "motif_patterns": MOTIFS,
         "n_runs": [[name, int(s), int(e)] for name, seq in seqs.items()
-                   for s, e in _runs(seq == ord("N"))],
+                   for s, e in zip(*runs(seq == ord("N")))],
     }
     ex.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     ex.readme.write_text(README.format(version=__version__, **p, pairs=n_pairs,

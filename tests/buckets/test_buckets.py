@@ -54,12 +54,13 @@ def synthetic(tmp_path_factory):
 
 def _train(out, reference, attention, max_steps, stem=False):
     """Without the stem by default: layer 0 then hashes each token's own embedding, as the tests below read it."""
-    from genoformer.train.loop import TrainConfig, train
+    from genoformer.train import TrainConfig, train
 
-    train(TrainConfig(task="pattern", reference=str(reference), window=W, k=K, d_model=32, depth=2, heads=2,
-                      bucket_size=16, n_hashes=2, lr=3e-3, warmup_steps=1, batch_size=1, max_steps=max_steps,
-                      val_every=1000, ckpt_every=1000, progress=False, device="cpu", out=str(out),
-                      attention=attention, stem=stem, decoder=stem))
+    train(TrainConfig(task="pattern", reference=str(reference), window=W, k=K,
+                      model=dict(d_model=32, depth=2, heads=2, bucket_size=16, n_hashes=2, attention=attention,
+                                 stem=stem, decoder=stem),
+                      lr=3e-3, warmup_steps=1, batch_size=1, max_steps=max_steps, val_every=1000, ckpt_every=1000,
+                      progress=False, device="cpu", out=str(out)))
     return out
 
 
@@ -67,16 +68,6 @@ def _train(out, reference, attention, max_steps, stem=False):
 def lsh_model(synthetic, tmp_path_factory):
     """All-LSH, no reads: layer 0 hashes each token's own (position-free) embedding."""
     return _train(tmp_path_factory.mktemp("models") / "lsh", synthetic, "lsh", 2)
-
-
-@pytest.fixture(scope="module")
-def local_lsh_model(chr20, tmp_path_factory):
-    """conftest's tiny_pattern_model (a local layer, then an LSH one) without the stem."""
-    from conftest import _train_tiny
-
-    return _train_tiny(tmp_path_factory.mktemp("models") / "local_lsh", task="pattern", reference=str(chr20["fasta"]),
-                       train_regions=["chr20:10,000,001-10,900,000"], attention=["local", "lsh"], stem=False,
-                       decoder=False)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +117,7 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     np.testing.assert_array_equal(bmap.token_ids, [_kmer_id(km) for km in kmers])
 
     # layer 0 by hand: each token's bucket from its own embedding, rotations seeded with hash seed + 0
-    model, _ = load_model(lsh_model)
+    model, _ = load_model(lsh_model, hash_seed=3)
     expected = _layer0_buckets(model, bmap.token_ids, bmap.n_buckets, seed=3)
     np.testing.assert_array_equal(bmap.buckets[bmap.layers.index(0)], expected)
 
@@ -138,7 +129,6 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     in_region = bmap.region_tokens()
     assert (bmap.top_tokens[:, :, ~in_region] == -1).all() and (bmap.top_tokens[:, :, in_region, 0] >= 0).all()
     item = WindowDataset(Reference(str(synthetic)), [window], model.tokenizer)[0]
-    model.encoder.set_hash_seed(3)
     every = model.encoder.inspect(item["tokens"][None], item["token_mask"][None], top_k=8)
     for li, layer in enumerate(bmap.layers):
         keys, weights = every[layer].top_positions[0][:, :n], every[layer].top_weights[0][:, :n]
@@ -168,13 +158,13 @@ def test_a_stem_model_hashes_its_tokens_with_the_stem_inputs(synthetic, tmp_path
     plain = _layer0_buckets(model, bmap.token_ids, bmap.n_buckets, seed=3)
     assert (plain != expected).mean() > 0.1  # the stem moves tokens to other buckets
 
-def test_planted_repeats_share_buckets(synthetic, lsh_model, local_lsh_model):
+def test_planted_repeats_share_buckets(synthetic, lsh_model, tiny_local_lsh_model):
     """In-phase copies hold the same 6-mers: identical embeddings, so layer 0 hashes them identically
     (positions enter only as rotary inside attention, after hashing). Later layers mix in context,
     which is the same inside the copies, so they still share almost always. The out-of-phase copy
     holds other 6-mers and shares about as often as random sequence does."""
     inner = np.arange(A + K, A + SEGMENT - K)  # away from the copies' edges
-    for model in (lsh_model, local_lsh_model):  # all-LSH, and an LSH layer after a local one
+    for model in (lsh_model, tiny_local_lsh_model):  # all-LSH, and an LSH layer after a local one
         bmap = bucket_map(model, synthetic, "rep:1-1,536")
         background = bucket_map(model, synthetic, "mid:1,001-2,536")
         random_bases = np.arange(1000, 1000 + W - (B - A))
@@ -269,13 +259,14 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
         assert int(row["tokens"]) == len(ids) == W // K
         assert (int(row["bucket_size_min"]), float(row["bucket_size_median"]), int(row["bucket_size_max"]),
                 int(row["empty_buckets"])) == (occupied.min(), np.median(occupied), occupied.max(), (sizes == 0).sum())
-        q, k = attended_pairs(ids, 16, np.arange(len(ids)))
+        rounds = np.stack([data[f"buckets/L{row['layer']}.H{row['head']}.R{r}"] for r in (0, 1)])
+        pairs = attended_pairs(rounds, 16, np.arange(len(ids)))
+        q, k = pairs[int(row["round"])]
         distance = np.abs(start[k] - start[q])
         assert int(row["attended_pairs"]) == len(q)
         assert float(row["share_gt_1kb"]) == pytest.approx((distance > 1000).mean(), rel=1e-5)
         assert row["share_gt_10kb"] == row["share_gt_100kb"] == "0"  # the window is 1,536 bases
-        other = f"buckets/L{row['layer']}.H{row['head']}.R{1 - int(row['round'])}"
-        q2, k2 = attended_pairs(data[other], 16, np.arange(len(ids)))
+        q2, k2 = pairs[1 - int(row["round"])]
         again = np.isin(q * len(ids) + k, q2 * len(ids) + k2).mean()  # as sets of pairs
         assert float(row["met_in_other_rounds"]) == pytest.approx(again, rel=1e-5)
         # the microsatellite's tokens are all ACACAC: at layer 0 they hash alike, so they share buckets with
@@ -288,8 +279,8 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
     for layer, head in itertools.product((0, 1), (0, 1)):
         top = data[f"attention/L{layer}.H{head}/tokens"]
         pairs = set()
-        for r in (0, 1):
-            q, k = attended_pairs(data[f"buckets/L{layer}.H{head}.R{r}"], 16, np.arange(len(top)))
+        rounds = np.stack([data[f"buckets/L{layer}.H{head}.R{r}"] for r in (0, 1)])
+        for q, k in attended_pairs(rounds, 16, np.arange(len(top))):
             pairs |= set(zip(q.tolist(), k.tolist()))
         found = {(i, j) for i, row in enumerate(top.tolist()) for j in row if j >= 0 and j != i}
         assert found and found <= pairs

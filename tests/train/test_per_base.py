@@ -21,8 +21,8 @@ from genoformer.io.fasta import Reference
 from genoformer.model.checkpoint import load_checkpoint
 from genoformer.model.heads import batch_inputs
 from genoformer.tokenize import KmerTokenizer
-from genoformer.train.loop import TrainConfig, train
-from genoformer.train.tasks import forward_loss, hidden_bases
+from genoformer.train import TrainConfig, train
+from genoformer.train.losses import forward_loss, hidden_bases
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,10 +62,10 @@ def test_stem_and_decoder_call_a_planted_het_snv_that_the_token_head_misses(snv_
                   lr=3e-3, warmup_steps=3, batch_size=4, max_steps=40, class_weights=[1, 10, 10],
                   val_every=10 ** 6, ckpt_every=10 ** 6, progress=False, device="cpu")
     others = np.setdiff1d(np.arange(400), [150, 290])
-    train(TrainConfig(**common, out=str(tmp_path / "per_base")))  # stem and decoder: the defaults
+    train(TrainConfig.from_dict(common | dict(out=str(tmp_path / "per_base"))))  # stem and decoder: the defaults
     called = genotypes(tmp_path / "per_base", test_sample)
     assert called[[150, 290]].tolist() == [1, 1] and not called[others].any()  # het there, hom-ref elsewhere
-    train(TrainConfig(**common, stem=False, decoder=False, out=str(tmp_path / "token_head")))
+    train(TrainConfig.from_dict(common | dict(stem=False, decoder=False, out=str(tmp_path / "token_head"))))
     assert genotypes(tmp_path / "token_head", test_sample)[[150, 290]].tolist() == [0, 0]
 
 
@@ -96,7 +96,7 @@ def test_per_base_mlm_learns_a_tandem_repeat_in_bits_per_base(tmp_path):
     common = dict(task="mlm", reference=str(fasta), train_regions=["rep:1-18,000"], val_regions=["rep:18,001-22,200"],
                   window=256, k=3, d_model=32, depth=2, heads=2, attention="full", lr=3e-3, warmup_steps=3,
                   batch_size=4, max_steps=40, val_every=40, progress=False)
-    train(TrainConfig(**common, out=str(tmp_path / "per_base")))
+    train(TrainConfig.from_dict(common | dict(out=str(tmp_path / "per_base"))))
     logged = {r["metric"]: float(r["value"]) for r in csv.DictReader((tmp_path / "per_base" / "metrics.csv").open())
               if r["split"] == "val"}
     # copying from the previous copy of the unit: well under the 2 bits of a uniform guess
@@ -120,7 +120,7 @@ def test_per_base_mlm_learns_a_tandem_repeat_in_bits_per_base(tmp_path):
             n += int(scored.sum())
     assert nats / n / math.log(2) == pytest.approx(logged["bits_per_base"], rel=1e-4)
     # the token-level mlm on the same budget: one of 68 tokens per position, barely past chance
-    train(TrainConfig(**common, stem=False, decoder=False, out=str(tmp_path / "tokens")))
+    train(TrainConfig.from_dict(common | dict(stem=False, decoder=False, out=str(tmp_path / "tokens"))))
     tokens = {r["metric"]: float(r["value"]) for r in csv.DictReader((tmp_path / "tokens" / "metrics.csv").open())
               if r["split"] == "val"}
     assert tokens["accuracy"] < 0.3 and "bits_per_base" not in tokens
@@ -141,10 +141,12 @@ def test_options_reach_the_model_through_the_cli(snv_samples, tmp_path, capsys):
                           "--rc-augment", "--shift-augment", 3, "--decoder-width", 40, "--decoder-depth", 3)
     assert proc.returncode == 0, proc.stderr
     config = json.loads(proc.stdout)["config"]
-    assert {key: config[key] for key in ("stem", "stem_width", "decoder", "decoder_width", "decoder_depth", "dropout",
-                                         "weight_decay", "rc_augment", "shift_augment")} == \
-        {"stem": True, "stem_width": 24, "decoder": False, "decoder_width": 40, "decoder_depth": 3, "dropout": 0.1,
-         "weight_decay": 0.05, "rc_augment": True, "shift_augment": 3}
+    # the stem, the decoder and dropout are model options (the model section); the rest trains
+    assert {key: config["model"][key] for key in ("stem", "stem_width", "decoder", "decoder_width", "decoder_depth",
+                                                  "dropout")} == \
+        {"stem": True, "stem_width": 24, "decoder": False, "decoder_width": 40, "decoder_depth": 3, "dropout": 0.1}
+    assert {key: config[key] for key in ("weight_decay", "rc_augment", "shift_augment")} == \
+        {"weight_decay": 0.05, "rc_augment": True, "shift_augment": 3}
     assert_clean_failure(cli_in_process(capsys, *args, "--stem-width", 0), 2, "stem-width")
     assert_clean_failure(cli_in_process(capsys, *args, "--dropout", 1.5), 2, "dropout")
     assert_clean_failure(cli_in_process(capsys, *args, "--shift-augment", -2), 2, "shift-augment")
