@@ -37,7 +37,7 @@ from genoformer.interrupt import raise_if_terminated
 from genoformer.io.predictions import LIBVER
 from genoformer.predict.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, datasets,
                                      groups, read_shard, reference_lengths)
-from genoformer.outputs import staged
+from genoformer.outputs import hdf5_output, staged
 
 _BLOCK = 1 << 20  # bases read at a time where chunks do not line up: ~6 MB of float16 probs per shard
 
@@ -196,6 +196,9 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
         total += covered
         bar.update(covered)
         raise_if_terminated()
+    # written chunks still cached are written now, where a full disk raises, not when `targets` is
+    # freed (a dataset's last close writes them, and an error there is only printed)
+    out.file.flush()
     return total
 
 
@@ -233,7 +236,7 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
     with staged(out) as tmp, contextlib.ExitStack() as stack:
         handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
         # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
-        dst = stack.enter_context(h5py.File(tmp, "w", libver=LIBVER))
+        dst = stack.enter_context(hdf5_output(tmp, out, libver=LIBVER))
         for k, v in attrs.items():
             dst.attrs[k] = v
         dst.create_group("contigs")

@@ -24,7 +24,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("INFO: ")]  # progress logs
     errors = [ln for ln in lines if ln.startswith(("error:", "Error:"))]
     assert len(errors) == 1, proc.stderr
     assert all(ln.startswith(("error:", "Error:", "hint:", "Usage:", "Try ")) for ln in lines), proc.stderr
