@@ -26,6 +26,7 @@ import pysam
 
 from genoformer.coords import IntervalSet, close_names
 from genoformer.errors import VariantError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.variants import REF_CHECKS, check_ref_bases, genotype
 
 KINDS = ("snv", "indel")
@@ -138,6 +139,7 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
         checked = 0
         try:
             for rec in vcf:
+                raise_if_terminated()
                 if reference is not None:
                     if rec.contig not in reference.contigs:  # e.g. a genome-wide truth, one chromosome's reference
                         skipped["contig_not_in_reference"] += 1

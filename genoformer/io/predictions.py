@@ -28,6 +28,7 @@ import numpy as np
 
 from genoformer.coords import Interval, IntervalSet, parse_region, runs
 from genoformer.errors import InputError, RegionError
+from genoformer.interrupt import raise_if_terminated
 
 FORMAT, FORMAT_VERSION = "genoformer-predictions", 1
 CHUNK = 65_536  # bases per chunk: ~400 kB of float16 [., 3] before compression
@@ -50,6 +51,7 @@ def covered_runs(covered: h5py.Dataset, start: int = 0, end: int | None = None) 
     end = len(covered) if end is None else end
     starts, ends = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for lo in range(start, end, SCAN):
+        raise_if_terminated()
         s, e = runs(covered[lo:min(lo + SCAN, end)])
         starts.append(s + lo)
         ends.append(e + lo)
