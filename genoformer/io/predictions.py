@@ -89,13 +89,8 @@ def check_layout(path: Path, fh: h5py.File, task: str) -> tuple[dict[str, int], 
     ([length] each) or none. Every dataset has one row per base and the same layout on every
     contig. InputError naming the file and the dataset otherwise.
     """
-    try:
+    with structure_read(path):
         return _check_layout(path, fh, task)
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(f"{path}: cannot read its groups and datasets ({_first_line(e)})",
-                         hint="the file is damaged; predict it again") from None
 
 
 def _check_layout(path: Path, fh: h5py.File, task: str) -> tuple[dict[str, int], dict[str, Layout]]:
@@ -142,6 +137,19 @@ def _check_layout(path: Path, fh: h5py.File, task: str) -> tuple[dict[str, int],
 
 def _first_line(e: BaseException) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+@contextlib.contextmanager
+def structure_read(path: str | os.PathLike) -> Iterator[None]:
+    """h5py failing to read attributes, groups or dataset headers (a damaged file: bad checksums,
+    addresses, messages) is InputError naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise InputError(f"{path}: cannot read its attributes, groups and datasets ({_first_line(e)})",
+                         hint="the file is damaged; predict it again") from None
 
 
 @contextlib.contextmanager
@@ -205,13 +213,14 @@ class PredictionsFile:
                              hint="an interrupted `genoformer predict` leaves no file at the final name; "
                                   "predict again") from None
         try:
-            self.attrs = self._check()
+            with structure_read(self.path):
+                self.attrs = self._check()
+                self.task = self.attrs["task"]
+                first = next(iter(self._file["contigs"].values()), None)
+                self.classes = [] if first is None else [str(c) for c in first[f"{self.task}/probs"].attrs["classes"]]
         except BaseException:
             self._file.close()
             raise
-        self.task = self.attrs["task"]
-        first = next(iter(self._file["contigs"].values()), None)
-        self.classes = [] if first is None else [str(c) for c in first[f"{self.task}/probs"].attrs["classes"]]
 
     def _check(self) -> dict:
         a = self._file.attrs

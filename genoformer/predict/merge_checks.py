@@ -23,7 +23,7 @@ import numpy as np
 
 from genoformer.coords import Interval, IntervalSet
 from genoformer.errors import InputError
-from genoformer.io.predictions import FORMAT, FORMAT_VERSION, check_layout, covered_runs, reading
+from genoformer.io.predictions import FORMAT, FORMAT_VERSION, check_layout, covered_runs, reading, structure_read
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def read_shard(path: str | os.PathLike) -> Shard:
         raise InputError(f"{path}: no such shard file") from None
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with fh:
+    with fh, structure_read(path):
         attrs = {k: _attr(v) for k, v in fh.attrs.items()}
         if attrs.get("format") != FORMAT:
             raise InputError(f"{path}: not a genoformer predictions file (format attr {attrs.get('format')!r})")

@@ -21,10 +21,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+LOG_LINES = ("INFO: ", "WARNING: ")  # progress and warnings logged before an error are not the error
+
+
 def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("INFO: ")]  # progress logs
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(LOG_LINES)]
     errors = [ln for ln in lines if ln.startswith(("error:", "Error:"))]
     assert len(errors) == 1, proc.stderr
     assert all(ln.startswith(("error:", "Error:", "hint:", "Usage:", "Try ")) for ln in lines), proc.stderr
