@@ -31,7 +31,8 @@ def tiny_predictions(tiny_variant_model, chr20, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """mount(size) -> a folder on a fresh tmpfs of that size ("64k"), unmounted after the test.
+    """mount(size, *options) -> a folder on a fresh tmpfs of that size ("64k"; options such as "ro"),
+    unmounted after the test.
 
     Mounting needs root (or CAP_SYS_ADMIN); where it is refused, as on most CI runners, the test is
     skipped with the reason. A monkeypatched write would not do: the failures tested here are those
@@ -39,14 +40,14 @@ def small_disk(tmp_path):
     """
     mounted: list[Path] = []
 
-    def mount(size: str) -> Path:
+    def mount(size: str, *options: str) -> Path:
         where = tmp_path / f"disk{len(mounted)}"
         where.mkdir()
         if shutil.which("mount") is None:
             pytest.skip("no `mount` command here to make a small tmpfs")
         if os.geteuid() != 0:
             pytest.skip("mounting a small tmpfs needs root (or CAP_SYS_ADMIN); not available here")
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]), "tmpfs", str(where)],
                               capture_output=True, text=True)
         if proc.returncode:
             pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
