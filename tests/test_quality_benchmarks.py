@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
 from quality_common import Budget, parse_budget, table
-from variant_quality import allele_fraction_calls
+from variant_callers import allele_fraction_calls
 
 REGION = "chr20:10,000,847-10,004,000"
 
