@@ -100,7 +100,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "attention_quality", "2m", baselines=False)
     ap.add_argument("--tasks", default="classify,variant")
@@ -108,6 +108,11 @@ def main() -> None:
     # smaller than classify_quality.py's model: LSH over 246 tokens costs ~8 s a step at d_model 128,
     # depth 4, batch 32 on the shared 2-core CPU, too slow to compare three attentions in minutes
     add_model_args(ap, attention="lsh", stride=1, bucket_size=16, d_model=64, depth=2, batch_size=16)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     tasks = args.tasks.split(",")
     if set(tasks) - {"classify", "variant"}:

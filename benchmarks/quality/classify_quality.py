@@ -129,10 +129,15 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     add_model_args(ap, attention="full", stride=None, bucket_size=32)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "classify_quality", "6m")
     add_args(ap)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     check_data(PROMOTERS)
     torch.set_num_threads(args.threads)

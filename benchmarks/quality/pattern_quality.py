@@ -124,10 +124,15 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     add_model_args(ap, d_model=64, batch_size=4)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "pattern_quality", "6m")
     add_args(ap)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     check_data(FASTA, CPG_ISLANDS)
     torch.set_num_threads(args.threads)

@@ -243,10 +243,15 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     add_model_args(ap, d_model=96, batch_size=16)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "protein_ss_quality", "6m")
     add_args(ap)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     check_data(FLIP_ZIP, CB513_CSV, CB513_FASTA)
     torch.set_num_threads(args.threads)

@@ -80,14 +80,16 @@ def add_common_args(ap: argparse.ArgumentParser, name: str, budget: str, baselin
 
 
 def add_model_args(ap: argparse.ArgumentParser, *, d_model: int, depth: int = 2, bucket_size: int = 32,
-                   attention: str = "lsh", batch_size: int) -> None:
-    """The model shape and optimiser options every quality script takes, with that script's defaults."""
+                   attention: str | None = "lsh", batch_size: int) -> None:
+    """The model shape and optimiser options every quality script takes, with that script's defaults
+    (attention None: the script chooses the attention itself, and --attention is not offered)."""
     ap.add_argument("--d-model", type=int, default=d_model)
     ap.add_argument("--depth", type=int, default=depth)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--bucket-size", type=int, default=bucket_size)
     ap.add_argument("--n-hashes", type=int, default=2)
-    ap.add_argument("--attention", default=attention)
+    if attention is not None:
+        ap.add_argument("--attention", default=attention)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=batch_size)
 

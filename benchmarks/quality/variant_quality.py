@@ -197,11 +197,16 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sim-variant-rate", type=float, default=1 / 500, help="simulated setting: variants a base")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, "variant_quality", "6m")
     add_args(ap)
     ap.add_argument("--settings", default="real,simulated", help="comma-separated: real, simulated")
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     settings = args.settings.split(",")
     if not settings or set(settings) - set(SETTINGS):
