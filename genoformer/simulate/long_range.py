@@ -2,7 +2,8 @@
 
 As an enhancer sets a promoter's activity, each pair is a SITE motif (the labelled bases) and, exactly
 `distance` bases upstream or downstream of it (a seeded coin; the partner's start minus the site's
-start is -distance or +distance), a PARTNER motif of type A or B (another coin). The site's bases
+start is -distance or +distance), a PARTNER motif of type A or B (half of each a contig, in seeded
+order). The site's bases
 get its partner's type as their class. The site reads the same in both classes and the background
 is random, so nothing nearer than `distance` bases tells A from B.
 
@@ -114,11 +115,12 @@ def _occurrences(seq: np.ndarray, motif: str) -> np.ndarray:
 
 def _layout(rng: np.random.Generator, distance: int, pairs: int) -> list[tuple[int, int, str]]:
     """(site start, partner start, partner type) of each pair of a contig."""
+    kinds = rng.permutation(np.arange(pairs) % 2)  # half A, half B (one more A when odd), in seeded order
     out = []
     for i in range(pairs):
         site = EDGE + i * block_length(distance) + (block_length(distance) - MOTIF_LENGTH) // 2
-        side, partner = int(rng.integers(2)), "AB"[int(rng.integers(2))]
-        out.append((site, site + (distance if side else -distance), partner))
+        side = int(rng.integers(2))
+        out.append((site, site + (distance if side else -distance), "AB"[int(kinds[i])]))
     return out
 
 
