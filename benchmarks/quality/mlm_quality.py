@@ -98,10 +98,12 @@ def kmer_ids(tokenizer) -> tuple[torch.Tensor, dict[int, int]]:
     return torch.tensor(ids), {t: i for i, t in enumerate(ids)}
 
 
-def masked_bits_per_base(run: Path, region: str, window: int, span: int, passes: int = PASSES) -> tuple[float, int]:
+def masked_bits_per_base(run: Path, region: str, window: int, span: int, seed: int,
+                         passes: int = PASSES) -> tuple[float, int]:
     """(bits per base, bases scored) of the run's mlm model over `region` (see the module docstring)."""
     model, meta, _ = load_checkpoint(run)
     model.eval()
+    torch.manual_seed(seed)  # LSH rotations
     tok = model.tokenizer
     if tok.stride != tok.k:
         raise SystemExit(f"bits per base needs non-overlapping tokens; this model has k {tok.k}, stride {tok.stride}")
@@ -154,7 +156,7 @@ def measure(args, folder: Path, seed: int, options: dict, steps: int) -> Measure
         summary = train(config)
         reported, source = reported_bits(Path(config.out) / "metrics.csv", config.k)
         started = time.perf_counter()
-        bits, scored = masked_bits_per_base(Path(config.out), TEST_REGION, config.window, config.mask_span)
+        bits, scored = masked_bits_per_base(Path(config.out), TEST_REGION, config.window, config.mask_span, seed)
         info = {"steps": summary["step"], "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
                 "val_bits_reported": reported, "val_bits_source": source, "test_bases_scored": scored,
                 "score_seconds": time.perf_counter() - started}
