@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "quality"))
 from quality_common import Budget, parse_budget, table
@@ -307,6 +308,40 @@ def test_markov_choice_prefers_the_true_order():
     bits = [r["val_bits"] for r in rows]
     entropy = -(0.85 * np.log2(0.85) + 3 * 0.05 * np.log2(0.05))
     assert bits[0] > 1.9 and abs(bits[1] - entropy) < 0.05 and bits[2] >= bits[1] - 0.01
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_model_bits_per_base_by_hand(tmp_path, k):
+    """An mlm model with a zeroed head is uniform over the 4^k A/C/G/T k-mers: 2 bits a base, every base scored
+    once. With the A...A token's bias at 20, an A run costs log2(1 + (4^k - 1) e^-20) / k bits a base and a
+    C run (20 / ln 2 + log2(1 + (4^k - 1) e^-20)) / k."""
+    from fasta_factory import write_fasta
+    from mlm_quality import masked_bits_per_base
+
+    from genoformer.io.fasta import Reference
+    from genoformer.model.config import ReformerConfig
+    from genoformer.model.heads import GenoModel
+    from genoformer.tokenize import KmerTokenizer
+
+    rng = np.random.default_rng(10)
+    fasta = write_fasta(tmp_path / "ref.fa", {"r": "".join(rng.choice(list("ACGT"), size=240)), "a": "A" * 96,
+                                              "c": "C" * 96})
+    pysam.faidx(str(fasta))
+    ref = Reference(fasta)
+    tok = KmerTokenizer(k)
+    model = GenoModel(ReformerConfig(vocab_size=tok.vocab_size, d_model=16, depth=1, heads=2, bucket_size=8,
+                                     n_hashes=1, attention="full"), tok, "mlm")
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    bits, bases = masked_bits_per_base(model, ref, "r:1-240", window=64, span=3, seed=0)
+    assert bases == 240 and bits == pytest.approx(2.0, abs=1e-6)
+    with torch.no_grad():
+        model.head.bias[int(tok.encode("A" * k)[0])] = 20.0
+    rest = np.log2(1 + (4 ** k - 1) * np.exp(-20.0))
+    bits_a, _ = masked_bits_per_base(model, ref, "a", window=64, span=3, seed=0)
+    bits_c, _ = masked_bits_per_base(model, ref, "c", window=64, span=3, seed=0)
+    assert bits_a == pytest.approx(rest / k, abs=1e-6)
+    assert bits_c == pytest.approx((20 / np.log(2) + rest) / k, rel=1e-5)
 
 
 # --- pattern: GC / CpG window features --------------------------------------------------------------------

@@ -98,17 +98,15 @@ def kmer_ids(tokenizer) -> tuple[torch.Tensor, dict[int, int]]:
     return torch.tensor(ids), {t: i for i, t in enumerate(ids)}
 
 
-def masked_bits_per_base(run: Path, region: str, window: int, span: int, seed: int,
+def masked_bits_per_base(model, ref: Reference, region: str, window: int, span: int, seed: int,
                          passes: int = PASSES) -> tuple[float, int]:
-    """(bits per base, bases scored) of the run's mlm model over `region` (see the module docstring)."""
-    model, meta, _ = load_checkpoint(run)
+    """(bits per base, bases scored) of an mlm model over `region` of `ref` (see the module docstring)."""
     model.eval()
     torch.manual_seed(seed)  # LSH rotations
     tok = model.tokenizer
     if tok.stride != tok.k:
         raise SystemExit(f"bits per base needs non-overlapping tokens; this model has k {tok.k}, stride {tok.stride}")
     ids, row_of = kmer_ids(tok)
-    ref = Reference(FASTA)
     iv = parse_region(region, ref.contigs)
     total, bases = 0.0, 0
     with torch.no_grad():
@@ -156,7 +154,8 @@ def measure(args, folder: Path, seed: int, options: dict, steps: int) -> Measure
         summary = train(config)
         reported, source = reported_bits(Path(config.out) / "metrics.csv", config.k)
         started = time.perf_counter()
-        bits, scored = masked_bits_per_base(Path(config.out), TEST_REGION, config.window, config.mask_span, seed)
+        bits, scored = masked_bits_per_base(load_checkpoint(config.out)[0], Reference(FASTA), TEST_REGION,
+                                            config.window, config.mask_span, seed)
         info = {"steps": summary["step"], "train_seconds": summary["seconds"], "final_loss": summary["final_loss"],
                 "val_bits_reported": reported, "val_bits_source": source, "test_bases_scored": scored,
                 "score_seconds": time.perf_counter() - started}
