@@ -18,7 +18,9 @@ run through the model, and the site is called A when the mean P(A) over its base
 P(B); balanced accuracy per distance (the mean of A's and B's share called right), so a model that
 always answers A scores 0.5. Baseline, per window: a motif-scan rule that knows both partner motifs
 and calls the type of the nearest one in the same window (half right where there is none): the
-ceiling a window allows. The table prints genoformer - that rule for each model.
+ceiling a window allows. The table prints genoformer - that rule for each model, and each model's
+site AUROC (does it find the sites at all, whatever their class: P(A) + P(B) per base of the scored
+windows against "is the scored site").
 
 CPU defaults are small (distances 128-1,536, windows 512 and 4,096 bases); on a GPU the question the
 project asks is e.g. --distances 10000,50000,200000 --windows 8192,524288.
@@ -55,6 +57,7 @@ from quality_common import (
 )
 
 from genoformer.simulate.long_range import PARTNERS, LongRangeExample, block_length, simulate_long_range
+from genoformer.train.tasks import auroc
 
 MOTIF_SCAN = "motif-scan rule (knows both partner motifs)"
 
@@ -119,14 +122,17 @@ def motif_scan(sequence: str, site: int) -> str | None:
     return kind
 
 
-def model_calls(run: Path, genome: dict[str, str], pairs: list[dict], window: int, seed: int) -> list[str]:
-    """A or B for each pair's site from the run's checkpoint (see the module docstring)."""
+def model_calls(run: Path, genome: dict[str, str], pairs: list[dict], window: int, seed: int) -> tuple[list[str], float]:
+    """(A or B for each pair's site, site AUROC) from the run's checkpoint (see the module docstring).
+
+    Site AUROC: P(A) + P(B) of each base of the scored windows against "is a site base": whether the
+    model finds the sites at all, before telling their classes apart."""
     model, meta, _ = load_checkpoint(run)
     model.eval()
     classes = meta["head"]["class_names"]
     column = {kind: classes.index(f"long_range_{kind}") for kind in PARTNERS}
     torch.manual_seed(seed)  # LSH rotations
-    calls = []
+    calls, scores, truth = [], [], []
     with torch.no_grad():
         for p in pairs:
             seq = genome[p["contig"]]
@@ -137,7 +143,10 @@ def model_calls(run: Path, genome: dict[str, str], pairs: list[dict], window: in
             site = slice(p["site_start"] - start, p["site_end"] - start)
             mean = {kind: float(probs[site, c].mean()) for kind, c in column.items()}
             calls.append(max(mean, key=mean.get))
-    return calls
+            scores.append(probs[:, list(column.values())].sum(1).numpy())
+            truth.append(np.zeros(len(piece), bool))
+            truth[-1][site] = True  # the other sites of the window are not marked: they only lower the AUROC
+    return calls, auroc(np.concatenate(truth), np.concatenate(scores))
 
 
 def accuracy_by_distance(pairs: list[dict], calls: list[str | None]) -> dict[int, float]:
@@ -188,8 +197,8 @@ def run_seed(args, folder: Path, seed: int, steps: int, options: dict) -> list[d
             config = dataclasses.replace(pattern_config(args, example, regions, window, attention, out, seed, options),
                                          max_steps=steps)
             summary = train(config)
-            calls = model_calls(out, genome, test_pairs, window, seed)
-            rows.append(row | {"accuracy": accuracy_by_distance(test_pairs, calls),
+            calls, site_auroc = model_calls(out, genome, test_pairs, window, seed)
+            rows.append(row | {"accuracy": accuracy_by_distance(test_pairs, calls), "site_auroc": site_auroc,
                                "steps": steps, "train_seconds": summary["seconds"],
                                "final_loss": summary["final_loss"]})
     return rows
@@ -248,6 +257,7 @@ def main() -> None:
     for r in rows:
         label = r["model"] if r["attention"] == "-" else f"{r['model']} {r['attention']}"
         shown.append({"seed": r["seed"], "model": label, "window": r["window"], "note": r.get("note", ""),
+                      "site_auroc": r.get("site_auroc"),
                       **{f"d{d}": (r["accuracy"] or {}).get(d) for d in args.distances}})
         if r["attention"] != "-" and r["accuracy"]:
             shown.append({"seed": r["seed"], "model": f"  {label} - motif scan", "window": r["window"], "note": "",
@@ -255,7 +265,8 @@ def main() -> None:
     print(f"held-out sites: {args.test_share:g} of {args.pairs} pairs per distance; {steps} steps per model; "
           f"budget {args.budget}; chance 0.5; {time.perf_counter() - started:.0f} s")
     print(table(shown, [("seed", "seed", "d"), ("model", "model", ""), ("window", "window", ","),
-                        *((f"d{d}", f"d={d:,}", ".3f") for d in args.distances), ("note", "", "")]))
+                        *((f"d{d}", f"d={d:,}", ".3f") for d in args.distances), ("site_auroc", "site AUROC", ".3f"),
+                        ("note", "", "")]))
     summary = print_summary(measurements(rows, args.distances, args.seeds), args.seeds)
     save_json(args.json, {"benchmark": "long_range_quality", "budget": str(args.budget), "machine": machine(),
                           "distances": args.distances, "windows": args.windows, "attentions": args.attentions,

@@ -64,6 +64,7 @@ EVAL_REGION = "chr20:10,000,847-10,010,531"
 ALL_REGION = "chr20:10,000,001-10,100,000"  # every truth variant (10,000,117-10,099,832)
 BCFTOOLS, ALLELE_FRACTION = "bcftools call -mv", "allele fraction (SNV only)"
 SETTINGS = ("real", "simulated")
+SIM_INSERT = (320, 70)  # mean, sd of the simulated fragments: this BAM's proper pairs have median 319, sd 73
 
 
 def variant_config(args, out: Path, seed: int, options: dict, **inputs) -> TrainConfig:
@@ -84,7 +85,8 @@ def simulated_inputs(args, folder: Path, seed: int) -> dict:
     out = folder / f"simulated-seed{seed}"
     ex = SimulatedExample.in_dir(out) if (out / "manifest.json").is_file() else simulate(
         out, seed, contigs=[(f"sim{i + 1}", args.sim_contig_length) for i in range(args.sim_contigs)],
-        coverage=args.sim_coverage, insert_mean=320, insert_sd=70, variant_rate=args.sim_variant_rate)
+        coverage=args.sim_coverage, insert_mean=SIM_INSERT[0], insert_sd=SIM_INSERT[1],
+        variant_rate=args.sim_variant_rate)
     return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
             "confident_bed": str(ex.confident_bed)}
 
