@@ -8,9 +8,9 @@ Truth: the UCSC CpG-island track (annotations_hg19/cpg_islands_hg19_ucsc.txt) on
 The test region is the one with the most islands; still, three islands are few, so its AUPRC moves
 a lot with any one of them.
 
-- genoformer: a small `pattern` model (--bed the UCSC track) trains on the training regions,
-  validates once on the validation region after the last step, then `predict` over the test
-  region -> `genoformer evaluate` (AUROC, AUPRC over the test bases);
+- genoformer: a small `pattern` model (--bed the UCSC track) trains on the training regions for
+  the budget's steps (nothing of it is chosen, so it does not validate), then `predict` over the
+  test region -> `genoformer evaluate` (AUROC, AUPRC over the test bases);
 - baseline (cpg_baseline.py): logistic regression on the GC fraction and CpG observed/expected
   of a window centred on each base, the window size chosen on the validation region's AUPRC,
   scored on the same test bases as `genoformer evaluate` scores (float16 probabilities, ties
@@ -84,7 +84,7 @@ def baseline() -> dict:
 
 def pattern_config(args, out: Path, seed: int, options: dict) -> TrainConfig:
     config = TrainConfig(task="pattern", reference=str(FASTA), bed=[str(CPG_ISLANDS)], train_regions=TRAIN_REGIONS,
-                         val_regions=[VAL_REGION], val_windows=-(-545_000 // args.window), window=args.window,
+                         window=args.window,
                          k=args.k, d_model=args.d_model, depth=args.depth, heads=args.heads,
                          bucket_size=args.bucket_size, n_hashes=args.n_hashes, attention=args.attention, lr=args.lr,
                          batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed,
