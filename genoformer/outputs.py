@@ -1,14 +1,24 @@
-"""Output files that appear complete or not at all (RELIABILITY.md §5).
+"""Outputs that appear complete or not at all (RELIABILITY.md §5): every atomic write goes through here.
 
 `refuse_existing` is called before any work, so a run that would not be allowed to write its
-output fails at once; `staged` hands out a temporary name beside the final one and renames it
-onto the final name only when the block finishes without an error (fsynced file and folder).
+output fails at once. `staged` hands out a temporary name beside the final one and renames it
+onto the final name only when the block finishes without an error (fsynced file and folder);
+`write_bytes` / `write_text` write a whole file that way, `staged_text` adds bgzip + tabix, and
+`staged_folder` does the same for a folder of files (a checkpoint, a simulated example).
+
+One error policy: an OSError of the output becomes OutputError (exit 4) naming the final path,
+and on any error, KeyboardInterrupt included, the temporary file or folder is removed and the
+final path is left as it was. Creating, fsyncing and renaming the temporary are the output's
+own steps; inside a `staged` block, which may also read inputs, only errors of the output's file
+system (no space, quota, read-only, permission, file too large) count as the output's; the
+blocks of `write_bytes`, `write_text` and `staged_folder` write nothing but the output.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,12 +47,17 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """fsync a file, or a folder (its entries)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _cannot_write(path: Path, e: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write ({e.strerror or e})")
 
 
 @contextlib.contextmanager
@@ -60,23 +75,74 @@ def staged(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
-    try:
+    with _removed_on_error(tmp, path, lambda e: e.errno in _WRITE_ERRNOS):
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+    with _removed_on_error(tmp, path, lambda e: True):
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
+
+
+@contextlib.contextmanager
+def _removed_on_error(tmp: Path, path: Path, of_output) -> Iterator[None]:
+    """Remove `tmp` (a file or folder) on any error; an OSError for which `of_output(e)` holds becomes OutputError."""
+    try:
+        yield
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _WRITE_ERRNOS:
-            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, OutputError) and of_output(e):
+            raise _cannot_write(path, e) from None
         raise
-    _fsync_dir(path.parent)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a small text file (a JSON report) atomically."""
-    with staged(path) as tmp:
-        tmp.write_text(text)
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a whole file atomically (fsynced, renamed into place); returns its path."""
+    with staged(path) as tmp, _removed_on_error(tmp, Path(path), lambda e: True):
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a whole text file (a JSON report, a config) atomically; returns its path."""
+    return write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside `path` (its parents are created); on success fsync every file in it
+    and rename it onto `path`.
+
+    A folder already at `path` is renamed aside first and removed only once the new one is in place.
+    On any error the temp folder is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create a folder in {path.parent} ({e.strerror or e})") from None
+    with _removed_on_error(tmp, path, lambda e: True):
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the output gets the usual permissions
+        for folder, _, files in os.walk(tmp, topdown=False):
+            for name in files:
+                _fsync(Path(folder, name))
+            _fsync(Path(folder))
+        aside = tmp.with_name(f"{tmp.name}.old") if path.exists() else None
+        if aside:
+            os.rename(path, aside)  # os.replace cannot replace a folder that holds files
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            if aside:
+                os.rename(aside, path)  # the old folder back in place
+            raise
+        _fsync(path.parent)
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -107,4 +173,4 @@ def staged_text(path: str | os.PathLike, preset: str, suffix: str) -> Iterator[P
             tmp_index.unlink(missing_ok=True)
             raise
     os.replace(tmp_index, index)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)

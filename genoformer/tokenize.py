@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genoformer.errors import InputError, OutputError, UsageError
+from genoformer.errors import InputError, UsageError
+from genoformer.outputs import write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")
 PAD_ID, MASK_ID, CLS_ID, UNK_ID = range(4)
@@ -229,15 +230,8 @@ class _KmerTokenizer:
         return tok
 
     def save_json(self, path: str | os.PathLike) -> None:
-        """Write to_dict() as JSON, atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{path}: cannot write tokenizer JSON ({exc.strerror or exc})") from exc
+        """Write to_dict() as JSON, atomically (genoformer.outputs)."""
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> _KmerTokenizer:

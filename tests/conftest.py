@@ -33,12 +33,12 @@ def chr20(shared_data) -> dict[str, Path]:
 
 
 def _train_tiny(out: Path, **kw) -> Path:
-    from genoformer.train.loop import TrainConfig, train
+    from genoformer.train import TrainConfig, train
 
     config = dict(window=1536, k=6, d_model=32, depth=2, heads=2, bucket_size=16, n_hashes=2, lr=3e-3,
                   warmup_steps=2, batch_size=2, max_steps=6, val_every=1000, ckpt_every=1000,
                   progress=False, device="cpu", out=str(out)) | kw
-    train(TrainConfig(**config))
+    train(TrainConfig.from_dict(config))
     return out
 
 

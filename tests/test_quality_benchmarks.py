@@ -367,7 +367,7 @@ def test_gc_cpg_features_match_a_plain_loop():
 def test_pattern_score_matches_rank_auroc_and_plain_average_precision():
     from cpg_baseline import score
 
-    from genoformer.train.tasks import auroc
+    from genoformer.train.metrics import auroc
 
     rng = np.random.default_rng(9)
     probs = rng.permutation(np.arange(1, 201)) / 256  # distinct, exact in float16: no ties

@@ -39,6 +39,7 @@ from quality_common import (
     add_common_args,
     check_data,
     machine,
+    model_options,
     print_summary,
     save_json,
     steps_for,
@@ -58,9 +59,8 @@ KMER_LR = "k-mer logistic regression"
 def classify_config(args, out: Path, attention: str | None = None, seed: int = 0,
                     options: dict | None = None) -> TrainConfig:
     config = TrainConfig(task="classify", sequences=str(PROMOTERS), val_fraction=VAL_FRACTION, alphabet="dna",
-                         per_residue=False, window=251, k=args.k, stride=args.stride, d_model=args.d_model,
-                         depth=args.depth, heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
-                         attention=attention or args.attention, lr=args.lr, batch_size=args.batch_size, max_steps=1,
+                         per_residue=False, window=251, k=args.k, stride=args.stride,
+                         model=model_options(args, attention), lr=args.lr, batch_size=args.batch_size, max_steps=1,
                          ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed, device="cpu", out=str(out),
                          progress=False)
     return with_options(config, options or {})

@@ -49,6 +49,7 @@ from quality_common import (
     add_model_args,
     load_checkpoint,
     machine,
+    model_options,
     minus,
     print_summary,
     save_json,
@@ -60,7 +61,7 @@ from quality_common import (
 )
 
 from genoformer.simulate.long_range import PARTNERS, LongRangeExample, block_length, simulate_long_range
-from genoformer.train.tasks import auroc
+from genoformer.train.metrics import auroc
 
 MOTIF_SCAN = "motif-scan rule (knows both partner motifs)"
 
@@ -166,8 +167,7 @@ def pattern_config(args, example: LongRangeExample, regions: Path, window: int, 
                    seed: int, options: dict) -> TrainConfig:
     config = TrainConfig(task="pattern", reference=str(example.reference),
                          bed=[str(p) for p in example.class_beds.values()], train_regions=[str(regions)],
-                         window=window, k=1, d_model=args.d_model, depth=args.depth, heads=args.heads,
-                         bucket_size=args.bucket_size, n_hashes=args.n_hashes, attention=attention, lr=args.lr,
+                         window=window, k=1, model=model_options(args, attention), lr=args.lr,
                          batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed,
                          device="cpu", out=str(out), progress=False)
     return with_options(config, options)

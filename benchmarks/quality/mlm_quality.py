@@ -49,6 +49,7 @@ from quality_common import (
     check_data,
     load_checkpoint,
     machine,
+    model_options,
     print_summary,
     save_json,
     steps_for,
@@ -129,8 +130,7 @@ def masked_bits_per_base(model, ref: Reference, region: str, window: int, span: 
 def mlm_config(args, out: Path, seed: int, options: dict) -> TrainConfig:
     config = TrainConfig(task="mlm", reference=str(FASTA), train_regions=TRAIN_REGIONS, val_regions=[VAL_REGION],
                          val_windows=math.ceil(100_000 / args.window), window=args.window, k=args.k,
-                         d_model=args.d_model, depth=args.depth, heads=args.heads, bucket_size=args.bucket_size,
-                         n_hashes=args.n_hashes, attention=args.attention, lr=args.lr, batch_size=args.batch_size,
+                         model=model_options(args), lr=args.lr, batch_size=args.batch_size,
                          max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed, device="cpu", out=str(out),
                          progress=False)
     return with_options(config, options)

@@ -39,6 +39,7 @@ from quality_common import (
     add_model_args,
     check_data,
     machine,
+    model_options,
     print_summary,
     save_json,
     steps_for,
@@ -85,8 +86,7 @@ def baseline() -> dict:
 def pattern_config(args, out: Path, seed: int, options: dict) -> TrainConfig:
     config = TrainConfig(task="pattern", reference=str(FASTA), bed=[str(CPG_ISLANDS)], train_regions=TRAIN_REGIONS,
                          window=args.window,
-                         k=args.k, d_model=args.d_model, depth=args.depth, heads=args.heads,
-                         bucket_size=args.bucket_size, n_hashes=args.n_hashes, attention=args.attention, lr=args.lr,
+                         k=args.k, model=model_options(args), lr=args.lr,
                          batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed,
                          device="cpu", out=str(out), progress=False)
     return with_options(config, options)

@@ -45,6 +45,7 @@ from quality_common import (
     check_data,
     load_checkpoint,
     machine,
+    model_options,
     print_summary,
     save_json,
     steps_for,
@@ -166,10 +167,9 @@ def flip_files(flip: Path) -> dict:
 
 def protein_config(args, flip: Path, out: Path, seed: int = 0, options: dict | None = None) -> TrainConfig:
     config = TrainConfig(task="classify", **flip_files(flip), **FLIP_SPLIT, alphabet="protein", per_residue=True,
-                         window=args.window, k=1, d_model=args.d_model, depth=args.depth, heads=args.heads,
-                         bucket_size=args.bucket_size, n_hashes=args.n_hashes, attention=args.attention,
-                         lr=args.lr, batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9,
-                         val_every=10 ** 9, seed=seed, device="cpu", out=str(out), progress=False)
+                         window=args.window, k=1, model=model_options(args), lr=args.lr, batch_size=args.batch_size,
+                         max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed, device="cpu", out=str(out),
+                         progress=False)
     return with_options(config, options or {})
 
 

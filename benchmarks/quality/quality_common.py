@@ -2,7 +2,8 @@
 genoformer - baseline differences and the mean and range over seeds.
 
 Every import of genoformer's training and checkpoint API by the quality scripts goes through here
-(TrainConfig, train, load_checkpoint, with_options), so a move of those names is fixed in one place.
+(TrainConfig, train, load_checkpoint, model_options, with_options), so a move of those names is fixed in
+one place.
 
 --budget is either training steps ("300", "300steps") or CPU-minutes of training ("6m", "6min"):
 a minutes budget trains a few calibration steps first (their time per step, without validation)
@@ -29,7 +30,8 @@ import torch
 from genoformer.evaluate.variants import json_safe
 from genoformer.model.checkpoint import load_checkpoint  # re-exported for the scripts
 from genoformer.outputs import write_text
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import ModelConfig, TrainConfig, train
+from genoformer.train.config import MODEL_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -94,6 +96,12 @@ def add_model_args(ap: argparse.ArgumentParser, *, d_model: int, depth: int = 2,
     ap.add_argument("--batch-size", type=int, default=batch_size)
 
 
+def model_options(args: argparse.Namespace, attention: str | None = None) -> ModelConfig:
+    """The model section of a quality script's TrainConfig, from add_model_args's options."""
+    return ModelConfig(d_model=args.d_model, depth=args.depth, heads=args.heads, bucket_size=args.bucket_size,
+                       n_hashes=args.n_hashes, attention=attention or args.attention)
+
+
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(x) for x in text.split(",")]
@@ -105,8 +113,12 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def with_options(config: TrainConfig, options: dict) -> TrainConfig:
-    """`config` with the training options in `options` changed (an unknown option is a UsageError naming it)."""
-    return TrainConfig.from_dict(dataclasses.asdict(config) | options)
+    """`config` with the training options in `options` changed, model options (d_model, attention, ...) given
+    flat (an unknown option is a UsageError naming it)."""
+    values = dataclasses.asdict(config)
+    model = values.pop("model") | {k: v for k, v in options.items() if k in MODEL_OPTIONS}
+    return TrainConfig.from_dict(values | {k: v for k, v in options.items() if k not in MODEL_OPTIONS} |
+                                 {"model": model})
 
 
 def minus(a: float | None, b: float | None) -> float | None:

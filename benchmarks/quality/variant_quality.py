@@ -44,6 +44,7 @@ from quality_common import (
     add_model_args,
     check_data,
     machine,
+    model_options,
     minus,
     print_summary,
     save_json,
@@ -68,9 +69,8 @@ SIM_INSERT = (320, 70)  # mean, sd of the simulated fragments: this BAM's proper
 
 
 def variant_config(args, out: Path, seed: int, options: dict, **inputs) -> TrainConfig:
-    config = TrainConfig(task="variant", window=args.window, k=args.k, d_model=args.d_model, depth=args.depth,
-                         heads=args.heads, bucket_size=args.bucket_size, n_hashes=args.n_hashes,
-                         attention=args.attention, lr=args.lr, batch_size=args.batch_size,
+    config = TrainConfig(task="variant", window=args.window, k=args.k, model=model_options(args), lr=args.lr,
+                         batch_size=args.batch_size,
                          class_weights=args.class_weights, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9,
                          seed=seed, device="cpu", out=str(out), progress=False, **inputs)
     return with_options(config, options)

@@ -19,17 +19,10 @@ from genoformer import __version__
 from genoformer.buckets.map import BucketMap, bucket_rgb
 from genoformer.coords import Interval
 from genoformer.errors import InputError, OutputError
-from genoformer.outputs import staged, staged_text
+from genoformer.outputs import staged, staged_text, write_bytes
 from genoformer.data.windows import Window
 
 FORMAT, FORMAT_VERSION = "genoformer-buckets", 1
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temporary name beside `path`, fsync, and rename it into place."""
-    with staged(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
 
 
 def write_h5(bmap: BucketMap, path: str | os.PathLike, *, top_k: int, config: dict | None = None) -> Path:

@@ -32,6 +32,7 @@ from genoformer.coords import Interval, check_interval, split_region
 from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.buckets.map import BucketMap
 from genoformer.data.windows import Window
+from genoformer.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,12 @@ def _selection(what: str, asked: list[int] | None, available: list[int], count: 
     return chosen
 
 
-def _device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but no CUDA GPU is available", hint="use --device cpu or auto")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def load_model(path: str | os.PathLike, device: str = "cpu"):
-    """(model, meta) of a run or checkpoint folder, refusing models without LSH layers (InputError)."""
+def load_model(path: str | os.PathLike, device: str = "cpu", hash_seed: int = 0):
+    """(model, meta) of a run or checkpoint folder, its LSH rotations fixed by `hash_seed` (layer i:
+    hash_seed + i); refuses models without LSH layers (InputError)."""
     from genoformer.model.checkpoint import load_checkpoint, resolve
 
-    model, meta, _ = load_checkpoint(path, device=_device(device))
+    model, meta, _ = load_checkpoint(path, device=resolve_device(device), hash_seed=hash_seed)
     kinds = model.encoder.config.attention_kinds
     if "lsh" not in kinds:
         raise InputError(f"{resolve(path)}: the model has no LSH layers (attention: {', '.join(kinds)}), "
@@ -98,8 +92,8 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
                top_k: int = 8, device: str = "cpu", model=None) -> BucketMap:
     """Run the model over the window holding `region` and record its LSH buckets (see BucketMap).
 
-    `model` takes an already loaded (model, meta) pair from `load_model` to skip reloading; its LSH
-    layers keep `hash_seed` afterwards (layer i: hash_seed + i).
+    `model` takes an already loaded (model, meta) pair from `load_model(..., hash_seed=hash_seed)` to
+    skip reloading.
     """
     from genoformer.data.datasets import WindowDataset
     from genoformer.io.alignments import Alignments
@@ -109,7 +103,10 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     for name, value, low in (("hash seed", hash_seed, 0), ("top-k", top_k, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
-    net, meta = model if model is not None else load_model(model_path, device)
+    net, meta = model if model is not None else load_model(model_path, device, int(hash_seed))
+    if net.encoder.config.hash_seed != hash_seed:
+        raise UsageError(f"the model given was loaded with hash seed {net.encoder.config.hash_seed}, not {hash_seed}",
+                         hint="load it with load_model(path, device, hash_seed)")
     config, tokenizer = net.encoder.config, net.tokenizer
     layers = _selection("layer", layers, net.encoder.lsh_layers(), config.depth)
     heads = _selection("head", heads, list(range(config.heads)), config.heads)
@@ -138,7 +135,6 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     # owned spans tile the window in token order, so the region's tokens are one run [first, stop)
     first, stop = np.searchsorted(owned_end, interval.start, side="right"), np.searchsorted(owned_start, interval.end)
 
-    net.encoder.set_hash_seed(int(hash_seed))
     with torch.no_grad():
         extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens)
         with net._extra_embedding(extra):  # the read evidence enters exactly as in forward
@@ -220,7 +216,7 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
         require_matplotlib()
     out = Path(config.out)
     _check_out(out, config.force)
-    net, meta = load_model(config.model, config.device)
+    net, meta = load_model(config.model, config.device, config.hash_seed)
     ref = Reference(config.reference)
     region = ref.region(config.region)
     queries = [parse_position(q, ref.contigs) for q in config.queries]

@@ -6,6 +6,7 @@ import json
 import click
 
 from genoformer.coords import REGION
+from genoformer.devices import DEVICES
 
 _file = click.Path(exists=True, dir_okay=False)
 
@@ -23,7 +24,7 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--window", type=int, help="Window in bases  [default: the model's training window]")
 @click.option("--margin", type=int, help="Bases of context dropped at each window edge  [default: window/4]")
 @click.option("--batch-size", type=int, help="Windows per forward pass  [default: about 256 kb of windows]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--hash-seed", type=int, default=0, show_default=True,
               help="Seed of the LSH rotations (recorded in the output; same seed, same predictions).")
 @click.option("--resume", is_flag=True, help="Continue the partial output of an interrupted run (same inputs).")

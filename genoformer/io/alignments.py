@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pysam
 
-from genoformer.coords import check_interval, close_names
+from genoformer.coords import Interval, check_interval, close_names
 from genoformer.errors import AlignmentError, UsageError
+from genoformer.io.sources import LazyHandle
 
 if TYPE_CHECKING:
     from genoformer.io.fasta import Reference
@@ -117,22 +118,22 @@ def _sniff(path: Path) -> bytes:
     return head
 
 
-class Alignments:
+class Alignments(LazyHandle):
     """Read evidence from an indexed, coordinate-sorted BAM or CRAM.
 
     The file is opened once here to check it (index, EOF, header, contigs against `reference`)
     and again lazily in any other process, so each DataLoader worker has its own handle.
     `reference` is a `Reference` (its `.contigs` are checked, its `.path` decodes CRAM) or a
-    plain contig -> length mapping.
+    plain contig -> length mapping. As a per-base source (genoformer.io.sources), `per_base` is
+    `evidence` and a padding base has no reads (0).
     """
+    pad_value = 0.0
 
     def __init__(self, path: str | os.PathLike, reference: Reference | Mapping[str, int] | None = None,
                  filters: ReadFilters = ReadFilters()):
         self.path = Path(path)
         self.filters = filters
         self._reference_path = getattr(reference, "path", None)
-        self._handle: pysam.AlignmentFile | None = None
-        self._pid = -1
         bam = self._open()
         self.contigs: dict[str, int] = dict(zip(bam.references, bam.lengths))
         self.reference_contigs: dict[str, int] | None = None
@@ -142,9 +143,7 @@ class Alignments:
                           str(self._reference_path or "(contig lengths given)"))
             self.reference_contigs = ref_contigs
 
-    def _open(self) -> pysam.AlignmentFile:
-        if self._handle is not None and self._pid == os.getpid():
-            return self._handle
+    def _new_handle(self) -> pysam.AlignmentFile:
         head = _sniff(self.path)
         kwargs = {}
         if head == b"CRAM":
@@ -170,13 +169,7 @@ class Alignments:
             bam.close()
             raise AlignmentError(f"{self.path}: no index (.bai/.csi/.crai) found next to the file",
                                  hint=f"samtools index {self.path}")
-        self._handle, self._pid = bam, os.getpid()
         return bam
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_handle"], state["_pid"] = None, -1
-        return state
 
     def _check_region(self, contig: str, start: int, end: int) -> None:
         contigs = self.reference_contigs if self.reference_contigs is not None else self.contigs
@@ -206,12 +199,9 @@ class Alignments:
                                  hint="`samtools quickcheck -v` checks it; re-create or re-copy the file") from exc
         return acc.result()
 
-    def _discard_handle(self) -> None:
-        handle, self._handle = self._handle, None
-        try:
-            handle.close()
-        except OSError:  # closing a corrupt BGZF stream fails again; nothing more to report
-            pass
+    def per_base(self, interval: Interval) -> np.ndarray:
+        """float32 [len(interval), len(EVIDENCE_FEATURES)]: the per-base source contract, `evidence`."""
+        return self.evidence(interval.contig, interval.start, interval.end)
 
 
 class _Accumulator:

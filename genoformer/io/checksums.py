@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from genoformer.io import fasta_scan
+from genoformer.outputs import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def contig_md5s(reference, contigs: list[str]) -> dict[str, str]:
         known = known | {c: contig_md5(reference, c) for c in missing}
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            fasta_scan.write_atomic(cache, json.dumps(key | {"md5": known}).encode())
+            write_bytes(cache, json.dumps(key | {"md5": known}).encode())
         except OSError as e:  # a cache only: the caller goes on without it
             log.debug("cannot cache contig checksums in %s (%s)", cache, e)
     return {c: known[c] for c in contigs}

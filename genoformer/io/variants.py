@@ -15,8 +15,9 @@ as truth there is unknown. Symbolic (<DEL>), breakend and `*` alleles are not pl
 """
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pysam
 
-from genoformer.coords import check_interval
+from genoformer.coords import Interval, IntervalSet, check_interval
 from genoformer.errors import RegionError, VariantError
+from genoformer.io.sources import UNSCORED, LazyHandle
 
 if TYPE_CHECKING:
     from genoformer.io.fasta import Reference
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 GENOTYPES = ("hom_ref", "het", "hom_alt")
 VARIANT_TYPES = ("none", "snv", "insertion", "deletion")
 SNV, INSERTION, DELETION = 1, 2, 3
+LABEL_DTYPE = np.dtype([("genotype", np.int64), ("variant_type", np.int64)])  # per_base: one field per label
 
 
 def allele_spans(start: int, ref: str, alt: str) -> list[tuple[int, int, int]]:
@@ -102,20 +105,24 @@ class VariantLabels:
         return out
 
 
-class TruthVariants:
+class TruthVariants(LazyHandle):
     """An indexed truth VCF/BCF for one sample.
 
     `reference` (a `Reference` or contig -> length mapping) is checked against the VCF's
     ##contig lines: shared names must have equal lengths and at least one must be shared,
     else the VCF is "on another reference". `sample` may be omitted for single-sample files.
     The pysam handle opens lazily per process, so DataLoader workers each open their own.
+
+    As a per-base source (genoformer.io.sources), `per_base` gives the labels of each base as a
+    structured array (LABEL_DTYPE), UNSCORED where truth is unknown or outside the confident
+    regions bound by `scored_in`.
     """
+    pad_value = UNSCORED
+    confident: IntervalSet | None = None  # per_base scores only these bases; None: every base
 
     def __init__(self, path: str | os.PathLike, reference: Reference | Mapping[str, int] | None = None,
                  sample: str | None = None):
         self.path = Path(path)
-        self._handle: pysam.VariantFile | None = None
-        self._pid = -1
         vcf = self._open()
         samples = list(vcf.header.samples)
         if sample is None and len(samples) != 1:
@@ -130,9 +137,7 @@ class TruthVariants:
             self.reference_contigs = dict(getattr(reference, "contigs", reference))
             self._check_reference(str(getattr(reference, "path", "(contig lengths given)")))
 
-    def _open(self) -> pysam.VariantFile:
-        if self._handle is not None and self._pid == os.getpid():
-            return self._handle
+    def _new_handle(self) -> pysam.VariantFile:
         if not self.path.is_file():
             raise VariantError(f"{self.path}: no such file")
         try:
@@ -143,13 +148,7 @@ class TruthVariants:
             vcf.close()
             raise VariantError(f"{self.path}: no index (.tbi/.csi) found next to the file",
                                hint=f"bgzip the VCF if needed, then: bcftools index -t {self.path}")
-        self._handle, self._pid = vcf, os.getpid()
         return vcf
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_handle"], state["_pid"] = None, -1
-        return state
 
     def _check_reference(self, ref_name: str) -> None:
         ref = self.reference_contigs
@@ -184,7 +183,8 @@ class TruthVariants:
         except (ValueError, OSError) as exc:
             raise VariantError(f"{self.path}: cannot read records in {contig}:{start + 1:,}-{end:,} ({exc})") from exc
 
-    def labels(self, contig: str, start: int, end: int, confident: list | None = None) -> VariantLabels:
+    def labels(self, contig: str, start: int, end: int,
+               confident: IntervalSet | Iterable[Interval] | None = None) -> VariantLabels:
         """Labels for contig:[start, end); only bases inside `confident` intervals are scored when given."""
         n = end - start
         genotype = np.zeros(n, dtype=np.int8)
@@ -192,10 +192,8 @@ class TruthVariants:
         if confident is None:
             mask = np.ones(n, dtype=bool)
         else:
-            mask = np.zeros(n, dtype=bool)
-            for iv in confident:
-                if iv.contig == contig:
-                    mask[max(iv.start - start, 0):max(iv.end - start, 0)] = True
+            confident = confident if isinstance(confident, IntervalSet) else IntervalSet(confident)
+            mask = confident.mask(contig, start, end)
         for v in self.records(contig, start, end):
             g, spans = v.genotype, v.spans()
             if g is None or not v.passed:
@@ -208,3 +206,16 @@ class TruthVariants:
                 vtype[sl] = np.maximum(vtype[sl], t)
         return VariantLabels(contig, start, end, genotype, vtype, mask)
 
+    def scored_in(self, confident: IntervalSet | Iterable[Interval]) -> TruthVariants:
+        """This truth set with `per_base` scoring only bases inside `confident` (a copy; its own handle)."""
+        scored = copy.copy(self)
+        scored.confident = confident if isinstance(confident, IntervalSet) else IntervalSet(confident)
+        return scored
+
+    def per_base(self, interval: Interval) -> np.ndarray:
+        """LABEL_DTYPE [len(interval)]: GENOTYPES and VARIANT_TYPES indices, UNSCORED at unscored bases."""
+        labels = self.labels(interval.contig, interval.start, interval.end, self.confident)
+        out = np.full(len(interval), UNSCORED, dtype=LABEL_DTYPE)
+        for name in LABEL_DTYPE.names:
+            out[name][labels.mask] = getattr(labels, name)[labels.mask]
+        return out

@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..tasks import PER_SEQUENCE, TASKS, TOKEN_LOGITS
 from ..tokenize import KmerTokenizer, ProteinTokenizer
 from .config import ReformerConfig
 from .reformer import Reformer
-
-# model tasks; "classify" pools to one label per sequence, "classify_residues" labels each residue
-TASKS = ("mlm", "variant", "pattern", "classify", "classify_residues")
 
 
 def owner_index(tokenizer: KmerTokenizer | ProteinTokenizer, n_bases: int, device=None) -> tuple[Tensor, Tensor]:
@@ -109,8 +107,9 @@ class EvidenceFusion(nn.Module):
 class GenoModel(nn.Module):
     """The encoder plus one task head (and evidence fusion when read evidence is used).
 
-    task "mlm": token logits [B, T, vocab]; "variant" / "pattern" / "classify_residues": per-base logits
-    [B, W, n_classes]; "classify": per-sequence logits [B, n_classes], pooled over the real tokens.
+    The task's head kind (genoformer.tasks) sets the output: token logits [B, T, vocab] (mlm);
+    per-sequence logits [B, n_classes], pooled over the real tokens (classify); otherwise per-base
+    logits [B, W, n_classes] (variant, pattern, classify_residues).
     """
 
     def __init__(self, config: ReformerConfig, tokenizer: KmerTokenizer | ProteinTokenizer, task: str,
@@ -118,12 +117,12 @@ class GenoModel(nn.Module):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}")
-        self.task, self.tokenizer = task, tokenizer
+        self.task, self.tokenizer, self.head_kind = task, tokenizer, TASKS[task].head
         self.encoder = Reformer(config)
         d = config.d_model
-        if task == "mlm":
+        if self.head_kind == TOKEN_LOGITS:
             self.head = nn.Linear(d, config.vocab_size)
-        elif task == "classify":
+        elif self.head_kind == PER_SEQUENCE:
             self.head = SequenceHead(d, n_classes)
         else:
             self.head = PerBaseHead(d, tokenizer, n_classes)
@@ -154,9 +153,9 @@ class GenoModel(nn.Module):
             extra = self.fusion(evidence, tokens)
         with self._extra_embedding(extra):
             hidden = self.encoder(tokens, token_mask)
-        if self.task == "mlm":
+        if self.head_kind == TOKEN_LOGITS:
             return self.head(hidden)
-        if self.task == "classify":
+        if self.head_kind == PER_SEQUENCE:
             return self.head(hidden, token_mask)
         if n_bases is None:
             raise ValueError("per-base heads need n_bases (the window size)")

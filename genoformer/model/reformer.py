@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, InputError, OutputError, UsageError
 from .attention import FullAttention, LocalAttention
-from .config import ReformerConfig, atomic_write
+from .config import ReformerConfig
+from ..outputs import write_bytes as atomic_write
 from .feedforward import FeedForward
 from .positions import Rotary, rotary_angles
 from .reversible import ReversibleBlock, ReversibleSequence, RngState

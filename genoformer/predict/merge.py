@@ -31,9 +31,10 @@ import numpy as np
 from tqdm import tqdm
 
 from genoformer import __version__
-from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
+from genoformer.coords import Interval, IntervalSet, merge_intervals, parse_region, read_bed
 from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
+from genoformer.io.predictions import LIBVER
 from genoformer.predict.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, datasets,
                                      groups, read_shard, reference_lengths)
 from genoformer.outputs import staged
@@ -92,13 +93,12 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
     md5: dict[str, str] = {}
     for shard in shards:
         md5.update(json.loads(shard.attrs.get("contig_md5") or "{}"))
-    covered = sorted(Interval(c, s, e) for shard in shards for c, runs in shard.covered.items() for s, e in runs)
-    predicted = [iv.to_region() for iv in merge_intervals(covered)]
+    predicted = [iv.to_region() for iv in IntervalSet().union(*(shard.covered for shard in shards))]
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         attrs["predict_config"] = json.dumps(json.loads(attrs["predict_config"]) | {
             "regions": predicted, "regions_bed": None, "out": config.out}, sort_keys=True)
     if "bases" in attrs:
-        attrs["bases"] = sum(len(iv) for iv in covered)
+        attrs["bases"] = sum(len(shard.covered) for shard in shards)
     if all("n_windows" in s.attrs for s in shards):
         attrs["n_windows"] = sum(int(s.attrs["n_windows"]) for s in shards)
     attrs.update(
@@ -107,7 +107,7 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
         merge_config=json.dumps(dataclasses.asdict(config)),
         merged_from=json.dumps([{"path": str(s.path.resolve()), "created": s.attrs.get("created"),
                                  "command": s.attrs.get("command"),
-                                 "bases": {c: sum(e - b for b, e in runs) for c, runs in s.covered.items()}}
+                                 "bases": {c: s.covered.bases(c) for c in s.lengths}}
                                 for s in shards]),
     )
     return attrs
@@ -159,17 +159,14 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
     aligned = len(chunk_rows) == 1  # every dataset chunked by the same rows (as predict writes them)
     step = chunk_rows.pop() if aligned else _BLOCK
     raw = [aligned and all(_same_layout(g[n], targets[n]) for n in names) for _, g in sources]
-    # runs as sorted arrays: whether a shard touches a range is then one binary search
-    runs = [np.array(s.covered.get(contig, []), dtype=np.int64).reshape(-1, 2) for s, _ in sources]
     total = 0
     for start in range(0, length, step):
         end = min(start + step, length)
         touching, whole = [], None
-        for k, r in enumerate(runs):
-            i = int(np.searchsorted(r[:, 1], start, side="right"))  # first run ending after `start`
-            if i < len(r) and r[i, 0] < end:
+        for k, (shard, _) in enumerate(sources):
+            if shard.covered.overlaps(contig, start, end):
                 touching.append(k)
-                if r[i, 0] <= start and r[i, 1] >= end:
+                if shard.covered.contains(contig, start, end):
                     whole = k
         if not touching:
             continue
@@ -236,11 +233,11 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
     with staged(out) as tmp, contextlib.ExitStack() as stack:
         handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
         # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
-        dst = stack.enter_context(h5py.File(tmp, "w", libver=("v110", "v110")))
+        dst = stack.enter_context(h5py.File(tmp, "w", libver=LIBVER))
         for k, v in attrs.items():
             dst.attrs[k] = v
         dst.create_group("contigs")
-        bar = stack.enter_context(tqdm(total=sum(e - s for sh in shards for r in sh.covered.values() for s, e in r),
+        bar = stack.enter_context(tqdm(total=sum(len(sh.covered) for sh in shards),
                                        disable=not config.progress, unit="base", unit_scale=True,
                                        desc="merge", file=sys.stderr))
         for contig in lengths:

@@ -21,9 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from genoformer.coords import Interval, merge_intervals
+from genoformer.coords import Interval, IntervalSet
 from genoformer.errors import InputError
-from genoformer.io.predictions import FORMAT, FORMAT_VERSION
+from genoformer.io.predictions import FORMAT, FORMAT_VERSION, covered_runs
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ _SAME = {
     "step": "window steps",
     "bam": "read files (--bam)",
 }
-SCAN_BLOCK = 1 << 20  # bases of `covered` read at a time while finding a shard's runs
 
 
 @dataclass
@@ -46,7 +45,7 @@ class Shard:
     path: Path
     attrs: dict
     lengths: dict[str, int]  # contig -> length, for each /contigs/<contig> group
-    covered: dict[str, list[tuple[int, int]]]  # contig -> runs [start, end) of covered bases (0-based)
+    covered: IntervalSet  # the bases it covers
     datasets: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # name -> (shape[1:], dtype)
 
     @property
@@ -67,12 +66,6 @@ def _attr(value):
     if isinstance(value, np.ndarray):
         return [_attr(v) for v in value.tolist()]
     return value
-
-
-def _runs(mask: np.ndarray, offset: int) -> list[tuple[int, int]]:
-    """[start, end) runs of True in a bool array, shifted by offset."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
-    return [(offset + int(s), offset + int(e)) for s, e in zip(edges[::2], edges[1::2])]
 
 
 def _members(group: h5py.Group, kind: type) -> dict[str, h5py.Dataset | h5py.Group]:
@@ -114,20 +107,14 @@ def read_shard(path: str | os.PathLike) -> Shard:
         if not attrs.get("complete"):
             raise InputError(f"{path}: incomplete shard (complete=False): its predict job did not finish",
                              hint="run predict for this shard again (with --resume where it supports it)")
-        shard = Shard(path, attrs, {}, {})
+        shard = Shard(path, attrs, {}, IntervalSet())
+        covered = {}
         for contig, group in fh.get("contigs", {}).items():
             length = int(group.attrs["length"])
             shard.lengths[contig] = length
             if "covered" not in group or group["covered"].shape != (length,):
                 raise InputError(f"{path}: /contigs/{contig}/covered is missing or not [{length}]")
-            runs: list[tuple[int, int]] = []
-            for start in range(0, length, SCAN_BLOCK):
-                for run in _runs(group["covered"][start:start + SCAN_BLOCK], start):
-                    if runs and runs[-1][1] == run[0]:  # a run across a block edge
-                        runs[-1] = (runs[-1][0], run[1])
-                    else:
-                        runs.append(run)
-            shard.covered[contig] = runs
+            covered[contig] = covered_runs(group["covered"])
             for name, ds in datasets(group).items():
                 if name == "covered":
                     continue
@@ -138,6 +125,7 @@ def read_shard(path: str | os.PathLike) -> Shard:
                 if shard.datasets.setdefault(name, layout) != layout:
                     raise InputError(f"{path}: {name} has shape {ds.shape[1:]} {ds.dtype} on {contig} but "
                                      f"{shard.datasets[name][0]} {shard.datasets[name][1]} on another contig")
+        shard.covered = IntervalSet.from_arrays(covered)
     return shard
 
 
@@ -189,9 +177,10 @@ def check_consistent(shards: Sequence[Shard]) -> None:
 
 def check_disjoint(shards: Sequence[Shard]) -> None:
     """No base covered by two shards, or InputError naming both shards and the first shared stretch."""
-    contigs = sorted({c for s in shards for c in s.covered})
+    contigs = sorted({c for s in shards for c in s.covered.contigs})
     for contig in contigs:
-        runs = sorted((start, end, i) for i, s in enumerate(shards) for start, end in s.covered.get(contig, []))
+        runs = sorted((start, end, i) for i, s in enumerate(shards)
+                      for start, end in zip(*(a.tolist() for a in s.covered.arrays(contig))))
         reach, owner = -1, -1
         for start, end, i in runs:
             if start < reach:
@@ -207,29 +196,11 @@ def check_disjoint(shards: Sequence[Shard]) -> None:
 def check_expected(shards: Sequence[Shard], expected: Sequence[Interval]) -> None:
     """Every expected base is covered by some shard, or InputError naming the missing stretches.
 
-    Covered runs are merged and searched per contig, so an exome BED against exome shards costs
-    O((intervals + runs) log runs), not their product.
+    The shards' covered bases and the expected ones are sets of merged runs per contig, so an exome BED
+    against exome shards costs O((intervals + runs) log(intervals + runs)), not their product.
     """
-    runs: dict[str, list[Interval]] = {}
-    for shard in shards:
-        for contig, pairs in shard.covered.items():
-            runs.setdefault(contig, []).extend(Interval(contig, s, e) for s, e in pairs)
-    edges = {}
-    for contig, ivs in runs.items():
-        merged = merge_intervals(ivs)
-        edges[contig] = (np.array([iv.start for iv in merged]), np.array([iv.end for iv in merged]))
-    none = (np.zeros(0, int), np.zeros(0, int))
-    missing: list[Interval] = []
-    for iv in merge_intervals(expected):
-        starts, ends = edges.get(iv.contig, none)
-        pos = iv.start
-        # the runs that overlap iv: those ending after its start and starting before its end
-        for k in range(int(np.searchsorted(ends, iv.start, side="right")), int(np.searchsorted(starts, iv.end))):
-            if starts[k] > pos:
-                missing.append(Interval(iv.contig, pos, int(starts[k])))
-            pos = max(pos, int(ends[k]))
-        if pos < iv.end:
-            missing.append(Interval(iv.contig, pos, iv.end))
+    covered = IntervalSet().union(*(shard.covered for shard in shards))
+    missing = IntervalSet(expected).difference(covered).merged()
     if missing:
         listed = ", ".join(_region(m.contig, m.start, m.end) for m in missing[:3])
         more = f" and {len(missing) - 3:,} more stretches" if len(missing) > 3 else ""

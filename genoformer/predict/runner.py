@@ -38,11 +38,14 @@ from tqdm import tqdm
 from genoformer import __version__
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.data.datasets import WindowDataset
+from genoformer.devices import autocast, check_device, resolve_device
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
-from genoformer.io.predictions import PredictionWriter, partial_path
+from genoformer.io.predictions import partial_path
 from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
+from genoformer.predict.writer import PredictionWriter
+from genoformer.tasks import PREDICTED, SOFTMAX, TASKS
 from genoformer.data.windows import regions
 
 log = logging.getLogger(__name__)
@@ -77,8 +80,7 @@ class PredictConfig:
             low = 1 if name in ("window", "batch_size") else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UsageError(f"{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device(self.device)
         if not self.model or not self.reference:
             raise UsageError("give a model (--model) and a reference FASTA (--reference)")
 
@@ -86,22 +88,15 @@ class PredictConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but no CUDA GPU is available", hint="use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _load_model(path: str):
+def _load_model(path: str, hash_seed: int):
     from genoformer.model.checkpoint import load_checkpoint
 
-    model, meta, _ = load_checkpoint(path)
-    if meta["task"] == "mlm":
-        raise UsageError(f"{path}: an mlm (masked-token) model predicts tokens, not per-base classes; "
-                         "there is nothing per-base to write", hint="fine-tune it first: genoformer train "
-                                                                     "--task variant|pattern --init-from ...")
+    model, meta, _ = load_checkpoint(path, hash_seed=hash_seed)
+    task = TASKS[meta["task"]]  # load_checkpoint refuses a task that is not in the registry
+    if task.predict is None:
+        raise UsageError(f"{path}: predict writes {' and '.join(PREDICTED)} models; this {task.name} model "
+                         f"({task.about}) has nothing per-base to write",
+                         hint=f"fine-tune it first: genoformer train --task {'|'.join(PREDICTED)} --init-from ...")
     return model, meta
 
 
@@ -153,7 +148,7 @@ def predict(config: PredictConfig) -> dict:
     """Predict, write config.out, and return a summary: bases, windows, seconds, bases_per_s, out, ..."""
     started = time.perf_counter()
     out = _check_output(config)
-    model, meta = _load_model(config.model)
+    model, meta = _load_model(config.model, config.hash_seed)
     task, head = meta["task"], meta["head"]
     tokenizer = model.tokenizer
     uses_reads = int(head.get("n_evidence", 0)) > 0
@@ -170,7 +165,7 @@ def predict(config: PredictConfig) -> dict:
     margin = config.margin if config.margin is not None else window // 4 // tokenizer.stride * tokenizer.stride
     step = grid_step(window, margin, tokenizer.stride)
     batch_size = config.batch_size or max(1, BATCH_BASES // window)
-    device = _device(config.device)
+    device = resolve_device(config.device)
 
     reference = _open_reference(config.reference, model, config.model)
     alignments = None
@@ -205,7 +200,7 @@ def predict(config: PredictConfig) -> dict:
                               variant_extras=task == "variant" and uses_reads, resume=config.resume)
     try:
         done = writer.done_mask()
-        runner = _Runner(model, task, tokenizer, device, config.hash_seed, reference, alignments, window)
+        runner = _Runner(model, task, tokenizer, device, reference, alignments, window)
         todo = (p for p in iter_planned(plan, intervals, lengths, window, margin, step) if not done[p.index])
         total = sum(len(iv) for iv in intervals)
         bases_before = _bases_done(plan, intervals, lengths, window, margin, step, done)
@@ -262,9 +257,8 @@ def _batches(planned: Iterator[PlannedWindow], size: int) -> Iterator[list[Plann
 class _Runner:
     """Loads batches on a helper thread (FASTA, reads) while the model runs the previous one."""
 
-    def __init__(self, model, task, tokenizer, device, hash_seed, reference, alignments, window):
+    def __init__(self, model, task, tokenizer, device, reference, alignments, window):
         self.model = model.to(device).eval()
-        self.model.encoder.set_hash_seed(hash_seed)
         self.task, self.device, self.window = task, device, window
         self.reference, self.alignments = reference, alignments
         self.dataset = WindowDataset(reference, [], tokenizer, alignments=alignments)
@@ -334,10 +328,10 @@ class _Runner:
         mask = torch.stack([it["token_mask"] for it in items]).to(dev)
         evidence = torch.stack([it["evidence"] for it in items]).to(dev) if "evidence" in items[0] else None
         try:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with torch.inference_mode(), autocast(dev):
                 logits = self.model(tokens, mask, evidence, n_bases=self.window).float()
         except torch.cuda.OutOfMemoryError:
             raise OutputError(f"GPU out of memory on a batch of {len(items)} windows of {self.window:,} bases",
                               hint="reduce --batch-size or --window") from None
-        probs = logits.softmax(-1) if self.task == "variant" else logits.sigmoid()
+        probs = logits.softmax(-1) if TASKS[self.task].predict == SOFTMAX else logits.sigmoid()
         return list(probs.cpu().numpy())

@@ -1,46 +1,24 @@
-"""Writing a simulated example: build it beside its folder and rename it into place; FASTA and BED writers."""
+"""Writing a simulated example: checked, built beside its folder and renamed into place; FASTA and BED writers."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pysam
 
-from genoformer.errors import GenoformerError, OutputError
+from genoformer.errors import OutputError
+from genoformer.outputs import staged_folder
 
 
 def publish(out_dir: Path, force: bool, build) -> None:
-    """Build into a hidden sibling directory, then rename it to `out_dir`."""
+    """Build into a hidden sibling directory, then rename it to `out_dir` (genoformer.outputs.staged_folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise OutputError(f"{out_dir}: directory exists and is not empty",
                           hint="use --force to replace it, or choose another --out")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                    dir=out_dir.parent))
-    except OSError as err:
-        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})",
-                          hint="check the path and its permissions") from err
-    try:
+    with staged_folder(out_dir) as tmp:
         build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            old = tmp.with_suffix(".old")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and not isinstance(err, GenoformerError):
-            raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
-        raise
 
 
 def write_fasta(path: Path, seqs: dict[str, np.ndarray]) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import pysam
 
 from genoformer import __version__
+from genoformer.coords import runs
 from genoformer.errors import UsageError
 from genoformer.simulate.files import publish, write_bed, write_fasta
 from genoformer.simulate.reads import ACGT, INDEX, UPPER, substitute, write_bam
@@ -139,7 +140,7 @@ def _build(ex: SimulatedExample, p: dict) -> None:
                         (ex.repeats_bed, "repeat")):
         rows = sorted((r for r in tracks if r[3] == track), key=lambda r: (order[r[0]], r[1]))
         write_bed(path, [(c, s, e, n, 0, strand) if track != "cpg_island" else (c, s, e, n)
-                          for c, s, e, _, n, strand in rows])
+                         for c, s, e, _, n, strand in rows])
     write_bed(ex.confident_bed, confident)
     n_pairs = write_bam(ex.reads, rng, seqs, variants, p, sample=SAMPLE, command_line=_command_line(p))
     _write_manifest(ex, p, seqs, tracks, variants, n_pairs)
@@ -223,13 +224,8 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
 
 def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
     inner = UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
-    return [(s + EDGE, e + EDGE) for s, e in _runs(inner)]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    starts, ends = runs(inner)
+    return list(zip((starts + EDGE).tolist(), (ends + EDGE).tolist()))
 
 
 # variants ------------------------------------------------------------------------------------
@@ -309,7 +305,7 @@ def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pai
         "motifs": count([t[4] for t in tracks if t[3] == "motif"]),
         "read_pairs": n_pairs, "motif_patterns": MOTIFS,
         "n_runs": [[name, int(s), int(e)] for name, seq in seqs.items()
-                   for s, e in _runs(seq == ord("N"))],
+                   for s, e in zip(*runs(seq == ord("N")))],
     }
     ex.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     ex.readme.write_text(README.format(version=__version__, **p, pairs=n_pairs,

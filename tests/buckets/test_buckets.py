@@ -53,12 +53,12 @@ def synthetic(tmp_path_factory):
 
 
 def _train(out, reference, attention, max_steps):
-    from genoformer.train.loop import TrainConfig, train
+    from genoformer.train import TrainConfig, train
 
-    train(TrainConfig(task="pattern", reference=str(reference), window=W, k=K, d_model=32, depth=2, heads=2,
-                      bucket_size=16, n_hashes=2, lr=3e-3, warmup_steps=1, batch_size=1, max_steps=max_steps,
-                      val_every=1000, ckpt_every=1000, progress=False, device="cpu", out=str(out),
-                      attention=attention))
+    train(TrainConfig(task="pattern", reference=str(reference), window=W, k=K,
+                      model=dict(d_model=32, depth=2, heads=2, bucket_size=16, n_hashes=2, attention=attention),
+                      lr=3e-3, warmup_steps=1, batch_size=1, max_steps=max_steps, val_every=1000, ckpt_every=1000,
+                      progress=False, device="cpu", out=str(out)))
     return out
 
 
@@ -114,7 +114,7 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     np.testing.assert_array_equal(bmap.token_ids, [_kmer_id(km) for km in kmers])
 
     # layer 0 by hand: each token's bucket from its own embedding, rotations seeded with hash seed + 0
-    model, _ = load_model(lsh_model)
+    model, _ = load_model(lsh_model, hash_seed=3)
     expected = _layer0_buckets(model, bmap.token_ids, bmap.n_buckets, seed=3)
     np.testing.assert_array_equal(bmap.buckets[bmap.layers.index(0)], expected)
 
@@ -126,7 +126,6 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     in_region = bmap.region_tokens()
     assert (bmap.top_tokens[:, :, ~in_region] == -1).all() and (bmap.top_tokens[:, :, in_region, 0] >= 0).all()
     item = WindowDataset(Reference(str(synthetic)), [window], model.tokenizer)[0]
-    model.encoder.set_hash_seed(3)
     every = model.encoder.inspect(item["tokens"][None], item["token_mask"][None], top_k=8)
     for li, layer in enumerate(bmap.layers):
         keys, weights = every[layer].top_positions[0][:, :n], every[layer].top_weights[0][:, :n]

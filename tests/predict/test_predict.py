@@ -142,8 +142,8 @@ def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr
 def test_each_base_comes_from_the_centre_of_its_window(variant_h5, tiny_variant_model, chr20):
     """Rerun by hand the grid window that owns a base (window 1536, margin 384: step 768)."""
     out, _ = variant_h5
-    model, _, _ = load_checkpoint(tiny_variant_model)
-    model.eval().encoder.set_hash_seed(0)
+    model, _, _ = load_checkpoint(tiny_variant_model, hash_seed=0)
+    model.eval()
     ref = Reference(chr20["fasta"])
     ds = WindowDataset(ref, [], model.tokenizer, alignments=Alignments(chr20["bam"], ref))
     step, margin = 768, 384
@@ -206,8 +206,8 @@ def test_whole_contigs_by_default_and_n_windows_computed_once(tiny_pattern_model
     summary = run(tiny_pattern_model, chr20["fasta"], tmp_path / "n.h5", regions=["chr20:1-20,000"], batch_size=4)
     assert summary["n_window_cached"] == summary["windows"] == 26
     p = read_predictions(tmp_path / "n.h5", "chr20:1-20,000").probs
-    model, _, _ = load_checkpoint(tiny_pattern_model)
-    model.eval().encoder.set_hash_seed(0)
+    model, _, _ = load_checkpoint(tiny_pattern_model, hash_seed=0)
+    model.eval()
     ids = torch.from_numpy(model.tokenizer.encode("N" * 1536))[None]
     with torch.inference_mode():
         expect = model(ids, torch.ones_like(ids, dtype=torch.bool), n_bases=1536)[0].sigmoid().numpy()
@@ -292,19 +292,19 @@ def test_resume_refuses_a_partial_of_another_run(tiny_pattern_model, chr20, tmp_
 
 
 def _interrupt_after_first_batch(model, chr20, out):
-    from genoformer.io import predictions
+    from genoformer.predict.writer import PredictionWriter
 
-    original = predictions.PredictionWriter.mark_done
+    original = PredictionWriter.mark_done
 
     def mark_then_interrupt(self, windows):
         original(self, windows)
         raise KeyboardInterrupt
 
-    predictions.PredictionWriter.mark_done = mark_then_interrupt
+    PredictionWriter.mark_done = mark_then_interrupt
     try:
         run(model, chr20["fasta"], out, regions=["chr20:10,000,001-10,010,000"], batch_size=1)
     finally:
-        predictions.PredictionWriter.mark_done = original
+        PredictionWriter.mark_done = original
 
 
 def test_readers_refuse_incomplete_truncated_and_foreign_files(variant_h5, tmp_path):

@@ -21,11 +21,11 @@ from genoformer.cli import cli
 from genoformer.errors import UsageError
 from genoformer.model.checkpoint import load_checkpoint
 from genoformer.data.sequences import read_sequences, split
-from genoformer.train.loop import TrainConfig, resume, train
+from genoformer.train import TrainConfig, resume, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure  # noqa: E402
-from test_train import MLM_TRAIN, run_cli, train_losses  # noqa: E402
+from test_loop import MLM_TRAIN, run_cli, train_losses  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(d_model=32, depth=2, heads=2, attention="full", bucket_size=32, lr=3e-3, warmup_steps=3,
@@ -123,8 +123,8 @@ def val_losses(run_dir: Path) -> dict[tuple[int, str], float]:
 
 
 def test_promoters_loss_falls_and_the_checkpoint_reproduces_validation_accuracy(promoters, tmp_path):
-    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(promoters), k=3, batch_size=32, max_steps=40,
-                                        val_every=40, out=str(tmp_path))))
+    config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters), k=3, batch_size=32,
+                                               max_steps=40, val_every=40, out=str(tmp_path)))
     losses = list(train(config)["losses"].values())
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.15, losses
     logged = val_losses(tmp_path)
@@ -155,8 +155,8 @@ def test_padding_does_not_change_a_sequence_logits(promoters, tmp_path):
 
     seqs = read_sequences(str(promoters)).subset([0, 250])
     seqs.sequences[0] = seqs.sequences[0][:97]
-    train(TrainConfig(**(TINY | dict(task="classify", sequences=str(promoters), k=3, max_steps=1,
-                                     out=str(tmp_path)))))
+    train(TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters), k=3, max_steps=1,
+                                            out=str(tmp_path))))
     model = load_checkpoint(tmp_path)[0].eval()
     ds = SequenceDataset(seqs, model.tokenizer, ["0", "1"], window=1000)
     both = ds.collate([ds[0], ds[1]])
@@ -168,10 +168,10 @@ def test_padding_does_not_change_a_sequence_logits(promoters, tmp_path):
 
 
 def test_flip_secondary_structure_per_residue_loss_falls(flip_small, tmp_path):
-    config = TrainConfig(**(TINY | dict(
+    config = TrainConfig.from_dict(TINY | dict(
         task="classify", sequences=str(flip_small["sequences"]), residue_labels=str(flip_small["sampled"]),
         residue_mask=str(flip_small["mask"]), window=256, batch_size=8, max_steps=30, val_every=30,
-        val_fraction=0.2, out=str(tmp_path))))
+        val_fraction=0.2, out=str(tmp_path)))
     losses = list(train(config)["losses"].values())
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.1, losses
     logged = val_losses(tmp_path)
@@ -201,8 +201,8 @@ def test_residue_labels_and_mask_reach_the_batch(flip_small):
 def test_classify_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(flip_small, tmp_path):
     kw = TINY | dict(task="classify", sequences=str(flip_small["sequences"]), residue_labels=str(flip_small["sampled"]),
                      window=128, batch_size=4, max_steps=10, ckpt_every=100)
-    full = train(TrainConfig(**(kw | dict(out=str(tmp_path / "full")))))["losses"]
-    half = train(TrainConfig(**(kw | dict(out=str(tmp_path / "half"), stop_after=5))))["losses"]
+    full = train(TrainConfig.from_dict(kw | dict(out=str(tmp_path / "full"))))["losses"]
+    half = train(TrainConfig.from_dict(kw | dict(out=str(tmp_path / "half"), stop_after=5)))["losses"]
     assert half == {s: full[s] for s in range(1, 6)}
     resumed = resume(tmp_path / "half", progress=False)["losses"]
     assert resumed == {s: full[s] for s in range(6, 11)}  # bitwise equal on CPU
@@ -210,11 +210,12 @@ def test_classify_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(fli
 
 
 def test_init_from_an_mlm_checkpoint_when_the_tokenizers_match(chr20, promoters, tmp_path):
-    train(TrainConfig(**(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
-                                     window=256, k=3, batch_size=2, max_steps=2, out=str(tmp_path / "mlm")))))
+    train(TrainConfig.from_dict(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
+                                            window=256, k=3, batch_size=2, max_steps=2, out=str(tmp_path / "mlm"))))
     mlm = load_checkpoint(tmp_path / "mlm")[0]
-    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(promoters), init_from=str(tmp_path / "mlm"),
-                                        max_steps=1, lr=1e-9, out=str(tmp_path / "init"))))
+    config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters),
+                                               init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
+                                               out=str(tmp_path / "init")))
     train(config)  # k comes from the checkpoint; one step at a negligible learning rate
     init = load_checkpoint(tmp_path / "init")[0]
     assert init.tokenizer == mlm.tokenizer
@@ -228,14 +229,14 @@ def test_a_protein_mlm_initialises_per_residue_classify_but_not_dna(flip_small, 
     chains = fasta(flip_small["sequences"].read_text())
     reference = tmp_path / "chains.fa"
     reference.write_text("".join(f">{name}\n{seq}\n" for name, (_, seq) in chains.items()))
-    train(TrainConfig(**(TINY | dict(task="mlm", alphabet="protein", reference=str(reference), window=128,
-                                     batch_size=2, max_steps=2, out=str(tmp_path / "mlm")))))
+    train(TrainConfig.from_dict(TINY | dict(task="mlm", alphabet="protein", reference=str(reference), window=128,
+                                            batch_size=2, max_steps=2, out=str(tmp_path / "mlm"))))
     mlm = load_checkpoint(tmp_path / "mlm")[0]
     assert type(mlm.tokenizer).__name__ == "ProteinTokenizer" and mlm.tokenizer.k == 1
-    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(flip_small["sequences"]),
-                                        residue_labels=str(flip_small["sampled"]), window=128, batch_size=4,
-                                        init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
-                                        out=str(tmp_path / "init"))))
+    config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(flip_small["sequences"]),
+                                               residue_labels=str(flip_small["sampled"]), window=128, batch_size=4,
+                                               init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
+                                               out=str(tmp_path / "init")))
     train(config)
     init = load_checkpoint(tmp_path / "init")[0]
     for name, weight in mlm.encoder.state_dict().items():
@@ -312,7 +313,7 @@ def test_recipe_validates_with_dry_run(recipe, shared_data, flip, tmp_path):
     (tmp_path / "recipe.yaml").write_text(text)
     report = invoke("--config", tmp_path / "recipe.yaml", "--out", tmp_path / "run", "--dry-run")
     config = report["config"]
-    assert (config["d_model"], config["depth"]) == (256, 6) and report["parameters"] > 1_000_000
+    assert (config["model"]["d_model"], config["model"]["depth"]) == (256, 6) and report["parameters"] > 1_000_000
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
     if config["task"] == "classify":
         assert report["classes"] == (["0", "1"] if recipe == "classify-dna" else ["C", "E", "H"])
@@ -330,5 +331,5 @@ def test_a_recipe_trains_a_few_steps_with_tiny_overrides(shared_data, promoters,
                   "--no-progress", "--out", tmp_path / "run")
     assert done["step"] == 3
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (saved["val_fraction"], saved["d_model"], saved["sequences"]) == (0.2, 32, str(promoters))
+    assert (saved["val_fraction"], saved["model"]["d_model"], saved["sequences"]) == (0.2, 32, str(promoters))
     assert len(train_losses(tmp_path / "run")) == 3

@@ -1,0 +1,119 @@
+"""TrainConfig and its model section: every ReformerConfig field a run chooses is reachable from a
+recipe (nested or flat) and from the command line, is what the model is built with, and is recorded
+in config.json and the checkpoint; window_size is its own option; runs saved flat still resume."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from genoformer.cli import cli
+from genoformer.commands.train import train as train_command
+from genoformer.errors import UsageError
+from genoformer.model.checkpoint import META, load_checkpoint, resolve
+from genoformer.model.config import ReformerConfig
+from genoformer.train import ModelConfig, TrainConfig, resume, train
+from genoformer.train.config import MODEL_OPTIONS, NOT_CHOSEN
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fasta_factory import write_fasta  # noqa: E402
+
+# every model option away from its default (and window_size away from bucket_size)
+CHOSEN = dict(d_model=16, depth=2, heads=2, bucket_size=4, n_hashes=2, attention=["lsh", "local"], reversible=False,
+              ff_mult=2, ff_chunks=2, dropout=0.1, causal=True, window_size=16)
+TINY_RUN = dict(task="mlm", window=64, k=3, lr=3e-3, warmup_steps=1, batch_size=2, val_every=1000, ckpt_every=1000,
+                progress=False, device="cpu")
+# the model options as the shipped recipes spell them before this section existed
+OLD_FLAT = ("d_model", "depth", "heads", "bucket_size", "n_hashes", "attention")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("reference") / "ref.fa"
+    write_fasta(path, {"chrA": "".join(rng.choice(list("ACGT"), 3000))})
+    return path
+
+
+def losses(run: Path) -> dict[int, float]:
+    rows = csv.DictReader((run / "metrics.csv").open())
+    return {int(r["step"]): float(r["value"]) for r in rows if r["split"] == "train" and r["metric"] == "loss"}
+
+
+def test_the_model_section_is_reformer_config_less_what_the_data_fixes():
+    reformer = {f.name: f.default for f in dataclasses.fields(ReformerConfig)}
+    assert set(MODEL_OPTIONS) == set(reformer) - set(NOT_CHOSEN)
+    defaults = dataclasses.asdict(ModelConfig())
+    assert defaults == {name: reformer[name] for name in MODEL_OPTIONS} | {"window_size": None}
+    # window_size unset takes bucket_size: local attention then sees LSH's keys per query
+    assert ModelConfig(bucket_size=8).reformer_config(vocab_size=10).window_size == 8
+    assert ModelConfig(bucket_size=8, window_size=32).reformer_config(vocab_size=10).window_size == 32
+
+
+def test_unknown_doubled_and_impossible_model_options_are_refused():
+    with pytest.raises(UsageError, match="unknown model option 'width'"):
+        TrainConfig.from_dict({"model": {"width": 3}})
+    with pytest.raises(UsageError, match="unknown training option 'learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(UsageError, match="'depth' is given twice"):
+        TrainConfig.from_dict({"depth": 2, "model": {"depth": 3}})
+    with pytest.raises(UsageError, match="model must be a mapping"):
+        TrainConfig.from_dict({"model": "big"})
+    with pytest.raises(UsageError, match=r"heads \(3\) must divide d_model \(32\)"):  # before any input is read
+        TrainConfig.from_dict({"d_model": 32, "heads": 3})
+
+
+def test_cli_flags_reach_every_model_option(reference, tmp_path):
+    flags = ["--d-model", 16, "--depth", 2, "--heads", 2, "--bucket-size", 4, "--n-hashes", 2, "--attention",
+             "lsh,local", "--no-reversible", "--ff-mult", 2, "--ff-chunks", 2, "--dropout", 0.1, "--causal",
+             "--window-size", 16]
+    assert {param.name for param in train_command.params} >= set(MODEL_OPTIONS)
+    result = CliRunner().invoke(cli, ["train", "--reference", str(reference), "--window", 64, "--k", 3,
+                                      "--out", str(tmp_path / "run"), "--dry-run", *map(str, flags)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.stdout)["config"]["model"] == CHOSEN
+
+
+def test_every_model_option_builds_the_model_and_is_recorded(reference, tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig.from_dict(TINY_RUN | dict(reference=str(reference), max_steps=1, out=str(run), model=CHOSEN)))
+    assert json.loads((run / "config.json").read_text())["model"] == CHOSEN
+    model, meta, _ = load_checkpoint(run)
+    assert meta["train_config"]["model"] == CHOSEN
+    # what the encoder was built with (checkpoint.json's model_config is the encoder's own config)
+    assert {name: meta["model_config"][name] for name in MODEL_OPTIONS} == CHOSEN
+    assert model.encoder.config.window_size == 16 != model.encoder.config.bucket_size
+
+    # left out, window_size is recorded as the bucket_size it took
+    default = tmp_path / "default"
+    train(TrainConfig.from_dict(TINY_RUN | dict(reference=str(reference), max_steps=1, out=str(default),
+                                                model=dict(CHOSEN, window_size=None, attention="local"))))
+    recorded = json.loads((default / "config.json").read_text())["model"]
+    assert recorded["window_size"] == recorded["bucket_size"] == 4
+    assert load_checkpoint(default)[1]["model_config"]["window_size"] == 4
+
+
+def test_a_run_saved_with_a_flat_train_config_resumes(reference, tmp_path):
+    """Runs saved before the model section existed hold their model options at the top level."""
+    model = dict(d_model=16, depth=2, heads=2, bucket_size=4, n_hashes=2, attention="lsh")
+    common = TINY_RUN | dict(reference=str(reference), max_steps=4, model=model)
+    train(TrainConfig.from_dict(common | dict(out=str(tmp_path / "full"))))
+    train(TrainConfig.from_dict(common | dict(out=str(tmp_path / "old"), stop_after=2)))
+    meta_path = resolve(tmp_path / "old") / META
+    meta = json.loads(meta_path.read_text())
+    saved = meta["train_config"]
+    flat = {name: value for name, value in saved.items() if name != "model"} | \
+        {name: saved["model"][name] for name in OLD_FLAT}
+    meta_path.write_text(json.dumps(meta | {"train_config": flat}))
+
+    resume(tmp_path / "old", progress=False)
+    assert losses(tmp_path / "old") == losses(tmp_path / "full")  # bitwise equal on CPU
+    recorded = json.loads((tmp_path / "old" / "config.json").read_text())
+    assert recorded["model"] == dataclasses.asdict(ModelConfig(**model, window_size=4))
+    assert not set(OLD_FLAT) & set(recorded)
