@@ -158,7 +158,7 @@ def measure(args, folder: Path, seed: int, options: dict, steps: int) -> Measure
         else:
             bits, info["test_bases_scored"] = masked_bits_per_base(
                 load_checkpoint(config.out)[0], Reference(FASTA), TEST_REGION, config.window, config.mask_span, seed)
-            info["source"] = "computed from the checkpoint (token-level model)"
+            info["source"] = "computed here from the checkpoint: a token-level model"
     return Measurement("bits per base, test region", bits, baselines, higher_is_better=False,
                        detail={"genoformer": info, "markov": markov})
 
