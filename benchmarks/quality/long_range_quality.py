@@ -49,8 +49,9 @@ from quality_common import (
     add_model_args,
     load_checkpoint,
     machine,
-    model_options,
     minus,
+    model_forward,
+    model_options,
     print_summary,
     save_json,
     steps_for,
@@ -60,6 +61,9 @@ from quality_common import (
     work_dir,
 )
 
+from genoformer.data.datasets import WindowDataset
+from genoformer.data.windows import Window
+from genoformer.io.fasta import Reference
 from genoformer.simulate.long_range import PARTNERS, LongRangeExample, block_length, simulate_long_range
 from genoformer.train.metrics import auroc
 
@@ -126,7 +130,8 @@ def motif_scan(sequence: str, site: int) -> str | None:
     return kind
 
 
-def model_calls(run: Path, genome: dict[str, str], pairs: list[dict], window: int, seed: int) -> tuple[list[str], float]:
+def model_calls(run: Path, reference: Path, pairs: list[dict], window: int, lengths: dict[str, int],
+                seed: int) -> tuple[list[str], float]:
     """(A or B for each pair's site, site AUROC) from the run's checkpoint (see the module docstring).
 
     Site AUROC: P(A) + P(B) of each base of the scored windows against "is a site base": whether the
@@ -135,20 +140,22 @@ def model_calls(run: Path, genome: dict[str, str], pairs: list[dict], window: in
     model.eval()
     classes = meta["head"]["class_names"]
     column = {kind: classes.index(f"long_range_{kind}") for kind in PARTNERS}
+    windows = []
+    for p in pairs:
+        start = eval_window(p, window, lengths[p["contig"]])
+        end = min(start + window, lengths[p["contig"]])
+        windows.append(Window(p["contig"], start, start + window, end - start))
+    items = WindowDataset(Reference(reference), windows, model.tokenizer)  # the items training reads
     torch.manual_seed(seed)  # LSH rotations
     calls, scores, truth = [], [], []
     with torch.no_grad():
-        for p in pairs:
-            seq = genome[p["contig"]]
-            start = eval_window(p, window, len(seq))
-            piece = seq[start:start + window]
-            tokens = torch.from_numpy(model.tokenizer.encode(piece).astype(np.int64))[None]
-            probs = torch.sigmoid(model(tokens, torch.ones_like(tokens, dtype=torch.bool), n_bases=len(piece)))[0]
-            site = slice(p["site_start"] - start, p["site_end"] - start)
+        for p, w, item in zip(pairs, windows, items):
+            probs = torch.sigmoid(model_forward(model, [item]))[0, :w.n_valid]
+            site = slice(p["site_start"] - w.start, p["site_end"] - w.start)
             mean = {kind: float(probs[site, c].mean()) for kind, c in column.items()}
             calls.append(max(mean, key=mean.get))
             scores.append(probs[:, list(column.values())].sum(1).numpy())
-            truth.append(np.zeros(len(piece), bool))
+            truth.append(np.zeros(w.n_valid, bool))
             truth[-1][site] = True  # the other sites of the window are not marked: they only lower the AUROC
     return calls, auroc(np.concatenate(truth), np.concatenate(scores))
 
@@ -200,7 +207,8 @@ def run_seed(args, folder: Path, seed: int, steps: int, options: dict) -> list[d
             config = dataclasses.replace(pattern_config(args, example, regions, window, attention, out, seed, options),
                                          max_steps=steps)
             summary = train(config)
-            calls, site_auroc = model_calls(out, genome, test_pairs, window, seed)
+            calls, site_auroc = model_calls(out, example.reference, test_pairs, window,
+                                            {c: len(seq) for c, seq in genome.items()}, seed)
             rows.append(row | {"accuracy": accuracy_by_distance(test_pairs, calls), "site_auroc": site_auroc,
                                "steps": steps, "train_seconds": summary["seconds"],
                                "final_loss": summary["final_loss"]})

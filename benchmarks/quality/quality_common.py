@@ -2,8 +2,8 @@
 genoformer - baseline differences and the mean and range over seeds.
 
 Every import of genoformer's training and checkpoint API by the quality scripts goes through here
-(TrainConfig, train, load_checkpoint, model_options, with_options), so a move of those names is fixed in
-one place.
+(TrainConfig, train, load_checkpoint, model_options, with_options, model_forward), so a move of those
+names is fixed in one place.
 
 --budget is either training steps ("300", "300steps") or CPU-minutes of training ("6m", "6min"):
 a minutes budget trains a few calibration steps first (their time per step, without validation)
@@ -100,6 +100,13 @@ def model_options(args: argparse.Namespace, attention: str | None = None) -> Mod
     """The model section of a quality script's TrainConfig, from add_model_args's options."""
     return ModelConfig(d_model=args.d_model, depth=args.depth, heads=args.heads, bucket_size=args.bucket_size,
                        n_hashes=args.n_hashes, attention=attention or args.attention)
+
+
+def model_forward(model, items: list[dict]) -> torch.Tensor:
+    """A checkpoint's model on WindowDataset items (stacked into one batch): its per-base outputs [B, W, C]."""
+    batch = {key: torch.stack([it[key] for it in items]) for key in ("tokens", "token_mask", "valid", "evidence")
+             if key in items[0]}
+    return model(batch["tokens"], batch["token_mask"], batch.get("evidence"), n_bases=batch["valid"].shape[1])
 
 
 def parse_seeds(text: str) -> list[int]:
