@@ -31,8 +31,8 @@ def _contig(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
                    "[default: chrA:60000 chrB:30000]")
 @click.option("--coverage", default=30.0, show_default=True,
               type=click.FloatRange(min=0, min_open=True), help="Mean read depth.")
-@click.option("--variant-rate", default=1 / 1000, show_default="0.001", type=click.FloatRange(0, 1 / 15),
-              help="Truth variants per base (at most one per 15 bases).")
+@click.option("--variant-rate", default=0.001, show_default=True, type=float, metavar="RATE",
+              help="Truth variants per base, 0 to 1/15 (they stay at least 15 bases apart).")
 @click.option("--long-range-distance", "distances", multiple=True, metavar="BASES", type=click.IntRange(min=50),
               help="Write the long-range example instead: per-base classes at sites set by a partner "
                    "motif this many bases away (repeatable: one contig per distance; e.g. 10000).")

@@ -256,6 +256,8 @@ def test_cli_variant_rate(tmp_path):
     assert manifest["parameters"]["variant_rate"] == 0.01
     with pysam.VariantFile(str(out / "truth.vcf.gz")) as vcf:
         assert len(list(vcf)) == manifest["variants"]["total"] > 60
+    result = CliRunner().invoke(simulate_command, ["--out", str(tmp_path / "x"), "--variant-rate", "0.1"])
+    assert isinstance(result.exception, UsageError) and "variant_rate" in str(result.exception)
 
 
 def test_failed_run_leaves_old_example_and_no_partial(example, tmp_path, monkeypatch):
