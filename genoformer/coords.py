@@ -135,8 +135,10 @@ def parse_region(text: str, contig_lengths: Mapping[str, int], source: str | Non
         raise _unknown_contig(contig, contig_lengths, source)
     length = contig_lengths[contig]
     start = 0 if beg is None else beg - 1
+    where = f"{source}: " if source else ""
+    if beg is not None and end is not None and beg > end:  # 1-based inclusive: "c:3-2" would be empty
+        raise RegionError(f"{where}start {beg:,} is after end {end:,} in {contig}:{beg}-{end}")
     if start >= length:
-        where = f"{source}: " if source else ""
         raise RegionError(f"{where}region {stripped!r} starts past the end of {contig} ({length:,} bp)")
     return check_interval(contig, start, length if end is None else end, contig_lengths, source)
 

@@ -5,6 +5,7 @@ output fails at once. `staged` hands out a temporary name beside the final one a
 onto the final name only when the block finishes without an error (fsynced file and folder);
 `write_bytes` / `write_text` write a whole file that way, `staged_text` adds bgzip + tabix, and
 `staged_folder` does the same for a folder of files (a checkpoint, a simulated example).
+`hdf5_output` opens an HDF5 file to write inside such a block (see below for why it is special).
 
 One error policy: an OSError of the output becomes OutputError (exit 4) naming the final path,
 and on any error, KeyboardInterrupt included, the temporary file or folder is removed and the
@@ -18,12 +19,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genoformer.errors import OutputError
+
+if TYPE_CHECKING:
+    import h5py
 
 # errors of the output's file system (not of an input read inside the block): exit 4
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.EPERM}
@@ -56,8 +62,23 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _cannot_write(path: Path, e: OSError) -> OutputError:
-    return OutputError(f"{path}: cannot write ({e.strerror or e})")
+def _cannot_write(path: Path, e: BaseException) -> OutputError:
+    code = _errno(e)
+    reason = os.strerror(code) if code else str(e).splitlines()[0] if str(e) else type(e).__name__
+    return OutputError(f"{path}: cannot write ({reason})")
+
+
+def _errno(e: BaseException) -> int | None:
+    """The errno of a failed write: OSError carries it; h5py's RuntimeError of a failed flush only quotes
+    HDF5's message ("... errno = 28, error message = 'No space left on device' ...")."""
+    if isinstance(e, OSError) and e.errno:
+        return e.errno
+    found = re.search(r"\berrno = (\d+)", str(e)) if isinstance(e, (OSError, RuntimeError)) else None
+    return int(found.group(1)) if found else None
+
+
+def _is_write_error(e: BaseException) -> bool:
+    return not isinstance(e, OutputError) and _errno(e) in _WRITE_ERRNOS
 
 
 @contextlib.contextmanager
@@ -94,6 +115,8 @@ def _removed_on_error(tmp: Path, path: Path, of_output) -> Iterator[None]:
         else:
             tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, OutputError) and of_output(e):
+            raise _cannot_write(path, e) from None
+        if _is_write_error(e):  # h5py reports a failed flush as RuntimeError
             raise _cannot_write(path, e) from None
         raise
 
@@ -174,3 +197,96 @@ def staged_text(path: str | os.PathLike, preset: str, suffix: str) -> Iterator[P
             raise
     os.replace(tmp_index, index)
     _fsync(path.parent)
+
+
+# -- HDF5 ------------------------------------------------------------------------------------
+# HDF5 caches chunks and metadata, so a full disk surfaces only when they are written: at a flush,
+# or at close. A close that fails leaves HDF5 in a state where closing again, or the close of
+# every open file at interpreter exit, crashes the process (SIGSEGV). So a file is always flushed
+# before it is closed, and one whose flush or write failed is discarded: its descriptor is pointed
+# at an anonymous in-memory file, so the close that follows writes (and truncates) there and
+# succeeds; the file on disk is removed anyway. A failed flush of HDF5's metadata cache can leave
+# even that close failing ("slist already enabled"); such a file is never touched again, and
+# `hdf5_unusable()` tells the CLI to end the process without HDF5's exit-time cleanup, which
+# would crash on it (temporary files are removed before that).
+
+_broken: set[int] = set()  # id() of the FileIDs of discarded files that could not be closed
+
+
+def hdf5_unusable() -> bool:
+    """Whether a discarded HDF5 file could not be closed: the process must end without HDF5's cleanup."""
+    return bool(_broken)
+
+
+def _sink() -> int:
+    """A descriptor that takes writes and truncation and keeps nothing on disk."""
+    if hasattr(os, "memfd_create"):  # Linux
+        return os.memfd_create("genoformer-discarded-hdf5")
+    return os.open(os.devnull, os.O_WRONLY)  # elsewhere a truncate fails, and the file counts as broken
+
+
+@contextlib.contextmanager
+def hdf5_output(tmp: str | os.PathLike, final: str | os.PathLike, **kwargs) -> Iterator[h5py.File]:
+    """An h5py.File created at `tmp` (the staged temp of `final`), flushed and closed when the block ends.
+
+    An error of the output's file system, while writing, flushing or closing, becomes OutputError
+    naming `final`; on any error the file is discarded (closed without writing), so nothing retries it.
+    """
+    f = open_hdf5(tmp, final, **kwargs)
+    try:
+        yield f
+    except BaseException as e:
+        discard_hdf5(f)
+        if _is_write_error(e):
+            raise _cannot_write(Path(final), e) from None
+        raise
+    close_hdf5(f, final)
+
+
+def open_hdf5(tmp: str | os.PathLike, final: str | os.PathLike, **kwargs) -> h5py.File:
+    """h5py.File(tmp, "w", **kwargs); a failure to create it is OutputError naming `final`."""
+    import h5py
+
+    try:
+        return h5py.File(tmp, "w", **kwargs)
+    except OSError as e:
+        raise OutputError(f"{final}: cannot create {Path(tmp).name} in {Path(tmp).parent} "
+                          f"({os.strerror(e.errno) if e.errno else str(e).splitlines()[0]})") from None
+
+
+def close_hdf5(f: h5py.File, final: str | os.PathLike) -> None:
+    """Flush, then close `f`: a failed flush (no space, quota) discards the file and raises OutputError."""
+    if id(f.id) in _broken or not f.id.valid:
+        return
+    try:
+        f.flush()
+    except BaseException as e:
+        discard_hdf5(f)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise _cannot_write(Path(final), e) from None
+        raise
+    f.close()
+
+
+def discard_hdf5(f: h5py.File) -> None:
+    """Close `f` without writing what it still caches (its content is being thrown away)."""
+    if id(f.id) in _broken:
+        return  # touching it again may crash
+    try:
+        if not f.id.valid:
+            return
+        if f.driver == "sec2":  # its handle is the file descriptor
+            fd = f.id.get_vfd_handle()
+            sink = _sink()
+            try:
+                os.dup2(sink, fd)
+            finally:
+                os.close(sink)
+        f.close()
+    except Exception:
+        _broken.add(id(f.id))
+
+
+def hdf5_write_error(e: BaseException, final: str | os.PathLike) -> OutputError | None:
+    """The OutputError naming `final` for `e`, when `e` is an error of the output's file system; else None."""
+    return _cannot_write(Path(final), e) if _is_write_error(e) else None

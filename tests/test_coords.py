@@ -57,6 +57,7 @@ def test_bad_syntax_is_a_usage_error(text, match):
     ("20:1-10", r"contig '20' not found \(did you mean chr20\?\)"),
     ("MT", r"did you mean chrM\?"),
     ("chr1:20-11", "start 20 is after end 11"),
+    ("chr1:3-2", "start 3 is after end 2"),  # one less than the start: was read as an empty interval
     ("chr1:1-1001", r"runs past the end of chr1 \(1,000 bp\)"),
     ("chr1:1001", "starts past the end of chr1"),
     ("chr1:1001-1002", "starts past the end of chr1"),

@@ -49,6 +49,8 @@ def _save(fig, stem: Path) -> list[Path]:
         try:
             with staged(final) as tmp:
                 fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        except OutputError:
+            raise
         except OSError as e:
             raise OutputError(f"{final}: cannot write ({e.strerror or e})") from None
         paths.append(final)

@@ -209,8 +209,6 @@ def _check_out(out: Path, force: bool) -> None:
 
 def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
     """Compute the BucketMap and write every output of `genoformer buckets`; returns {what: paths}."""
-    from genoformer.buckets.stats import summarize
-    from genoformer.buckets import files as bucket_files
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
     from genoformer.tokenize import soft_mask
@@ -243,10 +241,28 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
              region.to_region(), Interval(window.contig, window.start, window.end).to_region(),
              f"{len(window):,}", f"{window.n_valid:,}", bmap.n_tokens, bmap.n_buckets)
     settings = dataclasses.asdict(config)
-    written = {"h5": [bucket_files.write_h5(bmap, out / "buckets.h5", top_k=config.top_k, config=settings)],
-               "bed": bucket_files.write_bed(bmap, out / ("buckets.bed.gz" if config.bgzip else "buckets.bed"),
-                                             bgzip=config.bgzip),
-               "summary": [bucket_files.write_summary(summarize(bmap, tracks), out / "summary.tsv")]}
+    written: dict[str, list[Path]] = {}
+    try:
+        _write_outputs(bmap, config, settings, tracks, queries, out, written)
+    except BaseException:
+        # a failed run (a full disk, an interrupt) leaves none of its files: a set of outputs with
+        # some missing would look like a finished run's
+        for path in (p for paths in written.values() for p in paths):
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _write_outputs(bmap, config: BucketsConfig, settings: dict, tracks: dict, queries: list, out: Path,
+                   written: dict[str, list[Path]]) -> None:
+    """Write every output file into `out`, recording each in `written` as soon as it is there."""
+    from genoformer.buckets import files as bucket_files
+    from genoformer.buckets.stats import summarize
+
+    written["h5"] = [bucket_files.write_h5(bmap, out / "buckets.h5", top_k=config.top_k, config=settings)]
+    written["bed"] = bucket_files.write_bed(bmap, out / ("buckets.bed.gz" if config.bgzip else "buckets.bed"),
+                                            bgzip=config.bgzip)
+    written["summary"] = [bucket_files.write_summary(summarize(bmap, tracks), out / "summary.tsv")]
     if config.plots:
         from genoformer.buckets import plots
 
@@ -256,4 +272,3 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
                                                                          plots.query_stem(out, contig, position))
     settings_json = (json.dumps(settings, indent=2) + "\n").encode()
     written["config"] = [bucket_files.write_bytes(out / "config.json", settings_json)]
-    return written

@@ -26,9 +26,10 @@ import pysam
 
 from genoformer.coords import IntervalSet, close_names
 from genoformer.errors import VariantError
+from genoformer.interrupt import raise_if_terminated
+from genoformer.io.variants import REF_CHECKS, check_ref_bases, genotype
 
 KINDS = ("snv", "indel")
-REF_CHECKS = 10_000  # records per VCF whose REF is compared with --reference (enough to catch another build)
 
 
 @dataclass(frozen=True, order=True)
@@ -138,14 +139,15 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
         checked = 0
         try:
             for rec in vcf:
+                raise_if_terminated()
                 if reference is not None:
                     if rec.contig not in reference.contigs:  # e.g. a genome-wide truth, one chromosome's reference
                         skipped["contig_not_in_reference"] += 1
                         continue
                     if checked < REF_CHECKS:
-                        _check_ref_bases(rec, path, reference)
+                        check_ref_bases(path, rec.contig, rec.start, rec.ref, reference)
                         checked += 1
-                _add_record(rec, sample, alleles, skipped, regions)
+                _add_record(rec, sample, alleles, skipped, regions, path)
         except (ValueError, OSError) as exc:
             raise VariantError(f"{path}: cannot read records ({exc})") from None
     finally:
@@ -153,22 +155,9 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
     return CallSet(str(path), sample, alleles, skipped)
 
 
-def _check_ref_bases(rec: pysam.VariantRecord, path: Path, reference) -> None:
-    where = f"{rec.contig}:{rec.pos}"
-    end = rec.start + len(rec.ref)
-    if end > reference.contigs[rec.contig]:
-        raise VariantError(f"{path}: record at {where} runs past the end of {rec.contig} in {reference.path}: "
-                           "VCF on another reference")
-    bases = reference.fetch(rec.contig, rec.start, end).tobytes().decode().upper()
-    ref = rec.ref.upper()
-    if any(r != b and r != "N" and b != "N" for r, b in zip(ref, bases)):
-        raise VariantError(f"{path}: REF {rec.ref} at {where} does not match {reference.path} ({bases}): "
-                           "VCF on another reference", hint="use the reference the VCF was made on")
-
-
 def _add_record(rec, sample: str, alleles: dict[Allele, str], skipped: Counter,
-                regions: list[IntervalSet] | None) -> None:
-    gt = rec.samples[sample].get("GT") or ()
+                regions: list[IntervalSet] | None, path: Path) -> None:
+    gt = genotype(rec, sample, path)
     if not gt or any(a is None for a in gt):
         skipped["missing_genotype"] += 1
         return

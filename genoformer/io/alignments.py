@@ -47,6 +47,7 @@ import pysam
 
 from genoformer.coords import Interval, check_interval, close_names
 from genoformer.errors import AlignmentError, UsageError
+from genoformer.io.alignment_checks import check_cram_reference, check_index, check_sorted_start, find_index
 from genoformer.io.evidence import BASE_COLUMNS, EVIDENCE_FEATURES, Evidence
 from genoformer.io.sources import LazyHandle
 
@@ -160,6 +161,21 @@ class Alignments(LazyHandle):
             check_contigs(self.contigs, str(self.path), ref_contigs,
                           str(self._reference_path or "(contig lengths given)"))
             self.reference_contigs = ref_contigs
+        self._check_file(reference)
+
+    def _check_file(self, reference) -> None:
+        """What htslib only warns about or misreports as corruption (genoformer.io.alignment_checks):
+        read order, the index, a CRAM's reference. Once, in the process that opens the file."""
+        first = self._new_handle()  # a handle of its own: the checks read from the file's start
+        try:
+            if first.is_cram and hasattr(reference, "fetch"):  # before any read is decoded against it
+                check_cram_reference(first, self.path, reference)
+            check_sorted_start(first, self.path)
+            index = find_index(self.path, first.is_cram)
+            if index is not None:
+                check_index(self.path, index)
+        finally:
+            first.close()
 
     def _new_handle(self) -> pysam.AlignmentFile:
         head = _sniff(self.path)
@@ -208,9 +224,15 @@ class Alignments(LazyHandle):
         last = start
         try:
             for read in bam.fetch(contig, start, end):
+                if read.reference_start < last and last > start:  # fetch's first reads may start before `start`
+                    self._discard_handle()
+                    raise AlignmentError(f"{self.path}: reads out of coordinate order near {contig}:{last + 1:,} "
+                                         f"(read {read.query_name} at {read.reference_start + 1:,}): the file is not "
+                                         "sorted or its index is not for it",
+                                         hint=f"samtools sort -o sorted.bam {self.path} && samtools index sorted.bam")
+                last = max(last, read.reference_start)
                 if read.flag & mask or read.mapping_quality < min_mapq or read.cigartuples is None:
                     continue
-                last = read.reference_start
                 acc.add(read)
         except OSError as exc:  # htslib reports inflate errors as "truncated file"/"Closing failed"
             self._discard_handle()

@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io import fasta_scan
 from genoformer.outputs import write_bytes
 
@@ -22,6 +23,7 @@ def contig_md5(reference, contig: str) -> str:
     h = hashlib.md5()
     length = reference.contigs[contig]
     for start in range(0, length, MD5_CHUNK):
+        raise_if_terminated()
         h.update(reference.fetch(contig, start, min(start + MD5_CHUNK, length)).tobytes().upper())
     return h.hexdigest()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from genoformer.errors import FastaError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.outputs import write_bytes
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class _Scanner:
     def run(self, chunks: Iterator[bytes]) -> None:
         carry = b""
         for chunk in chunks:
+            raise_if_terminated()
             if b"\0" in chunk:
                 what = "a BAM file" if chunk.startswith(b"BAM\1") else "binary data"
                 at = self.offset + len(carry) + chunk.index(b"\0")

@@ -22,6 +22,7 @@ import numpy as np
 
 from genoformer.coords import Interval, IntervalSet, check_interval
 from genoformer.errors import RegionError, TrackError
+from genoformer.interrupt import raise_if_terminated
 
 _BED, _GFF, _UCSC = "bed", "gff", "ucsc"
 _FORMATS = {".bed": _BED, ".gff": _GFF, ".gff3": _GFF, ".gtf": _GFF, ".txt": _UCSC}
@@ -57,6 +58,8 @@ def _int(text: str, what: str, where: str) -> int:
 def _parse(path: Path, fmt: str, stem: str) -> Iterator[tuple[str, str, int, int, str]]:
     """Yield (class, contig, start, end, where) with 0-based half-open coordinates."""
     for lineno, line in _lines(path):
+        if lineno % 100_000 == 1:
+            raise_if_terminated()
         where = f"{path}:{lineno}"
         text = line.rstrip("\r\n")
         if not text.strip() or text.startswith(("#", "track", "browser")):

@@ -10,6 +10,7 @@ with `force`. The file is read a block of bases at a time, so memory does not gr
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -69,4 +70,14 @@ def _bedgraph_paths(path: str, classes: list[str]) -> dict[str, Path]:
             break
     else:
         stem, suffix = path.name, ""
-    return {c: path.with_name(f"{stem}.{c}{suffix}") for c in classes}
+    # class names come from BED file names and GFF feature types: any character a file name cannot
+    # hold safely (a "/", a space) becomes "_"
+    paths = {c: path.with_name(f"{stem}.{re.sub(r'[^A-Za-z0-9._+-]', '_', c)}{suffix}") for c in classes}
+    by_path: dict[Path, list[str]] = {}
+    for c, p in paths.items():
+        by_path.setdefault(p, []).append(c)
+    clash = next((names for names in by_path.values() if len(names) > 1), None)
+    if clash:
+        raise UsageError(f"classes {' and '.join(map(repr, clash))} would share the bedGraph file "
+                         f"{paths[clash[0]].name}", hint="export them one at a time with --class")
+    return paths

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import sys
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,12 +32,12 @@ from tqdm import tqdm
 
 from genoformer import __version__
 from genoformer.coords import Interval, IntervalSet, merge_intervals, parse_region, read_bed
-from genoformer.errors import InputError, OutputError, UsageError
+from genoformer.errors import OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
-from genoformer.io.predictions import LIBVER
-from genoformer.predict.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, datasets,
-                                     groups, read_shard, reference_lengths)
-from genoformer.outputs import staged
+from genoformer.io.predictions import LIBVER, datasets, groups, reading
+from genoformer.predict.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, read_shard,
+                                             reference_lengths)
+from genoformer.outputs import hdf5_output, staged
 
 _BLOCK = 1 << 20  # bases read at a time where chunks do not line up: ~6 MB of float16 probs per shard
 
@@ -113,16 +113,6 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
     return attrs
 
 
-@contextlib.contextmanager
-def _reading(shard: Shard, contig: str, name: str) -> Iterator[None]:
-    """Turn a failed read of shard data (a damaged chunk) into an InputError naming the shard."""
-    try:
-        yield
-    except (OSError, zlib.error) as exc:
-        raise InputError(f"{shard.name}: cannot read /contigs/{contig}/{name} ({exc})",
-                         hint="the shard file is damaged; predict it again") from None
-
-
 def _same_layout(src: h5py.Dataset, dst: h5py.Dataset) -> bool:
     """Whether src's stored chunks are valid chunks of dst as they are (same shape, dtype, filters)."""
     return (src.shape == dst.shape and src.dtype == dst.dtype and src.chunks == dst.chunks
@@ -174,7 +164,7 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
             shard, g = sources[whole]
             for name in names:
                 offset = (start,) + (0,) * (targets[name].ndim - 1)
-                with _reading(shard, contig, name):
+                with reading(shard.path, contig, name):
                     filter_mask, chunk = g[name].id.read_direct_chunk(offset)
                     if targets[name].compression == "gzip" and not filter_mask:
                         zlib.decompress(chunk)  # checks the stream and its adler32: no damage is copied on
@@ -183,19 +173,22 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
         else:
             masks = []
             for k in touching:
-                with _reading(sources[k][0], contig, "covered"):
+                with reading(sources[k][0].path, contig, "covered"):
                     masks.append(sources[k][1]["covered"][start:end])
             targets["covered"][start:end] = np.logical_or.reduce(masks)
             for name in names[1:]:
                 block = np.zeros((end - start,) + targets[name].shape[1:], targets[name].dtype)
                 for mask, k in zip(masks, touching):
-                    with _reading(sources[k][0], contig, name):
+                    with reading(sources[k][0].path, contig, name):
                         block[mask] = sources[k][1][name][start:end][mask]
                 targets[name][start:end] = block
             covered = int(sum(int(m.sum()) for m in masks))
         total += covered
         bar.update(covered)
         raise_if_terminated()
+    # written chunks still cached are written now, where a full disk raises, not when `targets` is
+    # freed (a dataset's last close writes them, and an error there is only printed)
+    out.file.flush()
     return total
 
 
@@ -233,7 +226,7 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
     with staged(out) as tmp, contextlib.ExitStack() as stack:
         handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
         # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
-        dst = stack.enter_context(h5py.File(tmp, "w", libver=LIBVER))
+        dst = stack.enter_context(hdf5_output(tmp, out, libver=LIBVER))
         for k, v in attrs.items():
             dst.attrs[k] = v
         dst.create_group("contigs")

@@ -23,7 +23,7 @@ import numpy as np
 
 from genoformer.coords import Interval, IntervalSet
 from genoformer.errors import InputError
-from genoformer.io.predictions import FORMAT, FORMAT_VERSION, covered_runs
+from genoformer.io.predictions import FORMAT, FORMAT_VERSION, check_layout, covered_runs, reading, structure_read
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +68,6 @@ def _attr(value):
     return value
 
 
-def _members(group: h5py.Group, kind: type) -> dict[str, h5py.Dataset | h5py.Group]:
-    """Datasets or groups below `group` by relative path (e.g. "variant/probs")."""
-    found = {}
-
-    def visit(name, obj):  # visititems stops at the first callback that returns a value
-        if isinstance(obj, kind):
-            found[name] = obj
-
-    group.visititems(visit)
-    return found
-
-
-def datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
-    return _members(group, h5py.Dataset)
-
-
-def groups(group: h5py.Group) -> dict[str, h5py.Group]:
-    return _members(group, h5py.Group)
-
-
 def read_shard(path: str | os.PathLike) -> Shard:
     """Check that `path` is a complete predictions file and read its attrs and covered runs."""
     path = Path(path)
@@ -97,7 +77,7 @@ def read_shard(path: str | os.PathLike) -> Shard:
         raise InputError(f"{path}: no such shard file") from None
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with fh:
+    with fh, structure_read(path):
         attrs = {k: _attr(v) for k, v in fh.attrs.items()}
         if attrs.get("format") != FORMAT:
             raise InputError(f"{path}: not a genoformer predictions file (format attr {attrs.get('format')!r})")
@@ -107,26 +87,13 @@ def read_shard(path: str | os.PathLike) -> Shard:
         if not attrs.get("complete"):
             raise InputError(f"{path}: incomplete shard (complete=False): its predict job did not finish",
                              hint="run predict for this shard again (with --resume where it supports it)")
-        shard = Shard(path, attrs, {}, IntervalSet())
+        lengths, layouts = check_layout(path, fh, str(attrs.get("task")))
         covered = {}
-        for contig, group in fh.get("contigs", {}).items():
-            length = int(group.attrs["length"])
-            shard.lengths[contig] = length
-            if "covered" not in group or group["covered"].shape != (length,):
-                raise InputError(f"{path}: /contigs/{contig}/covered is missing or not [{length}]")
-            covered[contig] = covered_runs(group["covered"])
-            for name, ds in datasets(group).items():
-                if name == "covered":
-                    continue
-                if ds.shape[:1] != (length,):
-                    raise InputError(f"{path}: /contigs/{contig}/{name} has {ds.shape[0]:,} rows, "
-                                     f"not the contig length {length:,}")
-                layout = (tuple(ds.shape[1:]), ds.dtype.str)
-                if shard.datasets.setdefault(name, layout) != layout:
-                    raise InputError(f"{path}: {name} has shape {ds.shape[1:]} {ds.dtype} on {contig} but "
-                                     f"{shard.datasets[name][0]} {shard.datasets[name][1]} on another contig")
-        shard.covered = IntervalSet.from_arrays(covered)
-    return shard
+        for contig in lengths:
+            with reading(path, contig, "covered"):
+                covered[contig] = covered_runs(fh[f"contigs/{contig}/covered"])
+        layouts.pop("covered", None)
+    return Shard(path, attrs, lengths, IntervalSet.from_arrays(covered), layouts)
 
 
 # ---------------------------------------------------------------------------------------------

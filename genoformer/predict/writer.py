@@ -20,7 +20,7 @@ import numpy as np
 
 from genoformer.errors import OutputError, UsageError
 from genoformer.io.predictions import CHUNK, FORMAT, FORMAT_VERSION, LIBVER, VARIANT_EXTRAS, partial_path
-from genoformer.outputs import staged
+from genoformer.outputs import close_hdf5, discard_hdf5, hdf5_output, hdf5_write_error, open_hdf5, staged
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ class PredictionWriter:
         if self.partial.exists():
             _refuse_live_writer(self.out, self.partial)
             self.partial.unlink()  # a leftover of an interrupted run that is not resumed
-        try:
-            f = h5py.File(self.partial, "w", libver=LIBVER, **_CACHE)
-        except OSError as e:
-            raise OutputError(f"{self.out}: cannot create {self.partial.name} in {self.partial.parent} ({e})",
-                              hint="check that the output folder exists and is writable") from None
+        f = open_hdf5(self.partial, self.out, libver=LIBVER, **_CACHE)
         try:
             for key, value in attrs.items():
                 f.attrs[key] = value
@@ -113,10 +109,10 @@ class PredictionWriter:
             progress.attrs.update({"plan": plan, "writer": _WRITER})
             progress.create_dataset("done", shape=(n_windows,), dtype=bool,
                                     chunks=(min(max(n_windows, 1), 1 << 20),), fillvalue=False)
-        except BaseException:
-            f.close()
+        except BaseException as e:
+            discard_hdf5(f)
             self.partial.unlink(missing_ok=True)
-            raise
+            raise hdf5_write_error(e, self.out) or e from None
         return f
 
     def _reopen(self, plan: str, n_windows: int) -> h5py.File | None:
@@ -142,9 +138,8 @@ class PredictionWriter:
             # copy into a fresh file (chunks are copied compressed), as the flag forbids reopening it for
             # writing; the copy stays open, so no reader opening the new partial can lock us out of it
             tmp = self.partial.with_name(f"{self.partial.name}-{os.getpid()}")
-            new = None
+            new = open_hdf5(tmp, self.out, libver=LIBVER, **_CACHE)
             try:
-                new = h5py.File(tmp, "w", libver=LIBVER, **_CACHE)
                 new.attrs.update(dict(old.attrs))
                 for name in old:
                     old.copy(old[name], new, name=name)
@@ -152,11 +147,12 @@ class PredictionWriter:
                 new.flush()
                 os.replace(tmp, self.partial)
             except BaseException as e:
-                if new is not None:
-                    new.close()
+                discard_hdf5(new)
                 tmp.unlink(missing_ok=True)
-                if isinstance(e, OSError):
-                    raise OutputError(f"{self.partial}: cannot copy the interrupted run to resume it ({e})") from None
+                if isinstance(e, (OSError, RuntimeError)):
+                    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise OutputError(f"{self.partial}: cannot copy the interrupted run to resume it "
+                                      f"({reason})") from None
                 raise
         return new
 
@@ -166,8 +162,26 @@ class PredictionWriter:
         """bool [n_windows]: windows already written (all False for a fresh run)."""
         return self._done[:]
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """A write or flush of the partial that fails for lack of space (HDF5 may say so only at a flush)
+        discards it at once, as closing it normally would crash (genoformer.outputs), and is OutputError."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:
+            error = hdf5_write_error(e, self.out)
+            if error is None:
+                raise
+            discard_hdf5(self._file)
+            self.partial.unlink(missing_ok=True)
+            raise error from None
+
     def write(self, contig: str, start: int, probs: np.ndarray, extras: Mapping[str, np.ndarray] | None = None):
         """Predictions for bases [start, start + len(probs)) of `contig`; marks them covered."""
+        with self._writing():
+            self._write(contig, start, probs, extras)
+
+    def _write(self, contig, start, probs, extras) -> None:
         end = start + len(probs)
         if contig != self._contig:
             # the current contig's datasets stay open: closing one flushes its chunk cache, so each
@@ -187,13 +201,14 @@ class PredictionWriter:
         Two flushes, so the done mask on disk never runs ahead of the data: a kill during the
         second leaves windows written but not marked, and a resume just writes them again.
         """
-        self._file.flush()
-        if len(windows):
-            lo, hi = int(np.min(windows)), int(np.max(windows)) + 1
-            block = self._done[lo:hi]
-            block[np.asarray(windows) - lo] = True
-            self._done[lo:hi] = block
-        self._file.flush()
+        with self._writing():
+            self._file.flush()
+            if len(windows):
+                lo, hi = int(np.min(windows)), int(np.max(windows)) + 1
+                block = self._done[lo:hi]
+                block[np.asarray(windows) - lo] = True
+                self._done[lo:hi] = block
+            self._file.flush()
 
     def finish(self, final_attrs: Mapping[str, object], force: bool) -> Path:
         """Mark complete and rename onto the final name (atomically, fsynced: genoformer.outputs.staged).
@@ -202,16 +217,13 @@ class PredictionWriter:
         it touched at a new place (the old copies stay as dead space), and the done mask and plan
         served only the resume. Chunks are copied compressed, so this costs about a read of the file.
         """
-        self._file.close()
+        close_hdf5(self._file, self.out)
         with staged(self.out) as final_tmp:
-            try:
-                with h5py.File(self.partial, "r") as old, h5py.File(final_tmp, "w", libver=LIBVER) as new:
-                    new.attrs.update(dict(old.attrs))
-                    new.attrs.update(dict(final_attrs))
-                    old.copy(old["contigs"], new, name="contigs")
-                    new.attrs["complete"] = True
-            except OSError as e:  # both files are this run's output
-                raise OutputError(f"{self.out}: cannot write the finished file ({e})") from None
+            with h5py.File(self.partial, "r") as old, hdf5_output(final_tmp, self.out, libver=LIBVER) as new:
+                new.attrs.update(dict(old.attrs))
+                new.attrs.update(dict(final_attrs))
+                old.copy(old["contigs"], new, name="contigs")
+                new.attrs["complete"] = True
             if self.out.exists() and not force:
                 raise OutputError(f"{self.out}: appeared while predicting; not overwritten",
                                   hint="add --force to replace it")
@@ -220,7 +232,11 @@ class PredictionWriter:
 
     def abort(self, keep: bool) -> None:
         """Close after a failure; keep the partial (for --resume) or delete it. Never touches the final name."""
-        with contextlib.suppress(Exception):
-            self._file.close()
-        if not keep:
-            self.partial.unlink(missing_ok=True)
+        if keep:
+            try:
+                close_hdf5(self._file, self.out)
+                return
+            except OutputError as e:
+                log.warning("%s; %s cannot be kept for --resume", e, self.partial)
+        discard_hdf5(self._file)
+        self.partial.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from genoformer.data.samplers import RandomWindowSampler, SequenceSampler
 from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variants import GENOTYPES
 from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task
@@ -183,6 +184,7 @@ def genotype_counts(variants, intervals: list[Interval], confident: list[Interva
     counts = np.zeros(len(GENOTYPES), dtype=np.int64)
     for iv in intervals:
         for start in range(iv.start, iv.end, chunk):
+            raise_if_terminated()
             end = min(start + chunk, iv.end)
             near = None if confident is None else \
                 [c for c in by_contig.get(iv.contig, []) if c.start < end and start < c.end]

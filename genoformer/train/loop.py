@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from genoformer.devices import autocast, resolve_device
-from genoformer.errors import CheckpointError, NumericalError, UsageError
+from genoformer.errors import CheckpointError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.model import checkpoint as ckpt
 from genoformer.model.heads import GenoModel
@@ -142,7 +142,10 @@ def _run(config: TrainConfig, resume_from: Path | None) -> dict:
     out = Path(config.out)
     metrics_path = out / "metrics.csv"
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only file system, no permission, a file in the way
+            raise OutputError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
         run_folder.write_config(out, config)
         if resume_from is not None:
             run_folder.truncate_metrics(metrics_path, keep_until=step)

@@ -4,7 +4,7 @@ mlm: contiguous spans of real tokens are masked. With the per-base decoder, thei
   targets: each base is one of the letters (A C G T), the bases are hidden from the stem (as N) and
   every token covering one becomes [MASK]; cross-entropy per masked base, reported in bits per base
   as DNA language models publish it. Token-level models (no decoder): the masked tokens become
-  [MASK] and their k-mers are the targets.
+  [MASK] (and the bases they spell N, for a stem) and their k-mers are the targets.
 variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
   padding, outside the confident BED), optionally weighted per genotype (--class-weights).
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
@@ -54,6 +54,9 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         if net.per_base_output:
             return _masked_bases_loss(model, net.tokenizer, batch, inputs, masked, device)
         inputs["tokens"] = tokens.masked_fill(masked, MASK_ID).to(device)
+        if "bases" in batch:  # a stem reads the bases: those the masked k-mers spell are hidden from it too
+            spelled = spelled_bases(masked, batch["valid"], net.tokenizer)
+            inputs["bases"] = batch["bases"].masked_fill(spelled, net.tokenizer.pad_code).to(device)
         logits = model(**inputs)
         target = torch.where(masked, tokens, IGNORE_INDEX).to(device)
         loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
@@ -88,6 +91,15 @@ def hidden_bases(masked: Tensor, valid: Tensor, tokenizer) -> tuple[Tensor, Tens
     covered = bases_of_tokens(tokenizer, masked.shape[1])  # (T, k), may run past W
     padded = F.pad(bases, (0, max(int(covered.max()) + 1 - W, 0)))
     return bases, padded[:, covered].any(-1)
+
+
+def spelled_bases(masked: Tensor, valid: Tensor, tokenizer) -> Tensor:
+    """bool [B, W]: the real bases that the masked tokens [B, T] spell (all k of each)."""
+    B, W = valid.shape
+    covered = bases_of_tokens(tokenizer, masked.shape[1])  # (T, k), may run past W
+    hits = torch.zeros(B, max(W, int(covered.max()) + 1), dtype=torch.int64)
+    hits.index_add_(1, covered.flatten(), masked.repeat_interleave(tokenizer.k, dim=1).long())
+    return (hits[:, :W] > 0) & valid
 
 
 def _masked_bases_loss(model, tokenizer, batch: dict, inputs: dict, masked: Tensor,

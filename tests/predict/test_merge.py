@@ -138,6 +138,9 @@ def test_refuses_missing_shards(tmp_path):
 def test_refuses_shards_that_do_not_belong_together(tmp_path, attr, value, needle):
     a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_000)]})
     b = write_shard(tmp_path / "b.h5", {"chrA": [(1_000, 2_000)]}, **{attr: value})
+    if attr == "task":  # a well-formed pattern shard: its probabilities under its task's name
+        with h5py.File(b, "a") as fh:
+            fh.move("contigs/chrA/variant/probs", "contigs/chrA/pattern/probs")
     proc = run_cli("merge", a, b, "--out", tmp_path / "m.h5", "--no-progress")
     assert_clean_failure(proc, 3, needle, "a.h5", "b.h5")
     assert not (tmp_path / "m.h5").exists()

@@ -22,7 +22,7 @@ from genoformer.model.checkpoint import load_checkpoint
 from genoformer.model.heads import batch_inputs
 from genoformer.tokenize import KmerTokenizer
 from genoformer.train import TrainConfig, train
-from genoformer.train.losses import forward_loss, hidden_bases
+from genoformer.train.losses import forward_loss, hidden_bases, spelled_bases
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -84,6 +84,53 @@ def test_masked_bases_are_hidden_from_tokens_and_stem(k, stride):
     starts, ends = tok.token_spans(T)
     expect_tokens = [any(expect_bases[b] for b in range(s, min(e, W))) for s, e in zip(starts, ends)]
     assert tokens[0].tolist() == expect_tokens and tokens[0, 1]
+
+
+@pytest.mark.parametrize("k,stride", [(3, 3), (4, 2), (1, 1)])
+def test_spelled_bases_are_the_spans_of_the_masked_tokens(k, stride):
+    tok = KmerTokenizer(k, stride)
+    W = 23
+    T = tok.n_tokens(W)
+    valid = torch.arange(W)[None] < 21
+    masked = torch.zeros(1, T, dtype=torch.bool)
+    masked[0, [1, T - 1]] = True
+    starts, _ = tok.token_spans(T)
+    expect = [any(masked[0, t] and starts[t] <= b < starts[t] + k for t in range(T)) and b < 21 for b in range(W)]
+    assert spelled_bases(masked, valid, tok)[0].tolist() == expect
+
+
+def test_a_token_level_mlm_hides_the_masked_k_mers_from_its_stem():
+    """Stem on, decoder off: the masked k-mers are the targets, so the bases they spell must not reach the
+    stem. Other letters there give the same logits, though the model does read those bases when shown them."""
+    from genoformer.model.config import ReformerConfig
+    from genoformer.model.heads import GenoModel
+    from genoformer.model.per_base import PerBaseConfig
+    from genoformer.tokenize import MASK_ID
+    from genoformer.train.losses import span_mask
+
+    tok = KmerTokenizer(3)
+    W, T = 39, 13
+    torch.manual_seed(0)
+    model = GenoModel(ReformerConfig(vocab_size=tok.vocab_size, d_model=16, depth=1, heads=2, attention="full"), tok,
+                      "mlm", per_base=PerBaseConfig(stem=True, decoder=False, stem_width=8)).eval()
+    codes = np.random.default_rng(0).integers(0, 4, (2, W))
+    token_mask, valid = torch.ones(2, T, dtype=torch.bool), torch.ones(2, W, dtype=torch.bool)
+    masked = span_mask(token_mask, 0.2, 2, torch.Generator().manual_seed(0))  # what forward_loss draws below
+    spelled = spelled_bases(masked, valid, tok).numpy()
+    other = np.where(spelled, (codes + 1) % 4, codes)  # every base of a masked k-mer changed
+
+    def batch(c: np.ndarray) -> dict:
+        return {"tokens": torch.stack([torch.from_numpy(tok.encode_codes(row)) for row in c]),
+                "token_mask": token_mask, "valid": valid, "bases": torch.from_numpy(c),
+                "soft_mask": torch.zeros(2, W, dtype=torch.bool)}
+
+    logits = [forward_loss(model, "mlm", batch(c), torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                           mask_fraction=0.2, mask_span=2)[1]["logits"] for c in (codes, other)]
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=0)
+    with torch.no_grad():  # shown the letters, the stem tells them apart
+        shown = [model(**(batch_inputs(batch(c), "cpu") | {"tokens": batch(c)["tokens"].masked_fill(masked, MASK_ID)}))
+                 for c in (codes, other)]
+    assert not torch.allclose(shown[0], shown[1])
 
 
 def test_per_base_mlm_learns_a_tandem_repeat_in_bits_per_base(tmp_path):
