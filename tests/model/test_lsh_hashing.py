@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from genoformer.model import lsh_hashing
+from genoformer.model import sizing
 from genoformer.model.lsh import LSHSelfAttention
 from genoformer.model.lsh_hashing import bucket_factors, hash_buckets
 from genoformer.model.lsh_inspect import inspect
@@ -40,7 +40,7 @@ def test_hash_buckets_match_the_argmax_definition_ties_included(monkeypatch, rou
             buckets = buckets * n + torch.cat([projected, -projected], -1).argmax(-1).transpose(-1, -2)
         return buckets
 
-    monkeypatch.setattr(lsh_hashing, "ROUND_BY_ROUND_DEVICES", ("cpu",) if round_by_round else ())
+    monkeypatch.setattr(sizing, "SMALL_PIECE_DEVICES", ("cpu",) if round_by_round else ())
     x = torch.randn(2, 3, 40, 8)
     x[0, 0, :5] = 0.0  # every projection ties
     x[1, 2, 10:20] = x[1, 2, 9]
