@@ -4,9 +4,9 @@ Counted as torch.utils.flop_counter.FlopCounterMode counts them, so that the two
 other (tests/model/test_flops.py): 2 * m * n * k per matrix product, and 2 * in_channels *
 out_channels * kernel per output position of a convolution.  Elementwise work (norms, softmax,
 rotary, GELU, sorting, the embedding lookup) is not counted, as in the usual MFU (PaLM, Chowdhery et
-al. 2022, appendix B), and causal masks are not discounted.  A training step's model FLOPs are TRAIN_STEP_FACTOR times the forward pass's
-(backward: twice the forward's products); what the reversible stack and the LSH kernel compute again
-in backward is not model work and is not counted.
+al. 2022, appendix B), and causal masks are not discounted.  A training step's model FLOPs are
+TRAIN_STEP_FACTOR times the forward pass's (backward: twice the forward's products); what the
+reversible stack and the LSH kernel compute again in backward is not model work and is not counted.
 
 The encoder works on tokens padded to its length multiple (Reformer._embed).  Per layer:
 - projections: q/k shared, v and out for LSH (3 d x d), q, k, v and out for local and full (4);
