@@ -14,6 +14,18 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CHR20 = SHARED_DATA / "variant_chr20_na12878"
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked gpu (setup.cfg) need CUDA: skipped, with the reason, on a machine without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -44,7 +44,7 @@ def test_cuda_without_a_gpu_is_a_usage_error_in_every_command(tmp_path):
         load_model(tmp_path / "never-read", device="cuda")  # refused before the model is looked for
 
 
-@pytest.mark.skipif(not GPU, reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_cuda_with_a_gpu_runs_bf16_under_autocast():
     device = resolve_device("cuda")
     x = torch.ones(4, 4, device=device)
