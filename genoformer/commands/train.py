@@ -6,11 +6,12 @@ import os
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE
 from genoformer.devices import DEVICES
 from genoformer.errors import UsageError
 from genoformer.tasks import TASKS, TRAIN_TASKS
 
-_file = click.Path(exists=True, dir_okay=False)
+_file = INPUT_FILE
 _regions_help = "Region strings (chr20:10,000,001-10,100,000) or BED files; repeat for more."
 
 

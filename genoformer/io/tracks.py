@@ -144,6 +144,12 @@ class Tracks:
     def class_names(self) -> list[str]:
         return list(self._intervals)
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per class: its intervals (after merging overlaps) and the bases they cover."""
+        return {name: {"intervals": sum(len(s) for s, _ in per_contig.values()),
+                       "bases": int(sum((e - s).sum() for s, e in per_contig.values()))}
+                for name, per_contig in self._intervals.items()}
+
     def mask(self, contig: str, start: int, end: int) -> np.ndarray:
         """bool [end - start, n_classes]: which classes cover each base of contig:[start, end)."""
         if self.contig_lengths is not None:

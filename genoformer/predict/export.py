@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from genoformer import __version__
 from genoformer.coords import Interval, merge_intervals
-from genoformer.errors import InputError, UsageError
+from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import Predictions, PredictionsFile, open_predictions
@@ -98,9 +98,21 @@ def genotype_quality(p_called: np.ndarray | float) -> np.ndarray:
     return np.minimum(np.rint(phred(1 - np.asarray(p_called, dtype=np.float64))), MAX_GQ).astype(int)
 
 
+def _make_folder(path: str | None) -> None:
+    """Create an output's folder, as predict does for its --out."""
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create its folder {Path(path).parent} ({e.strerror or e})") from None
+
+
 def export(config: ExportConfig, command: str | None = None) -> dict:
     """Write the outputs of `config`; returns a summary (counts per output)."""
     outputs = [p for p in (config.vcf, config.bed) if p]
+    for path in [*outputs, config.bedgraph]:
+        _make_folder(path)
     for path in outputs:
         refuse_existing(path, config.force)
     with open_predictions(config.predictions) as preds:

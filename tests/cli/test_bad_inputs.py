@@ -34,7 +34,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles:
 
 FASTA_CASES = ["empty_file", "no_header", "duplicate_names", "short_line", "long_line", "blank_line_inside",
                "cr_only", "tab_in_sequence", "space_in_sequence", "plain_gzip", "binary", "empty_header",
-               "bam_as_fasta"]
+               "bam_as_fasta", "bam_given_as_reference"]
 
 
 @pytest.mark.parametrize("case", FASTA_CASES)
@@ -46,9 +46,30 @@ def test_malformed_fasta(tmp_path, case):
         assert re.search(rf"\bline {bad.line}\b|lines [0-9, and]*\b{bad.line}\b", proc.stderr), proc.stderr
 
 
-def test_missing_reference_is_a_usage_error(tmp_path):
-    proc = run_cli("info", "--reference", tmp_path / "nope.fa")
-    assert_clean_failure(proc, 2, "nope.fa")
+# one missing input per command: every command reads its files through commands/paths.py
+MISSING_INPUT = {
+    "info": ["info", "--reference", "{missing}"],
+    "train": ["train", "--task", "mlm", "--reference", "{missing}"],
+    "predict": ["predict", "--model", "{missing}", "--reference", "{missing}", "--out", "{tmp}/p.h5"],
+    "export": ["export", "{missing}", "--vcf", "{tmp}/c.vcf.gz"],
+    "evaluate": ["evaluate", "--calls", "{missing}", "--truth-vcf", "{missing}"],
+    "merge": ["merge", "{tmp}/a.h5", "--out", "{tmp}/m.h5", "--expect-regions", "{missing}"],
+    "buckets": ["buckets", "--model", "{missing}", "--reference", "{missing}", "--region", "c:1-2",
+                "--out", "{tmp}/b"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(MISSING_INPUT))
+def test_a_missing_input_is_bad_input_data(tmp_path, command):
+    missing = tmp_path / "nope.fa"
+    args = [a.format(missing=missing, tmp=tmp_path) for a in MISSING_INPUT[command]]
+    proc = run_cli(*args)
+    assert_clean_failure(proc, 3, "nope.fa: no such (file|folder)")
+    assert not missing.exists() and not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_folder_given_as_an_input_file(tmp_path):
+    assert_clean_failure(run_cli("info", "--reference", tmp_path), 3, "is a folder, expected a file")
 
 
 def test_protein_given_as_dna_for_tokenising(tmp_path):
