@@ -66,3 +66,26 @@ def test_sigterm_in_ordinary_code_exits_143_at_once():
             print("exit", e.code)
     """)
     assert proc.stdout == "exit 143\n", proc.stderr
+
+
+def test_a_signal_inside_a_deferred_block_arrives_when_it_ends():
+    proc = _run("""
+        import os, signal
+        from genoformer import interrupt
+
+        interrupt.install()
+        try:
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+                print("block finished", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted after the block", flush=True)
+        with interrupt.deferred():
+            pass
+        print("handlers restored:", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+    """)
+    assert proc.stdout.splitlines() == ["block finished", "interrupted after the block", "handlers restored: True"]
+    assert proc.returncode == 143, proc.stderr
