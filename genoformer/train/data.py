@@ -19,10 +19,10 @@ from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
 from genoformer.io.variants import GENOTYPES
-from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task
+from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task, task_default
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.train.config import TrainConfig
-from genoformer.train.labels import check_track_labels, check_variant_labels
+from genoformer.train.labels import check_track_labels, check_variant_labels, log_counts
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def prepare(config: TrainConfig, tokenizer: KmerTokenizer | ProteinTokenizer | N
 def _tokenizer(config: TrainConfig, alphabet: str, fixed: KmerTokenizer | ProteinTokenizer | None):
     """A new tokenizer for `alphabet`, or the checkpoint's (`fixed`) after checking it fits."""
     if fixed is None:
-        return make_tokenizer(alphabet, config.k, config.stride)
+        k = config.k if config.k is not None else task_default(config.task, "k")
+        return make_tokenizer(alphabet, k, config.stride)
     if fixed.kind != alphabet:
         raise UsageError(f"the checkpoint's tokenizer reads {fixed.kind} but the {config.task} inputs are {alphabet}")
     if config.k not in (None, fixed.k) or config.stride not in (None, fixed.stride):
@@ -128,10 +129,11 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     val_iv = _regions(config.val_regions, ref.contigs, "validation")
     training = train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items() if n]
     longest = max(training, key=len)
+    notes = []  # said once every input has passed its checks: a failing run prints its error alone
     if config.window > len(longest) >= tokenizer.k:
         # a longer window would be padding only (and a 1 Mb default costs minutes a step on a 30 kb genome)
-        log.info("window %s is longer than the longest training region (%s, %s bases): using window %s",
-                 f"{config.window:,}", longest.to_region(), f"{len(longest):,}", f"{len(longest):,}")
+        notes.append(f"window {config.window:,} is longer than the longest training region ({longest.to_region()}, "
+                     f"{len(longest):,} bases): using window {len(longest):,}")
         config = dataclasses.replace(config, window=len(longest))
     if val_iv is not None:
         clash = _overlap(val_iv, train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()])
@@ -162,7 +164,10 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     n_evidence = len(EVIDENCE_FEATURES) if config.bam is not None else 0
     summary = {"train_bases": sum(len(iv) for iv in training), "val_windows": len(val_ds) if val_ds else 0}
     counts = _label_counts(config, class_names, ref, sources, splits)
+    for note in notes:
+        log.info("%s", note)
     if counts:
+        log_counts(class_names, counts, splits, per_base=config.task == "pattern")
         summary["label_counts"] = {split: dict(zip(class_names, n)) for split, n in counts.items()}
     weights = None
     if config.class_weights == "balanced":

@@ -52,13 +52,11 @@ def genotype_counts(variants, intervals: list[Interval], confident: list[Interva
 
 def check_variant_labels(variants, confident: list[Interval] | None, confident_path: str | None,
                          splits: dict[str, list[Interval]]) -> dict[str, list[int]]:
-    """Genotype counts of each split ("training regions", "validation windows": intervals), logged; VariantError
+    """Genotype counts of each split ("training regions", "validation windows": intervals); VariantError
     when a split has no het or hom_alt base."""
     counts = {}
     for split, intervals in splits.items():
         counts[split] = genotype_counts(variants, intervals, confident)
-        log.info("labels, %s (%s): %s scored bases", split, where(intervals),
-                 ", ".join(f"{name} {n:,}" for name, n in zip(GENOTYPES, counts[split])))
         if not sum(counts[split][1:]):
             raise VariantError(f"{variants.path}: no het or hom_alt base to learn from in the {split} "
                                f"({where(intervals)}): {_why_no_variants(variants, intervals, confident, confident_path)}",
@@ -114,28 +112,36 @@ def _failed_filters(variants, intervals: list[Interval]) -> list[tuple[str, int]
 
 def check_track_labels(class_names: list[str], ref, tracks, splits: dict[str, list[Interval]],
                        source: str) -> dict[str, list[int]]:
-    """Bases of each class in each split, logged; TrackError when no class covers a base of a split.
+    """Bases of each class in each split; TrackError when no class covers a base of a split.
 
     `tracks` None: the class is the reference's soft-masked (lowercase) bases.
     """
     counts = {}
     for split, intervals in splits.items():
         n = np.zeros(len(class_names), dtype=np.int64)
-        total = 0
         for part in _chunks(intervals):
             if tracks is None:
                 n[0] += int(soft_mask(ref.fetch(part.contig, part.start, part.end)).sum())
             else:
                 n += tracks.mask(part.contig, part.start, part.end).sum(axis=0)
-            total += len(part)
         counts[split] = [int(c) for c in n]
-        log.info("labels, %s (%s, %s bases): %s", split, where(intervals), f"{total:,}",
-                 ", ".join(f"{name} {c / max(total, 1):.1%}" for name, c in zip(class_names, counts[split])))
         if not n.any():
             raise TrackError(f"{source}: no base of any class ({', '.join(class_names)}) in the {split} "
                              f"({where(intervals)}), so there is nothing to learn or score",
                              hint="choose regions the tracks cover (genoformer info --bed FILE --region R)")
-        for name, c in zip(class_names, n):
-            if not c:
-                log.warning("class %s covers no base of the %s: it is not learned or scored there", name, split)
     return counts
+
+
+def log_counts(class_names: list[str], counts: dict[str, list[int]], splits: dict[str, list[Interval]],
+               per_base: bool) -> None:
+    """One line per split: bases of each class (variant: scored bases; pattern: share of the split's bases)."""
+    for split, n in counts.items():
+        total = sum(len(iv) for iv in splits[split])
+        shown = ", ".join(f"{name} {c:,}" if not per_base else f"{name} {c / max(total, 1):.1%}"
+                          for name, c in zip(class_names, n))
+        log.info("labels, %s (%s): %s%s", split, where(splits[split]), shown,
+                 " scored bases" if not per_base else f" of {total:,} bases")
+        if per_base:
+            for name, c in zip(class_names, n):
+                if not c:
+                    log.warning("class %s covers no base of the %s: it is not learned or scored there", name, split)

@@ -42,30 +42,41 @@ log = logging.getLogger(__name__)
 
 def train(config: TrainConfig) -> dict:
     """Train and return the summary (also written to OUT/summary.json); `losses` maps step -> training loss."""
-    return _run(config, None)
+    with _lock(config.out):
+        run_folder.check_fresh(config.out)
+        return _train(config, None)
 
 
 def resume(run_dir: str | os.PathLike, **overrides) -> dict:
-    """Continue a run from its latest checkpoint exactly; only RESUME_OVERRIDES may be changed."""
+    """Continue a run from its latest checkpoint exactly; only RESUME_OVERRIDES may be changed.
+
+    A finished run (its last step reached, summary.json written) is left as it is; its summary is returned.
+    """
     bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
     if bad:
         raise UsageError(f"{bad[0]} cannot change a resumed run; only {', '.join(RESUME_OVERRIDES)} may")
-    folder = ckpt.resolve(run_dir)
-    meta = ckpt.load_checkpoint(folder)[1]
-    saved = meta.get("train_config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{folder / ckpt.META}: holds no training config to resume")
-    try:  # the run folder may have moved; a stop-after of the interrupted run does not carry over
-        config = TrainConfig.from_dict(saved | {"stop_after": None, "out": str(folder.parent.parent)} | overrides)
-    except (UsageError, TypeError) as e:
-        raise CheckpointError(f"{folder / ckpt.META}: bad training config ({e})") from None
-    out = Path(config.out)
-    summary = run_folder.read_summary(out)
-    if int(meta["step"]) >= config.max_steps and summary is not None:
-        log.info("%s: finished at step %s of %s; nothing to resume (give --max-steps to train longer)",
-                 out, f"{int(meta['step']):,}", f"{config.max_steps:,}")
-        return summary
-    return _run(config, folder)
+    given = Path(run_dir)
+    with _lock(given.parent.parent if (given / ckpt.META).is_file() else given):
+        folder = ckpt.resolve(run_dir)
+        meta = ckpt.load_checkpoint(folder)[1]
+        saved = meta.get("train_config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{folder / ckpt.META}: holds no training config to resume")
+        try:  # the run folder may have moved; a stop-after of the interrupted run does not carry over
+            config = TrainConfig.from_dict(saved | {"stop_after": None, "out": str(folder.parent.parent)} | overrides)
+        except (UsageError, TypeError) as e:
+            raise CheckpointError(f"{folder / ckpt.META}: bad training config ({e})") from None
+        summary = run_folder.read_summary(Path(config.out))
+        if int(meta["step"]) >= config.max_steps and summary is not None:
+            log.info("%s: finished at step %s of %s; nothing to resume (give --max-steps to train longer)",
+                     config.out, f"{int(meta['step']):,}", f"{config.max_steps:,}")
+            return summary
+        return _train(config, folder)
+
+
+def _lock(out: str | os.PathLike):
+    """The run folder's lock, held by the process that writes it (rank 0 under torchrun)."""
+    return run_folder.locked(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
 
 
 def dry_run(config: TrainConfig) -> dict:
@@ -118,15 +129,6 @@ def _weights(data: TrainData, device: torch.device) -> torch.Tensor | None:
 
 def resume_command(out: Path) -> str:
     return shlex.join(["genoformer", "train", "--resume", str(out)])
-
-
-def _run(config: TrainConfig, resume_from: Path | None) -> dict:
-    """Train under the run folder's lock (rank 0 writes the folder; the other ranks only read their data)."""
-    lead = int(os.environ.get("RANK", "0")) == 0
-    with run_folder.locked(config.out) if lead else contextlib.nullcontext():
-        if resume_from is None:
-            run_folder.check_fresh(config.out)
-        return _train(config, resume_from)
 
 
 def _train(config: TrainConfig, resume_from: Path | None) -> dict:
