@@ -37,6 +37,26 @@ class InputPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class ModelPath(InputPath):
+    """--model: a run folder, one of its checkpoint folders, or the name of a model shipped with genoformer."""
+
+    def __init__(self):
+        super().__init__(dir_okay=True)
+
+    def convert(self, value, param, ctx):
+        from genoformer import pretrained
+
+        shipped = pretrained.locate(str(value)) if not Path(os.fsdecode(value)).exists() else None
+        if shipped is not None:
+            return str(shipped)
+        try:
+            return super().convert(value, param, ctx)
+        except InputError as e:
+            known = pretrained.names()
+            raise InputError(f"{e} and no shipped model has that name",
+                             hint=f"shipped models: {', '.join(known)}" if known else None) from None
+
+
 INPUT_FILE = InputPath()
 INPUT_FILE_PATH = InputPath(path_type=Path)
-RUN_OR_CHECKPOINT = InputPath(dir_okay=True)  # --model: a run folder or one of its checkpoint folders
+RUN_OR_CHECKPOINT = ModelPath()
