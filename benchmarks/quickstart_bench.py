@@ -52,7 +52,7 @@ def run(env: dict[str, str]) -> dict:
         if proc.returncode != 0:
             sys.exit(f"quickstart failed (exit {proc.returncode}):\n{stdout}")
         scores = json.loads((out / "evaluation.json").read_text())
-        train = json.loads((out / "train-summary.json").read_text())
+        train = json.loads((out / "variant-run" / "summary.json").read_text())
         config = json.loads((out / "variant-run" / "config.json").read_text())
     return {"wall_seconds": end - t0, "cpu_seconds": cpu_seconds() - cpu0, "stages": stages,
             "load_average_before": load_before, "load_average_after": os.getloadavg(),
