@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
 # CI size, through the commands' own options (the last of a repeated option wins)
 SCALE = {"simulate": ["--contig", "chrA:30000", "--contig", "chrB:12000"],
-         "train": ["--max-steps", "40", "--no-progress"]}
+         "train": ["--max-steps", "30", "--no-progress"]}
 
 
 def quick_start_commands(readme: Path) -> list[list[str]]:

@@ -4,8 +4,10 @@ Exact resume: windows come from a seeded RandomWindowSampler positioned by the s
 every step reseeds torch from (seed, step) before it draws masks or LSH rotations, so a run
 resumed from a checkpoint (weights, optimizer, scheduler, step) repeats an uninterrupted run's
 losses on CPU. The run folder holds checkpoints/, metrics.csv (step, split, metric, value),
-summary.json and config.json (run_folder.py). Under `torchrun --nproc_per_node N` the same call
-trains with DistributedDataParallel (distributed.py); batch_size is per rank.
+summary.json, config.json and training.png (run_folder.py, plots.py); one process at a time writes it
+(a lock). Ctrl-C or SIGTERM saves the step reached (the update of a step is never cut in two) and
+says how to continue. Under `torchrun --nproc_per_node N` the same call trains with
+DistributedDataParallel (distributed.py); batch_size is per rank.
 """
 from __future__ import annotations
 
