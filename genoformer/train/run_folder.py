@@ -53,7 +53,7 @@ def locked(out: str | os.PathLike) -> Iterator[Path]:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise OutputError(f"{out}: cannot create the run folder ({e.strerror or e})") from None
+        raise OutputError(f"{out}: cannot create or lock the run folder ({e.strerror or e})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
