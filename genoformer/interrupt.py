@@ -1,9 +1,10 @@
-"""SIGTERM (a scheduler cancelling the job) as SystemExit(143), delivered reliably; and `deferred()`, a
-block that SIGINT/SIGTERM do not cut in two (a training step's update, a checkpoint written on the way out).
+"""SIGTERM (a scheduler cancelling the job) as SystemExit(143), and SIGINT (Ctrl-C) as
+KeyboardInterrupt, delivered reliably; and `deferred()`, a block that SIGINT/SIGTERM do not cut in two
+(a training step's update, a checkpoint written on the way out).
 
 Python runs a signal handler at the next bytecode of the main thread.  When that bytecode
-belongs to a weakref callback or a `__del__`, the handler's SystemExit is swallowed ("Exception
-ignored in ...") and the job would run on to the end.  So the handler also records the signal,
+belongs to a weakref callback or a `__del__`, the handler's exception is swallowed ("Exception
+ignored in ...") and the job would run on to the end.  So the handlers also record the signal,
 and every long loop calls `raise_if_terminated()` once per window, step or block.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ import threading
 from collections.abc import Iterator
 
 EXIT_CODE = 143
-_terminated = False
+_terminated = False  # SIGTERM arrived
+_interrupted = False  # SIGINT arrived
 _default_unraisablehook = sys.unraisablehook
 
 
@@ -25,28 +27,41 @@ def _on_sigterm(signum, frame) -> None:
     raise SystemExit(EXIT_CODE)
 
 
+def _on_sigint(signum, frame) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def _unraisablehook(unraisable) -> None:
-    # our own swallowed SystemExit is handled by the next raise_if_terminated(): no traceback
-    if _terminated and isinstance(unraisable.exc_value, SystemExit):
+    # our own swallowed exceptions are raised again by the next raise_if_terminated(): no traceback
+    if (_terminated and isinstance(unraisable.exc_value, SystemExit)) or \
+            (_interrupted and isinstance(unraisable.exc_value, KeyboardInterrupt)):
         return
     _default_unraisablehook(unraisable)
 
 
 def install() -> None:
-    """Make SIGTERM end the process with exit code 143 (call once, from the main thread)."""
+    """Make SIGTERM end the process with exit code 143, and SIGINT raise KeyboardInterrupt even where
+    Python swallows it (call once, from the main thread)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     sys.unraisablehook = _unraisablehook
 
 
 def raise_if_terminated() -> None:
-    """Raise SystemExit(143) if SIGTERM arrived but its handler's exception was lost."""
+    """Raise SystemExit(143) if SIGTERM arrived, KeyboardInterrupt if SIGINT did, but its handler's exception
+    was lost."""
     if _terminated:
         raise SystemExit(EXIT_CODE)
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Run the block whole: a SIGINT or SIGTERM arriving inside it is raised again as it ends.
+    """Run the block whole: a SIGINT or SIGTERM arriving inside it is raised again as it ends (by the
+    handler in force outside, which for install()'s handlers records it as well).
 
     Outside the main thread (where handlers cannot be set) the block runs unprotected.
     """

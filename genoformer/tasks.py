@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # head kinds: what the model's output describes
-TOKEN_LOGITS = "token logits"  # [B, T, vocab]: one distribution per token
+TOKEN_LOGITS = "token logits"  # [B, T, vocab]: one distribution per token (with the per-base decoder: letters per base)
 PER_BASE = "per base"  # [B, W, classes]: each base of the window, read from its owning k-mer
 PER_SEQUENCE = "per sequence"  # [B, classes]: the mean over the real tokens, projected
 PER_RESIDUE = "per residue"  # [B, W, classes]: per base, for labelled sequences rather than windows

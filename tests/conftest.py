@@ -61,3 +61,11 @@ def tiny_pattern_model(chr20, tmp_path_factory) -> Path:
                        reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
                        bed=[str(SHARED_DATA / "annotations_hg19" / "cpg_islands_hg19_ucsc.txt")],
                        attention=["local", "lsh"])
+
+
+@pytest.fixture(scope="session")
+def tiny_local_lsh_model(chr20, tmp_path_factory) -> Path:
+    """tiny_pattern_model without the per-base stem and decoder: its LSH layer hashes the k-mer embeddings."""
+    return _train_tiny(tmp_path_factory.mktemp("models") / "local_lsh", task="pattern",
+                       reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
+                       attention=["local", "lsh"], stem=False, decoder=False)

@@ -1,4 +1,5 @@
-"""SIGTERM must end a job with 143 even when its handler runs where Python swallows exceptions."""
+"""SIGTERM must end a job with 143, and SIGINT interrupt it, even when the handler runs where Python swallows
+exceptions."""
 import subprocess
 import sys
 import textwrap
@@ -81,11 +82,44 @@ def test_a_signal_inside_a_deferred_block_arrives_when_it_ends():
                 print("block finished", flush=True)
         except KeyboardInterrupt:
             print("interrupted after the block", flush=True)
+        try:  # recorded like any SIGINT: a loop check raises it again
+            interrupt.raise_if_terminated()
+        except KeyboardInterrupt:
+            print("recorded", flush=True)
+        interrupt._interrupted = False
+        outside = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         with interrupt.deferred():
             pass
-        print("handlers restored:", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+        print("handlers restored:", (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == outside,
+              flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
         print("not reached", flush=True)
     """)
-    assert proc.stdout.splitlines() == ["block finished", "interrupted after the block", "handlers restored: True"]
+    assert proc.stdout.splitlines() == ["block finished", "interrupted after the block", "recorded",
+                                       "handlers restored: True"]
     assert proc.returncode == 143, proc.stderr
+
+
+def test_sigint_landing_in_a_finalizer_still_interrupts_the_job():
+    proc = _run("""
+        import os, signal
+        from genoformer import interrupt
+
+        interrupt.install()
+
+        class Dying:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the handler runs here, and __del__ swallows its KeyboardInterrupt
+                    pass
+
+        Dying()
+        print("ran on", flush=True)
+        try:
+            interrupt.raise_if_terminated()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran on\ninterrupted\n"
+    assert proc.stderr == ""  # the swallowed KeyboardInterrupt prints no 'Exception ignored' traceback

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from genoformer.buckets.map import BucketMap, bucket_rgb
+from genoformer.coords import runs
 from genoformer.errors import OutputError
 from genoformer.outputs import staged
 
@@ -53,6 +54,8 @@ def _save(fig, stem: Path) -> list[Path]:
         try:
             with staged(final) as tmp:
                 fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        except OutputError:
+            raise
         except OSError as e:
             raise OutputError(f"{final}: cannot write ({e.strerror or e})") from None
         paths.append(final)
@@ -69,12 +72,6 @@ def _genomic_axis(ax, label: str) -> None:
 def _label(contig: str, start: int, end: int) -> str:
     """1-based, inclusive, with thousands separators: chr20:10,000,001-10,020,000."""
     return f"{contig}:{start + 1:,}-{end:,}"
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, length) of the True runs of a bool array."""
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    return [(int(s), int(e - s)) for s, e in zip(edges[::2], edges[1::2])]
 
 
 def _gc_track(ax, sequence: np.ndarray, start: int) -> None:
@@ -96,8 +93,8 @@ def _gc_track(ax, sequence: np.ndarray, start: int) -> None:
     fraction = np.divide(np.convolve(gc, kernel, mode="same"), known, out=np.full(n, np.nan), where=known > 0)
     at = np.unique(np.linspace(0, n - 1, min(n, GC_BINS)).astype(int))
     ax.fill_between(start + at + 0.5, fraction[at], color="0.55", linewidth=0)
-    for s, length in _runs(unknown):
-        ax.axvspan(start + s, start + s + length, color="0.85", linewidth=0)
+    for s, e in zip(*runs(unknown)):
+        ax.axvspan(start + int(s), start + int(e), color="0.85", linewidth=0)
     ax.set_ylim(0, 1)
     ax.set_yticks([0, 0.5, 1], ["0", f"GC ({width:,} bp)", "1"], fontsize=7)
 
@@ -105,7 +102,8 @@ def _gc_track(ax, sequence: np.ndarray, start: int) -> None:
 def _annotation(ax, tracks: Mapping[str, np.ndarray], start: int) -> None:
     names = list(tracks)
     for row, name in enumerate(names):
-        ax.broken_barh([(start + s, n) for s, n in _runs(tracks[name])], (row + 0.15, 0.7),
+        starts, ends = runs(tracks[name])
+        ax.broken_barh(list(zip((start + starts).tolist(), (ends - starts).tolist())), (row + 0.15, 0.7),
                        color=f"C{row % 10}", linewidth=0)
     ax.set_ylim(max(len(names), 1), 0)
     labels = [TRACK_LABELS.get(n, n) + ("" if tracks[n].any() else " (none here)") for n in names]

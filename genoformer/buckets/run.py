@@ -7,16 +7,19 @@ a full window (bucket counts follow the number of real tokens, so a short window
 fewer, different buckets), and queries in the region see keys anywhere in that window. `genoformer
 buckets` cuts a region longer than W into consecutive pieces of W bases, one window each: buckets of
 different windows never meet, so each window's files go to their own folder (window_1/, ...) and the
-picture draws the windows side by side with their boundaries marked. The window start is moved down to a multiple of the token stride when the region still fits, so
-tokens sit on the contig's k-mer grid (that of whole-contig windows).
+picture draws the windows side by side with their boundaries marked. The window start is moved down
+to a multiple of the token stride when the region still fits, so tokens sit on the contig's k-mer
+grid (that of whole-contig windows).
 
 Token i of a window starting at s covers bases [s + i*stride, s + i*stride + k) and owns the last
 `stride` of them (token 0 owns its k; tokenize.py), so every base has one bucket: its owner's.
-Read evidence (--bam) enters the embedding exactly as in the model's forward pass (GenoModel's
-embedding hook), so these are the buckets the model actually used.
+Per-base inputs (the stem's bases, soft mask and read evidence with --bam; or the per-token
+evidence fusion of older models) enter the embedding exactly as in the model's forward pass
+(GenoModel's embedding hook), so these are the buckets the model actually used.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -98,8 +101,9 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     """
     from genoformer.data.datasets import WindowDataset
     from genoformer.io.alignments import Alignments
-    from genoformer.model.checkpoint import resolve
     from genoformer.io.fasta import Reference
+    from genoformer.model.checkpoint import resolve
+    from genoformer.model.heads import batch_inputs
 
     for name, value, low in (("hash seed", hash_seed, 0), ("top-k", top_k, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -112,9 +116,9 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     layers = _selection("layer", layers, net.encoder.lsh_layers(), config.depth)
     heads = _selection("head", heads, list(range(config.heads)), config.heads)
     rounds = _selection("round", rounds, list(range(config.n_hashes)), config.n_hashes)
-    if net.fusion is not None and bam is None:
+    if net.n_evidence and bam is None:
         raise UsageError("this model fuses read evidence (it was trained with --bam); give --bam")
-    if net.fusion is None and bam is not None:
+    if not net.n_evidence and bam is not None:
         raise UsageError("this model was trained without reads; leave out --bam")
     try:
         size = int(meta["train_config"]["window"])
@@ -137,8 +141,11 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     first, stop = np.searchsorted(owned_end, interval.start, side="right"), np.searchsorted(owned_start, interval.end)
 
     with torch.no_grad():
-        extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens)
-        with net._extra_embedding(extra):  # the read evidence enters exactly as in forward
+        inputs = batch_inputs({key: value[None] for key, value in item.items() if isinstance(value, torch.Tensor)},
+                              device_)
+        extra, _ = net.embedding_extra(tokens, inputs.get("evidence"), inputs.get("bases"), inputs.get("soft_mask"),
+                                       inputs["valid"])
+        with net._extra_embedding(extra):  # the per-base inputs enter exactly as in forward
             # top keys for the region's tokens only: their search dominates, and scales with the queries
             found = net.encoder.inspect(tokens, mask, layers=layers, top_k=top_k, queries=(first, stop))
 
@@ -206,8 +213,6 @@ def _check_out(out: Path, force: bool) -> None:
 
 def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
     """Compute the BucketMap and write every output of `genoformer buckets`; returns {what: paths}."""
-    from genoformer.buckets.stats import summarize
-    from genoformer.buckets import files as bucket_files
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
     from genoformer.tokenize import soft_mask
@@ -222,8 +227,6 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
     ref = Reference(config.reference)
     region = ref.region(config.region)
     queries = [parse_position(q, ref.contigs) for q in config.queries]
-    size = int(meta["train_config"]["window"])
-    pieces = [Interval(region.contig, s, min(s + size, region.end)) for s in range(region.start, region.end, size)]
     for contig, position in queries:
         if contig != region.contig or not region.start <= position < region.end:
             raise UsageError(f"query {contig}:{position + 1:,} is outside the region {region.to_region()}")
@@ -237,14 +240,37 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
             found |= {re.sub(r"\s+", "_", name): per_class[:, i] for i, name in enumerate(annotation.class_names)}
         return found
 
+    written: dict[str, list[Path]] = {}
+    try:
+        _write_outputs(config, (net, meta), ref, region, queries, masks, out, written)
+    except BaseException:
+        # a failed run (a full disk, an interrupt) leaves none of its files: a set of outputs with
+        # some missing would look like a finished run's
+        for path in (p for paths in written.values() for p in paths):
+            path.unlink(missing_ok=True)
+        for folder in out.glob("window_*"):
+            with contextlib.suppress(OSError):  # only the folders left empty
+                folder.rmdir()
+        raise
+    return written
+
+
+def _write_outputs(config: BucketsConfig, model: tuple, ref, region: Interval, queries: list, masks,
+                   out: Path, written: dict[str, list[Path]]) -> None:
+    """Write every output file into `out` (a region longer than the model's window: one window_N/ folder per
+    window, the plots drawing them side by side), recording each file in `written` as soon as it is there."""
+    from genoformer.buckets import files as bucket_files
+    from genoformer.buckets.stats import summarize
+
+    size = int(model[1]["train_config"]["window"])
+    pieces = [Interval(region.contig, s, min(s + size, region.end)) for s in range(region.start, region.end, size)]
     tracks = masks(region)
     settings = dataclasses.asdict(config)
-    written: dict[str, list[Path]] = {}
     bmaps = []
     for i, piece in enumerate(pieces, start=1):
         bmap = bucket_map(config.model, config.reference, piece, bam=config.bam, layers=config.layers,
                           heads=config.heads, rounds=config.rounds, hash_seed=config.hash_seed, top_k=config.top_k,
-                          model=(net, meta))
+                          model=model)
         window = bmap.window
         log.info("%s: read in the model's window %s (%s bases, %s real; %d tokens, %d buckets per round)",
                  piece.to_region(), Interval(window.contig, window.start, window.end).to_region(),
@@ -272,4 +298,3 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
                 sequence=ref.fetch_interval(seen))
     settings_json = (json.dumps(settings, indent=2) + "\n").encode()
     written["config"] = [bucket_files.write_bytes(out / "config.json", settings_json)]
-    return written

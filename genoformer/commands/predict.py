@@ -28,6 +28,7 @@ _file = INPUT_FILE
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--hash-seed", type=int, default=0, show_default=True,
               help="Seed of the LSH rotations (recorded in the output; same seed, same predictions).")
+@click.option("--rc-average", is_flag=True, help="Also run each window on the reverse strand and average (DNA models).")
 @click.option("--resume", is_flag=True, help="Continue the partial output of an interrupted run (same inputs).")
 @click.option("--force", is_flag=True, help="Replace an existing output (only once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")

@@ -37,8 +37,9 @@ def _defaults() -> dict[str, str]:
         "per_residue": "from the labels", "stop_after": "max-steps", "val_fraction": "0.1",
         "window": f"{values['window']:,}, clipped to the longest training region",
         "ckpt_minutes": f"{values['ckpt_minutes']:g}", "lr": f"{values['lr']:g}", "dropout": f"{values['dropout']:g}",
-        "reversible": "reversible", "causal": "bidirectional", "progress": "progress", "init_from": "none",
-        "recipe": "none", "resume": "none", "dry_run": "off"}
+        "weight_decay": f"{values['weight_decay']:g}", "reversible": "reversible", "causal": "bidirectional",
+        "stem": "stem", "decoder": "decoder", "rc_augment": "no-rc-augment", "progress": "progress",
+        "init_from": "none", "recipe": "none", "resume": "none", "dry_run": "off"}
 
 
 DEFAULTS = _defaults()
@@ -97,14 +98,24 @@ def option(*decls, **kw):
 @option("--reversible/--no-reversible", default=None, help="Reversible residuals: activation memory flat in depth.")
 @option("--ff-mult", type=int, help="Feed-forward width as a multiple of d-model.")
 @option("--ff-chunks", type=int, help="Run the feed-forward over at least this many sequence chunks.")
-@option("--dropout", type=float, help="Dropout in attention and feed-forward.")
+@option("--dropout", type=float, help="Dropout in attention, feed-forward, stem and decoder.")
 @option("--causal/--bidirectional", default=None, help="Attend only to earlier tokens, or both ways.")
+@option("--stem/--no-stem", default=None, help="Per-base convolutions over bases, soft mask and reads, pooled "
+        "onto the tokens.")
+@option("--stem-width", type=int, help="Channels of the stem.")
+@option("--decoder/--no-decoder", default=None, help="Per-base decoder back to 1 bp (off: each token projected to "
+        "k x classes; mlm: masked k-mers as targets).")
+@option("--decoder-width", type=int, help="Channels of the decoder.")
+@option("--decoder-depth", type=int, help="Convolution blocks of the decoder.")
+@option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
+@option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per genotype: none, balanced (inverse frequency over "
         "the scored training bases) or hom_ref,het,hom_alt numbers (1,30,30).")
 @option("--max-steps", type=int, help="Optimizer steps of the run (the learning-rate schedule spans them).")
 @option("--stop-after", type=int, help="Stop with a checkpoint at this step (the schedule still spans max-steps).")
 @option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay to a tenth).")
 @option("--warmup-steps", type=int, help="Linear warm-up steps.")
+@option("--weight-decay", type=float, help="AdamW weight decay of matrices and embeddings.")
 @option("--batch-size", type=int, help="Windows (or sequences) per micro-batch; per rank under torchrun.")
 @option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
 @option("--device", type=click.Choice(DEVICES), help="auto: the GPU when there is one (bf16 autocast), else CPU.")

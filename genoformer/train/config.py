@@ -1,8 +1,9 @@
 """TrainConfig: what a run trains on and how, with the architecture of a new model as its `model` section.
 
-A recipe or a saved config may give the model options flat (`d_model: 256`, as the shipped recipes
-and runs saved before the section existed do) or nested (`model: {d_model: 256}`); both read the
-same. config.json and checkpoints record the nested form, with every model option resolved.
+A recipe or a saved config may give the model options flat (`d_model: 256`, `stem: false`, as the
+shipped recipes and runs saved before the section existed do) or nested (`model: {d_model: 256}`);
+both read the same. config.json and checkpoints record the nested form, with every model option
+resolved.
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from genoformer.devices import check_device
 from genoformer.errors import UsageError
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig
+from genoformer.model.per_base import PerBaseConfig
 from genoformer.tasks import TASK_INPUTS, TASKS, TRAIN_TASKS, task_default
 
 # ReformerConfig fields a run does not choose: the tokenizer fixes vocab_size and pad_token_id, and
 # training draws fresh LSH rotations every step (predict and buckets fix hash_seed for inference)
 NOT_CHOSEN = ("vocab_size", "pad_token_id", "hash_seed")
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(ReformerConfig)}
+_PER_BASE = {f.name: f.default for f in dataclasses.fields(PerBaseConfig)}
 
 # what a resumed run may change (max_steps re-spans the schedule); the rest comes from the checkpoint
 RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every", "ckpt_every", "ckpt_minutes")
@@ -28,11 +31,15 @@ RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every"
 
 @dataclass
 class ModelConfig:
-    """The architecture of a new model: ReformerConfig's fields less NOT_CHOSEN, with its defaults.
+    """The architecture of a new model: ReformerConfig's fields less NOT_CHOSEN (the encoder), then
+    PerBaseConfig's (the per-base stem and decoder, model/per_base.py), with their defaults.
 
+    `dropout` is one option for the whole model: the encoder's, the stem's and the decoder's.
     window_size None takes bucket_size, so local attention sees as many keys per query as LSH (its
-    own block and the one before). With init_from, or on resume, the architecture is the
-    checkpoint's and this section is replaced by it.
+    own block and the one before). On resume the architecture is the checkpoint's and this section
+    is replaced by it. With init_from the encoder's architecture is the checkpoint's, while the stem
+    and decoder (new parts, their fitting tensors copied over) and dropout (which holds no weights)
+    are this section's.
     """
     d_model: int = _DEFAULT["d_model"]
     depth: int = _DEFAULT["depth"]
@@ -46,18 +53,31 @@ class ModelConfig:
     dropout: float = _DEFAULT["dropout"]
     causal: bool = _DEFAULT["causal"]
     window_size: int | None = None  # None: bucket_size
+    # the per-base stem and decoder (PerBaseConfig; dropout above is theirs too)
+    stem: bool = _PER_BASE["stem"]
+    stem_width: int = _PER_BASE["stem_width"]
+    decoder: bool = _PER_BASE["decoder"]
+    decoder_width: int = _PER_BASE["decoder_width"]
+    decoder_depth: int = _PER_BASE["decoder_depth"]
 
     def __post_init__(self) -> None:
-        self.reformer_config(vocab_size=1)  # ReformerConfig's checks, before any input is read
+        # ReformerConfig's and PerBaseConfig's checks, before any input is read
+        self.reformer_config(vocab_size=1)
+        self.per_base_config()
 
     def reformer_config(self, vocab_size: int) -> ReformerConfig:
         window_size = self.bucket_size if self.window_size is None else self.window_size
-        return ReformerConfig(vocab_size=vocab_size, **(dataclasses.asdict(self) | {"window_size": window_size}))
+        encoder = {name: getattr(self, name) for name in ENCODER_OPTIONS}
+        return ReformerConfig(vocab_size=vocab_size, **(encoder | {"window_size": window_size}))
+
+    def per_base_config(self) -> PerBaseConfig:
+        return PerBaseConfig(**{name: getattr(self, name) for name in PER_BASE_OPTIONS})
 
     @classmethod
-    def of(cls, config: ReformerConfig) -> ModelConfig:
-        """The section that builds `config`'s architecture (a checkpoint's)."""
-        return cls(**{name: getattr(config, name) for name in MODEL_OPTIONS})
+    def of(cls, config: ReformerConfig, per_base: PerBaseConfig) -> ModelConfig:
+        """The section that builds `config`'s encoder with `per_base`'s stem and decoder (a checkpoint's)."""
+        return cls(**{name: getattr(per_base, name) for name in PER_BASE_OPTIONS}
+                   | {name: getattr(config, name) for name in ENCODER_OPTIONS})
 
     @classmethod
     def from_dict(cls, values: Mapping) -> ModelConfig:
@@ -69,6 +89,8 @@ class ModelConfig:
 
 
 MODEL_OPTIONS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+ENCODER_OPTIONS = tuple(name for name in MODEL_OPTIONS if name in _DEFAULT)  # ReformerConfig's
+PER_BASE_OPTIONS = tuple(name for name in MODEL_OPTIONS if name in _PER_BASE)  # PerBaseConfig's (dropout: both)
 
 
 def _check_mapping(values) -> None:
@@ -112,6 +134,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     mask_fraction: float = 0.15
     mask_span: int = 3
+    # training items only (data/augment.py): reverse-complement half of them (DNA), shift each by 0..N bases
+    rc_augment: bool = False
+    shift_augment: int = 0
     device: str = "auto"
     seed: int = 0
     val_every: int = 200
@@ -159,6 +184,10 @@ class TrainConfig:
                 or not self.ckpt_minutes >= 0:
             raise UsageError(f"ckpt-minutes must be a number >= 0 (0: no timed checkpoints), got {self.ckpt_minutes!r}")
         check_device(self.device)
+        if not isinstance(self.rc_augment, bool):
+            raise UsageError(f"rc-augment must be true or false, got {self.rc_augment!r}")
+        if isinstance(self.shift_augment, bool) or not isinstance(self.shift_augment, int) or self.shift_augment < 0:
+            raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
         if self.class_weights is None:
             self.class_weights = task_default(self.task, "class_weights", "none")
         self.class_weights = parse_class_weights(self.class_weights)

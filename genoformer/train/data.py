@@ -13,11 +13,13 @@ from pathlib import Path
 import torch
 
 from genoformer.coords import Interval, parse_region, read_bed
+from genoformer.data.augment import Augmentation
 from genoformer.data.datasets import SequenceDataset, WindowDataset
 from genoformer.data.samplers import RandomWindowSampler, SequenceSampler
 from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
+from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variants import GENOTYPES
 from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task, task_default
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
@@ -40,6 +42,10 @@ class TrainData:
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
     class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
+    augment: Augmentation | None = None  # what the training items go through (validation items never)
+
+    def __post_init__(self) -> None:
+        self.augment = Augmentation(self.tokenizer, rc=self.config.rc_augment, shift=self.config.shift_augment)
 
     @property
     def model_task(self) -> str:
@@ -48,7 +54,8 @@ class TrainData:
     @property
     def head(self) -> dict:
         head = {"n_classes": 0 if TASKS[self.model_task].head == TOKEN_LOGITS else len(self.class_names),
-                "n_evidence": self.n_evidence, "class_names": self.class_names}
+                "n_evidence": self.n_evidence, "evidence_features": list(EVIDENCE_FEATURES[:self.n_evidence]),
+                "class_names": self.class_names}
         if self.config.task == "classify":
             head |= {"per_residue": bool(self.config.per_residue), "alphabet": self.config.alphabet}
         return head
@@ -109,7 +116,7 @@ def _sequence_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
 
 
 def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
-    from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments
+    from genoformer.io.alignments import Alignments
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
     from genoformer.io.variants import TruthVariants

@@ -14,9 +14,10 @@ from collections import Counter
 import numpy as np
 
 from genoformer.coords import Interval
-from genoformer.tokenize import soft_mask
 from genoformer.errors import TrackError, VariantError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.variants import GENOTYPES
+from genoformer.tokenize import soft_mask
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def where(intervals: list[Interval]) -> str:
 def _chunks(intervals: list[Interval], chunk: int = CHUNK):
     for iv in intervals:
         for start in range(iv.start, iv.end, chunk):
+            raise_if_terminated()
             yield Interval(iv.contig, start, min(start + chunk, iv.end))
 
 

@@ -21,6 +21,7 @@ import shlex
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -58,12 +59,15 @@ def resume(run_dir: str | os.PathLike, **overrides) -> dict:
     if bad:
         raise UsageError(f"{bad[0]} cannot change a resumed run; only {', '.join(RESUME_OVERRIDES)} may")
     given = Path(run_dir)
+    ckpt.resolve(given)  # a folder that holds no run is named as such before the lock creates anything
     with _lock(given.parent.parent if (given / ckpt.META).is_file() else given):
         folder = ckpt.resolve(run_dir)
         meta = ckpt.load_checkpoint(folder)[1]
         saved = meta.get("train_config")
         if not isinstance(saved, dict):
             raise CheckpointError(f"{folder / ckpt.META}: holds no training config to resume")
+        # the model section (per-base parts included; a run saved before them has neither) is then the
+        # checkpoint's model's: see built()
         try:  # the run folder may have moved; a stop-after of the interrupted run does not carry over
             config = TrainConfig.from_dict(saved | {"stop_after": None, "out": str(folder.parent.parent)} | overrides)
         except (UsageError, TypeError) as e:
@@ -105,20 +109,22 @@ def dry_run(config: TrainConfig) -> dict:
 
 
 def build_model(data: TrainData, pretrained: GenoModel | None) -> GenoModel:
-    """A new model for `data`: the config's architecture, or the pre-trained checkpoint's with its encoder."""
-    head = data.head
-    if pretrained is not None:  # the architecture always comes from the pre-trained checkpoint
-        model = GenoModel(pretrained.encoder.config, data.tokenizer, data.model_task, head["n_classes"],
-                          head["n_evidence"])
-        model.encoder.load_state_dict(pretrained.encoder.state_dict())
+    """A new model for `data`: the config's architecture, or the pre-trained checkpoint's encoder (with its
+    weights, and the stem and decoder tensors that fit) and the config's stem, decoder and dropout."""
+    head, section = data.head, data.config.model
+    per_base = section.per_base_config()
+    if pretrained is not None:  # the encoder's architecture always comes from the pre-trained checkpoint
+        encoder = dataclasses.replace(pretrained.encoder.config, dropout=section.dropout)
+        model = GenoModel(encoder, data.tokenizer, data.model_task, head["n_classes"], head["n_evidence"], per_base)
+        model.load_pretrained(pretrained)
         return model
-    return GenoModel(data.config.model.reformer_config(data.tokenizer.vocab_size), data.tokenizer, data.model_task,
-                     head["n_classes"], head["n_evidence"])
+    return GenoModel(section.reformer_config(data.tokenizer.vocab_size), data.tokenizer, data.model_task,
+                     head["n_classes"], head["n_evidence"], per_base)
 
 
 def built(config: TrainConfig, model: GenoModel) -> TrainConfig:
     """`config` with the model section of the architecture actually built (what config.json records)."""
-    return dataclasses.replace(config, model=ModelConfig.of(model.encoder.config))
+    return dataclasses.replace(config, model=ModelConfig.of(model.encoder.config, model.per_base))
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -195,6 +201,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
         saved.update(step=at_step, at=time.monotonic())
         return folder
 
+    augment = data.augment
     windows = iter(sampler)
     collate = collate_fn(train_ds)
     losses: dict[int, float] = {}
@@ -210,10 +217,12 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
             while step < last:
                 torch.manual_seed(_step_seed(config.seed, step))  # masks, LSH rotations, dropout of this step
                 gen = torch.Generator().manual_seed(_step_seed(config.seed, step))
+                rng = np.random.default_rng([config.seed, step, rank])  # this step's augmentation draws
                 total = 0.0
                 for _ in range(config.grad_accum):
                     drawn = [next(windows) for _ in range(config.batch_size * ranks)]
-                    batch = collate([train_ds[w] for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
+                    batch = collate([augment(train_ds[w], rng)
+                                     for w in drawn[rank * config.batch_size:(rank + 1) * config.batch_size]])
                     with autocast(device):
                         loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
                                                mask_fraction=config.mask_fraction, mask_span=config.mask_span,

@@ -1,6 +1,10 @@
 """The training loss of each task (mlm, variant, pattern, classify) on one batch; metrics.py scores them.
 
-mlm: contiguous spans of real tokens become [MASK]; cross-entropy on the masked tokens only.
+mlm: contiguous spans of real tokens are masked. With the per-base decoder, their bases are the
+  targets: each base is one of the letters (A C G T), the bases are hidden from the stem (as N) and
+  every token covering one becomes [MASK]; cross-entropy per masked base, reported in bits per base
+  as DNA language models publish it. Token-level models (no decoder): the masked tokens become
+  [MASK] (and the bases they spell N, for a stem) and their k-mers are the targets.
 variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
   padding, outside the confident BED), optionally weighted per genotype (--class-weights).
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
@@ -14,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genoformer.data.datasets import IGNORE_INDEX
+from genoformer.model.heads import batch_inputs, mlm_letters
+from genoformer.model.layout import bases_of_tokens
 from genoformer.tokenize import MASK_ID
 
 
@@ -41,23 +47,28 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
     (cross_entropy's convention), so the loss scale does not depend on a batch's mix of genotypes.
     """
     tokens, token_mask = batch["tokens"], batch["token_mask"]
+    inputs = batch_inputs(batch, device)
     if task == "mlm":
         masked = span_mask(token_mask, mask_fraction, mask_span, generator)
-        inputs = tokens.masked_fill(masked, MASK_ID).to(device)
-        logits = model(inputs, token_mask.to(device))
+        net = getattr(model, "module", model)  # DistributedDataParallel wraps the GenoModel
+        if net.per_base_output:
+            return _masked_bases_loss(model, net.tokenizer, batch, inputs, masked, device)
+        inputs["tokens"] = tokens.masked_fill(masked, MASK_ID).to(device)
+        if "bases" in batch:  # a stem reads the bases: those the masked k-mers spell are hidden from it too
+            spelled = spelled_bases(masked, batch["valid"], net.tokenizer)
+            inputs["bases"] = batch["bases"].masked_fill(spelled, net.tokenizer.pad_code).to(device)
+        logits = model(**inputs)
         target = torch.where(masked, tokens, IGNORE_INDEX).to(device)
         loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
         return loss, {"logits": logits.detach(), "target": target}
-    n_bases = batch["valid"].shape[1]
     if task == "classify":
-        logits = model(tokens.to(device), token_mask.to(device), n_bases=n_bases).float()
+        logits = model(**inputs).float()
         target = batch["residue_labels" if "residue_labels" in batch else "label"].to(device)
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # all residues masked
         loss = F.cross_entropy(logits.flatten(0, -2), target.flatten(), ignore_index=IGNORE_INDEX)
         return loss, {"logits": logits.detach(), "target": target}
-    evidence = batch["evidence"].to(device) if "evidence" in batch else None
-    logits = model(tokens.to(device), token_mask.to(device), evidence, n_bases=n_bases).float()
+    logits = model(**inputs).float()
     if task == "variant":
         target = batch["genotype"].to(device)
         if not (target != IGNORE_INDEX).any():
@@ -69,3 +80,37 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
     valid = batch["valid"].to(device)
     loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid])
     return loss, {"logits": logits[valid].detach(), "target": target[valid]}
+
+
+def hidden_bases(masked: Tensor, valid: Tensor, tokenizer) -> tuple[Tensor, Tensor]:
+    """(bases bool [B, W], tokens bool [B, T]) hidden for masked tokens [B, T]: the real bases the masked
+    tokens own, and every token covering one of them (with stride < k, neighbours spell them too)."""
+    B, W = valid.shape
+    owner = torch.from_numpy(tokenizer.token_of_base(W))
+    bases = masked[:, owner] & valid
+    covered = bases_of_tokens(tokenizer, masked.shape[1])  # (T, k), may run past W
+    padded = F.pad(bases, (0, max(int(covered.max()) + 1 - W, 0)))
+    return bases, padded[:, covered].any(-1)
+
+
+def spelled_bases(masked: Tensor, valid: Tensor, tokenizer) -> Tensor:
+    """bool [B, W]: the real bases that the masked tokens [B, T] spell (all k of each)."""
+    B, W = valid.shape
+    covered = bases_of_tokens(tokenizer, masked.shape[1])  # (T, k), may run past W
+    hits = torch.zeros(B, max(W, int(covered.max()) + 1), dtype=torch.int64)
+    hits.index_add_(1, covered.flatten(), masked.repeat_interleave(tokenizer.k, dim=1).long())
+    return (hits[:, :W] > 0) & valid
+
+
+def _masked_bases_loss(model, tokenizer, batch: dict, inputs: dict, masked: Tensor,
+                       device: torch.device) -> tuple[Tensor, dict]:
+    bases = batch["bases"]
+    hidden, hidden_tokens = hidden_bases(masked, batch["valid"], tokenizer)
+    inputs["tokens"] = batch["tokens"].masked_fill(hidden_tokens & batch["token_mask"], MASK_ID).to(device)
+    inputs["bases"] = bases.masked_fill(hidden, tokenizer.pad_code).to(device)
+    logits = model(**inputs).float()
+    target = torch.where(hidden & (bases < mlm_letters(tokenizer)), bases, IGNORE_INDEX).to(device)
+    out = {"logits": logits.detach(), "target": target, "per_base": True}
+    if not (target != IGNORE_INDEX).any():
+        return logits.sum() * 0, out  # only N under the mask
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX), out

@@ -1,9 +1,11 @@
 """Validation metrics of each task over a run's validation outputs (losses.forward_loss's tensors).
 
 mlm and classify: accuracy over the scored targets (for 3-state secondary structure per residue,
-also named q3). variant: precision, recall and F1 on non-ref bases: a true positive is a non-ref
-base called with its exact genotype. pattern: AUROC and AUPRC per class, averaged over the classes
-that have both. The main metric of each task (tasks.py) picks the best checkpoint.
+also named q3); a per-base mlm (the decoder's masked bases) also bits per base, its cross-entropy in
+bits as DNA language models publish it. variant: precision, recall and F1 on non-ref bases: a true
+positive is a non-ref base called with its exact genotype. pattern: AUROC and AUPRC per class,
+averaged over the classes that have both. The main metric of each task (tasks.py) picks the best
+checkpoint.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from genoformer.data.datasets import IGNORE_INDEX
 
@@ -29,6 +32,10 @@ def metrics(task: str, outputs: list[dict]) -> dict[str, float]:
     pred, target = pred[scored], target[scored]
     if task in ("mlm", "classify"):
         accuracy = float((pred == target).float().mean()) if target.numel() else math.nan
+        if task == "mlm" and outputs[0].get("per_base"):
+            logits = torch.cat([o["logits"].flatten(0, 1) for o in outputs]).cpu()[scored]
+            nats = float(F.cross_entropy(logits.float(), target)) if target.numel() else math.nan
+            return {"accuracy": accuracy, "bits_per_base": nats / math.log(2)}
         per_residue = task == "classify" and outputs[0]["target"].dim() == 2
         q3 = {"q3": accuracy} if per_residue and outputs[0]["logits"].shape[-1] == 3 else {}
         return {"accuracy": accuracy} | q3

@@ -15,7 +15,13 @@ from genoformer.train.config import nest_model_options
 
 def read_recipe(path: str) -> dict:
     """Options from a YAML or TOML file, keys in underscores (the model mapping's too)."""
-    text = Path(path).read_text()
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise UsageError(f"{path}: line {line}: byte 0x{raw[e.start]:02x} is not UTF-8 text; "
+                         "a recipe must be UTF-8 YAML or TOML") from None
     try:
         if path.endswith(".toml"):
             if sys.version_info >= (3, 11):

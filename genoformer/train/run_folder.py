@@ -20,7 +20,7 @@ from pathlib import Path
 
 from genoformer.errors import OutputError
 from genoformer.model import checkpoint as ckpt
-from genoformer.model.config import atomic_write
+from genoformer.outputs import write_bytes
 from genoformer.train.config import TrainConfig
 
 METRICS_HEADER = ["step", "split", "metric", "value"]
@@ -91,7 +91,7 @@ def read_summary(out: Path) -> dict | None:
 
 
 def _write_json(path: Path, values: dict) -> None:
-    atomic_write(path, (json.dumps(values, indent=2, default=str) + "\n").encode())
+    write_bytes(path, (json.dumps(values, indent=2, default=str) + "\n").encode())
 
 
 def append_metrics(path: Path, rows: list[tuple]) -> None:
@@ -107,7 +107,7 @@ def truncate_metrics(path: Path, keep_until: int) -> None:
     """Drop the rows after step `keep_until` (and any row a kill cut short)."""
     old = list(csv.reader(path.open())) if path.is_file() else [METRICS_HEADER]
     kept = [r for r in old[1:] if len(r) == 4 and r[0].isdigit() and int(r[0]) <= keep_until]
-    atomic_write(path, ("\n".join(",".join(r) for r in [old[0], *kept]) + "\n").encode())
+    write_bytes(path, ("\n".join(",".join(r) for r in [old[0], *kept]) + "\n").encode())
 
 
 def logged_loss(path: Path, step: int) -> float | None:

@@ -11,6 +11,7 @@ import torch
 
 from genoformer.data.datasets import SequenceDataset, WindowDataset
 from genoformer.devices import autocast
+from genoformer.interrupt import raise_if_terminated
 from genoformer.tasks import TASKS
 from genoformer.train.config import TrainConfig
 from genoformer.train.data import collate_fn
@@ -27,6 +28,7 @@ def validate(model, config: TrainConfig, val_ds: WindowDataset | SequenceDataset
     collate = collate_fn(val_ds)
     with torch.no_grad(), autocast(device):
         for i in range(0, len(val_ds), config.batch_size):
+            raise_if_terminated()
             batch = collate([val_ds[j] for j in range(i, min(i + config.batch_size, len(val_ds)))])
             loss, out = forward_loss(model, config.task, batch, device, generator=gen,
                                      mask_fraction=config.mask_fraction, mask_span=config.mask_span,

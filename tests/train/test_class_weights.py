@@ -100,7 +100,7 @@ def test_weighted_loss_by_hand():
             super().__init__()
             self.logits = logits
 
-        def forward(self, tokens, token_mask, evidence=None, n_bases=None):
+        def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
             return self.logits
 
     logits = torch.randn(2, 7, 3)

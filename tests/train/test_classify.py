@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import gzip
 import json
+import math
 import sys
 import zipfile
 from collections import Counter
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from genoformer.cli import cli
 from genoformer.errors import UsageError
 from genoformer.model.checkpoint import load_checkpoint
+from genoformer.model.heads import batch_inputs
 from genoformer.data.sequences import read_sequences, split
 from genoformer.simulate.genome import simulate
 from genoformer.train import TrainConfig, resume, train
@@ -128,7 +130,7 @@ def test_promoters_loss_falls_and_the_checkpoint_reproduces_validation_accuracy(
     config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters), k=3, batch_size=32,
                                                max_steps=40, val_every=40, out=str(tmp_path)))
     losses = list(train(config)["losses"].values())
-    assert mean(losses[-5:]) < mean(losses[:5]) - 0.15, losses
+    assert mean(losses[-5:]) < math.log(2) - 0.1, losses  # well under a coin flip's loss (the stem starts lower)
     logged = val_losses(tmp_path)
     assert logged[(40, "accuracy")] > 0.7  # 40 held-out sequences, two balanced classes
 
@@ -142,12 +144,14 @@ def test_promoters_loss_falls_and_the_checkpoint_reproduces_validation_accuracy(
     assert meta["task"] == "classify" and meta["head"]["class_names"] == ["0", "1"]
     assert meta["train_config"]["alphabet"] == "dna" and meta["train_config"]["k"] == 3
     # validation accuracy recomputed from the loaded weights, one sequence at a time (no padding)
+    from genoformer.data.datasets import SequenceDataset
+
     model.eval()
     right = 0
+    ds = SequenceDataset(seqs.subset(list(val_idx)), model.tokenizer, ["0", "1"], window=1000)
     with torch.no_grad():
-        for i in val_idx:
-            tokens = torch.from_numpy(model.tokenizer.encode(seqs.sequences[i]))[None]
-            right += int(model(tokens, torch.ones_like(tokens, dtype=torch.bool)).argmax(-1)) == labels[i]
+        for i, label in enumerate(labels[val_idx]):
+            right += int(model(**batch_inputs(ds.collate([ds[i]]), "cpu")).argmax(-1)) == label
     assert right / len(val_idx) == pytest.approx(logged[(40, "accuracy")], abs=1e-6)
 
 
@@ -164,8 +168,8 @@ def test_padding_does_not_change_a_sequence_logits(promoters, tmp_path):
     both = ds.collate([ds[0], ds[1]])
     assert both["tokens"].shape[1] == model.tokenizer.n_tokens(251) and both["token_mask"][0].sum() == 33
     with torch.no_grad():
-        together = model(both["tokens"], both["token_mask"])
-        alone = [model(b["tokens"], b["token_mask"]) for b in (ds.collate([ds[0]]), ds.collate([ds[1]]))]
+        together = model(**batch_inputs(both, "cpu"))
+        alone = [model(**batch_inputs(b, "cpu")) for b in (ds.collate([ds[0]]), ds.collate([ds[1]]))]
     torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
 
 

@@ -21,7 +21,9 @@ import torch
 from genoformer.data.datasets import WindowDataset
 from genoformer.errors import CheckpointError
 from genoformer.model.checkpoint import load_checkpoint, resolve
+from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.fasta import Reference
+from genoformer.model.per_base import PerBaseConfig
 from genoformer.train import TrainConfig, resume, train
 from genoformer.train.losses import forward_loss
 from genoformer.data.windows import tile
@@ -36,8 +38,9 @@ TINY = dict(window=512, k=3, d_model=32, depth=2, heads=2, attention="full", buc
 
 
 def mlm_config(chr20, out, **kw) -> TrainConfig:
+    """A token-level mlm (no stem, no decoder: masked k-mers are the targets); per-base mlm: test_per_base.py."""
     return TrainConfig.from_dict(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
-                                             out=str(out)) | kw)
+                                             out=str(out), stem=False, decoder=False) | kw)
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -93,8 +96,10 @@ def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < 0.5 * mean(losses[:5]), losses
     model, meta, _ = load_checkpoint(tmp_path)
-    assert meta["head"] == {"n_classes": 3, "n_evidence": 10, "class_names": ["hom_ref", "het", "hom_alt"]}
-    assert model.fusion is not None and model.fusion.proj.weight.abs().sum() > 0
+    assert meta["head"] == {"n_classes": 3, "n_evidence": len(EVIDENCE_FEATURES),
+                            "evidence_features": list(EVIDENCE_FEATURES), "class_names": ["hom_ref", "het", "hom_alt"]}
+    assert meta["per_base"] == PerBaseConfig().to_dict()  # stem and decoder by default
+    assert model.fusion is None and model.stem.evidence_in.weight.abs().sum() > 0
 
 
 def test_pattern_on_gff_genes_initialised_from_an_mlm_checkpoint(chr20, shared_data, tmp_path):
@@ -178,7 +183,8 @@ def cli_args(chr20, out, *extra) -> list[str]:
 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_losses(chr20, tmp_path):
-    train(mlm_config(chr20, tmp_path / "full", max_steps=8, ckpt_every=2, batch_size=2))
+    # the CLI's defaults: a per-base mlm (stem and decoder)
+    train(mlm_config(chr20, tmp_path / "full", max_steps=8, ckpt_every=2, batch_size=2, stem=True, decoder=True))
     steps = ["--max-steps", 8, "--ckpt-every", 2, "--batch-size", 2]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     args = cli_args(chr20, tmp_path / "killed", *steps)

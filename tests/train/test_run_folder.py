@@ -23,6 +23,7 @@ from test_bad_inputs import assert_clean_failure  # noqa: E402
 from test_loop import cli_args, mlm_config, run_cli, train_losses  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+CLI_MODEL = dict(stem=True, decoder=True)  # cli_args trains the CLI's default model: per-base stem and decoder
 
 
 def start(*args) -> subprocess.Popen:
@@ -52,7 +53,8 @@ def wait_for_steps(run: Path, n: int, proc: subprocess.Popen, timeout: float = 9
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupt_at_a_random_step_saves_a_checkpoint_that_resumes_exactly(chr20, tmp_path, sig, code):
     steps = ["--max-steps", 14, "--batch-size", 2, "--ckpt-every", 100]  # no checkpoint before the last step
-    full = train(mlm_config(chr20, tmp_path / "full", max_steps=14, batch_size=2, ckpt_every=100))["losses"]
+    full = train(mlm_config(chr20, tmp_path / "full", max_steps=14, batch_size=2, ckpt_every=100,
+                             **CLI_MODEL))["losses"]
     at = random.Random().randint(1, 10)
     run = tmp_path / "stopped"
     proc = start(*cli_args(chr20, run, *steps))
@@ -72,7 +74,7 @@ def test_an_interrupt_at_a_random_step_saves_a_checkpoint_that_resumes_exactly(c
 
 
 def test_an_interrupt_right_at_the_start_is_resumable(chr20, tmp_path):
-    train(mlm_config(chr20, tmp_path / "full", max_steps=20))
+    train(mlm_config(chr20, tmp_path / "full", max_steps=20, **CLI_MODEL))
     run = tmp_path / "stopped"
     proc = start(*cli_args(chr20, run, "--max-steps", 20))
     deadline = time.time() + 60
@@ -87,7 +89,7 @@ def test_an_interrupt_right_at_the_start_is_resumable(chr20, tmp_path):
 
 
 def test_timed_checkpoints_let_a_killed_run_resume(chr20, tmp_path):
-    train(mlm_config(chr20, tmp_path / "full", max_steps=8, batch_size=2))
+    train(mlm_config(chr20, tmp_path / "full", max_steps=8, batch_size=2, **CLI_MODEL))
     run = tmp_path / "killed"
     # ckpt-every 100 never fires in 8 steps: every checkpoint before the end is a timed one
     proc = start(*cli_args(chr20, run, "--max-steps", 8, "--batch-size", 2, "--ckpt-every", 100,

@@ -1,0 +1,23 @@
+"""Bases and tokens: which token owns each base, and which bases each token covers.
+
+Token i covers bases [i*stride, i*stride + k) (tokenize.py); token 0 owns its k bases and each
+later token its last `stride`, so every base has exactly one owner, for any k and stride <= k.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..tokenize import KmerTokenizer, ProteinTokenizer
+
+
+def owner_index(tokenizer: KmerTokenizer | ProteinTokenizer, n_bases: int, device=None) -> tuple[Tensor, Tensor]:
+    """(token, offset) int64 [n_bases]: the token that owns each base and the base's place in that k-mer."""
+    owner = torch.from_numpy(tokenizer.token_of_base(n_bases)).to(device)
+    return owner, torch.arange(n_bases, device=device) - owner * tokenizer.stride
+
+
+def bases_of_tokens(tokenizer: KmerTokenizer | ProteinTokenizer, n_tokens: int, device=None) -> Tensor:
+    """int64 [n_tokens, k]: the base index of each token's k positions (may run past the window end)."""
+    starts, _ = tokenizer.token_spans(n_tokens)
+    return torch.from_numpy(starts).to(device)[:, None] + torch.arange(tokenizer.k, device=device)
