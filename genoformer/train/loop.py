@@ -59,8 +59,12 @@ def resume(run_dir: str | os.PathLike, **overrides) -> dict:
     if bad:
         raise UsageError(f"{bad[0]} cannot change a resumed run; only {', '.join(RESUME_OVERRIDES)} may")
     given = Path(run_dir)
-    ckpt.resolve(given)  # a folder that holds no run is named as such before the lock creates anything
-    with _lock(given.parent.parent if (given / ckpt.META).is_file() else given):
+    run = given.parent.parent if (given / ckpt.META).is_file() else given
+    if not (run / run_folder.LOCK).exists():
+        # no training ever ran here: named as such before the lock creates anything. A folder with a lock is
+        # locked first, so a run still before its first checkpoint is reported as busy, not as no run
+        ckpt.resolve(given)
+    with _lock(run):
         folder = ckpt.resolve(run_dir)
         meta = ckpt.load_checkpoint(folder)[1]
         saved = meta.get("train_config")
