@@ -240,7 +240,7 @@ def peers(args) -> dict:
     specs = []
     for T in lengths:
         specs += [spec_for(args, impl=impl, attention=attn, tokens=T)
-                  for impl, attn in (("hf", "lsh"), ("lucid", "lsh"), ("genoformer", "lsh"), ("genoformer", "local"))]
+                  for impl, attn in (*((peer, "lsh") for peer in args.peers), ("genoformer", "lsh"), ("genoformer", "local"))]
         specs += [spec_for(args, impl=impl, attention=attn, tokens=T, step="infer")
                   for impl, attn in (("genoformer", "lsh"), ("genoformer", "local"), ("sdpa", "full"))]
     rows = run_all(with_baseline(args, specs), args)
@@ -336,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth-attention", default="lsh", choices=["lsh", "local", "full"])
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--baseline-root", help="another genoformer checkout to measure beside this one")
+    parser.add_argument("--peers", default="hf,lucid", type=lambda s: [p for p in s.split(",") if p],
+                        help="peers part: which peers run (hf, lucid; '' for none, e.g. a refactor judged by "
+                             "--baseline-root alone)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
