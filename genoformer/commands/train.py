@@ -72,6 +72,8 @@ _regions_help = "Region strings (chr20:10,000,001-10,100,000) or BED files; repe
 @click.option("--shift-augment", type=int, help="Shift each training item by 0..N bases (default 0).")
 @click.option("--class-weights", help="variant: loss weight per genotype: none (default), balanced "
               "(inverse frequency over the scored training bases) or hom_ref,het,hom_alt numbers (1,50,50).")
+@click.option("--candidate-weight", type=float, help="variant: loss weight of candidate bases, where at least 10 % "
+              "of the reads show another base, a deletion or an insertion (default 1: as any base).")
 @click.option("--max-steps", type=int)
 @click.option("--stop-after", type=int, help="Stop with a checkpoint at this step "
               "(the schedule still spans max-steps).")

@@ -144,6 +144,8 @@ class TrainConfig:
     # variant: weight of each genotype in the loss. "none"; "balanced" (n / (3 n_class), counted over the
     # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt
     class_weights: str | list[float] = "none"
+    # variant: loss weight of candidate bases, where reads show another allele (train/losses.py); 1: as any base
+    candidate_weight: float = 1.0
     ckpt_every: int = 500
     out: str = "run"
     init_from: str | None = None
@@ -172,21 +174,23 @@ class TrainConfig:
         if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or
                                               not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
             raise UsageError(f"warmup-steps must be a non-negative integer, got {self.warmup_steps!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction"):
+        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction", "candidate_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
-        if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0):
-            raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1)")
+        if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0 and self.candidate_weight > 0):
+            raise UsageError("lr, grad-clip and candidate-weight must be > 0, mask-fraction in (0, 1)")
         check_device(self.device)
         if not isinstance(self.rc_augment, bool):
             raise UsageError(f"rc-augment must be true or false, got {self.rc_augment!r}")
         if isinstance(self.shift_augment, bool) or not isinstance(self.shift_augment, int) or self.shift_augment < 0:
             raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
         self.class_weights = parse_class_weights(self.class_weights)
-        if self.class_weights != "none" and "class_weights" not in TASKS[self.task].inputs:
-            weighted = [name for name, task in TASKS.items() if "class_weights" in task.inputs]
-            raise UsageError(f"class-weights apply to the {' and '.join(weighted)} task, not {self.task}")
+        for name, unset in (("class_weights", "none"), ("candidate_weight", 1)):
+            if getattr(self, name) != unset and name not in TASKS[self.task].inputs:
+                weighted = [task_name for task_name, task in TASKS.items() if name in task.inputs]
+                raise UsageError(f"{name.replace('_', '-')} apply to the {' and '.join(weighted)} task, "
+                                 f"not {self.task}")
 
     @classmethod
     def from_dict(cls, values: Mapping) -> TrainConfig:
