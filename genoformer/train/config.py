@@ -189,7 +189,7 @@ class TrainConfig:
         for name, unset in (("class_weights", "none"), ("candidate_weight", 1)):
             if getattr(self, name) != unset and name not in TASKS[self.task].inputs:
                 weighted = [task_name for task_name, task in TASKS.items() if name in task.inputs]
-                raise UsageError(f"{name.replace('_', '-')} apply to the {' and '.join(weighted)} task, "
+                raise UsageError(f"{name.replace('_', '-')} applies to the {' and '.join(weighted)} task only, "
                                  f"not {self.task}")
 
     @classmethod
