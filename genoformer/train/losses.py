@@ -93,7 +93,8 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         weight = weight * scored
         per_base = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
                                    reduction="none")
-        return (per_base * weight.flatten()).sum() / weight.sum().clamp_min(1e-12), {"logits": logits.detach(), "target": target}
+        loss = (per_base * weight.flatten()).sum() / weight.sum().clamp_min(1e-12)
+        return loss, {"logits": logits.detach(), "target": target}
     target = (batch["tracks"] if "tracks" in batch else batch["soft_mask"][..., None].float()).to(device)
     valid = batch["valid"].to(device)
     loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid])
