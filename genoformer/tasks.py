@@ -54,7 +54,8 @@ _VARIANT_DEFAULTS = {"k": 1, "class_weights": "balanced"}
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("mlm", "masked k-mer modelling, pre-training without labels", TOKEN_LOGITS, _WINDOWS, "accuracy"),
     Task("variant", "per-base genotypes from reads and a truth VCF", PER_BASE,
-         _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights"), "f1", predict=SOFTMAX,
+         _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights", "candidate_weight"),
+         "f1", predict=SOFTMAX,
          defaults=_VARIANT_DEFAULTS, cpu_recipe="pipelines/variant-cpu.yaml"),
     # pattern picks on AUROC: AUPRC follows prevalence (a class on 98 % of bases scores ~0.98 AUPRC at chance)
     Task("pattern", "per-base classes from BED/GFF tracks or soft-masked repeats", PER_BASE,

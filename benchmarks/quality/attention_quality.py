@@ -69,7 +69,8 @@ def variant_rows(args, folder: Path) -> list[dict]:
     # learns "everything is hom_ref" within a few hundred steps (variant_quality.json), which would
     # leave nothing to compare
     shape = argparse.Namespace(window=args.variant_window, k=6, d_model=64, depth=2, heads=4, bucket_size=32,
-                               n_hashes=2, lr=1e-3, batch_size=4, class_weights="balanced", attention="lsh")
+                               n_hashes=2, lr=1e-3, batch_size=4, class_weights="balanced", attention="lsh",
+                               stem=True, decoder=True, rc_augment=False, candidate_weight=1.0)
     inputs = variant_quality.real_inputs()
     probe = variant_quality.variant_config(shape, folder / "probe", args.seeds[0], {}, **inputs)
     steps, _ = steps_for(args.budget, probe, folder)

@@ -70,9 +70,11 @@ def bcftools_calls(region: str, out: Path, fasta: Path = FASTA, bam: Path = BAM)
     return out, f"bcftools {version}"
 
 
-def score(name: str, vcf: Path, regions: list[str], confident_bed: Path | None) -> dict:
-    """A row of counts and ratios per kind (snv, indel, all) for `name`'s calls against the truth VCF."""
-    result = evaluate(EvaluateConfig(calls=str(vcf), truth_vcf=str(TRUTH), regions=regions, reference=str(FASTA),
+def score(name: str, vcf: Path, regions: list[str], confident_bed: Path | str | None, truth: Path | str = TRUTH,
+          reference: Path | str = FASTA) -> dict:
+    """A row of counts and ratios per kind (snv, indel, all) for `name`'s calls against the truth VCF
+    (NA12878's GIAB truth on its reference unless given)."""
+    result = evaluate(EvaluateConfig(calls=str(vcf), truth_vcf=str(truth), regions=regions, reference=str(reference),
                                      confident_bed=str(confident_bed) if confident_bed else None))
     row = {"caller": name, "scored_bases": result.scored_bases}
     for kind in KINDS:

@@ -4,31 +4,37 @@ Every caller sees the same reads (DeepVariant's NA12878 chr20:10.0-10.1 Mb BAM) 
 the same `genoformer.evaluate.variants` against the GIAB truth (variant_callers.py holds the
 plain callers and the scorer):
 
-- real: a small `variant` model (LSH attention by default) trains on chr20:10,010,532-10,100,000
-  (no validation: nothing is chosen on the scored region), then `predict` over the evaluation
-  region chr20:10,000,847-10,010,531 -> `export` (VCF; --threshold) -> `evaluate` inside the
-  confident BED (49 truth variants). Headline: F1 over all variants, next to bcftools and the
-  allele-fraction rule on the same region.
+- real: a small `variant` model (LSH attention by default) trains on chr20:10,010,532-10,090,000,
+  then `predict` over the evaluation region chr20:10,000,847-10,010,531 -> `export` (VCF) ->
+  `evaluate` inside the confident BED (49 truth variants). Headline: F1 over all variants, next to
+  bcftools and the allele-fraction rule on the same region. The export threshold is chosen on the
+  validation region chr20:10,090,001-10,100,000 (the rest of the training stretch, never trained
+  on; its truth is scored without a confident BED): the threshold of THRESHOLDS with the best F1
+  over all variants there (ties: the higher). Nothing is chosen on the scored region;
+  `--threshold 0.5` fixes it instead.
 - simulated: a model trained only on a simulated genome (`genoformer simulate`, --sim-* options:
   by default 2 x 1 Mb, ~50x, insert ~N(320, 70) like this BAM, one variant per 500 bp, seeded by
   the run's seed) predicts over chr20:10,000,001-10,100,000 of the real reads and is scored
   against ALL the truth variants there (221 records; no confident BED). Recall is exact;
   precision is approximate, since outside the confident BED the truth is incomplete and some
   "false positives" may be real. bcftools is scored on the same terms. Genotype concordance:
-  the share of true positives with the truth's zygosity.
+  the share of true positives with the truth's zygosity. The threshold is chosen on another
+  simulated genome (seed + VALIDATION_SEED, one contig of --sim-val-length): simulated data only.
 
 Each table prints genoformer - baseline for precision, recall, F1 (and concordance).
 The model's defaults are k 6 and window 4,096; on the real setting `--k 1 --window 1024
 --class-weights balanced` is what learns within minutes (docs/benchmarks.md).
 
     python benchmarks/quality/variant_quality.py [--settings real,simulated] [--budget 6m|300]
-        [--seeds 0,1,2] [--k 1 --window 1024] [--class-weights balanced] [--baseline-only] [--json PATH]
+        [--seeds 0,1,2] [--k 1 --window 1024] [--class-weights balanced] [--candidate-weight 100]
+        [--threshold validation|0.5] [--baseline-only] [--json PATH]
         [--no-stem] [--no-decoder] [--rc-augment] [--rc-average]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,18 +67,22 @@ from genoformer.predict.export import ExportConfig, export
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.simulate.genome import SimulatedExample, simulate
 
-TRAIN_REGION = "chr20:10,010,532-10,100,000"
+TRAIN_REGION = "chr20:10,010,532-10,090,000"
+VAL_REGION = "chr20:10,090,001-10,100,000"  # the rest of the training stretch: picks the export threshold
 EVAL_REGION = "chr20:10,000,847-10,010,531"
 ALL_REGION = "chr20:10,000,001-10,100,000"  # every truth variant (10,000,117-10,099,832)
 BCFTOOLS, ALLELE_FRACTION = "bcftools call -mv", "allele fraction (SNV only)"
 SETTINGS = ("real", "simulated")
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the export thresholds the validation chooses from
+VALIDATION_SEED = 1000  # the simulated validation genome of seed s is simulated with seed s + this
 SIM_INSERT = (320, 70)  # mean, sd of the simulated fragments: this BAM's proper pairs have median 319, sd 73
 
 
 def variant_config(args, out: Path, seed: int, options: dict, **inputs) -> TrainConfig:
     model = dataclasses.replace(model_options(args), stem=args.stem, decoder=args.decoder)
     config = TrainConfig(task="variant", window=args.window, k=args.k, model=model, lr=args.lr,
-                         batch_size=args.batch_size, class_weights=args.class_weights, rc_augment=args.rc_augment,
+                         batch_size=args.batch_size, class_weights=args.class_weights,
+                         candidate_weight=args.candidate_weight, rc_augment=args.rc_augment,
                          max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed, device="cpu", out=str(out),
                          progress=False, **inputs)
     return with_options(config, options)
@@ -82,32 +92,74 @@ def real_inputs() -> dict:
     return {"reference": str(FASTA), "bam": str(BAM), "truth_vcf": str(TRUTH), "train_regions": [TRAIN_REGION]}
 
 
-def simulated_inputs(args, folder: Path, seed: int) -> dict:
-    """The simulated training example of `seed` (written once into `folder`)."""
+def simulated_example(args, folder: Path, seed: int, contigs: list[tuple[str, int]]) -> SimulatedExample:
+    """The simulated example of `seed` over `contigs` (written once into `folder`)."""
     out = folder / f"simulated-seed{seed}"
-    ex = SimulatedExample.in_dir(out) if (out / "manifest.json").is_file() else simulate(
-        out, seed, contigs=[(f"sim{i + 1}", args.sim_contig_length) for i in range(args.sim_contigs)],
-        coverage=args.sim_coverage, insert_mean=SIM_INSERT[0], insert_sd=SIM_INSERT[1],
+    return SimulatedExample.in_dir(out) if (out / "manifest.json").is_file() else simulate(
+        out, seed, contigs=contigs, coverage=args.sim_coverage, insert_mean=SIM_INSERT[0], insert_sd=SIM_INSERT[1],
         variant_rate=args.sim_variant_rate)
+
+
+def simulated_inputs(args, folder: Path, seed: int) -> dict:
+    """The simulated training example of `seed`."""
+    ex = simulated_example(args, folder, seed,
+                           [(f"sim{i + 1}", args.sim_contig_length) for i in range(args.sim_contigs)])
     return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
             "confident_bed": str(ex.confident_bed)}
 
 
-def genoformer_calls(config: TrainConfig, steps: int, region: str, threshold: float, folder: Path,
-                     rc_average: bool = False) -> tuple[Path, dict]:
+def simulated_validation(args, folder: Path, seed: int) -> dict:
+    """Where the simulated setting of `seed` chooses its threshold: another simulated genome, one contig."""
+    ex = simulated_example(args, folder, seed + VALIDATION_SEED, [("simval", args.sim_val_length)])
+    return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
+            "confident_bed": str(ex.confident_bed), "region": f"simval:1-{args.sim_val_length}"}
+
+
+def real_validation() -> dict:
+    return {"reference": str(FASTA), "bam": str(BAM), "truth_vcf": str(TRUTH), "confident_bed": None,
+            "region": VAL_REGION}
+
+
+def choose_threshold(model: str, validation: dict, folder: Path) -> tuple[float, list[dict]]:
+    """(the threshold of THRESHOLDS with the best F1 over all variants of `validation`, ties to the higher;
+    each threshold's scores there)."""
+    preds = folder / "validation.h5"
+    predict(PredictConfig(model=model, reference=validation["reference"], bam=validation["bam"],
+                          regions=[validation["region"]], out=str(preds), device="cpu", progress=False))
+    rows = []
+    for threshold in THRESHOLDS:
+        vcf = folder / f"validation-{threshold}.vcf.gz"
+        export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold, progress=False),
+               command="benchmarks/quality/variant_quality.py")
+        scored = score(f"threshold {threshold}", vcf, [validation["region"]], validation["confident_bed"],
+                       truth=validation["truth_vcf"], reference=validation["reference"])
+        rows.append({"threshold": threshold} | {k: scored[k] for k in ("all_f1", "snv_f1", "indel_f1",
+                                                                     "all_genotype_concordance")})
+    best = max(rows, key=lambda r: (-1 if r["all_f1"] is None or math.isnan(r["all_f1"]) else r["all_f1"],
+                                    r["threshold"]))
+    return best["threshold"], rows
+
+
+def genoformer_calls(config: TrainConfig, steps: int, region: str, threshold: float | None, folder: Path,
+                     rc_average: bool = False, validation: dict | None = None) -> tuple[Path, dict]:
     """Train `config` for `steps`, then predict over `region` of the real reads (with `rc_average`, averaged
-    with the reverse strand) and export a VCF."""
+    with the reverse strand) and export a VCF at `threshold` (None: chosen on `validation`)."""
     config = dataclasses.replace(config, max_steps=steps)
     trained = train(config)
+    info = {"steps": steps, "train_seconds": trained["seconds"], "final_loss": trained["final_loss"],
+            "bases_per_s": trained["bases_per_s"]}
+    if threshold is None:
+        threshold, info["validation"] = choose_threshold(config.out, validation, folder)
     preds, vcf = folder / "eval.h5", folder / "genoformer.vcf.gz"
     started = time.perf_counter()
-    predict(PredictConfig(model=config.out, reference=str(FASTA), bam=str(BAM), regions=[region], out=str(preds),
-                          device="cpu", rc_average=rc_average, progress=False))
+    predicted = predict(PredictConfig(model=config.out, reference=str(FASTA), bam=str(BAM), regions=[region],
+                                      out=str(preds), device="cpu", rc_average=rc_average, progress=False))
+    predict_seconds = time.perf_counter() - started
     exported = export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold, progress=False),
                       command="benchmarks/quality/variant_quality.py")
-    info = {"steps": steps, "train_seconds": trained["seconds"], "final_loss": trained["final_loss"],
-            "bases_per_s": trained["bases_per_s"], "predict_export_seconds": time.perf_counter() - started,
-            "export": exported.get("vcf")}
+    info |= {"threshold": threshold, "predict_seconds": predict_seconds,
+             "predict_bases_per_s": predicted["bases_per_s"], "predict_export_seconds": time.perf_counter() - started,
+             "export": exported.get("vcf")}
     return vcf, info
 
 
@@ -117,9 +169,11 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
     sub.mkdir(parents=True)
     model_row, info = None, None
     if config is not None:
+        validation = real_validation() if setting == "real" else simulated_validation(args, folder, seed)
         vcf, info = genoformer_calls(dataclasses.replace(config, out=str(sub / "run")), steps, region,
-                                     args.threshold, sub, args.rc_average)
-        model_row = score(f"genoformer ({setting} training, {steps} steps)", vcf, [region], confident)
+                                     args.threshold, sub, args.rc_average, validation)
+        model_row = score(f"genoformer ({setting} training, {steps} steps, threshold {info['threshold']})", vcf,
+                          [region], confident)
     bcf_vcf, version = bcftools_calls(region, sub / "bcftools.vcf.gz")
     base_rows = [score(BCFTOOLS, bcf_vcf, [region], confident)]
     if setting == "real":
@@ -196,7 +250,10 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--k", type=int, default=6, help="k-mer size (1: one token per base)")
     add_model_args(ap, d_model=64, batch_size=4)
     ap.add_argument("--class-weights", default="none", help="variant loss weights: none, balanced or w0,w1,w2")
-    ap.add_argument("--threshold", type=float, default=0.5, help="export: P(non-ref) that calls a base")
+    ap.add_argument("--threshold", type=parse_threshold, default=None,
+                    help="export: P(non-ref) that calls a base; default: chosen on the validation region")
+    ap.add_argument("--candidate-weight", type=float, default=1.0,
+                    help="loss weight of bases whose reads show another allele (train --candidate-weight)")
     ap.add_argument("--no-stem", dest="stem", action="store_false", help="ablation: no per-base stem")
     ap.add_argument("--no-decoder", dest="decoder", action="store_false",
                     help="ablation: k x classes per token instead of the per-base decoder")
@@ -206,6 +263,18 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sim-contig-length", type=int, default=1_000_000, help="simulated setting: bases a contig")
     ap.add_argument("--sim-coverage", type=float, default=50.0, help="simulated setting: read depth (this BAM: ~52x)")
     ap.add_argument("--sim-variant-rate", type=float, default=1 / 500, help="simulated setting: variants a base")
+    ap.add_argument("--sim-val-length", type=int, default=200_000,
+                    help="simulated setting: bases of the simulated validation genome that picks the threshold")
+
+
+def parse_threshold(text: str) -> float | None:
+    """A threshold in (0, 1], or None for "validation" (chosen on the validation region)."""
+    if text == "validation":
+        return None
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"threshold {text}: give a number in (0, 1] or 'validation'")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -241,11 +310,13 @@ def main() -> None:
         if tmp is not None:
             tmp.cleanup()
     model = {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads", "bucket_size", "n_hashes",
-                                             "attention", "lr", "batch_size", "class_weights", "threshold",
+                                             "attention", "lr", "batch_size", "class_weights", "candidate_weight",
+                                             "threshold", "sim_val_length",
                                              "stem", "decoder", "rc_augment", "rc_average",
                                              "sim_contigs", "sim_contig_length", "sim_coverage", "sim_variant_rate")}
     save_json(args.json, {"benchmark": "variant_quality", "budget": str(args.budget), "machine": machine(),
-                          "train_region": TRAIN_REGION, "eval_region": EVAL_REGION, "all_region": ALL_REGION,
+                          "train_region": TRAIN_REGION, "val_region": VAL_REGION, "eval_region": EVAL_REGION,
+                          "all_region": ALL_REGION, "thresholds": THRESHOLDS,
                           "model": model, "seeds": args.seeds, "baseline_only": args.baseline_only,
                           "command": " ".join(sys.argv), "settings": results})
 

@@ -111,6 +111,8 @@ def option(*decls, **kw):
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per genotype: none, balanced (inverse frequency over "
         "the scored training bases) or hom_ref,het,hom_alt numbers (1,30,30).")
+@option("--candidate-weight", type=float, help="variant: loss weight of candidate bases, where at least 10 % "
+        "of the reads show another base, a deletion or an insertion (1: as any base).")
 @option("--max-steps", type=int, help="Optimizer steps of the run (the learning-rate schedule spans them).")
 @option("--stop-after", type=int, help="Stop with a checkpoint at this step (the schedule still spans max-steps).")
 @option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay to a tenth).")

@@ -145,6 +145,8 @@ class TrainConfig:
     # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt.
     # None: the task's default (tasks.py), "none" for tasks without weights
     class_weights: str | list[float] | None = None
+    # variant: loss weight of candidate bases, where reads show another allele (train/losses.py); 1: as any base
+    candidate_weight: float = 1.0
     ckpt_every: int = 500
     ckpt_minutes: float = 10.0  # also checkpoint when this long has passed since the last one (0: never)
     out: str = "run"
@@ -174,12 +176,12 @@ class TrainConfig:
         if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool) or
                                               not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
             raise UsageError(f"warmup-steps must be a non-negative integer, got {self.warmup_steps!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction"):
+        for name in ("lr", "weight_decay", "grad_clip", "mask_fraction", "candidate_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
-        if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0):
-            raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1)")
+        if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0 and self.candidate_weight > 0):
+            raise UsageError("lr, grad-clip and candidate-weight must be > 0, mask-fraction in (0, 1)")
         if isinstance(self.ckpt_minutes, bool) or not isinstance(self.ckpt_minutes, (int, float)) \
                 or not self.ckpt_minutes >= 0:
             raise UsageError(f"ckpt-minutes must be a number >= 0 (0: no timed checkpoints), got {self.ckpt_minutes!r}")
@@ -191,9 +193,11 @@ class TrainConfig:
         if self.class_weights is None:
             self.class_weights = task_default(self.task, "class_weights", "none")
         self.class_weights = parse_class_weights(self.class_weights)
-        if self.class_weights != "none" and "class_weights" not in TASKS[self.task].inputs:
-            weighted = [name for name, task in TASKS.items() if "class_weights" in task.inputs]
-            raise UsageError(f"class-weights apply to the {' and '.join(weighted)} task, not {self.task}")
+        for name, unset in (("class_weights", "none"), ("candidate_weight", 1)):
+            if getattr(self, name) != unset and name not in TASKS[self.task].inputs:
+                weighted = [task_name for task_name, task in TASKS.items() if name in task.inputs]
+                raise UsageError(f"{name.replace('_', '-')} applies to the {' and '.join(weighted)} task only, "
+                                 f"not {self.task}")
 
     @classmethod
     def from_dict(cls, values: Mapping) -> TrainConfig:

@@ -230,7 +230,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                     with autocast(device):
                         loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
                                                mask_fraction=config.mask_fraction, mask_span=config.mask_span,
-                                               class_weights=weights)
+                                               class_weights=weights, candidate_weight=config.candidate_weight)
                     (loss / config.grad_accum).backward()
                     total += float(loss.detach()) / config.grad_accum
                     n_tokens += int(batch["token_mask"].sum()) * ranks

@@ -6,7 +6,10 @@ mlm: contiguous spans of real tokens are masked. With the per-base decoder, thei
   as DNA language models publish it. Token-level models (no decoder): the masked tokens become
   [MASK] (and the bases they spell N, for a stem) and their k-mers are the targets.
 variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
-  padding, outside the confident BED), optionally weighted per genotype (--class-weights).
+  padding, outside the confident BED), optionally weighted per genotype (--class-weights) and, on
+  candidate bases (reads showing another allele, `candidate_bases`), by --candidate-weight: nearly
+  every base is hom_ref with no read against it, and those teach little once learnt, while the
+  few bases where reads disagree hold every variant and every error that looks like one.
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
 classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
   residues); cross-entropy.
@@ -18,9 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genoformer.data.datasets import IGNORE_INDEX
+from genoformer.io.evidence import Evidence
 from genoformer.model.heads import batch_inputs, mlm_letters
 from genoformer.model.layout import bases_of_tokens
 from genoformer.tokenize import MASK_ID
+
+# a base is a candidate when at least this share of its reads show one other allele: about where
+# pileup callers start to consider a site (DeepVariant 0.12 for SNVs), well above Illumina's error rate
+CANDIDATE_FRACTION = 0.1
 
 
 def span_mask(token_mask: Tensor, fraction: float, span: int, generator: torch.Generator) -> Tensor:
@@ -40,11 +48,12 @@ def span_mask(token_mask: Tensor, fraction: float, span: int, generator: torch.G
 
 def forward_loss(model, task: str, batch: dict, device: torch.device, *, generator: torch.Generator | None = None,
                  mask_fraction: float = 0.15, mask_span: int = 3,
-                 class_weights: Tensor | None = None) -> tuple[Tensor, dict]:
+                 class_weights: Tensor | None = None, candidate_weight: float = 1.0) -> tuple[Tensor, dict]:
     """(mean loss, tensors for metrics) of one batch; `generator` draws the mlm masks.
 
-    variant: `class_weights` [3] weights each genotype's bases; the mean is over the weights
-    (cross_entropy's convention), so the loss scale does not depend on a batch's mix of genotypes.
+    variant: `class_weights` [3] weights each genotype's bases and `candidate_weight` the candidate
+    bases (`candidate_bases`, read from the batch's evidence); the mean is over the weights
+    (cross_entropy's convention), so the loss scale does not depend on a batch's mix of bases.
     """
     tokens, token_mask = batch["tokens"], batch["token_mask"]
     inputs = batch_inputs(batch, device)
@@ -73,13 +82,32 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         target = batch["genotype"].to(device)
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # nothing scored here
-        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight=class_weights,
-                               ignore_index=IGNORE_INDEX)
+        if candidate_weight == 1:
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight=class_weights,
+                                   ignore_index=IGNORE_INDEX)
+            return loss, {"logits": logits.detach(), "target": target}
+        scored = target != IGNORE_INDEX
+        weight = torch.where(candidate_bases(batch["evidence"]).to(device), float(candidate_weight), 1.0)
+        if class_weights is not None:
+            weight = weight * class_weights[target.clamp_min(0)]
+        weight = weight * scored
+        per_base = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="none")
+        loss = (per_base * weight.flatten()).sum() / weight.sum().clamp_min(1e-12)
         return loss, {"logits": logits.detach(), "target": target}
     target = (batch["tracks"] if "tracks" in batch else batch["soft_mask"][..., None].float()).to(device)
     valid = batch["valid"].to(device)
     loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid])
     return loss, {"logits": logits[valid].detach(), "target": target[valid]}
+
+
+def candidate_bases(evidence: Tensor) -> Tensor:
+    """bool [B, W] of read evidence [B, W, F] (io.evidence layout): at least CANDIDATE_FRACTION of the
+    depth shows the best alternative base, a deletion or an insertion."""
+    depth = evidence[..., Evidence.depth].clamp_min(1)
+    indel = torch.maximum(evidence[..., Evidence.deletions], evidence[..., Evidence.insertions]) / depth
+    return (evidence[..., Evidence.depth] > 0) & \
+        (torch.maximum(evidence[..., Evidence.alt_fraction], indel) >= CANDIDATE_FRACTION)
 
 
 def hidden_bases(masked: Tensor, valid: Tensor, tokenizer) -> tuple[Tensor, Tensor]:

@@ -32,7 +32,7 @@ def validate(model, config: TrainConfig, val_ds: WindowDataset | SequenceDataset
             batch = collate([val_ds[j] for j in range(i, min(i + config.batch_size, len(val_ds)))])
             loss, out = forward_loss(model, config.task, batch, device, generator=gen,
                                      mask_fraction=config.mask_fraction, mask_span=config.mask_span,
-                                     class_weights=weights)
+                                     class_weights=weights, candidate_weight=config.candidate_weight)
             losses.append(float(loss))
             outputs.append(out)
     model.train()
