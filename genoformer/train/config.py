@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from genoformer.devices import check_device
 from genoformer.errors import UsageError
-from genoformer.io.variants import GENOTYPES
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.per_base import PerBaseConfig
 from genoformer.tasks import TASK_INPUTS, TASKS, TRAIN_TASKS
@@ -225,7 +225,7 @@ def nest_model_options(values: Mapping) -> dict:
 
 
 def parse_class_weights(value) -> str | list[float]:
-    """"none", "balanced" or [w_hom_ref, w_het, w_hom_alt] from a flag string or a recipe value."""
+    """"none", "balanced" or one weight per VARIANT_CLASSES class from a flag string or a recipe value."""
     if isinstance(value, str) and value.strip().lower() in ("none", "balanced"):
         return value.strip().lower()
     parts = value.split(",") if isinstance(value, str) else value
@@ -233,7 +233,7 @@ def parse_class_weights(value) -> str | list[float]:
         weights = [float(w) for w in parts]
     except (TypeError, ValueError):
         weights = []
-    if len(weights) != len(GENOTYPES) or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
-        raise UsageError(f"class-weights must be none, balanced or {len(GENOTYPES)} non-negative numbers "
-                         f"({','.join(GENOTYPES)}), got {value!r}", hint="e.g. --class-weights 1,50,50")
+    if len(weights) != len(VARIANT_CLASSES) or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise UsageError(f"class-weights must be none, balanced or {len(VARIANT_CLASSES)} non-negative numbers "
+                         f"({','.join(VARIANT_CLASSES)}), got {value!r}", hint="e.g. --class-weights 1,50,50,50,50,50,50")
     return weights

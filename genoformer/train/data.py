@@ -21,7 +21,7 @@ from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.evidence import EVIDENCE_FEATURES
-from genoformer.io.variants import GENOTYPES
+from genoformer.io.variant_classes import VARIANT_CLASSES, variant_class
 from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.train.config import TrainConfig
@@ -39,7 +39,7 @@ class TrainData:
     class_names: list[str]
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
-    class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
+    class_weights: list[float] | None = None  # variant: the loss weight of each class, resolved
     augment: Augmentation | None = None  # what the training items go through (validation items never)
 
     def __post_init__(self) -> None:
@@ -142,7 +142,7 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
         sources["confident"] = read_bed(config.confident_bed, ref.contigs) if config.confident_bed else None
     if config.bam is not None:
         sources["alignments"] = Alignments(config.bam, ref)
-    class_names: list[str] = list(GENOTYPES) if config.task == "variant" else []
+    class_names: list[str] = list(VARIANT_CLASSES) if config.task == "variant" else []
     if config.task == "pattern":
         if config.bed:
             sources["tracks"] = Tracks.from_files(config.bed, ref.contigs)
@@ -177,11 +177,11 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
 
 def genotype_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
                     chunk: int = 1 << 20) -> list[int]:
-    """Scored bases of each genotype (hom_ref, het, hom_alt) inside `intervals`, as the loss sees them."""
+    """Scored bases of each VARIANT_CLASSES class inside `intervals`, as the loss sees them."""
     by_contig: dict[str, list[Interval]] = {}
     for iv in sorted(confident or [], key=lambda iv: (iv.contig, iv.start)):
         by_contig.setdefault(iv.contig, []).append(iv)
-    counts = np.zeros(len(GENOTYPES), dtype=np.int64)
+    counts = np.zeros(len(VARIANT_CLASSES), dtype=np.int64)
     for iv in intervals:
         for start in range(iv.start, iv.end, chunk):
             raise_if_terminated()
@@ -189,7 +189,8 @@ def genotype_counts(variants, intervals: list[Interval], confident: list[Interva
             near = None if confident is None else \
                 [c for c in by_contig.get(iv.contig, []) if c.start < end and start < c.end]
             labels = variants.labels(iv.contig, start, end, near)
-            counts += np.bincount(labels.genotype[labels.mask], minlength=len(GENOTYPES))[:len(GENOTYPES)]
+            classes = variant_class(labels.genotype[labels.mask], labels.variant_type[labels.mask])
+            counts += np.bincount(classes, minlength=len(VARIANT_CLASSES))
     return [int(c) for c in counts]
 
 
