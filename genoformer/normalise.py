@@ -49,5 +49,11 @@ def normalise_record(pos: int, alleles: tuple[str, ...] | list[str], fetch: Fetc
     return pos, tuple(alleles)
 
 
-def is_normalised(pos: int, alleles: tuple[str, ...] | list[str], fetch: Fetch) -> bool:
-    return normalise_record(pos, alleles, fetch) == (pos, tuple(a.upper() for a in alleles))
+def reference_fetcher(reference, contig: str):
+    """fetch(start, end): the upper-cased bases of `contig`, the interval clipped to the contig."""
+    length = reference.contigs[contig]
+
+    def fetch(start: int, end: int) -> str:
+        start, end = min(max(start, 0), length), min(max(end, 0), length)
+        return reference.fetch(contig, start, end).tobytes().decode().upper()
+    return fetch

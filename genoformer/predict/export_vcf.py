@@ -37,7 +37,8 @@ from genoformer.io.variant_classes import VARIANT_CLASSES, check_variant_classes
 from genoformer.outputs import staged_text
 from genoformer.predict.calls import Record, called_bases, ends_in_deletion, events, record_of
 from genoformer.predict.export_config import MAX_GQ, ExportConfig, one_line
-from genoformer.predict.read_alleles import ReadAlleles, reference_fetcher
+from genoformer.normalise import reference_fetcher
+from genoformer.predict.read_alleles import ReadAlleles
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pysam
 
 from genoformer.errors import AlignmentError
 from genoformer.io.alignments import ReadFilters
-from genoformer.normalise import normalise_record
+from genoformer.normalise import normalise_record, reference_fetcher
 
 _M, _I, _D, _N, _S, _H, _P, _EQ, _X = range(9)
 REACH = 100  # bases right of a site whose reads' indels are left-aligned onto it (a repeat that long)
@@ -108,16 +108,6 @@ class ReadAlleles:
         except OSError as exc:
             raise AlignmentError(f"{self.path}: cannot read {contig}:{start + 1:,}-{end:,} ({exc})") from None
         return SiteReads(alleles, reference_reads, depth)
-
-
-def reference_fetcher(reference, contig: str):
-    """fetch(start, end): the upper-cased bases of `contig`, the interval clipped to the contig."""
-    length = reference.contigs[contig]
-
-    def fetch(start: int, end: int) -> str:
-        start, end = min(max(start, 0), length), min(max(end, 0), length)
-        return reference.fetch(contig, start, end).tobytes().decode().upper()
-    return fetch
 
 
 def _read_alleles(read, start: int, end: int, lo: int, ref: str, min_bq: int) -> tuple[bool, set]:
