@@ -9,13 +9,16 @@ plain callers and the scorer):
   region chr20:10,000,847-10,010,531 -> `export` (VCF; --threshold) -> `evaluate` inside the
   confident BED (49 truth variants). Headline: F1 over all variants, next to bcftools and the
   allele-fraction rule on the same region.
-- simulated: a model trained only on a simulated genome (`genoformer simulate`, --sim-* options:
-  by default 2 x 1 Mb, ~50x, insert ~N(320, 70) like this BAM, one variant per 500 bp, seeded by
-  the run's seed) predicts over chr20:10,000,001-10,100,000 of the real reads and is scored
-  against ALL the truth variants there (221 records; no confident BED). Recall is exact;
-  precision is approximate, since outside the confident BED the truth is incomplete and some
-  "false positives" may be real. bcftools is scored on the same terms. Genotype concordance:
-  the share of true positives with the truth's zygosity.
+- simulated: a model trained only on the first contig of a simulated genome (`genoformer
+  simulate`, --sim-* options: by default 2 x 1 Mb, ~50x, insert ~N(320, 70) like this BAM, one
+  variant per 500 bp, 40 % of them indels, seeded by the run's seed) is scored twice: on the
+  held-out second contig (its simulated truth, inside its confident BED) and over
+  chr20:10,000,001-10,100,000 of the real reads against ALL the truth variants there (221
+  records; no confident BED). Recall is exact there; precision is approximate, since outside
+  the confident BED the truth is incomplete and some "false positives" may be real. bcftools is
+  scored on the same terms, on the same reads. Genotype concordance: the share of true
+  positives with the truth's zygosity. Counts per SNV, insertion and deletion (evaluate
+  left-aligns both sides against the reference).
 
 Each table prints genoformer - baseline for precision, recall, F1 (and concordance).
 The model's defaults are k 6 and window 4,096; on the real setting `--k 1 --window 1024
@@ -83,62 +86,99 @@ def real_inputs() -> dict:
 
 
 def simulated_inputs(args, folder: Path, seed: int) -> dict:
-    """The simulated training example of `seed` (written once into `folder`)."""
+    """The simulated training example of `seed` (written once into `folder`): trains on its first contig;
+    the last is held out."""
+    ex = simulated_example(args, folder, seed)
+    return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
+            "confident_bed": str(ex.confident_bed), "train_regions": ["sim1"]}
+
+
+def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
     out = folder / f"simulated-seed{seed}"
-    ex = SimulatedExample.in_dir(out) if (out / "manifest.json").is_file() else simulate(
+    return SimulatedExample.in_dir(out) if (out / "manifest.json").is_file() else simulate(
         out, seed, contigs=[(f"sim{i + 1}", args.sim_contig_length) for i in range(args.sim_contigs)],
         coverage=args.sim_coverage, insert_mean=SIM_INSERT[0], insert_sd=SIM_INSERT[1],
-        variant_rate=args.sim_variant_rate)
-    return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
-            "confident_bed": str(ex.confident_bed)}
+        variant_rate=args.sim_variant_rate, indel_fraction=args.sim_indel_fraction)
 
 
-def genoformer_calls(config: TrainConfig, steps: int, region: str, threshold: float, folder: Path,
-                     rc_average: bool = False) -> tuple[Path, dict]:
-    """Train `config` for `steps`, then predict over `region` of the real reads (with `rc_average`, averaged
-    with the reverse strand) and export a VCF."""
-    config = dataclasses.replace(config, max_steps=steps)
-    trained = train(config)
+def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_average: bool = False,
+                     reference: Path = FASTA, bam: Path = BAM) -> tuple[Path, dict]:
+    """Predict with the trained model in `run` over `region` of `bam` (with `rc_average`, averaged with the
+    reverse strand) and export a VCF."""
+    folder.mkdir(parents=True, exist_ok=True)
     preds, vcf = folder / "eval.h5", folder / "genoformer.vcf.gz"
     started = time.perf_counter()
-    predict(PredictConfig(model=config.out, reference=str(FASTA), bam=str(BAM), regions=[region], out=str(preds),
+    predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
                           device="cpu", rc_average=rc_average, progress=False))
     exported = export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold, progress=False),
                       command="benchmarks/quality/variant_quality.py")
-    info = {"steps": steps, "train_seconds": trained["seconds"], "final_loss": trained["final_loss"],
-            "bases_per_s": trained["bases_per_s"], "predict_export_seconds": time.perf_counter() - started,
-            "export": exported.get("vcf")}
-    return vcf, info
+    return vcf, {"predict_export_seconds": time.perf_counter() - started, "export": exported.get("vcf")}
+
+
+def _train(config: TrainConfig, steps: int) -> dict:
+    trained = train(dataclasses.replace(config, max_steps=steps))
+    return {"steps": steps, "train_seconds": trained["seconds"], "final_loss": trained["final_loss"],
+            "bases_per_s": trained["bases_per_s"]}
+
+
+def _compared(name: str, region: str, confident, folder: Path, model_vcf: Path | None, model_info: dict | None,
+              with_allele_fraction: bool, truth: Path = TRUTH, fasta: Path = FASTA, bam: Path = BAM) -> dict:
+    """Rows of genoformer (when it called) and the baselines on the same reads, region and truth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [] if model_vcf is None else [score(name, model_vcf, [region], confident, truth, fasta)]
+    bcf_vcf, version = bcftools_calls(region, folder / "bcftools.vcf.gz", fasta, bam)
+    rows.append(score(BCFTOOLS, bcf_vcf, [region], confident, truth, fasta))
+    if with_allele_fraction:
+        rows.append(score(ALLELE_FRACTION, allele_fraction_calls(region, folder / "af.vcf.gz"), [region],
+                          confident))
+    return {"region": region, "confident_bed": bool(confident), "genoformer": model_info, "bcftools": version,
+            "rows": rows}
 
 
 def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: int, setting: str) -> Measurement:
-    region, confident = (EVAL_REGION, CONFIDENT) if setting == "real" else (ALL_REGION, None)
     sub = folder / f"{setting}-seed{seed}-{time.monotonic_ns()}"
     sub.mkdir(parents=True)
-    model_row, info = None, None
+    run = str(sub / "run")
+    trained = None if config is None else _train(dataclasses.replace(config, out=run), steps)
+    label = f"genoformer ({setting} training, {steps} steps)"
+    parts = {}
+    if setting == "simulated":  # the held-out contig of the simulated genome first
+        ex = simulated_example(args, folder, seed)
+        held_out = f"sim{args.sim_contigs}"
+        vcf = info = None
+        if config is not None:
+            vcf, info = genoformer_calls(run, held_out, args.threshold, sub / "held-out", args.rc_average,
+                                         ex.reference, ex.reads)
+        parts["held_out"] = _compared(label, held_out, ex.confident_bed, sub / "held-out", vcf, info, False,
+                                      ex.truth_vcf, ex.reference, ex.reads)
+    region, confident = (EVAL_REGION, CONFIDENT) if setting == "real" else (ALL_REGION, None)
+    vcf = info = None
     if config is not None:
-        vcf, info = genoformer_calls(dataclasses.replace(config, out=str(sub / "run")), steps, region,
-                                     args.threshold, sub, args.rc_average)
-        model_row = score(f"genoformer ({setting} training, {steps} steps)", vcf, [region], confident)
-    bcf_vcf, version = bcftools_calls(region, sub / "bcftools.vcf.gz")
-    base_rows = [score(BCFTOOLS, bcf_vcf, [region], confident)]
-    if setting == "real":
-        base_rows.append(score(ALLELE_FRACTION, allele_fraction_calls(region, sub / "af.vcf.gz"), [region],
-                               confident))
+        vcf, info = genoformer_calls(run, region, args.threshold, sub / "real", args.rc_average)
+    parts["real"] = _compared(label, region, confident, sub / "real", vcf, info, setting == "real")
+    base_rows = parts["real"]["rows"][0 if config is None else 1:]
+    model_row = None if config is None else parts["real"]["rows"][0]
     truth = base_rows[0]["all_tp"] + base_rows[0]["all_fn"]
     if setting == "real":
         metrics = [("F1, all variants, confident BED", "all_f1"), ("SNV F1", "snv_f1"), ("indel F1", "indel_f1"),
                    ("genotype concordance of true positives", "all_genotype_concordance")]
     else:  # recall alone rewards calling everything: precision (approximate here) is summarised too
-        metrics = [(f"recall, all {truth} truth alleles", "all_recall"),
-                   ("precision (approximate: truth incomplete outside the confident BED)", "all_precision"),
-                   ("F1 (approximate)", "all_f1"), ("genotype concordance of true positives", "all_genotype_concordance")]
+        metrics = [(f"indel recall, real reads, all {truth} truth alleles", "indel_recall"),
+                   ("indel F1 (approximate: truth incomplete outside the confident BED)", "indel_f1"),
+                   ("SNV F1 (approximate)", "snv_f1"), ("insertion recall", "insertion_recall"),
+                   ("deletion recall", "deletion_recall"),
+                   ("genotype concordance of true positives", "all_genotype_concordance")]
     scores = [Measurement(name, model_row and model_row[key], {r["caller"]: r[key] for r in base_rows})
               for name, key in metrics]
+    if setting == "simulated":
+        held = parts["held_out"]["rows"]
+        scores += [Measurement(f"held-out simulated contig: {name}", held[0][key] if config is not None else None,
+                               {r["caller"]: r[key] for r in held[0 if config is None else 1:]})
+                   for name, key in (("insertion recall", "insertion_recall"), ("deletion recall", "deletion_recall"),
+                                     ("SNV recall", "snv_recall"), ("all F1", "all_f1"),
+                                     ("genotype concordance", "all_genotype_concordance"))]
     return dataclasses.replace(scores[0], also=scores[1:],
-                               detail={"setting": setting, "region": region, "confident_bed": bool(confident),
-                                       "genoformer": info, "bcftools": version,
-                                       "rows": ([model_row] if model_row else []) + base_rows})
+                               detail={"setting": setting, "training": trained, "parts": parts})
 
 
 def measure_real(args, folder: Path, seed: int, options: dict, steps: int) -> Measurement:
@@ -169,21 +209,22 @@ def difference_rows(rows: list[dict]) -> list[dict]:
             for r in rows[1:]]
 
 
-def print_setting(setting: str, seed: int, run: Measurement, budget) -> list[dict]:
-    rows = run.detail["rows"]
-    shown = rows + difference_rows(rows) if run.genoformer is not None else rows
+def print_setting(setting: str, seed: int, run: Measurement, budget) -> None:
     columns = [("caller", "caller", "")]
-    for kind, label in (("snv", "SNV"), ("indel", "indel"), ("all", "all")):
+    for kind, label in (("snv", "SNV"), ("insertion", "ins"), ("deletion", "del"), ("indel", "indel"), ("all", "all")):
         columns += [(f"{kind}_tp", f"{label} TP", "d"), (f"{kind}_fp", "FP", "d"), (f"{kind}_fn", "FN", "d"),
                     (f"{kind}_precision", "P", ".3f"), (f"{kind}_recall", "R", ".3f"),
                     (f"{kind}_f1", "F1", ".3f")]
     columns.append(("all_genotype_concordance", "GT conc.", ".3f"))
-    where = (f"train {TRAIN_REGION}, evaluate {EVAL_REGION} inside the confident BED" if setting == "real" else
-             f"train on the simulated genome only, evaluate {ALL_REGION}, all truth variants (no confident BED: "
-             "precision approximate)")
-    print(f"[{setting}, seed {seed}] {where} ({rows[0]['scored_bases']:,} bases); budget {budget}")
-    print(table(shown, columns))
-    return shown
+    for part, detail in run.detail["parts"].items():
+        rows = detail["rows"]
+        shown = rows + difference_rows(rows) if run.genoformer is not None else rows
+        where = {"held_out": f"train on the simulated genome's first contig, evaluate the held-out {detail['region']}",
+                 "real": (f"train {TRAIN_REGION}, evaluate {EVAL_REGION} inside the confident BED" if setting == "real"
+                          else f"train on the simulated genome only, evaluate {ALL_REGION} of the real reads, all "
+                               "truth variants (no confident BED: precision approximate)")}[part]
+        print(f"[{setting}, seed {seed}] {where} ({rows[0]['scored_bases'] or 0:,} bases); budget {budget}")
+        print(table(shown, columns))
 
 
 MEASURES = {"real": measure_real, "simulated": measure_simulated}
@@ -206,6 +247,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sim-contig-length", type=int, default=1_000_000, help="simulated setting: bases a contig")
     ap.add_argument("--sim-coverage", type=float, default=50.0, help="simulated setting: read depth (this BAM: ~52x)")
     ap.add_argument("--sim-variant-rate", type=float, default=1 / 500, help="simulated setting: variants a base")
+    ap.add_argument("--sim-indel-fraction", type=float, default=0.4,
+                    help="simulated setting: share of variants that are indels (1 Mb contig: ~800 indels)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -243,7 +286,8 @@ def main() -> None:
     model = {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads", "bucket_size", "n_hashes",
                                              "attention", "lr", "batch_size", "class_weights", "threshold",
                                              "stem", "decoder", "rc_augment", "rc_average",
-                                             "sim_contigs", "sim_contig_length", "sim_coverage", "sim_variant_rate")}
+                                             "sim_contigs", "sim_contig_length", "sim_coverage", "sim_variant_rate",
+                                             "sim_indel_fraction")}
     save_json(args.json, {"benchmark": "variant_quality", "budget": str(args.budget), "machine": machine(),
                           "train_region": TRAIN_REGION, "eval_region": EVAL_REGION, "all_region": ALL_REGION,
                           "model": model, "seeds": args.seeds, "baseline_only": args.baseline_only,

@@ -5,9 +5,10 @@
 2. Events: a run of consecutive deletion bases is one event (the deleted bases); every other called
    base is one (an SNV at it, or an insertion after it). Its probabilities are the mean over its bases.
 3. Alleles: the reads around the event (predict.read_alleles, indels left-aligned) pick the
-   allele: the most frequent one of the called type that touches the event (a deleted span, the
-   inserted sequence at that anchor, the substituted base); when the reads show none of that type,
-   the most frequent allele of any type there. A hom_alt call whose reads also show a second allele
+   allele: the most frequent one of the called type that touches the event (the substituted
+   base; a deleted span or an inserted sequence within NEAR bases of it, as the model's bases may
+   be off by one); when the reads show none of that type, the most frequent allele of any type
+   touching the event's own bases. A hom_alt call whose reads also show a second allele
    (at least SECOND_ALLELE of the first one's reads and MIN_READS reads) at the same site is
    multi-allelic: one record with both ALTs, GT 1/2.
 4. Records: REF spans every allele's bases, checked against the reference; the record is
@@ -23,7 +24,7 @@ import numpy as np
 from genoformer.coords import runs
 from genoformer.io.variant_classes import HET_CLASSES, HOM_CLASSES, type_probabilities
 from genoformer.normalise import normalise_record
-from genoformer.predict.read_alleles import Allele, ReadAlleles
+from genoformer.predict.read_alleles import Allele, SiteReads
 
 TYPES = ("none", "snv", "insertion", "deletion")
 NEAR = 2  # bases around an event where the reads' alleles count for it
@@ -93,15 +94,20 @@ def ends_in_deletion(probs: np.ndarray, covered: np.ndarray, threshold: float) -
     return called_bases(probs, covered, threshold) & (base_types(probs) == 3)
 
 
-def record_of(contig: str, event: Event, reads: ReadAlleles, fetch) -> Record | None:
-    """The record the reads give `event` (see the module docstring); None when they show no allele."""
-    site = reads.around(contig, event.start - NEAR, event.end + NEAR)
+def window(event: Event) -> tuple[int, int]:
+    """The bases whose reads' alleles count for `event`."""
+    return event.start - NEAR, event.end + NEAR
+
+
+def record_of(contig: str, event: Event, site: SiteReads, fetch) -> Record | None:
+    """The record the reads over `window(event)` give it (see the module docstring); None when they show
+    no allele."""
     if not site.alleles:
         return None
-    near = [a for a in site.alleles if a.span[0] < event.end + NEAR and event.start - NEAR < a.span[1]]
-    ranked = sorted(near, key=lambda a: (-site.alleles[a], a.kind != event.kind, a))
-    same_kind = [a for a in ranked if a.kind == event.kind]
-    first = (same_kind or ranked or [None])[0]
+    ranked = sorted(site.alleles, key=lambda a: (-site.alleles[a], a))
+    margin = 0 if event.kind == "snv" else NEAR
+    same_kind = [a for a in ranked if a.kind == event.kind and _overlaps(a, event, margin)]
+    first = (same_kind or [a for a in ranked if _overlaps(a, event, 0)] or [None])[0]
     if first is None:
         return None
     chosen = [first]
@@ -118,6 +124,10 @@ def record_of(contig: str, event: Event, reads: ReadAlleles, fetch) -> Record | 
     pos, alleles = normalise_record(pos, alleles, fetch)
     depths = (site.reference_reads, *(site.alleles[a] for a in chosen))
     return Record(contig, pos, alleles, gt, event.probs, site.depth, depths)
+
+
+def _overlaps(allele: Allele, event: Event, margin: int) -> bool:
+    return allele.span[0] < event.end + margin and event.start - margin < allele.span[1]
 
 
 def _joined(chosen: list[Allele], fetch) -> tuple[int, tuple[str, ...]]:

@@ -35,7 +35,7 @@ from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import Predictions, PredictionsFile
 from genoformer.io.variant_classes import VARIANT_CLASSES, check_variant_classes
 from genoformer.outputs import staged_text
-from genoformer.predict.calls import Record, called_bases, ends_in_deletion, events, record_of
+from genoformer.predict.calls import Record, called_bases, ends_in_deletion, events, record_of, window
 from genoformer.predict.export_config import MAX_GQ, ExportConfig, one_line
 from genoformer.normalise import reference_fetcher
 from genoformer.predict.read_alleles import ReadAlleles
@@ -179,8 +179,9 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
                     found = events(iv.start, p.probs, p.covered, config.threshold)
                     counts.called_bases += int(called_bases(p.probs, p.covered, config.threshold).sum())
                     counts.events += len(found)
-                    for event in found:
-                        rec = record_of(iv.contig, event, reads, fetch)
+                    sites = reads.sites(iv.contig, [window(event) for event in found])
+                    for event, site in zip(found, sites):
+                        rec = record_of(iv.contig, event, site, fetch)
                         if rec is None:
                             counts.no_alt += 1
                         elif any(b not in "ACGT" for b in rec.alleles[0]):

@@ -1,21 +1,24 @@
-"""The alleles the reads show around a called site: what export writes once the model has called it.
+"""The alleles the reads show around called sites: what export writes once the model has called them.
 
-`ReadAlleles.around(contig, start, end)` walks the CIGAR of every passing read (io.alignments'
-ReadFilters: flags, MAPQ; a substituted base also needs base quality >= min_base_quality) that
-overlaps the stretch and counts, once per read:
-- a substituted base inside the stretch (an SNV);
-- an insertion whose anchor (the aligned base before it) is inside the stretch, with its sequence;
-- a deletion that overlaps the stretch, with its span.
+`ReadAlleles.sites(contig, windows)` reads the BAM once per cluster of nearby windows and, for
+each window [start, end), counts once per passing read (io.alignments' ReadFilters: flags, MAPQ;
+a substituted base also needs base quality >= min_base_quality):
+- a substituted base inside the window (an SNV);
+- an insertion whose anchor (the aligned base before it) is inside the window, with its sequence;
+- a deletion that overlaps the window, with its span.
 Every indel is left-aligned (genoformer.normalise) before it is placed, so reads that put the same
-insertion at different bases of a repeat (up to REACH bases right of the stretch) agree. `reference_reads` counts the reads that
-span the whole stretch with no allele in it: the REF support of AD.
+insertion at different bases of a repeat (up to REACH bases right of the window) agree.
+`reference_reads` counts the reads spanning the whole window with no allele in it (the REF
+support of AD); `depth` the reads covering a base of it.
 """
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pysam
 
 from genoformer.errors import AlignmentError
@@ -23,7 +26,8 @@ from genoformer.io.alignments import ReadFilters
 from genoformer.normalise import normalise_record, reference_fetcher
 
 _M, _I, _D, _N, _S, _H, _P, _EQ, _X = range(9)
-REACH = 100  # bases right of a site whose reads' indels are left-aligned onto it (a repeat that long)
+REACH = 100  # bases right of a window whose reads' indels are left-aligned onto it (a repeat that long)
+CLUSTER_GAP = 500  # windows closer than this share one read of the BAM
 
 
 @dataclass(frozen=True, order=True)
@@ -51,10 +55,17 @@ class Allele:
 
 @dataclass
 class SiteReads:
-    """What the reads show over [start, end) of a contig."""
+    """What the reads show over one window of a contig."""
     alleles: Counter  # Allele -> reads showing it
-    reference_reads: int  # reads spanning the stretch without any allele in it
-    depth: int  # reads overlapping the stretch
+    reference_reads: int  # reads spanning the window without any allele in it
+    depth: int  # reads covering a base of the window
+
+
+@dataclass(frozen=True)
+class _Read:
+    start: int  # reference bases [start, end) its alignment covers
+    end: int
+    alleles: tuple[Allele, ...]
 
 
 class ReadAlleles:
@@ -77,72 +88,110 @@ class ReadAlleles:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _fetch(self, contig: str):
-        return reference_fetcher(self.reference, contig)
+    def sites(self, contig: str, windows: list[tuple[int, int]]) -> list[SiteReads]:
+        """What the reads show over each window [start, end) (see the module docstring), in order given."""
+        length = self.reference.contigs[contig]
+        windows = [(max(s, 0), min(e, length)) for s, e in windows]
+        out: list[SiteReads | None] = [None] * len(windows)
+        order = sorted(range(len(windows)), key=lambda i: windows[i])
+        cluster: list[int] = []
+        for i in order + [None]:
+            if cluster and (i is None or windows[i][0] > max(windows[j][1] for j in cluster) + CLUSTER_GAP):
+                for j, site in zip(cluster, self._cluster(contig, [windows[j] for j in cluster])):
+                    out[j] = site
+                cluster = []
+            if i is not None:
+                cluster.append(i)
+        return out
 
-    def around(self, contig: str, start: int, end: int) -> SiteReads:
-        """The alleles of reads over [start, end) (see the module docstring)."""
-        fetch = self._fetch(contig)
-        start, end = max(start, 0), min(end, self.reference.contigs[contig])
-        lo = max(start - REACH, 0)
-        ref = fetch(lo, end + 2 * REACH)
-        alleles: Counter = Counter()
-        reference_reads = depth = 0
-        mask, min_mapq, min_bq = self.filters.flag_mask, self.filters.min_mapping_quality, self.filters.min_base_quality
-        try:
-            for read in self._bam.fetch(contig, start, min(end + REACH, len(ref) + lo)):
-                if read.flag & mask or read.mapping_quality < min_mapq or read.cigartuples is None:
+    def _cluster(self, contig: str, windows: list[tuple[int, int]]) -> list[SiteReads]:
+        lo, hi = min(s for s, _ in windows), max(e for _, e in windows)
+        reads = self._reads(contig, lo, hi, windows)
+        starts = [r.start for r in reads]
+        longest = max((r.end - r.start for r in reads), default=0)
+        found = []
+        for start, end in windows:
+            alleles: Counter = Counter()
+            reference_reads = depth = 0
+            first = bisect.bisect_left(starts, start - longest)
+            for r in reads[first:bisect.bisect_left(starts, end)]:
+                if r.end <= start:
                     continue
-                covers, seen = _read_alleles(read, start, end, lo, ref, min_bq)
-                found = set()
-                for pos, r, a in seen:
-                    if len(r) != len(a):
-                        pos, (r, a) = normalise_record(pos, (r, a), fetch)
-                    allele = Allele(pos, r, a)
-                    if allele.span[0] < end and start < allele.span[1]:
-                        found.add(allele)
-                alleles.update(found)
-                depth += covers
-                spans = read.reference_start <= start and end <= read.reference_end
-                reference_reads += spans and not found
+                here = {a for a in r.alleles if a.span[0] < end and start < a.span[1]}
+                alleles.update(here)
+                depth += 1
+                reference_reads += not here and r.start <= start and end <= r.end
+            found.append(SiteReads(alleles, reference_reads, depth))
+        return found
+
+    def _reads(self, contig: str, lo: int, hi: int, windows: list[tuple[int, int]]) -> list[_Read]:
+        """Passing reads over [lo, hi), sorted by start, with their alleles near the windows."""
+        fetch = reference_fetcher(self.reference, contig)
+        ref_lo = max(lo - REACH, 0)
+        ref = np.frombuffer(fetch(ref_lo, hi + 2 * REACH).encode(), np.uint8)
+        wanted = np.zeros(len(ref), bool)  # bases where a substitution counts
+        for s, e in windows:
+            wanted[s - ref_lo:e - ref_lo] = True
+        mask, min_mapq = self.filters.flag_mask, self.filters.min_mapping_quality
+        reads = []
+        try:
+            for read in self._bam.fetch(contig, lo, min(hi + REACH, ref_lo + len(ref))):
+                if read.flag & mask or read.mapping_quality < min_mapq or read.cigartuples is None \
+                        or read.query_sequence is None:
+                    continue
+                events = _events(read, ref_lo, ref, wanted, self.filters.min_base_quality)
+                alleles = tuple(Allele(*_normalised(e, fetch)) for e in events)
+                reads.append(_Read(read.reference_start, read.reference_end, alleles))
         except OSError as exc:
-            raise AlignmentError(f"{self.path}: cannot read {contig}:{start + 1:,}-{end:,} ({exc})") from None
-        return SiteReads(alleles, reference_reads, depth)
+            raise AlignmentError(f"{self.path}: cannot read {contig}:{lo + 1:,}-{hi:,} ({exc})") from None
+        reads.sort(key=lambda r: r.start)
+        return reads
 
 
-def _read_alleles(read, start: int, end: int, lo: int, ref: str, min_bq: int) -> tuple[bool, set]:
-    """(whether the read covers a base of [start, end), its (pos, REF, ALT) events: substitutions inside
-    [start, end), every indel inside the fetched reference `ref` (from `lo`))."""
-    seq, quals = read.query_sequence, read.query_qualities
-    if seq is None:
-        return False, set()
+def _normalised(event: tuple[int, str, str], fetch) -> tuple[int, str, str]:
+    pos, ref, alt = event
+    if len(ref) == len(alt):
+        return event
+    pos, (ref, alt) = normalise_record(pos, (ref, alt), fetch)
+    return pos, ref, alt
+
+
+_ACGT = np.frombuffer(b"ACGT", np.uint8)
+
+
+def _events(read, ref_lo: int, ref: np.ndarray, wanted: np.ndarray, min_bq: int) -> set[tuple[int, str, str]]:
+    """(pos, REF, ALT) of one read: substitutions at `wanted` bases, every indel inside the fetched `ref`."""
+    seq = np.frombuffer(read.query_sequence.encode(), np.uint8)
+    quals = read.query_qualities
+    quals = np.full(len(seq), 255) if quals is None else np.asarray(quals)
     rpos, qpos = read.reference_start, 0
-    covers = False
     events = set()
-    for op, n in read.cigartuples:
+    n = len(ref)
+    for op, length in read.cigartuples:
         if op in (_M, _EQ, _X):
-            a, b = max(rpos, start), min(rpos + n, end)
+            a, b = max(rpos, ref_lo), min(rpos + length, ref_lo + n)
             if a < b:
-                covers = True
-                for p in range(a, b):
-                    base = seq[qpos + p - rpos]
-                    if base != ref[p - lo] and base in "ACGT" and ref[p - lo] in "ACGT" and \
-                            (quals is None or quals[qpos + p - rpos] >= min_bq):
-                        events.add((p, ref[p - lo], base))
-            rpos += n
-            qpos += n
+                q = seq[qpos + a - rpos:qpos + b - rpos]
+                r = ref[a - ref_lo:b - ref_lo]
+                hit = (q != r) & wanted[a - ref_lo:b - ref_lo] & np.isin(q, _ACGT) & np.isin(r, _ACGT) \
+                    & (quals[qpos + a - rpos:qpos + b - rpos] >= min_bq)
+                for i in np.flatnonzero(hit):
+                    events.add((a + int(i), chr(r[i]), chr(q[i])))
+            rpos += length
+            qpos += length
         elif op == _I:
             anchor = rpos - 1
-            if lo <= anchor < lo + len(ref) and qpos > 0:
-                events.add((anchor, ref[anchor - lo], ref[anchor - lo] + seq[qpos:qpos + n]))
-            qpos += n
+            if ref_lo <= anchor < ref_lo + n and qpos > 0:
+                base = chr(ref[anchor - ref_lo])
+                events.add((anchor, base, base + read.query_sequence[qpos:qpos + length]))
+            qpos += length
         elif op == _D:
-            covers |= rpos < end and start < rpos + n
-            if rpos - 1 >= lo and rpos + n - lo <= len(ref):
-                events.add((rpos - 1, ref[rpos - 1 - lo:rpos + n - lo], ref[rpos - 1 - lo]))
-            rpos += n
+            if rpos - 1 >= ref_lo and rpos + length - ref_lo <= n:
+                deleted = ref[rpos - 1 - ref_lo:rpos + length - ref_lo].tobytes().decode()
+                events.add((rpos - 1, deleted, deleted[0]))
+            rpos += length
         elif op == _N:
-            rpos += n
+            rpos += length
         elif op == _S:
-            qpos += n
-    return covers, events
+            qpos += length
+    return events
