@@ -68,8 +68,9 @@ def test_quickstart_writes_every_output_complete(quickstart):
     assert chrb == 12000
 
     preds = read_predictions(out / "predictions.h5", "chrB")  # refuses an incomplete file
-    assert preds.classes == ["hom_ref", "het", "hom_alt"]
-    assert preds.covered.all() and preds.probs.shape == (chrb, 3)
+    assert preds.classes == ["hom_ref", "snv_het", "snv_hom_alt", "insertion_het", "insertion_hom_alt",
+                             "deletion_het", "deletion_hom_alt"]
+    assert preds.covered.all() and preds.probs.shape == (chrb, 7)
     np.testing.assert_allclose(preds.probs.sum(axis=1), 1, atol=5e-3)  # float16 storage
 
     calls = out / "calls.vcf.gz"
@@ -95,7 +96,7 @@ def test_quickstart_writes_every_output_complete(quickstart):
     train = json.loads((out / "train-summary.json").read_text())
     assert train["step"] == 6 and Path(train["checkpoint"]).is_dir()
     config = json.loads((out / "variant-run" / "config.json").read_text())
-    assert config["class_weights"] == [1.0, 30.0, 30.0] and config["val_regions"] == ["chrB"]
+    assert config["class_weights"] == [1.0] + [30.0] * 6 and config["val_regions"] == ["chrB"]
     assert config["val_windows"] == -(-chrb // config["window"])  # all of chrB is validated
 
 
