@@ -32,12 +32,14 @@ _out = click.Path(dir_okay=False, path_type=Path)
               help="Reference FASTA for VCF REF bases  [default: the one recorded in PREDS.h5]")
 @click.option("--bam", type=click.Path(exists=True, dir_okay=False), metavar="BAM",
               help="VCF: reads that pick each call's allele  [default: the BAM recorded in PREDS.h5]")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False), metavar="JSON",
+              help="VCF: call from probabilities calibrated by `genoformer calibrate` (QUAL and GQ too).")
 @click.option("--region", "regions", type=REGION, multiple=True,
               help="Export only this region (1-based, chr20:10,000,001-10,100,000); repeatable.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (only once the new ones are complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def export(predictions: Path, vcf, bed, bedgraph, classes, threshold, min_gq, digits,
-           sample, reference, bam, regions, force, progress) -> None:
+           sample, reference, bam, calibration, regions, force, progress) -> None:
     """Write VCF calls (variant predictions) or BED / bedGraph tracks (any class) from PREDS.h5.
 
     \b
@@ -54,6 +56,7 @@ def export(predictions: Path, vcf, bed, bedgraph, classes, threshold, min_gq, di
     config = ExportConfig(predictions=str(predictions), vcf=vcf and str(vcf), bed=bed and str(bed),
                           bedgraph=bedgraph and str(bedgraph), classes=list(classes), threshold=threshold,
                           min_gq=min_gq, digits=digits,
-                          sample=sample, reference=reference, bam=bam, regions=list(regions), force=force,
+                          sample=sample, reference=reference, bam=bam, calibration=calibration,
+                          regions=list(regions), force=force,
                           progress=progress)
     click.echo(json.dumps(run(config)))

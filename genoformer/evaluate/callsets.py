@@ -103,11 +103,13 @@ def _left_aligned(start: int, ref: str, alt: str, fetch) -> tuple[int, str, str]
 
 @dataclass
 class CallSet:
-    """The scored alleles of one VCF sample: allele -> zygosity ("het" or "hom")."""
+    """The scored alleles of one VCF sample: allele -> zygosity ("het" or "hom"), and allele -> (QUAL, GQ)
+    of its record (None where the record has none)."""
     path: str
     sample: str
     alleles: dict[Allele, str]
     skipped: Counter = field(default_factory=Counter)
+    quality: dict[Allele, tuple[float | None, int | None]] = field(default_factory=dict)
 
 
 
@@ -167,6 +169,7 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
     try:
         sample = _sample(vcf, path, sample)
         alleles: dict[Allele, str] = {}
+        quality: dict[Allele, tuple[float | None, int | None]] = {}
         skipped: Counter = Counter()
         checked = 0
         fetchers: dict = {}  # contig -> its reference bases, to left-align indels
@@ -182,27 +185,30 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
                         checked += 1
                 if reference is not None and rec.contig not in fetchers:
                     fetchers[rec.contig] = reference_fetcher(reference, rec.contig)
-                _add_record(rec, sample, alleles, skipped, regions, path, fetchers.get(rec.contig))
+                for allele in _add_record(rec, sample, alleles, skipped, regions, path, fetchers.get(rec.contig)):
+                    quality[allele] = (rec.qual, rec.samples[sample].get("GQ") if "GQ" in rec.format else None)
         except (ValueError, OSError) as exc:
             raise VariantError(f"{path}: cannot read records ({exc})") from None
     finally:
         vcf.close()
-    return CallSet(str(path), sample, alleles, skipped)
+    return CallSet(str(path), sample, alleles, skipped, quality)
 
 
 def _add_record(rec, sample: str, alleles: dict[Allele, str], skipped: Counter,
-                regions: list[IntervalSet] | None, path: Path, fetch) -> None:
+                regions: list[IntervalSet] | None, path: Path, fetch) -> list[Allele]:
+    """Add the record's scored alleles to `alleles`; returns them."""
     gt = genotype(rec, sample, path)
     if not gt or any(a is None for a in gt):
         skipped["missing_genotype"] += 1
-        return
+        return []
     if list(rec.filter) not in ([], ["PASS"]):
         skipped["filtered"] += 1
-        return
+        return []
     called = sorted({a for a in gt if a})
     if not called:
         skipped["hom_ref"] += 1
-        return
+        return []
+    added = []
     alts = rec.alts or ()
     for a in called:
         found = normalise(rec.contig, rec.start, rec.ref, alts[a - 1], fetch) if a <= len(alts) else []
@@ -216,4 +222,6 @@ def _add_record(rec, sample: str, alleles: dict[Allele, str], skipped: Counter,
                 skipped["duplicate_allele"] += 1
             else:
                 alleles[allele] = zygosity
+                added.append(allele)
+    return added
 

@@ -5,7 +5,9 @@ split, and left-aligned when a reference is given). An allele is a true positive
 allele is in both files, whatever the genotype; genotype concordance is the share of true
 positives whose zygosity (het, or hom: every allele of the GT is this one) agrees. Counts are
 reported per kind (SNV, insertion, deletion), for all indels, for all alleles, and per indel
-length (1, 2-5, 6-49, 50+ bases inserted or deleted).
+length (1, 2-5, 6-49, 50+ bases inserted or deleted). When the calls carry QUAL and FORMAT/GQ,
+evaluate.quality adds a reliability table per GQ band and precision over QUAL (and, with
+`quality_report`, writes them as TSV and PNG).
 
 Scoring regions: an allele is scored when its reference span lies inside one confident
 interval (and inside one `--region`, when given). The span is the replaced or deleted bases;
@@ -29,6 +31,7 @@ from pathlib import Path
 from genoformer import __version__
 from genoformer.coords import IntervalSet, parse_region, read_bed
 from genoformer.errors import UsageError, VariantError
+from genoformer.evaluate.quality import QualityReport, quality_report
 from genoformer.evaluate.callsets import KINDS, LENGTH_BINS, Allele, header_lengths, length_conflicts, open_vcf, read_callset
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,7 @@ class EvaluateConfig:
     reference: str | None = None
     calls_sample: str | None = None
     truth_sample: str | None = None
+    quality_report: str | None = None  # PREFIX: write PREFIX.reliability.tsv, PREFIX.pr.tsv (and PNGs)
 
 
 @dataclass
@@ -109,11 +113,13 @@ class EvaluateResult:
     counts: dict[str, Counts]
     skipped: dict[str, dict[str, int]]
     scored_bases: int | None  # bases of the scoring regions (None: whole genome)
+    quality: QualityReport | None = None  # QUAL and GQ against the truth, when the calls have both
 
     def as_dict(self) -> dict:
+        quality = {"quality": self.quality.as_dict()} if self.quality is not None else {}
         return {"genoformer_version": __version__, "config": dataclasses.asdict(self.config),
                 "scored_bases": self.scored_bases,
-                **{kind: c.as_dict() for kind, c in self.counts.items()}, "skipped": self.skipped}
+                **{kind: c.as_dict() for kind, c in self.counts.items()}, "skipped": self.skipped, **quality}
 
     def to_json(self) -> str:
         return json.dumps(json_safe(self.as_dict()), indent=2) + "\n"
@@ -125,6 +131,8 @@ class EvaluateResult:
             conc = f"{format_ratio(c.genotype_concordance)} ({c.genotype_matches}/{c.tp})"
             rows.append(f"{kind.upper() if kind == 'snv' else kind:<16}{c.tp:>8}{c.fp:>8}{c.fn:>8}"
                         f"{format_ratio(c.precision):>11}{format_ratio(c.recall):>9}{format_ratio(c.f1):>9}  {conc}")
+        if self.quality is not None:
+            rows += ["", self.quality.table()]
         return "\n".join(rows)
 
 
@@ -177,8 +185,13 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     calls = read_callset(calls_path, config.calls_sample, reference, regions)
     _check_conflicts(conflicts, {a.contig for a in calls.alleles} | {a.contig for a in truth.alleles}
                      | {contig for r in regions for contig in r.contigs})
+    quality = quality_report(calls.alleles, calls.quality, truth.alleles)
+    if config.quality_report is not None:
+        if quality is None:
+            raise UsageError(f"{calls_path}: no scored call has both QUAL and FORMAT/GQ: no quality report")
+        quality.write(config.quality_report)
     return EvaluateResult(config, compare(calls.alleles, truth.alleles),
-                          {"calls": dict(calls.skipped), "truth": dict(truth.skipped)}, scored_bases)
+                          {"calls": dict(calls.skipped), "truth": dict(truth.skipped)}, scored_bases, quality)
 
 
 def _check_conflicts(conflicts: dict[str, str], scored_contigs: set[str]) -> None:

@@ -22,6 +22,7 @@ class ExportConfig:
     sample: str | None = None  # VCF sample name (default: the BAM's SM, else SAMPLE)
     reference: str | None = None  # default: the reference recorded in the predictions file
     bam: str | None = None  # VCF: the reads that pick each call's allele; default: the predicted BAM
+    calibration: str | None = None  # VCF: `genoformer calibrate`'s JSON, applied before calling
     regions: list[str] = field(default_factory=list)  # samtools-style, 1-based; default: everything covered
     force: bool = False
     progress: bool = True

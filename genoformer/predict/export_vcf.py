@@ -7,6 +7,7 @@ hom_alt call with a second allele in its reads is one multi-allelic record (GT 1
 normalised (left-aligned, parsimonious: `bcftools norm -f REF` leaves them unchanged), their REF
 is the reference's bases, and there is one record per position.
 
+- with --calibration, the probabilities are calibrated first (predict.calibration);
 - QUAL = phred(P(hom_ref)) (at most 100); GQ = phred(1 - P(GT)) capped at 99, P(GT) the summed
   probability of the het classes for 0/1 and of the hom_alt classes for 1/1 and 1/2; records with
   GQ < min_gq get FILTER LowGQ;
@@ -35,6 +36,7 @@ from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import Predictions, PredictionsFile
 from genoformer.io.variant_classes import VARIANT_CLASSES, check_variant_classes
 from genoformer.outputs import staged_text
+from genoformer.predict.calibration import Calibration
 from genoformer.predict.calls import Record, called_bases, ends_in_deletion, events, record_of, window
 from genoformer.predict.export_config import MAX_GQ, ExportConfig, one_line
 from genoformer.normalise import reference_fetcher
@@ -165,6 +167,7 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
     check_variant_classes(preds.classes, str(preds.path))
     reference = _reference(preds, config, {b.contig for b in blocks})
     bam = _bam_path(preds, config)
+    calibration = Calibration.load(config.calibration) if config.calibration else None
     header = _vcf_header(preds, config, reference, _sample_name(preds, config), command)
     counts = _CallCounts()
     with ReadAlleles(bam, reference) as reads, staged_text(config.vcf, "vcf", ".vcf") as tmp:
@@ -173,7 +176,7 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
                       disable=not config.progress, file=sys.stderr, leave=False) as bar:
                 order = {name: i for i, name in enumerate(reference.contigs)}  # records follow the ##contig lines
                 pending = _Pending(out, config, counts)
-                for iv, p in _whole_runs(preds, config, blocks, block, bar, order):
+                for iv, p in _whole_runs(preds, config, blocks, block, bar, order, calibration):
                     pending.flush(iv.contig, iv.start - FLUSH_MARGIN)
                     fetch = reference_fetcher(reference, iv.contig)
                     found = events(iv.start, p.probs, p.covered, config.threshold)
@@ -227,14 +230,17 @@ class _Pending:
 
 
 def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], block: int, bar: tqdm,
-                contig_order: dict[str, int]) -> Iterator[tuple[Interval, Predictions]]:
-    """Pieces of about `block` bases with their predictions, contigs in `contig_order`, cut so that no
-    deletion run crosses into the next piece (only a run longer than `block` is split)."""
+                contig_order: dict[str, int], calibration: Calibration | None
+                ) -> Iterator[tuple[Interval, Predictions]]:
+    """Pieces of about `block` bases with their (calibrated) predictions, contigs in `contig_order`, cut so
+    that no deletion run crosses into the next piece (only a run longer than `block` is split)."""
     for stretch in sorted(merge_intervals(blocks), key=lambda iv: (contig_order[iv.contig], iv.start)):
         start = stretch.start
         while start < stretch.end:
             end = min(start + block, stretch.end)
             p = preds.read(Interval(stretch.contig, start, end))
+            if calibration is not None:
+                p = replace(p, probs=calibration.apply(p.probs))
             dels = ends_in_deletion(p.probs, p.covered, config.threshold)
             if end < stretch.end and dels[-1] and not dels.all():
                 end = start + int(np.flatnonzero(~dels)[-1]) + 1  # the next piece starts with the open run
