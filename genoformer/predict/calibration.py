@@ -90,7 +90,7 @@ def fit(probs: np.ndarray, labels: np.ndarray) -> Calibration:
     optimiser.step(closure)
     with torch.no_grad():
         after = float(nll())
-    return Calibration(float(log_t.exp()), [0.0, *map(float, offsets.detach())],
+    return Calibration(float(log_t.detach().exp()), [0.0, *map(float, offsets.detach())],
                        fitted_on={"bases": int(len(labels)), "nll_before": before, "nll_after": after,
                                   "variant_bases": int((labels > 0).sum())})
 
