@@ -80,4 +80,8 @@ def score(name: str, vcf: Path, regions: list[str], confident_bed: Path | None, 
     row = {"caller": name, "scored_bases": result.scored_bases}
     for kind in KINDS:
         row |= {f"{kind}_{k}": v for k, v in result.counts[kind].as_dict().items()}
+    if result.quality is not None:  # calls with QUAL and GQ: does QUAL rank them, does GQ mean what it says
+        row |= {"qual_decile_precision": [d["precision"] for d in result.quality.deciles],
+                "gq_calibration_error": result.quality.calibration_error,
+                "gq_reliability": result.quality.reliability}
     return row

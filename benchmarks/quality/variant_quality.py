@@ -10,9 +10,10 @@ plain callers and the scorer):
   confident BED (49 truth variants). Headline: F1 over all variants, next to bcftools and the
   allele-fraction rule on the same region.
 - simulated: a model trained only on the first contig of a simulated genome (`genoformer
-  simulate`, --sim-* options: by default 2 x 1 Mb, ~50x, insert ~N(320, 70) like this BAM, one
-  variant per 500 bp, 40 % of them indels, seeded by the run's seed) is scored twice: on the
-  held-out second contig (its simulated truth, inside its confident BED) and over
+  simulate`, --sim-* options: by default 3 x 500 kb, ~50x, insert ~N(320, 70) like this BAM, one
+  variant per 500 bp, 40 % of them indels, seeded by the run's seed), calibrated on the second
+  (`genoformer calibrate`: temperature and class offsets), is scored twice, raw and calibrated:
+  on the held-out last contig (its simulated truth, inside its confident BED) and over
   chr20:10,000,001-10,100,000 of the real reads against ALL the truth variants there (221
   records; no confident BED). Recall is exact there; precision is approximate, since outside
   the confident BED the truth is incomplete and some "false positives" may be real. bcftools is
@@ -60,6 +61,7 @@ from quality_common import (
 )
 from variant_callers import KINDS, allele_fraction_calls, bcftools_calls, score
 
+from genoformer.predict.calibration import fit_from_predictions
 from genoformer.predict.export import ExportConfig, export
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.simulate.genome import SimulatedExample, simulate
@@ -90,7 +92,7 @@ def simulated_inputs(args, folder: Path, seed: int) -> dict:
     the last is held out."""
     ex = simulated_example(args, folder, seed)
     return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
-            "confident_bed": str(ex.confident_bed), "train_regions": ["sim1"]}
+            "confident_bed": str(ex.confident_bed), "train_regions": ["sim1"]}  # sim2 calibrates, the last is held out
 
 
 def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
@@ -102,17 +104,38 @@ def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
 
 
 def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_average: bool = False,
-                     reference: Path = FASTA, bam: Path = BAM) -> tuple[Path, dict]:
+                     reference: Path = FASTA, bam: Path = BAM, calibration: Path | None = None
+                     ) -> tuple[dict[str, Path], dict]:
     """Predict with the trained model in `run` over `region` of `bam` (with `rc_average`, averaged with the
-    reverse strand) and export a VCF."""
+    reverse strand) and export VCFs: "raw", and "calibrated" with `calibration`."""
     folder.mkdir(parents=True, exist_ok=True)
-    preds, vcf = folder / "eval.h5", folder / "genoformer.vcf.gz"
+    preds = folder / "eval.h5"
     started = time.perf_counter()
     predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
                           device="cpu", rc_average=rc_average, progress=False))
-    exported = export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold, progress=False),
-                      command="benchmarks/quality/variant_quality.py")
-    return vcf, {"predict_export_seconds": time.perf_counter() - started, "export": exported.get("vcf")}
+    info = {"predict_seconds": time.perf_counter() - started}
+    vcfs = {}
+    for name, cal in (("raw", None), ("calibrated", calibration)):
+        if name == "calibrated" and cal is None:
+            continue
+        vcfs[name] = folder / f"genoformer-{name}.vcf.gz"
+        started = time.perf_counter()
+        exported = export(ExportConfig(predictions=str(preds), vcf=str(vcfs[name]), threshold=threshold,
+                                       calibration=cal and str(cal), progress=False),
+                          command="benchmarks/quality/variant_quality.py")
+        info[f"export_{name}"] = exported.get("vcf") | {"seconds": time.perf_counter() - started}
+    return vcfs, info
+
+
+def fit_calibration(run: str, region: str, ex: SimulatedExample, folder: Path) -> tuple[Path, dict]:
+    """Predict the validation contig of the simulated genome and fit the calibration on it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    predict(PredictConfig(model=run, reference=str(ex.reference), bam=str(ex.reads), regions=[region],
+                          out=str(folder / "validation.h5"), device="cpu", progress=False))
+    calibration = fit_from_predictions(str(folder / "validation.h5"), str(ex.truth_vcf), str(ex.confident_bed))
+    calibration.save(folder / "calibration.json")
+    return folder / "calibration.json", {"temperature": calibration.temperature, "offsets": calibration.offsets,
+                                         **calibration.fitted_on}
 
 
 def _train(config: TrainConfig, steps: int) -> dict:
@@ -121,18 +144,20 @@ def _train(config: TrainConfig, steps: int) -> dict:
             "bases_per_s": trained["bases_per_s"]}
 
 
-def _compared(name: str, region: str, confident, folder: Path, model_vcf: Path | None, model_info: dict | None,
+def _compared(label: str, region: str, confident, folder: Path, model_vcfs: dict[str, Path], model_info: dict | None,
               with_allele_fraction: bool, truth: Path = TRUTH, fasta: Path = FASTA, bam: Path = BAM) -> dict:
-    """Rows of genoformer (when it called) and the baselines on the same reads, region and truth."""
+    """Rows of genoformer (each of its VCFs: calibrated first) and the baselines on the same reads, region
+    and truth."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [] if model_vcf is None else [score(name, model_vcf, [region], confident, truth, fasta)]
+    rows = [score(f"{label}, {name}", vcf, [region], confident, truth, fasta)
+            for name, vcf in sorted(model_vcfs.items())]
     bcf_vcf, version = bcftools_calls(region, folder / "bcftools.vcf.gz", fasta, bam)
     rows.append(score(BCFTOOLS, bcf_vcf, [region], confident, truth, fasta))
     if with_allele_fraction:
         rows.append(score(ALLELE_FRACTION, allele_fraction_calls(region, folder / "af.vcf.gz"), [region],
                           confident))
     return {"region": region, "confident_bed": bool(confident), "genoformer": model_info, "bcftools": version,
-            "rows": rows}
+            "rows": rows, "model_rows": len(model_vcfs)}
 
 
 def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: int, setting: str) -> Measurement:
@@ -141,23 +166,27 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
     run = str(sub / "run")
     trained = None if config is None else _train(dataclasses.replace(config, out=run), steps)
     label = f"genoformer ({setting} training, {steps} steps)"
-    parts = {}
-    if setting == "simulated":  # the held-out contig of the simulated genome first
+    parts, calibration = {}, None
+    if setting == "simulated":  # calibrated on the validation contig, scored on the held-out one
         ex = simulated_example(args, folder, seed)
-        held_out = f"sim{args.sim_contigs}"
-        vcf = info = None
+        validation, held_out = "sim2", f"sim{args.sim_contigs}"
+        vcfs, info = {}, None
         if config is not None:
-            vcf, info = genoformer_calls(run, held_out, args.threshold, sub / "held-out", args.rc_average,
-                                         ex.reference, ex.reads)
-        parts["held_out"] = _compared(label, held_out, ex.confident_bed, sub / "held-out", vcf, info, False,
+            calibration, fitted = fit_calibration(run, validation, ex, sub / "validation")
+            trained["calibration"] = fitted
+            vcfs, info = genoformer_calls(run, held_out, args.threshold, sub / "held-out", args.rc_average,
+                                          ex.reference, ex.reads, calibration)
+        parts["held_out"] = _compared(label, held_out, ex.confident_bed, sub / "held-out", vcfs, info, False,
                                       ex.truth_vcf, ex.reference, ex.reads)
     region, confident = (EVAL_REGION, CONFIDENT) if setting == "real" else (ALL_REGION, None)
-    vcf = info = None
+    vcfs, info = {}, None
     if config is not None:
-        vcf, info = genoformer_calls(run, region, args.threshold, sub / "real", args.rc_average)
-    parts["real"] = _compared(label, region, confident, sub / "real", vcf, info, setting == "real")
-    base_rows = parts["real"]["rows"][0 if config is None else 1:]
-    model_row = None if config is None else parts["real"]["rows"][0]
+        vcfs, info = genoformer_calls(run, region, args.threshold, sub / "real", args.rc_average,
+                                      calibration=calibration)
+    parts["real"] = _compared(label, region, confident, sub / "real", vcfs, info, setting == "real")
+    n_model = parts["real"]["model_rows"]
+    base_rows = parts["real"]["rows"][n_model:]
+    model_row = parts["real"]["rows"][0] if n_model else None  # calibrated where there is a calibration
     truth = base_rows[0]["all_tp"] + base_rows[0]["all_fn"]
     if setting == "real":
         metrics = [("F1, all variants, confident BED", "all_f1"), ("SNV F1", "snv_f1"), ("indel F1", "indel_f1"),
@@ -172,11 +201,15 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
               for name, key in metrics]
     if setting == "simulated":
         held = parts["held_out"]["rows"]
-        scores += [Measurement(f"held-out simulated contig: {name}", held[0][key] if config is not None else None,
-                               {r["caller"]: r[key] for r in held[0 if config is None else 1:]})
+        n_model = parts["held_out"]["model_rows"]
+        scores += [Measurement(f"held-out simulated contig: {name}", held[0][key] if n_model else None,
+                               {r["caller"]: r[key] for r in held[n_model:]})
                    for name, key in (("insertion recall", "insertion_recall"), ("deletion recall", "deletion_recall"),
                                      ("SNV recall", "snv_recall"), ("all F1", "all_f1"),
                                      ("genotype concordance", "all_genotype_concordance"))]
+        if n_model:
+            scores.append(Measurement("held-out simulated contig: GQ calibration error (phred)",
+                                      held[0].get("gq_calibration_error"), {}, higher_is_better=False))
     return dataclasses.replace(scores[0], also=scores[1:],
                                detail={"setting": setting, "training": trained, "parts": parts})
 
@@ -200,13 +233,13 @@ def probe_config_simulated(args, folder: Path, options: dict) -> TrainConfig:
     return variant_config(args, folder / "probe", 0, options, **simulated_inputs(args, folder, 0))
 
 
-def difference_rows(rows: list[dict]) -> list[dict]:
-    """genoformer - each baseline, for every ratio column."""
+def difference_rows(rows: list[dict], n_model: int = 1) -> list[dict]:
+    """genoformer (its first row) - each baseline (the rows after its `n_model`), for every ratio column."""
     model = rows[0]
     return [{"caller": f"genoformer - {r['caller']}",
              **{f"{kind}_{m}": minus(model[f"{kind}_{m}"], r[f"{kind}_{m}"]) for kind in KINDS
                 for m in ("precision", "recall", "f1", "genotype_concordance")}}
-            for r in rows[1:]]
+            for r in rows[n_model:]]
 
 
 def print_setting(setting: str, seed: int, run: Measurement, budget) -> None:
@@ -218,7 +251,7 @@ def print_setting(setting: str, seed: int, run: Measurement, budget) -> None:
     columns.append(("all_genotype_concordance", "GT conc.", ".3f"))
     for part, detail in run.detail["parts"].items():
         rows = detail["rows"]
-        shown = rows + difference_rows(rows) if run.genoformer is not None else rows
+        shown = rows + difference_rows(rows, detail["model_rows"]) if detail["model_rows"] else rows
         where = {"held_out": f"train on the simulated genome's first contig, evaluate the held-out {detail['region']}",
                  "real": (f"train {TRAIN_REGION}, evaluate {EVAL_REGION} inside the confident BED" if setting == "real"
                           else f"train on the simulated genome only, evaluate {ALL_REGION} of the real reads, all "
@@ -243,12 +276,13 @@ def add_args(ap: argparse.ArgumentParser) -> None:
                     help="ablation: k x classes per token instead of the per-base decoder")
     ap.add_argument("--rc-augment", action="store_true", help="train on the reverse strand of half the windows")
     ap.add_argument("--rc-average", action="store_true", help="predict: average with the reverse strand")
-    ap.add_argument("--sim-contigs", type=int, default=2, help="simulated setting: contigs to simulate")
-    ap.add_argument("--sim-contig-length", type=int, default=1_000_000, help="simulated setting: bases a contig")
+    ap.add_argument("--sim-contigs", type=int, default=3,
+                    help="simulated setting: contigs to simulate (1: training, 2: calibration, last: held out)")
+    ap.add_argument("--sim-contig-length", type=int, default=500_000, help="simulated setting: bases a contig")
     ap.add_argument("--sim-coverage", type=float, default=50.0, help="simulated setting: read depth (this BAM: ~52x)")
     ap.add_argument("--sim-variant-rate", type=float, default=1 / 500, help="simulated setting: variants a base")
     ap.add_argument("--sim-indel-fraction", type=float, default=0.4,
-                    help="simulated setting: share of variants that are indels (1 Mb contig: ~800 indels)")
+                    help="simulated setting: share of variants that are indels (500 kb contig: ~400 indels)")
 
 
 def parser() -> argparse.ArgumentParser:
