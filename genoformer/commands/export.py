@@ -15,6 +15,9 @@ _out = click.Path(dir_okay=False, path_type=Path)
 @click.argument("predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PREDS.h5")
 @click.option("--vcf", type=_out, metavar="PATH",
               help="Variant calls: .vcf.gz (bgzipped, tabix-indexed) or .vcf. Variant predictions only.")
+@click.option("--gvcf", type=_out, metavar="PATH",
+              help="The calls plus reference-confidence blocks (<*>, INFO/END, GQ bands of 5), for "
+                   "`bcftools merge --gvcf` and joint genotyping.")
 @click.option("--bed", type=_out, metavar="PATH",
               help="Runs of bases with class probability >= --threshold, per class (BED6; .gz: bgzip + tabix).")
 @click.option("--bedgraph", type=_out, metavar="PATH",
@@ -38,7 +41,7 @@ _out = click.Path(dir_okay=False, path_type=Path)
               help="Export only this region (1-based, chr20:10,000,001-10,100,000); repeatable.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (only once the new ones are complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def export(predictions: Path, vcf, bed, bedgraph, classes, threshold, min_gq, digits,
+def export(predictions: Path, vcf, gvcf, bed, bedgraph, classes, threshold, min_gq, digits,
            sample, reference, bam, calibration, regions, force, progress) -> None:
     """Write VCF calls (variant predictions) or BED / bedGraph tracks (any class) from PREDS.h5.
 
@@ -53,7 +56,8 @@ def export(predictions: Path, vcf, bed, bedgraph, classes, threshold, min_gq, di
     from genoformer.predict.export import ExportConfig
     from genoformer.predict.export import export as run
 
-    config = ExportConfig(predictions=str(predictions), vcf=vcf and str(vcf), bed=bed and str(bed),
+    config = ExportConfig(predictions=str(predictions), vcf=vcf and str(vcf), gvcf=gvcf and str(gvcf),
+                          bed=bed and str(bed),
                           bedgraph=bedgraph and str(bedgraph), classes=list(classes), threshold=threshold,
                           min_gq=min_gq, digits=digits,
                           sample=sample, reference=reference, bam=bam, calibration=calibration,

@@ -29,7 +29,7 @@ BLOCK = 1 << 20  # bases read at a time (a multiple of the file's chunk length)
 
 def export(config: ExportConfig, command: str | None = None) -> dict:
     """Write the outputs of `config`; returns a summary (counts per output)."""
-    outputs = [p for p in (config.vcf, config.bed) if p]
+    outputs = [p for p in (config.vcf, config.gvcf, config.bed) if p]
     for path in outputs:
         refuse_existing(path, config.force)
     with open_predictions(config.predictions) as preds:
@@ -45,6 +45,8 @@ def export(config: ExportConfig, command: str | None = None) -> dict:
         summary: dict = {"predictions": str(preds.path)}
         if config.vcf:
             summary["vcf"] = export_vcf(preds, config, blocks, command, BLOCK)
+        if config.gvcf:
+            summary["gvcf"] = export_vcf(preds, config, blocks, command, BLOCK, gvcf=True)
         if config.bed:
             summary["bed"] = export_bed(preds, config, classes, blocks, command)
         for name, path in bedgraphs.items():

@@ -37,26 +37,13 @@ from genoformer.io.predictions import Predictions, PredictionsFile
 from genoformer.io.variant_classes import VARIANT_CLASSES, check_variant_classes
 from genoformer.outputs import staged_text
 from genoformer.predict.calibration import Calibration
+from genoformer.predict.export_gvcf import NON_REF, GvcfSink, add_gvcf_header, variant_pls
 from genoformer.predict.calls import Record, called_bases, ends_in_deletion, events, record_of, window
-from genoformer.predict.export_config import MAX_GQ, ExportConfig, one_line
+from genoformer.predict.export_config import ExportConfig, genotype_quality, one_line, phred
 from genoformer.normalise import reference_fetcher
 from genoformer.predict.read_alleles import ReadAlleles
 
 log = logging.getLogger(__name__)
-
-MIN_P = 1e-10  # probabilities floored here so QUAL stays finite (<= 100)
-
-
-def phred(p: np.ndarray | float) -> np.ndarray:
-    """-10 log10(p), with p floored at MIN_P."""
-    return -10 * np.log10(np.maximum(p, MIN_P))
-
-
-def genotype_quality(p_called: np.ndarray | float) -> np.ndarray:
-    """GQ: phred of the probability that the called genotype is wrong, rounded, capped at MAX_GQ."""
-    return np.minimum(np.rint(phred(1 - np.asarray(p_called, dtype=np.float64))), MAX_GQ).astype(int)
-
-
 
 def _reference(preds: PredictionsFile, config: ExportConfig, exported: set[str]):
     """The reference of the predictions, checked by contig length, and by md5 (of the upper-cased
@@ -157,27 +144,37 @@ class _CallCounts:
 
 
 def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], command: str,
-               block: int) -> dict:
-    """Write config.vcf from the covered `blocks`, reading about `block` bases at a time; returns the counts."""
+               block: int, gvcf: bool = False) -> dict:
+    """Write config.vcf (with `gvcf`: config.gvcf, reference blocks between the records) from the covered
+    `blocks`, reading about `block` bases at a time; returns the counts."""
     import pysam
 
+    path = config.gvcf if gvcf else config.vcf
     if preds.task != "variant":
-        raise UsageError(f"{preds.path}: --vcf needs variant predictions (this file: task {preds.task})",
+        raise UsageError(f"{preds.path}: --vcf and --gvcf need variant predictions (this file: task {preds.task})",
                          hint="export pattern predictions with --bed / --bedgraph")
     check_variant_classes(preds.classes, str(preds.path))
     reference = _reference(preds, config, {b.contig for b in blocks})
     bam = _bam_path(preds, config)
     calibration = Calibration.load(config.calibration) if config.calibration else None
     header = _vcf_header(preds, config, reference, _sample_name(preds, config), command)
+    if gvcf:
+        add_gvcf_header(header)
     counts = _CallCounts()
-    with ReadAlleles(bam, reference) as reads, staged_text(config.vcf, "vcf", ".vcf") as tmp:
+    with ReadAlleles(bam, reference) as reads, staged_text(path, "vcf", ".vcf") as tmp:
         with pysam.VariantFile(str(tmp), "w", header=header) as out:
-            with tqdm(total=sum(len(b) for b in blocks), unit="b", unit_scale=True, desc="export vcf",
-                      disable=not config.progress, file=sys.stderr, leave=False) as bar:
+            with tqdm(total=sum(len(b) for b in blocks), unit="b", unit_scale=True, desc="export gvcf" if gvcf
+                      else "export vcf", disable=not config.progress, file=sys.stderr, leave=False) as bar:
                 order = {name: i for i, name in enumerate(reference.contigs)}  # records follow the ##contig lines
-                pending = _Pending(out, config, counts)
+
+                def write(rec: Record, non_ref: bool = False) -> None:
+                    out.write(_vcf_record(out, rec, config=config, counts=counts, non_ref=non_ref))
+
+                sink = GvcfSink(out, write, reference) if gvcf else _VcfSink(write)
+                pending = _Pending(sink, counts)
                 for iv, p in _whole_runs(preds, config, blocks, block, bar, order, calibration):
                     pending.flush(iv.contig, iv.start - FLUSH_MARGIN)
+                    sink.add_bases(iv, p)
                     fetch = reference_fetcher(reference, iv.contig)
                     found = events(iv.start, p.probs, p.covered, config.threshold)
                     counts.called_bases += int(called_bases(p.probs, p.covered, config.threshold).sum())
@@ -192,25 +189,37 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
                         else:
                             pending.add(rec)
                 pending.flush(None, 0)
-    log.info("wrote %s: %d records", config.vcf, counts.records)
-    return {"path": config.vcf, **asdict(counts)}
+    log.info("wrote %s: %d records", path, counts.records)
+    return {"path": path, **asdict(counts)} | ({"reference_blocks": sink.blocks} if gvcf else {})
 
 
 FLUSH_MARGIN = 10_000  # records this far before a block are final: left-alignment moves them less
 
 
-class _Pending:
-    """Records held until no later block can give one at or before their position; one per position."""
+class _VcfSink:
+    """Writes the records, nothing between them."""
 
-    def __init__(self, out, config: ExportConfig, counts: _CallCounts):
-        self.out, self.config, self.counts = out, config, counts
+    def __init__(self, write):
+        self.write = write
+
+    def add_bases(self, iv: Interval, p: Predictions) -> None:
+        pass
+
+    def emit(self, contig: str, records: list[Record], before: int | None) -> None:
+        for rec in records:
+            self.write(rec)
+
+
+class _Pending:
+    """Records held until no later block can give one at or before their position; one per position.
+    The sink gets them in order, with the position up to which its contig is final (None: all of it)."""
+
+    def __init__(self, sink, counts: _CallCounts):
+        self.sink, self.counts = sink, counts
         self.records: dict[int, Record] = {}
         self.contig: str | None = None
 
     def add(self, rec: Record) -> None:
-        if rec.contig != self.contig:
-            self.flush(None, 0)
-            self.contig = rec.contig
         held = self.records.get(rec.pos)
         if held is not None:
             self.counts.merged += 1
@@ -219,14 +228,14 @@ class _Pending:
         self.records[rec.pos] = rec
 
     def flush(self, contig: str | None, before: int) -> None:
-        """Write the records before `before` on `contig` (every record when it is another contig)."""
-        keep = {}
-        for pos in sorted(self.records):
-            if contig == self.contig and pos >= before:
-                keep[pos] = self.records[pos]
-            else:
-                self.out.write(_vcf_record(self.out, self.records[pos], self.config, self.counts))
-        self.records = keep
+        """Emit what lies before `before` on `contig`; a new contig (or None) ends the current one first."""
+        if contig != self.contig:
+            if self.contig is not None:
+                self.sink.emit(self.contig, [self.records[pos] for pos in sorted(self.records)], None)
+            self.records, self.contig = {}, contig
+            return
+        done = sorted(pos for pos in self.records if pos < before)
+        self.sink.emit(contig, [self.records.pop(pos) for pos in done], before)
 
 
 def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], block: int, bar: tqdm,
@@ -252,7 +261,8 @@ def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
             start = end
 
 
-def _vcf_record(out, rec: Record, config: ExportConfig, counts: _CallCounts):
+def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, non_ref: bool = False):
+    """The VCF record of `rec`; with `non_ref` (a gVCF) its ALTs end with <*> and it carries PL."""
     gq = int(genotype_quality(rec.p_genotype))
     counts.low_gq += gq < config.min_gq
     counts.records += 1
@@ -261,13 +271,15 @@ def _vcf_record(out, rec: Record, config: ExportConfig, counts: _CallCounts):
     for alt in rec.alleles[1:]:
         kind = "snvs" if len(alt) == len(ref) else "insertions" if len(alt) > len(ref) else "deletions"
         setattr(counts, kind, getattr(counts, kind) + 1)
-    vcf = out.new_record(contig=rec.contig, start=rec.pos, alleles=rec.alleles,
+    vcf = out.new_record(contig=rec.contig, start=rec.pos, alleles=rec.alleles + (NON_REF,) * non_ref,
                          qual=round(float(phred(rec.p_hom_ref)), 2),
                          filter="LowGQ" if gq < config.min_gq else "PASS")
     sample = vcf.samples[0]
     sample["GT"] = rec.gt
     sample["GQ"] = gq
     sample["DP"] = rec.depth
-    sample["AD"] = rec.allele_depths
+    sample["AD"] = rec.allele_depths + (0,) * non_ref
+    if non_ref:
+        sample["PL"] = variant_pls(rec)
     sample["CP"] = tuple(round(float(x), 4) for x in rec.probs)
     return vcf

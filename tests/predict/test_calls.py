@@ -118,3 +118,69 @@ def test_normalise_by_hand():
     assert normalise_record(3, ("AAAAT", "AAAT"), fetch) == (2, ("CA", "C"))  # trimmed, then slid
     assert normalise_record(0, ("GG", "G"), fetch) == (0, ("GG", "G"))        # nothing left of the contig
     assert normalise_record(2, ("CA", "TA"), fetch) == (2, ("C", "T"))        # padded SNV trimmed
+
+
+def _gvcf_records(path) -> list:
+    with pysam.VariantFile(str(path)) as vcf:
+        return [(r.start, r.stop, r.ref, r.alts, r.samples[0]["GT"],
+                 int(str(r).split("END=")[1].split(";")[0].split("\t")[0]) if "END=" in str(r) else None)
+                for r in vcf]
+
+
+def test_gvcf_covers_every_base_once_and_keeps_the_calls(sample):
+    out, gvcf = sample["folder"] / "g-calls.vcf.gz", sample["folder"] / "a.g.vcf.gz"
+    summary = export(ExportConfig(predictions=str(sample["preds"]), vcf=str(out), gvcf=str(gvcf),
+                                  bam=str(sample["bam"]), progress=False), command="test")
+    got = _gvcf_records(gvcf)
+    variants = [(s, ref, alts[:-1], gt) for s, _, ref, alts, gt, end in got if alts != ("<*>",)]
+    assert [v[:3] for v in variants] == [(r[0] - 1, r[1], r[2]) for r in records(out)]
+    assert all(alts[-1] == "<*>" for _, _, _, alts, _, _ in got)
+    seen = np.zeros(N, dtype=np.int64)
+    for start, stop, ref, alts, gt, end in got:
+        if alts == ("<*>",):
+            assert gt == (0, 0) and end == stop and ref == sample["seq"][start]
+        seen[start:stop] += 1
+    assert (seen == 1).all()  # every base of the covered contig in exactly one record
+    assert summary["gvcf"]["reference_blocks"] == sum(a == ("<*>",) for *_, a, _, _ in got)
+    with pysam.VariantFile(str(gvcf)) as vcf:
+        blocks = [r for r in vcf if r.alts == ("<*>",)]
+        assert all(r.samples[0]["GQ"] >= 0 and r.samples[0]["MIN_DP"] >= 0 for r in blocks)
+        assert all(len(r.samples[0]["PL"]) == 3 for r in blocks)
+        multi = next(r for r in vcf.fetch("c", 450, 451))
+        assert multi.alts == (multi.ref + "C", multi.ref + "CC", "<*>") and len(multi.samples[0]["PL"]) == 10
+
+
+def test_bcftools_merges_two_samples_gvcfs(sample, tmp_path):
+    import bam_factory as bf
+
+    seq = sample["seq"]
+    # a second sample on the same reference: one het SNV at 620, reads of both haplotypes
+    alt = "A" if seq[620] != "A" else "C"
+    reads_b = two_haplotype_reads(seq, [], [rf.Planted("snv", 620, alt)])
+    bam_b = bf.write_bam(tmp_path / "b.bam", {"c": N}, reads_b)
+    probs = np.full((N, len(VARIANT_CLASSES)), 0.01 / (len(VARIANT_CLASSES) - 1))
+    probs[:, 0] = 0.99
+    probs[620] = 0.01 / (len(VARIANT_CLASSES) - 1)
+    probs[620, VARIANT_CLASSES.index("snv_het")] = 0.99
+    write_predictions(tmp_path / "b.h5", {"c": N}, {"c": {"span": (0, N), "covered": np.ones(N, bool), "probs": probs}},
+                      task="variant", classes=list(VARIANT_CLASSES), reference=str(sample["fasta"]))
+    a, b = tmp_path / "a.g.vcf.gz", tmp_path / "b.g.vcf.gz"
+    export(ExportConfig(predictions=str(sample["preds"]), gvcf=str(a), bam=str(sample["bam"]), sample="A",
+                        progress=False), command="test")
+    export(ExportConfig(predictions=str(tmp_path / "b.h5"), gvcf=str(b), bam=str(bam_b), sample="B",
+                        progress=False), command="test")
+    merged = tmp_path / "merged.vcf"
+    bcftools.merge("--gvcf", str(sample["fasta"]), "-o", str(merged), str(a), str(b), catch_stdout=False)
+    with pysam.VariantFile(str(merged)) as vcf:
+        assert list(vcf.header.samples) == ["A", "B"]
+        by_pos = {r.start: r for r in vcf}
+    snv_b, snv_a = by_pos[620], by_pos[550]
+    # bcftools orders the merged ALTs its own way: compare the alleles the genotypes name
+    assert [snv_b.alleles[i] for i in snv_b.samples["B"]["GT"]] == [seq[620], alt]
+    assert snv_b.samples["A"]["GT"] == (0, 0) and snv_a.samples["B"]["GT"] == (0, 0)
+    assert [snv_a.alleles[i] for i in snv_a.samples["A"]["GT"]] == [seq[550], "T" if seq[550] != "T" else "G"]
+    # every base of the contig is in one merged record
+    covered = np.zeros(N, dtype=np.int64)
+    for r in by_pos.values():
+        covered[r.start:r.stop] += 1
+    assert (covered >= 1).all()
