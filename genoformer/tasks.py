@@ -42,7 +42,7 @@ class Task:
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("mlm", "masked k-mer modelling, pre-training without labels", TOKEN_LOGITS, _WINDOWS, "accuracy"),
-    Task("variant", "per-base genotypes from reads and a truth VCF", PER_BASE,
+    Task("variant", "per-base variant classes (type x genotype) from reads and a truth VCF", PER_BASE,
          _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights"), "f1", predict=SOFTMAX),
     Task("pattern", "per-base classes from BED/GFF tracks or soft-masked repeats", PER_BASE,
          _WINDOWS + ("bam", "bed"), "auprc", predict=SIGMOID),
