@@ -1,4 +1,5 @@
-"""`genoformer calibrate`: fit variant probability calibration on held-out predictions (genoformer.predict.calibration)."""
+"""`genoformer calibrate`: fit the calibration of variant probabilities on held-out predictions
+(genoformer.predict.calibration)."""
 from __future__ import annotations
 
 import json

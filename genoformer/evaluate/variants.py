@@ -31,8 +31,9 @@ from pathlib import Path
 from genoformer import __version__
 from genoformer.coords import IntervalSet, parse_region, read_bed
 from genoformer.errors import UsageError, VariantError
+from genoformer.evaluate.callsets import (KINDS, LENGTH_BINS, Allele, header_lengths, length_conflicts, open_vcf,
+                                         read_callset)
 from genoformer.evaluate.quality import QualityReport, quality_report
-from genoformer.evaluate.callsets import KINDS, LENGTH_BINS, Allele, header_lengths, length_conflicts, open_vcf, read_callset
 
 log = logging.getLogger(__name__)
 

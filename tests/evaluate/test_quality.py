@@ -126,8 +126,8 @@ def test_calibrate_command_fits_on_held_out_predictions(tmp_path):
     probs = rng.dirichlet([30, 1, 1, 1, 1, 1, 1], size=len(seq))  # variant classes over-called a little
     for v in planted:
         probs[v.pos] = rng.dirichlet([1, 8, 8, 1, 1, 1, 1])
-    write_predictions(tmp_path / "p.h5", {"c": len(seq)}, {"c": {"span": (0, len(seq)), "covered": np.ones(len(seq), bool),
-                                                               "probs": probs}},
+    arrays = {"c": {"span": (0, len(seq)), "covered": np.ones(len(seq), bool), "probs": probs}}
+    write_predictions(tmp_path / "p.h5", {"c": len(seq)}, arrays,
                       task="variant", classes=list(VARIANT_CLASSES), reference=str(files["reference"]))
     proc = run_cli("calibrate", tmp_path / "p.h5", "--truth-vcf", files["vcf"], "--out", tmp_path / "cal.json")
     assert proc.returncode == 0, proc.stderr

@@ -25,7 +25,8 @@ def reference_sequence() -> str:
     seq = rf.random_sequence(N, seed=11).upper()
     seq = seq[:HOMOPOLYMER[0]] + "A" * 7 + seq[HOMOPOLYMER[1]:]
     # the bases either side of the run are not A, so the run is exactly HOMOPOLYMER
-    return seq[:299] + ("C" if seq[299] == "A" else seq[299]) + seq[300:307] + ("G" if seq[307] == "A" else seq[307]) + seq[308:]
+    before, after = "C" if seq[299] == "A" else seq[299], "G" if seq[307] == "A" else seq[307]
+    return seq[:299] + before + seq[300:307] + after + seq[308:]
 
 
 def two_haplotype_reads(seq: str, hap0: list[rf.Planted], hap1: list[rf.Planted]) -> list:
