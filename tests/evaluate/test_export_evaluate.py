@@ -353,7 +353,7 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch, failure):
     out.write_text("old calls")
     (tmp_path / "c.vcf.gz.tbi").write_text("old index")
 
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise failure
 
     monkeypatch.setattr(export_vcf, "_vcf_record", fail)  # the disk fills up, or ^C, at the first record
