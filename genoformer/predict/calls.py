@@ -8,8 +8,10 @@
    allele: the most frequent one of the called type that touches the event (the substituted
    base; a deleted span or an inserted sequence within NEAR bases of it, as the model's bases may
    be off by one); when the reads show none of that type, the most frequent allele of any type
-   touching the event's own bases. A hom_alt call whose reads also show a second allele
-   (at least SECOND_ALLELE of the first one's reads and MIN_READS reads) at the same site is
+   touching the event's own bases. Only alleles with MIN_READS reads and MIN_FRACTION of the
+   site's reads count: a call whose reads show none is not written (a call bleeding onto the base
+   beside a variant would otherwise write that base's sequencing errors). A hom_alt call whose reads
+   also show a second allele (at least SECOND_ALLELE of the first one's reads) at the same site is
    multi-allelic: one record with both ALTs, GT 1/2.
 4. Records: REF spans every allele's bases, checked against the reference; the record is
    normalised as `bcftools norm -f REF` would leave it (genoformer.normalise). Several events
@@ -28,7 +30,8 @@ from genoformer.predict.read_alleles import Allele, SiteReads
 
 TYPES = ("none", "snv", "insertion", "deletion")
 NEAR = 2  # bases around an event where the reads' alleles count for it
-MIN_READS = 2
+MIN_READS = 2  # an allele needs this many reads
+MIN_FRACTION = 0.15  # and this share of the reads over the site (sequencing errors rarely reach it)
 SECOND_ALLELE = 0.3
 
 
@@ -104,7 +107,8 @@ def record_of(contig: str, event: Event, site: SiteReads, fetch) -> Record | Non
     no allele."""
     if not site.alleles:
         return None
-    ranked = sorted(site.alleles, key=lambda a: (-site.alleles[a], a))
+    least = max(MIN_READS, MIN_FRACTION * site.depth)
+    ranked = sorted((a for a in site.alleles if site.alleles[a] >= least), key=lambda a: (-site.alleles[a], a))
     margin = 0 if event.kind == "snv" else NEAR
     same_kind = [a for a in ranked if a.kind == event.kind and _overlaps(a, event, margin)]
     first = (same_kind or [a for a in ranked if _overlaps(a, event, 0)] or [None])[0]
@@ -116,7 +120,7 @@ def record_of(contig: str, event: Event, site: SiteReads, fetch) -> Record | Non
         lo, hi = first.span
         for other in ranked:
             if other != first and other.span[0] <= hi and lo <= other.span[1] and \
-                    site.alleles[other] >= max(MIN_READS, SECOND_ALLELE * site.alleles[first]):
+                    site.alleles[other] >= SECOND_ALLELE * site.alleles[first]:
                 chosen.append(other)
                 break
     gt = (1, 2) if len(chosen) == 2 else (1, 1) if hom else (0, 1)
