@@ -11,9 +11,9 @@ plain callers and the scorer):
   allele-fraction rule on the same region.
 - simulated: a model trained only on the first contig of a simulated genome (`genoformer
   simulate`, --sim-* options: by default 3 x 500 kb, ~50x, insert ~N(320, 70) like this BAM, one
-  variant per 500 bp, 40 % of them indels, seeded by the run's seed), calibrated on the second
-  (`genoformer calibrate`: temperature and class offsets), is scored twice, raw and calibrated:
-  on the held-out last contig (its simulated truth, inside its confident BED) and over
+  variant per 500 bp, 40 % of them indels, seeded by the run's seed), its QUAL and GQ calibrated
+  on the calls of the second (`genoformer calibrate`), is scored twice: on the held-out last
+  contig (its simulated truth, inside its confident BED) and over
   chr20:10,000,001-10,100,000 of the real reads against ALL the truth variants there (221
   records; no confident BED). Recall is exact there; precision is approximate, since outside
   the confident BED the truth is incomplete and some "false positives" may be real. bcftools is
@@ -61,7 +61,7 @@ from quality_common import (
 )
 from variant_callers import KINDS, allele_fraction_calls, bcftools_calls, score
 
-from genoformer.predict.calibration import fit_from_predictions
+from genoformer.predict.calibration import fit_calibration
 from genoformer.predict.export import ExportConfig, export
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.simulate.genome import SimulatedExample, simulate
@@ -92,7 +92,7 @@ def simulated_inputs(args, folder: Path, seed: int) -> dict:
     the last is held out."""
     ex = simulated_example(args, folder, seed)
     return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
-            "confident_bed": str(ex.confident_bed), "train_regions": ["sim1"]}  # sim2 calibrates, the last is held out
+            "confident_bed": str(ex.confident_bed), "train_regions": ["sim1"]}  # sim2 calibrates; the last held out
 
 
 def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
@@ -107,34 +107,30 @@ def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_a
                      reference: Path = FASTA, bam: Path = BAM, calibration: Path | None = None
                      ) -> tuple[dict[str, Path], dict]:
     """Predict with the trained model in `run` over `region` of `bam` (with `rc_average`, averaged with the
-    reverse strand) and export VCFs: "raw", and "calibrated" with `calibration`."""
+    reverse strand) and export a VCF, QUAL and GQ scaled by `calibration` when given."""
     folder.mkdir(parents=True, exist_ok=True)
-    preds = folder / "eval.h5"
+    preds, vcf = folder / "eval.h5", folder / "genoformer.vcf.gz"
     started = time.perf_counter()
     predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
                           device="cpu", rc_average=rc_average, progress=False))
     info = {"predict_seconds": time.perf_counter() - started}
-    vcfs = {}
-    for name, cal in (("raw", None), ("calibrated", calibration)):
-        if name == "calibrated" and cal is None:
-            continue
-        vcfs[name] = folder / f"genoformer-{name}.vcf.gz"
-        started = time.perf_counter()
-        exported = export(ExportConfig(predictions=str(preds), vcf=str(vcfs[name]), threshold=threshold,
-                                       calibration=cal and str(cal), progress=False),
-                          command="benchmarks/quality/variant_quality.py")
-        info[f"export_{name}"] = exported.get("vcf") | {"seconds": time.perf_counter() - started}
-    return vcfs, info
+    started = time.perf_counter()
+    exported = export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold,
+                                   calibration=calibration and str(calibration), progress=False),
+                      command="benchmarks/quality/variant_quality.py")
+    info["export"] = exported.get("vcf") | {"seconds": time.perf_counter() - started}
+    return {"calibrated" if calibration else "uncalibrated": vcf}, info
 
 
-def fit_calibration(run: str, region: str, ex: SimulatedExample, folder: Path) -> tuple[Path, dict]:
-    """Predict the validation contig of the simulated genome and fit the calibration on it."""
+def calibrate_on(run: str, region: str, ex: SimulatedExample, threshold: float, folder: Path) -> tuple[Path, dict]:
+    """Predict the validation contig of the simulated genome and fit QUAL and GQ scales to its calls."""
     folder.mkdir(parents=True, exist_ok=True)
     predict(PredictConfig(model=run, reference=str(ex.reference), bam=str(ex.reads), regions=[region],
                           out=str(folder / "validation.h5"), device="cpu", progress=False))
-    calibration = fit_from_predictions(str(folder / "validation.h5"), str(ex.truth_vcf), str(ex.confident_bed))
+    calibration = fit_calibration(str(folder / "validation.h5"), str(ex.truth_vcf), str(ex.confident_bed),
+                                  threshold=threshold)
     calibration.save(folder / "calibration.json")
-    return folder / "calibration.json", {"temperature": calibration.temperature, "offsets": calibration.offsets,
+    return folder / "calibration.json", {"qual_scale": calibration.qual_scale, "gq_scale": calibration.gq_scale,
                                          **calibration.fitted_on}
 
 
@@ -172,7 +168,7 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
         validation, held_out = "sim2", f"sim{args.sim_contigs}"
         vcfs, info = {}, None
         if config is not None:
-            calibration, fitted = fit_calibration(run, validation, ex, sub / "validation")
+            calibration, fitted = calibrate_on(run, validation, ex, args.threshold, sub / "validation")
             trained["calibration"] = fitted
             vcfs, info = genoformer_calls(run, held_out, args.threshold, sub / "held-out", args.rc_average,
                                           ex.reference, ex.reads, calibration)
@@ -258,6 +254,11 @@ def print_setting(setting: str, seed: int, run: Measurement, budget) -> None:
                                "truth variants (no confident BED: precision approximate)")}[part]
         print(f"[{setting}, seed {seed}] {where} ({rows[0]['scored_bases'] or 0:,} bases); budget {budget}")
         print(table(shown, columns))
+        for row in rows[:detail["model_rows"]]:
+            if "qual_decile_precision" in row:
+                deciles = " ".join(f"{p:.3f}" for p in row["qual_decile_precision"])
+                print(f"  {row['caller']}: precision by QUAL decile (low to high) {deciles}; GQ calibration error "
+                      f"{row['gq_calibration_error']:.1f} phred (bands with >= 20 calls)")
 
 
 MEASURES = {"real": measure_real, "simulated": measure_simulated}

@@ -36,7 +36,7 @@ _out = click.Path(dir_okay=False, path_type=Path)
 @click.option("--bam", type=click.Path(exists=True, dir_okay=False), metavar="BAM",
               help="VCF: reads that pick each call's allele  [default: the BAM recorded in PREDS.h5]")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), metavar="JSON",
-              help="VCF: call from probabilities calibrated by `genoformer calibrate` (QUAL and GQ too).")
+              help="VCF: scale QUAL and GQ as `genoformer calibrate` fitted them on held-out calls.")
 @click.option("--region", "regions", type=REGION, multiple=True,
               help="Export only this region (1-based, chr20:10,000,001-10,100,000); repeatable.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (only once the new ones are complete).")
@@ -50,7 +50,8 @@ def export(predictions: Path, vcf, gvcf, bed, bedgraph, classes, threshold, min_
     1 - P(hom_ref) >= --threshold; the model calls SNVs, insertions after a base and deleted
     bases, and the reads pick each allele (a hom_alt call with two alleles is one 1/2 record).
     Records are left-aligned and trimmed as `bcftools norm -f REF` leaves them.
-    GQ = phred(1 - P(GT)) capped at 99, QUAL = phred(P(hom_ref)), FORMAT/CP the class probabilities.
+    GQ = phred(1 - P(GT)) capped at 99, QUAL = phred(P(hom_ref)), FORMAT/CP the class probabilities;
+    --calibration scales QUAL and GQ (genoformer calibrate).
     Prints a JSON summary (records written and calls skipped) on stdout.
     """
     from genoformer.predict.export import ExportConfig

@@ -7,8 +7,8 @@ hom_alt call with a second allele in its reads is one multi-allelic record (GT 1
 normalised (left-aligned, parsimonious: `bcftools norm -f REF` leaves them unchanged), their REF
 is the reference's bases, and there is one record per position.
 
-- with --calibration, the probabilities are calibrated first (predict.calibration);
-- QUAL = phred(P(hom_ref)) (at most 100); GQ = phred(1 - P(GT)) capped at 99, P(GT) the summed
+- QUAL = phred(P(hom_ref)) (at most 100 unscaled); GQ = phred(1 - P(GT)) capped at 99, both times the scales
+  of --calibration (predict.calibration: fitted on held-out calls) when given; P(GT) the summed
   probability of the het classes for 0/1 and of the hom_alt classes for 1/1 and 1/2; records with
   GQ < min_gq get FILTER LowGQ;
 - FORMAT/DP: reads over the site; FORMAT/AD: reads with no allele there, then each ALT's reads;
@@ -156,7 +156,7 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
     check_variant_classes(preds.classes, str(preds.path))
     reference = _reference(preds, config, {b.contig for b in blocks})
     bam = _bam_path(preds, config)
-    calibration = Calibration.load(config.calibration) if config.calibration else None
+    calibration = Calibration.load(config.calibration) if config.calibration else Calibration()
     header = _vcf_header(preds, config, reference, _sample_name(preds, config), command)
     if gvcf:
         add_gvcf_header(header)
@@ -168,11 +168,12 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
                 order = {name: i for i, name in enumerate(reference.contigs)}  # records follow the ##contig lines
 
                 def write(rec: Record, non_ref: bool = False) -> None:
-                    out.write(_vcf_record(out, rec, config=config, counts=counts, non_ref=non_ref))
+                    out.write(_vcf_record(out, rec, config=config, counts=counts, calibration=calibration,
+                                          non_ref=non_ref))
 
-                sink = GvcfSink(out, write, reference) if gvcf else _VcfSink(write)
+                sink = GvcfSink(out, write, reference, calibration.gq_scale) if gvcf else _VcfSink(write)
                 pending = _Pending(sink, counts)
-                for iv, p in _whole_runs(preds, config, blocks, block, bar, order, calibration):
+                for iv, p in _whole_runs(preds, config, blocks, block, bar, order):
                     pending.flush(iv.contig, iv.start - FLUSH_MARGIN)
                     sink.add_bases(iv, p)
                     fetch = reference_fetcher(reference, iv.contig)
@@ -239,17 +240,14 @@ class _Pending:
 
 
 def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], block: int, bar: tqdm,
-                contig_order: dict[str, int], calibration: Calibration | None
-                ) -> Iterator[tuple[Interval, Predictions]]:
-    """Pieces of about `block` bases with their (calibrated) predictions, contigs in `contig_order`, cut so
-    that no deletion run crosses into the next piece (only a run longer than `block` is split)."""
+                contig_order: dict[str, int]) -> Iterator[tuple[Interval, Predictions]]:
+    """Pieces of about `block` bases with their predictions, contigs in `contig_order`, cut so that no
+    deletion run crosses into the next piece (only a run longer than `block` is split)."""
     for stretch in sorted(merge_intervals(blocks), key=lambda iv: (contig_order[iv.contig], iv.start)):
         start = stretch.start
         while start < stretch.end:
             end = min(start + block, stretch.end)
             p = preds.read(Interval(stretch.contig, start, end))
-            if calibration is not None:
-                p = replace(p, probs=calibration.apply(p.probs))
             dels = ends_in_deletion(p.probs, p.covered, config.threshold)
             if end < stretch.end and dels[-1] and not dels.all():
                 end = start + int(np.flatnonzero(~dels)[-1]) + 1  # the next piece starts with the open run
@@ -261,9 +259,10 @@ def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
             start = end
 
 
-def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, non_ref: bool = False):
+def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, calibration: Calibration,
+                non_ref: bool = False):
     """The VCF record of `rec`; with `non_ref` (a gVCF) its ALTs end with <*> and it carries PL."""
-    gq = int(genotype_quality(rec.p_genotype))
+    gq = int(genotype_quality(rec.p_genotype, calibration.gq_scale))
     counts.low_gq += gq < config.min_gq
     counts.records += 1
     counts.multi_allelic += len(rec.alleles) > 2
@@ -272,7 +271,7 @@ def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, 
         kind = "snvs" if len(alt) == len(ref) else "insertions" if len(alt) > len(ref) else "deletions"
         setattr(counts, kind, getattr(counts, kind) + 1)
     vcf = out.new_record(contig=rec.contig, start=rec.pos, alleles=rec.alleles + (NON_REF,) * non_ref,
-                         qual=round(float(phred(rec.p_hom_ref)), 2),
+                         qual=round(float(phred(rec.p_hom_ref)) * calibration.qual_scale, 2),
                          filter="LowGQ" if gq < config.min_gq else "PASS")
     sample = vcf.samples[0]
     sample["GT"] = rec.gt

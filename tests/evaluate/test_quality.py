@@ -1,7 +1,7 @@
 """QUAL and GQ against the truth (evaluate.quality) and the calibration that export applies
 (predict.calibration): reliability bands and precision-recall counted by hand on a hand-made VCF;
-the calibration fit recovers a known temperature and class shift; export --calibration calls from
-calibrated probabilities; bad calibration files fail cleanly."""
+the scale fit recovers a known over-confidence; export --calibration scales QUAL and GQ as computed
+by hand; calibrate end to end on a hand-made sample; bad calibration files fail cleanly."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import pytest
 from cli.test_bad_inputs import assert_clean_failure, run_cli
 from genoformer.errors import InputError
 from genoformer.evaluate.variants import EvaluateConfig, evaluate
-from genoformer.predict.calibration import Calibration, fit
+from genoformer.predict.calibration import Calibration, fit_scale
 
 
 def _vcf(path, rows, gq=True):
@@ -62,77 +62,70 @@ def test_reliability_and_precision_by_hand(tmp_path):
     assert "GQ calibration error" in result.table()
 
 
-def test_calibration_recovers_a_known_distortion():
+def test_fit_scale_recovers_a_known_scale():
     rng = np.random.default_rng(0)
-    n, classes = 60_000, 7
-    true_logits = rng.normal(0, 2, size=(n, classes))
-    true_logits[:, 0] += 4  # mostly hom_ref
-    p = np.exp(true_logits - true_logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    labels = np.array([rng.choice(classes, p=row) for row in p])
-    # the model: twice as sharp as the truth and every variant class up-weighted by e^1.5
-    shift = np.array([0] + [1.5] * 6)
-    model_logits = 2 * np.log(p) + shift
-    model = np.exp(model_logits - model_logits.max(1, keepdims=True))
-    model /= model.sum(1, keepdims=True)
-    calibration = fit(model, labels)
-    assert calibration.temperature == pytest.approx(2.0, rel=0.05)
-    assert np.allclose(calibration.offsets[1:], -1.5 / 2, atol=0.1)
-    assert calibration.fitted_on["nll_after"] < calibration.fitted_on["nll_before"]
-    np.testing.assert_allclose(calibration.apply(model), p, atol=0.03)
+    phred = rng.uniform(0, 40, 50_000)
+    wrong = rng.random(len(phred)) < 10 ** (-0.6 * phred / 10)  # the scores are 1 / 0.6 too confident
+    assert fit_scale(phred, wrong) == pytest.approx(0.6, rel=0.05)
+    assert fit_scale(phred, np.zeros(len(phred), bool)) > 1  # nothing wrong: more confident, yet finite
 
 
 def test_export_applies_the_calibration_and_bad_files_fail(tmp_path):
     from evaluate.test_export_evaluate import _three_contig_file
 
     _three_contig_file(tmp_path)
-    calibration = Calibration(2.0, [0.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0])
-    calibration.save(tmp_path / "cal.json")
+    Calibration(qual_scale=2.0, gq_scale=0.5).save(tmp_path / "cal.json")
     proc = run_cli("export", tmp_path / "p.h5", "--vcf", tmp_path / "c.vcf", "--calibration", tmp_path / "cal.json",
                    "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    # by hand: softmax(log(p) / 2 + offsets) of the planted base's float16 probabilities
+    # by hand, on the planted base's float16 probabilities: P(het) summed over the variant types
     p = np.array([0.1, 0.7, 0.1, 0.05, 0.0, 0.05, 0.0], np.float16).astype(np.float64)
-    logits = np.log(np.maximum(p, 1e-7)) / 2 + np.array(calibration.offsets)
-    q = np.exp(logits) / np.exp(logits).sum()
     with pysam.VariantFile(str(tmp_path / "c.vcf")) as vcf:
         records = list(vcf)
     assert len(records) == 3
     for r in records:
-        assert r.qual == pytest.approx(-10 * math.log10(q[0]), abs=0.01)
-        assert r.samples[0]["GQ"] == round(-10 * math.log10(1 - q[[1, 3, 5]].sum()))
+        assert r.qual == pytest.approx(2.0 * -10 * math.log10(p[0]), abs=0.01)
+        assert r.samples[0]["GQ"] == round(0.5 * -10 * math.log10(1 - p[[1, 3, 5]].sum()))
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"format": "genoformer-calibration", "temperature": -1, "offsets": [0] * 7,
-                               "classes": ["hom_ref", "snv_het", "snv_hom_alt", "insertion_het",
-                                           "insertion_hom_alt", "deletion_het", "deletion_hom_alt"]}))
-    with pytest.raises(InputError, match="temperature"):
+    bad.write_text(json.dumps({"format": "genoformer-calibration", "qual_scale": -1, "gq_scale": 1}))
+    with pytest.raises(InputError, match="qual_scale"):
         Calibration.load(bad)
     proc = run_cli("export", tmp_path / "p.h5", "--vcf", tmp_path / "d.vcf", "--calibration", bad)
-    assert_clean_failure(proc, 3, "bad.json", "temperature")
+    assert_clean_failure(proc, 3, "bad.json", "qual_scale")
     assert not (tmp_path / "d.vcf").exists()
 
 
-def test_calibrate_command_fits_on_held_out_predictions(tmp_path):
-    """The CLI end to end on a hand-made sample: the planted sites' classes, every other base hom_ref."""
+def test_calibrate_command_fits_on_held_out_calls(tmp_path):
+    """The CLI end to end on a hand-made sample: every planted SNV called, plus calls where the reads show
+    nothing (not written) and calls of the wrong zygosity (GQ errors)."""
     import read_factory as rf
     from evaluate.test_export_evaluate import write_predictions
     from genoformer.io.variant_classes import VARIANT_CLASSES
 
-    seq = rf.random_sequence(2000, seed=4).upper()
-    planted = [rf.Planted("snv", 300 + 100 * i, "ACGT"[("ACGT".index(seq[300 + 100 * i]) + 1) % 4], hom=i % 2 == 0)
-               for i in range(12)]
+    seq = rf.random_sequence(3000, seed=4).upper()
+    planted = [rf.Planted("snv", 300 + 100 * i, "ACGT"[("ACGT".index(seq[300 + 100 * i]) + 1) % 4], hom=i % 3 == 0)
+               for i in range(24)]
     files = rf.write_sample(tmp_path / "s", seq, planted)
-    rng = np.random.default_rng(1)
-    probs = rng.dirichlet([30, 1, 1, 1, 1, 1, 1], size=len(seq))  # variant classes over-called a little
-    for v in planted:
-        probs[v.pos] = rng.dirichlet([1, 8, 8, 1, 1, 1, 1])
+    probs = np.tile([0.999] + [0.001 / 6] * 6, (len(seq), 1))
+    for i, v in enumerate(planted):  # confident, but one in four of the wrong zygosity
+        het = v.hom == (i % 4 == 1)
+        probs[v.pos] = [0.01, 0.94, 0.01, 0.01, 0.01, 0.01, 0.01] if het else [0.01, 0.01, 0.94, 0.01, 0.01, 0.01, 0.01]
     arrays = {"c": {"span": (0, len(seq)), "covered": np.ones(len(seq), bool), "probs": probs}}
-    write_predictions(tmp_path / "p.h5", {"c": len(seq)}, arrays,
-                      task="variant", classes=list(VARIANT_CLASSES), reference=str(files["reference"]))
+    write_predictions(tmp_path / "p.h5", {"c": len(seq)}, arrays, task="variant", classes=list(VARIANT_CLASSES),
+                      reference=str(files["reference"]), bam=str(files["bam"]))
     proc = run_cli("calibrate", tmp_path / "p.h5", "--truth-vcf", files["vcf"], "--out", tmp_path / "cal.json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["bases"] == len(seq) and summary["nll_after"] < summary["nll_before"]
-    assert Calibration.load(tmp_path / "cal.json").temperature == pytest.approx(summary["temperature"])
+    assert (summary["calls"], summary["false_positives"], summary["wrong_genotypes"], summary["truth_alleles"]) == \
+        (24, 0, 6, 24)
+    # P(GT) = 0.94 + 0.01 + 0.01 summed over the variant types: GQ = round(phred(0.04)) = 14 claims 4 %
+    # wrong genotypes where 25 % were: the scale comes out below 1
+    wrong = np.array([True] * 6 + [False] * 18)
+    assert summary["gq_scale"] == pytest.approx(fit_scale(np.full(24, 14.0), wrong))
+    assert summary["gq_scale"] < 1
+    # QUAL = phred(0.01) = 20, no false positive: only the pseudo-call is wrong, 1 in 25
+    assert summary["qual_scale"] == pytest.approx(fit_scale(np.full(24, 20.0), np.zeros(24, bool)))
+    assert 10 ** (-summary["qual_scale"] * 2) == pytest.approx(1 / 25, rel=0.01)
+    assert Calibration.load(tmp_path / "cal.json").gq_scale == pytest.approx(summary["gq_scale"])
     proc = run_cli("calibrate", tmp_path / "p.h5", "--truth-vcf", files["vcf"], "--out", tmp_path / "cal.json")
     assert_clean_failure(proc, 4, "cal.json")  # exists: not replaced without --force
