@@ -5,8 +5,9 @@ mlm: contiguous spans of real tokens are masked. With the per-base decoder, thei
   every token covering one becomes [MASK]; cross-entropy per masked base, reported in bits per base
   as DNA language models publish it. Token-level models (no decoder): the masked tokens become
   [MASK] (and the bases they spell N, for a stem) and their k-mers are the targets.
-variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
-  padding, outside the confident BED), optionally weighted per genotype (--class-weights).
+variant: per-base class (io.variant_classes: hom_ref, or variant type x genotype, from the truth's
+  genotype and variant_type labels); cross-entropy where labelled (-100 elsewhere: padding, outside
+  the confident BED), optionally weighted per class (--class-weights).
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
 classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
   residues); cross-entropy.
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genoformer.data.datasets import IGNORE_INDEX
+from genoformer.io.variant_classes import variant_class
 from genoformer.model.heads import batch_inputs, mlm_letters
 from genoformer.model.layout import bases_of_tokens
 from genoformer.tokenize import MASK_ID
@@ -43,7 +45,7 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
                  class_weights: Tensor | None = None) -> tuple[Tensor, dict]:
     """(mean loss, tensors for metrics) of one batch; `generator` draws the mlm masks.
 
-    variant: `class_weights` [3] weights each genotype's bases; the mean is over the weights
+    variant: `class_weights` [7] weights each class's bases; the mean is over the weights
     (cross_entropy's convention), so the loss scale does not depend on a batch's mix of genotypes.
     """
     tokens, token_mask = batch["tokens"], batch["token_mask"]
@@ -70,7 +72,7 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         return loss, {"logits": logits.detach(), "target": target}
     logits = model(**inputs).float()
     if task == "variant":
-        target = batch["genotype"].to(device)
+        target = torch.from_numpy(variant_class(batch["genotype"].numpy(), batch["variant_type"].numpy())).to(device)
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # nothing scored here
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight=class_weights,
