@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from genoformer.io.alignments import EVIDENCE_FEATURES
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.model.checkpoint import save_checkpoint
-from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
 from genoformer.model.per_base import PerBaseConfig
@@ -44,9 +44,9 @@ GENOME = 3.1e9
 def default_model(run_dir: Path, window: int) -> Path:
     torch.manual_seed(0)
     tok = KmerTokenizer(6)
-    model = GenoModel(ReformerConfig(vocab_size=tok.vocab_size), tok, "variant", n_classes=len(GENOTYPES),
+    model = GenoModel(ReformerConfig(vocab_size=tok.vocab_size), tok, "variant", n_classes=len(VARIANT_CLASSES),
                       n_evidence=len(EVIDENCE_FEATURES), per_base=PerBaseConfig())  # training's defaults
-    head = {"n_classes": len(GENOTYPES), "n_evidence": len(EVIDENCE_FEATURES), "class_names": list(GENOTYPES)}
+    head = {"n_classes": len(VARIANT_CLASSES), "n_evidence": len(EVIDENCE_FEATURES), "class_names": list(VARIANT_CLASSES)}
     save_checkpoint(run_dir, model, {"step": 0, "head": head, "train_config": {"window": window}}, {})
     return run_dir
 

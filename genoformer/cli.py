@@ -23,6 +23,7 @@ from genoformer.outputs import hdf5_unusable
 # name -> "module:attribute" of the click.Command
 COMMANDS = {
     "buckets": "genoformer.commands.buckets:buckets",
+    "calibrate": "genoformer.commands.calibrate:calibrate",
     "evaluate": "genoformer.commands.evaluate:evaluate",
     "export": "genoformer.commands.export:export",
     "info": "genoformer.commands.info:info",

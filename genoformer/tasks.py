@@ -45,7 +45,7 @@ class Task:
     cpu_recipe: str | None = None  # pipelines/ recipe sized for a CPU, named when a run would take hours
 
 
-# variant: one token per base (the base and its reads' evidence meet in one position) and genotype weights
+# variant: one token per base (the base and its reads' evidence meet in one position) and class weights
 # (non-ref bases are ~1/1000: unweighted, every setting learns "all hom_ref" and calls nothing);
 # docs/benchmarks.md, "Variant calls": k 1 + balanced finds 45/45 SNVs where k 6 or no weights find 0-19
 _VARIANT_DEFAULTS = {"k": 1, "class_weights": "balanced"}
@@ -53,7 +53,7 @@ _VARIANT_DEFAULTS = {"k": 1, "class_weights": "balanced"}
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("mlm", "masked k-mer modelling, pre-training without labels", TOKEN_LOGITS, _WINDOWS, "accuracy"),
-    Task("variant", "per-base genotypes from reads and a truth VCF", PER_BASE,
+    Task("variant", "per-base variant classes (type x genotype) from reads and a truth VCF", PER_BASE,
          _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights", "candidate_weight"),
          "f1", predict=SOFTMAX,
          defaults=_VARIANT_DEFAULTS, cpu_recipe="pipelines/variant-cpu.yaml"),

@@ -37,7 +37,7 @@ window=${QUICKSTART_WINDOW:-1536}
 # learns genotypes in a few hundred steps (with 6-mers it must also learn which of a token's 6 bases varies)
 k=${QUICKSTART_K:-1}
 # non-ref bases are ~1/1000: without weights the model predicts hom_ref everywhere (balanced: the
-# variant task's default, the inverse frequency of each genotype over the training bases)
+# variant task's default, the inverse frequency of each class over the training bases)
 class_weights=${QUICKSTART_CLASS_WEIGHTS:-balanced}
 seed=${QUICKSTART_SEED:-0}
 coverage=${QUICKSTART_COVERAGE:-30}
@@ -78,7 +78,7 @@ step "2/5 train: variant model on ${train_contigs[*]%:*}, validated on $held_out
     --lr "$lr" --val-every "$(( steps < 30 ? steps : 30 ))" --seed "$seed" $progress \
     --out "$out/variant-run" >"$out/train-summary.json"
 
-step "3/5 predict: per-base genotype probabilities on $held_out -> $out/predictions.h5"
+step "3/5 predict: per-base variant-class probabilities on $held_out -> $out/predictions.h5"
 "${gf[@]}" predict --model "$out/variant-run" --reference "$ex/reference.fa" --bam "$ex/reads.bam" \
     --region "$held_out" --out "$out/predictions.h5" $progress >"$out/predict-summary.json"
 
@@ -87,7 +87,8 @@ step "4/5 export: VCF calls -> $out/calls.vcf.gz"
 
 step "5/5 evaluate: calls against the truth inside the confident regions of $held_out"
 "${gf[@]}" evaluate --calls "$out/calls.vcf.gz" --truth-vcf "$ex/truth.vcf.gz" \
-    --confident-bed "$ex/confident.bed" --region "$held_out" --json "$out/evaluation.json" \
+    --confident-bed "$ex/confident.bed" --region "$held_out" --reference "$ex/reference.fa" \
+    --json "$out/evaluation.json" \
     | tee "$out/evaluation.txt"
 
 python3 - "$out" "$held_out" <<'EOF'
@@ -107,14 +108,13 @@ print(f"""
 Quickstart done. Outputs in {out}/:
   example/            simulated reference.fa, reads.bam, truth.vcf.gz, confident.bed (see example/README.txt)
   variant-run/        trained model: checkpoints/, metrics.csv (loss and validation per step), summary.json
-  predictions.h5      per-base genotype probabilities on {held_out} (docs/hdf5.md; genoformer.read_predictions)
+  predictions.h5      per-base variant-class probabilities on {held_out} (docs/hdf5.md; genoformer.read_predictions)
   calls.vcf.gz        VCF calls exported from them (bgzipped + .tbi; bcftools view reads it)
   evaluation.json     scores of the calls against truth.vcf.gz inside confident.bed ({held_out} only)
 What the scores mean ({held_out} was never trained on):
-  validation F1 {f(best['metric'])} (step {best['step']}): per-base genotype calls on {held_out} during training
+  validation F1 {f(best['metric'])} (step {best['step']}): per-base variant-class calls on {held_out} during training
   SNV   precision {f(scores['snv']['precision'])}  recall {f(scores['snv']['recall'])}  F1 {f(scores['snv']['f1'])}
   indel precision {f(scores['indel']['precision'])}  recall {f(scores['indel']['recall'])}  F1 {f(scores['indel']['f1'])}
   Precision: share of the calls that are true variants; recall: share of the true variants called;
-  F1 = 2PR/(P+R), 1 is perfect. Insertions are not exported (docs/export_evaluate.md), so indel
-  recall stays low; more steps (QUICKSTART_STEPS) raise the scores.""")
+  F1 = 2PR/(P+R), 1 is perfect; more steps (QUICKSTART_STEPS) raise the scores.""")
 EOF

@@ -457,7 +457,6 @@ def test_long_range_model_calls_read_each_site_of_its_window(tmp_path):
 
 @pytest.mark.parametrize("script, argv", [
     ("variant_quality", ["--settings", "simulated", "--seeds", "0,1,2", "--k", "1", "--sim-contig-length", "50000"]),
-    ("variant_quality", ["--candidate-weight", "100", "--threshold", "validation", "--sim-val-length", "50000"]),
     ("classify_quality", ["--budget", "2m", "--baseline-only"]),
     ("protein_ss_quality", ["--budget", "400", "--window", "256"]),
     ("mlm_quality", ["--k", "1", "--window", "512", "--seeds", "0,1"]),
@@ -490,14 +489,3 @@ def test_ablation_grid_and_arguments():
     assert args.seeds == [0, 1, 2] and args.window == 1024 and len(args.grid_rows) == 3
     with pytest.raises(SystemExit):
         parse(["--benchmark", "nope"])
-
-
-def test_variant_threshold_is_chosen_on_validation_unless_given():
-    from variant_quality import THRESHOLDS, parser
-
-    assert parser().parse_args([]).threshold is None  # chosen on the validation region
-    assert parser().parse_args(["--threshold", "0.3"]).threshold == 0.3
-    assert all(0 < t < 1 for t in THRESHOLDS) and list(THRESHOLDS) == sorted(THRESHOLDS)
-    for bad in ("0", "1.5", "nope"):
-        with pytest.raises(SystemExit):
-            parser().parse_args(["--threshold", bad])

@@ -69,8 +69,9 @@ def test_quickstart_writes_every_output_complete(quickstart):
     assert chrb == 12000
 
     preds = read_predictions(out / "predictions.h5", "chrB")  # refuses an incomplete file
-    assert preds.classes == ["hom_ref", "het", "hom_alt"]
-    assert preds.covered.all() and preds.probs.shape == (chrb, 3)
+    assert preds.classes == ["hom_ref", "snv_het", "snv_hom_alt", "insertion_het", "insertion_hom_alt",
+                             "deletion_het", "deletion_hom_alt"]
+    assert preds.covered.all() and preds.probs.shape == (chrb, 7)
     np.testing.assert_allclose(preds.probs.sum(axis=1), 1, atol=5e-3)  # float16 storage
 
     calls = out / "calls.vcf.gz"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.commands.train import train as train_command
 from genoformer.errors import UsageError
 from genoformer.io.predictions import read_predictions
@@ -25,7 +26,7 @@ from genoformer.train.metrics import metrics
 from fasta_factory import write_fasta
 
 TOKENIZER = KmerTokenizer(k=3)
-N_CLASSES, WINDOW = 3, 48
+N_CLASSES, WINDOW = len(VARIANT_CLASSES), 48  # the variant layout fits every per-base task here
 
 
 def test_the_cli_offers_the_trainable_tasks_and_train_config_accepts_only_those():
@@ -92,7 +93,8 @@ def test_predict_writes_exactly_the_per_base_tasks_with_their_activation(task, t
     write_fasta(reference, {"chrA": "".join(rng.choice(list("ACGT"), 200))})
     net = model(task)
     n_classes = 0 if TASKS[task].head == TOKEN_LOGITS else N_CLASSES
-    head = {"n_classes": n_classes, "n_evidence": 0, "class_names": [f"c{i}" for i in range(n_classes)]}
+    names = list(VARIANT_CLASSES) if task == "variant" else [f"c{i}" for i in range(n_classes)]
+    head = {"n_classes": n_classes, "n_evidence": 0, "class_names": names}
     save_checkpoint(tmp_path / "run", net, {"step": 1, "head": head, "train_config": {"window": WINDOW}}, {})
     config = PredictConfig(model=str(tmp_path / "run"), reference=str(reference), out=str(tmp_path / "p.h5"),
                            device="cpu", progress=False)

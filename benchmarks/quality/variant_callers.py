@@ -5,8 +5,9 @@
   hom-alt, with depth >= 5; SNVs only (the rule has no indels);
 - bcftools: `bcftools mpileup -f REF -r REGION BAM | bcftools call -mv` (multiallelic caller,
   variant sites only), unfiltered, run through pysam's bundled bcftools (no system bcftools);
-- `score`: `genoformer.evaluate.variants.evaluate` against the GIAB truth, inside a confident BED
-  or not, with SNV, indel and all-variant counts (alleles after normalisation, as `evaluate` counts).
+- `score`: `genoformer.evaluate.variants.evaluate` against the GIAB truth (or a simulated one),
+  inside a confident BED or not, with SNV, insertion, deletion, indel and all-variant counts
+  (alleles after normalisation and left-alignment, as `evaluate` counts).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from genoformer.io.evidence import BASE_COLUMNS, Evidence
 from genoformer.io.fasta import Reference
 
 MIN_DEPTH, HET_FRACTION, HOM_FRACTION = 5, 0.2, 0.8
-KINDS = ("snv", "indel", "all")
+KINDS = ("snv", "insertion", "deletion", "indel", "all")
 
 
 def allele_fraction_calls(region: str, out: Path, fasta: Path = FASTA, bam: Path = BAM) -> Path:
@@ -70,13 +71,17 @@ def bcftools_calls(region: str, out: Path, fasta: Path = FASTA, bam: Path = BAM)
     return out, f"bcftools {version}"
 
 
-def score(name: str, vcf: Path, regions: list[str], confident_bed: Path | str | None, truth: Path | str = TRUTH,
-          reference: Path | str = FASTA) -> dict:
-    """A row of counts and ratios per kind (snv, indel, all) for `name`'s calls against the truth VCF
-    (NA12878's GIAB truth on its reference unless given)."""
-    result = evaluate(EvaluateConfig(calls=str(vcf), truth_vcf=str(truth), regions=regions, reference=str(reference),
+def score(name: str, vcf: Path, regions: list[str], confident_bed: Path | None, truth: Path = TRUTH,
+          fasta: Path = FASTA) -> dict:
+    """A row of counts and ratios per kind (snv, insertion, deletion, indel, all) for `name`'s calls against
+    the truth VCF (alleles normalised and left-aligned against `fasta`)."""
+    result = evaluate(EvaluateConfig(calls=str(vcf), truth_vcf=str(truth), regions=regions, reference=str(fasta),
                                      confident_bed=str(confident_bed) if confident_bed else None))
     row = {"caller": name, "scored_bases": result.scored_bases}
     for kind in KINDS:
         row |= {f"{kind}_{k}": v for k, v in result.counts[kind].as_dict().items()}
+    if result.quality is not None:  # calls with QUAL and GQ: does QUAL rank them, does GQ mean what it says
+        row |= {"qual_decile_precision": [d["precision"] for d in result.quality.deciles],
+                "gq_calibration_error": result.quality.calibration_error,
+                "gq_reliability": result.quality.reliability}
     return row

@@ -35,14 +35,19 @@ _file = INPUT_FILE_PATH
               help="Score only inside this region (1-based, chr20:10,000,001-10,100,000); repeatable.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Also write the scores as JSON (atomically).")
+@click.option("--quality-report", type=click.Path(dir_okay=False, path_type=Path), metavar="PREFIX",
+              help="Variants: write PREFIX.reliability.tsv (GQ bands) and PREFIX.pr.tsv (precision-recall over "
+                   "QUAL), and PNGs of both where matplotlib is installed.")
 @click.option("--force", is_flag=True, help="Replace an existing --json file.")
 def evaluate(calls, truth_vcf, confident_bed, calls_sample, truth_sample, predictions, truth_beds, truth_gffs,
-             feature_types, truth_soft_mask, reference, regions, json_path, force) -> None:
+             feature_types, truth_soft_mask, reference, regions, json_path, quality_report, force) -> None:
     """Score variant calls (--calls with --truth-vcf) or pattern predictions (--predictions with truth tracks).
 
     \b
-    Variants: TP/FP/FN, precision, recall and F1 for SNVs and indels, matched by position and
-    alleles after trimming shared bases (no left-alignment), and genotype concordance.
+    Variants: TP/FP/FN, precision, recall, F1 and genotype concordance for SNVs, insertions,
+    deletions and indels by length, matched by allele after trimming and splitting records and,
+    with --reference, left-aligning indels (as bcftools norm). Calls with QUAL and GQ also get a
+    reliability table per GQ band and precision by QUAL decile (--quality-report: TSV and PNG).
     Pattern: AUROC and AUPRC per class over the covered bases.
     Prints a table on stdout; --json PATH writes the same scores with the settings used.
     """
@@ -63,8 +68,10 @@ def evaluate(calls, truth_vcf, confident_bed, calls_sample, truth_sample, predic
         result = run(EvaluateConfig(
             calls=str(calls), truth_vcf=str(truth_vcf), confident_bed=confident_bed and str(confident_bed),
             regions=list(regions), reference=reference and str(reference), calls_sample=calls_sample,
-            truth_sample=truth_sample))
+            truth_sample=truth_sample, quality_report=quality_report and str(quality_report)))
     else:
+        if quality_report is not None:
+            raise UsageError("--quality-report is for variant evaluation (--calls)")
         if predictions is None:
             raise UsageError("pattern evaluation needs --predictions")
         if confident_bed is not None:

@@ -109,8 +109,9 @@ def option(*decls, **kw):
 @option("--decoder-depth", type=int, help="Convolution blocks of the decoder.")
 @option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
-@option("--class-weights", help="variant: loss weight per genotype: none, balanced (inverse frequency over "
-        "the scored training bases) or hom_ref,het,hom_alt numbers (1,30,30).")
+@option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "
+        "the scored training bases) or seven numbers, hom_ref then snv, insertion, deletion x het, hom_alt "
+        "(1,30,30,30,30,30,30).")
 @option("--candidate-weight", type=float, help="variant: loss weight of candidate bases, where at least 10 % "
         "of the reads show another base, a deletion or an insertion (1: as any base).")
 @option("--max-steps", type=int, help="Optimizer steps of the run (the learning-rate schedule spans them).")

@@ -1,15 +1,18 @@
 """Call sets: the scored alleles of one sample of a VCF/BCF, normalised so two callers' files compare.
 
-Matching is by allele, after a trivial normalisation that needs no reference:
-- each called ALT allele of a record is compared on its own (a 1/2 record gives two alleles);
+Matching is by allele, after normalisation:
+- each called ALT allele of a record is compared on its own (a 1/2 record gives two alleles:
+  multi-allelic records split, as `bcftools norm -m -any`);
 - bases shared at the end of REF and ALT are trimmed, then bases shared at the start (so
   `A -> AT` at 100 and `GA -> GAT` at 99 are the same insertion);
+- with a reference, an insertion or deletion is then left-aligned: shifted left while the
+  shifted allele is the same sequence change (as `bcftools norm -f REF`), so two callers'
+  placements of one indel in a repeat match; without one, indels are compared where written;
 - an equal-length substitution (MNP) is split into its changed bases, each an SNV;
 - symbolic (`<DEL>`), breakend, `*` and `.` alleles are not evaluated.
-Indels are not left-aligned: two representations of an indel shifted within a repeat do not
-match (run `bcftools norm -f REF` on both files first when they come from different callers).
 
-An allele is an SNV when one base is replaced by one base, otherwise an indel. Only PASS (or `.`)
+An allele is an SNV when one base is replaced by one base, an insertion when ALT is longer than
+REF, otherwise a deletion (a complex allele counts by its change of length). Only PASS (or `.`)
 records with a called non-reference allele count; the rest are tallied under `skipped`. With a
 reference, REF bases of the first REF_CHECKS records are compared with it, and records on contigs
 it lacks are not scored.
@@ -28,8 +31,11 @@ from genoformer.coords import IntervalSet, close_names
 from genoformer.errors import VariantError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.variants import REF_CHECKS, check_ref_bases, genotype
+from genoformer.normalise import reference_fetcher
 
-KINDS = ("snv", "indel")
+KINDS = ("snv", "insertion", "deletion")
+LENGTHS = ((1, 1), (2, 5), (6, 49), (50, None))  # indel length bins (bases inserted or deleted)
+LENGTH_BINS = tuple(f"{lo}+" if hi is None else str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in LENGTHS)
 
 
 @dataclass(frozen=True, order=True)
@@ -45,15 +51,26 @@ class Allele:
 
     @property
     def kind(self) -> str:
-        return "snv" if len(self.ref) == len(self.alt) == 1 else "indel"
+        if len(self.ref) == len(self.alt) == 1:
+            return "snv"
+        return "insertion" if len(self.alt) > len(self.ref) else "deletion"
+
+    @property
+    def length_bin(self) -> str | None:
+        """The LENGTHS bin of an indel, as "2-5" or "50+"; None for an SNV."""
+        if self.kind == "snv":
+            return None
+        change = abs(len(self.alt) - len(self.ref))
+        return next(name for name, (_, hi) in zip(LENGTH_BINS, LENGTHS) if hi is None or change <= hi)
 
     def span(self) -> tuple[int, int]:
         """Reference bases [start, end) that must be in a scoring region."""
         return (self.pos, self.pos + len(self.ref)) if self.ref else (self.pos - 1, self.pos + 1)
 
 
-def normalise(contig: str, start: int, ref: str, alt: str) -> list[Allele]:
-    """The alleles of one VCF ALT (see the module docstring); [] when nothing is evaluated."""
+def normalise(contig: str, start: int, ref: str, alt: str, fetch=None) -> list[Allele]:
+    """The alleles of one VCF ALT (see the module docstring); [] when nothing is evaluated.
+    `fetch(start, end)`: upper-cased reference bases of `contig`, to left-align indels (None: not)."""
     if not alt or alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt:
         return []
     ref, alt = ref.upper(), alt.upper()
@@ -65,17 +82,34 @@ def normalise(contig: str, start: int, ref: str, alt: str) -> list[Allele]:
         return []  # ALT equals REF
     if len(ref) == len(alt) > 1:
         return [Allele(contig, start + i, r, a) for i, (r, a) in enumerate(zip(ref, alt)) if r != a]
+    if fetch is not None and not (ref and alt):
+        start, ref, alt = _left_aligned(start, ref, alt, fetch)
     return [Allele(contig, start, ref, alt)]
+
+
+def _left_aligned(start: int, ref: str, alt: str, fetch) -> tuple[int, str, str]:
+    """An insertion (ref "") or deletion (alt "") at `start`, shifted left while that changes nothing."""
+    changed = ref or alt
+    while start > 0:
+        before = fetch(max(start - 64, 0), start)
+        for base in before[::-1]:
+            if base != changed[-1]:
+                return (start, changed, "") if ref else (start, "", changed)
+            changed = base + changed[:-1]
+            start -= 1
+    return (start, changed, "") if ref else (start, "", changed)
 
 
 
 @dataclass
 class CallSet:
-    """The scored alleles of one VCF sample: allele -> zygosity ("het" or "hom")."""
+    """The scored alleles of one VCF sample: allele -> zygosity ("het" or "hom"), and allele -> (QUAL, GQ)
+    of its record (None where the record has none)."""
     path: str
     sample: str
     alleles: dict[Allele, str]
     skipped: Counter = field(default_factory=Counter)
+    quality: dict[Allele, tuple[float | None, int | None]] = field(default_factory=dict)
 
 
 
@@ -135,8 +169,10 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
     try:
         sample = _sample(vcf, path, sample)
         alleles: dict[Allele, str] = {}
+        quality: dict[Allele, tuple[float | None, int | None]] = {}
         skipped: Counter = Counter()
         checked = 0
+        fetchers: dict = {}  # contig -> its reference bases, to left-align indels
         try:
             for rec in vcf:
                 raise_if_terminated()
@@ -147,30 +183,35 @@ def read_callset(path: str | os.PathLike, sample: str | None = None, reference=N
                     if checked < REF_CHECKS:
                         check_ref_bases(path, rec.contig, rec.start, rec.ref, reference)
                         checked += 1
-                _add_record(rec, sample, alleles, skipped, regions, path)
+                if reference is not None and rec.contig not in fetchers:
+                    fetchers[rec.contig] = reference_fetcher(reference, rec.contig)
+                for allele in _add_record(rec, sample, alleles, skipped, regions, path, fetchers.get(rec.contig)):
+                    quality[allele] = (rec.qual, rec.samples[sample].get("GQ") if "GQ" in rec.format else None)
         except (ValueError, OSError) as exc:
             raise VariantError(f"{path}: cannot read records ({exc})") from None
     finally:
         vcf.close()
-    return CallSet(str(path), sample, alleles, skipped)
+    return CallSet(str(path), sample, alleles, skipped, quality)
 
 
 def _add_record(rec, sample: str, alleles: dict[Allele, str], skipped: Counter,
-                regions: list[IntervalSet] | None, path: Path) -> None:
+                regions: list[IntervalSet] | None, path: Path, fetch) -> list[Allele]:
+    """Add the record's scored alleles to `alleles`; returns them."""
     gt = genotype(rec, sample, path)
     if not gt or any(a is None for a in gt):
         skipped["missing_genotype"] += 1
-        return
+        return []
     if list(rec.filter) not in ([], ["PASS"]):
         skipped["filtered"] += 1
-        return
+        return []
     called = sorted({a for a in gt if a})
     if not called:
         skipped["hom_ref"] += 1
-        return
+        return []
+    added = []
     alts = rec.alts or ()
     for a in called:
-        found = normalise(rec.contig, rec.start, rec.ref, alts[a - 1]) if a <= len(alts) else []
+        found = normalise(rec.contig, rec.start, rec.ref, alts[a - 1], fetch) if a <= len(alts) else []
         if not found:
             skipped["not_evaluated_allele"] += 1
         zygosity = "hom" if all(x == a for x in gt) else "het"
@@ -181,4 +222,6 @@ def _add_record(rec, sample: str, alleles: dict[Allele, str], skipped: Counter,
                 skipped["duplicate_allele"] += 1
             else:
                 alleles[allele] = zygosity
+                added.append(allele)
+    return added
 

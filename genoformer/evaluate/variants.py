@@ -1,9 +1,13 @@
 """Variant calls against a truth VCF: TP/FP/FN, precision, recall, F1 and genotype concordance.
 
-Both VCFs are read as call sets of normalised alleles (genoformer.evaluate.callsets). An allele
-is a true positive when the same allele is in both files, whatever the genotype; genotype
-concordance is the share of true positives whose zygosity (het, or hom: every allele of the GT
-is this one) agrees.
+Both VCFs are read as call sets of normalised alleles (genoformer.evaluate.callsets: trimmed,
+split, and left-aligned when a reference is given). An allele is a true positive when the same
+allele is in both files, whatever the genotype; genotype concordance is the share of true
+positives whose zygosity (het, or hom: every allele of the GT is this one) agrees. Counts are
+reported per kind (SNV, insertion, deletion), for all indels, for all alleles, and per indel
+length (1, 2-5, 6-49, 50+ bases inserted or deleted). When the calls carry QUAL and FORMAT/GQ,
+evaluate.quality adds a reliability table per GQ band and precision over QUAL (and, with
+`quality_report`, writes them as TSV and PNG).
 
 Scoring regions: an allele is scored when its reference span lies inside one confident
 interval (and inside one `--region`, when given). The span is the replaced or deleted bases;
@@ -27,7 +31,9 @@ from pathlib import Path
 from genoformer import __version__
 from genoformer.coords import IntervalSet, parse_region, read_bed
 from genoformer.errors import UsageError, VariantError
-from genoformer.evaluate.callsets import KINDS, Allele, header_lengths, length_conflicts, open_vcf, read_callset
+from genoformer.evaluate.callsets import (KINDS, LENGTH_BINS, Allele, header_lengths, length_conflicts, open_vcf,
+                                         read_callset)
+from genoformer.evaluate.quality import QualityReport, quality_report
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +67,22 @@ class Counts:
                 "genotype_concordance": self.genotype_concordance}
 
 
+def groups(allele: Allele) -> list[str]:
+    """The rows an allele counts in: its kind, "indel" for insertions and deletions, its length bin
+    (as "deletion 2-5") and "all"."""
+    if allele.kind == "snv":
+        return ["snv", "all"]
+    return [allele.kind, "indel", f"{allele.kind} {allele.length_bin}", "all"]
+
+
+ROWS = (*KINDS, "indel", "all", *(f"{kind} {length}" for kind in KINDS[1:] for length in LENGTH_BINS))
+
+
 def compare(calls: Mapping[Allele, str], truth: Mapping[Allele, str]) -> dict[str, Counts]:
-    """Counts per kind ("snv", "indel") and over "all" alleles."""
-    out = {kind: Counts() for kind in (*KINDS, "all")}
+    """Counts per row of ROWS: kind (snv, insertion, deletion), all indels, all alleles, indel length bins."""
+    out = {row: Counts() for row in ROWS}
     for allele, zygosity in calls.items():
-        for c in (out[allele.kind], out["all"]):
+        for c in (out[row] for row in groups(allele)):
             if allele in truth:
                 c.tp += 1
                 c.genotype_matches += truth[allele] == zygosity
@@ -73,8 +90,8 @@ def compare(calls: Mapping[Allele, str], truth: Mapping[Allele, str]) -> dict[st
                 c.fp += 1
     for allele in truth:
         if allele not in calls:
-            out[allele.kind].fn += 1
-            out["all"].fn += 1
+            for row in groups(allele):
+                out[row].fn += 1
     return out
 
 
@@ -88,6 +105,7 @@ class EvaluateConfig:
     reference: str | None = None
     calls_sample: str | None = None
     truth_sample: str | None = None
+    quality_report: str | None = None  # PREFIX: write PREFIX.reliability.tsv, PREFIX.pr.tsv (and PNGs)
 
 
 @dataclass
@@ -96,22 +114,26 @@ class EvaluateResult:
     counts: dict[str, Counts]
     skipped: dict[str, dict[str, int]]
     scored_bases: int | None  # bases of the scoring regions (None: whole genome)
+    quality: QualityReport | None = None  # QUAL and GQ against the truth, when the calls have both
 
     def as_dict(self) -> dict:
+        quality = {"quality": self.quality.as_dict()} if self.quality is not None else {}
         return {"genoformer_version": __version__, "config": dataclasses.asdict(self.config),
                 "scored_bases": self.scored_bases,
-                **{kind: c.as_dict() for kind, c in self.counts.items()}, "skipped": self.skipped}
+                **{kind: c.as_dict() for kind, c in self.counts.items()}, "skipped": self.skipped, **quality}
 
     def to_json(self) -> str:
         return json.dumps(json_safe(self.as_dict()), indent=2) + "\n"
 
     def table(self) -> str:
         """A fixed-width table of the counts (one row per kind)."""
-        rows = [f"{'type':<6}{'TP':>8}{'FP':>8}{'FN':>8}{'precision':>11}{'recall':>9}{'F1':>9}  genotype concordance"]
+        rows = [f"{'type':<16}{'TP':>8}{'FP':>8}{'FN':>8}{'precision':>11}{'recall':>9}{'F1':>9}  genotype concordance"]
         for kind, c in self.counts.items():
             conc = f"{format_ratio(c.genotype_concordance)} ({c.genotype_matches}/{c.tp})"
-            rows.append(f"{kind.upper() if kind == 'snv' else kind:<6}{c.tp:>8}{c.fp:>8}{c.fn:>8}"
+            rows.append(f"{kind.upper() if kind == 'snv' else kind:<16}{c.tp:>8}{c.fp:>8}{c.fn:>8}"
                         f"{format_ratio(c.precision):>11}{format_ratio(c.recall):>9}{format_ratio(c.f1):>9}  {conc}")
+        if self.quality is not None:
+            rows += ["", self.quality.table()]
         return "\n".join(rows)
 
 
@@ -164,8 +186,13 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     calls = read_callset(calls_path, config.calls_sample, reference, regions)
     _check_conflicts(conflicts, {a.contig for a in calls.alleles} | {a.contig for a in truth.alleles}
                      | {contig for r in regions for contig in r.contigs})
+    quality = quality_report(calls.alleles, calls.quality, truth.alleles)
+    if config.quality_report is not None:
+        if quality is None:
+            raise UsageError(f"{calls_path}: no scored call has both QUAL and FORMAT/GQ: no quality report")
+        quality.write(config.quality_report)
     return EvaluateResult(config, compare(calls.alleles, truth.alleles),
-                          {"calls": dict(calls.skipped), "truth": dict(truth.skipped)}, scored_bases)
+                          {"calls": dict(calls.skipped), "truth": dict(truth.skipped)}, scored_bases, quality)
 
 
 def _check_conflicts(conflicts: dict[str, str], scored_contigs: set[str]) -> None:

@@ -39,7 +39,7 @@ def _make_folder(path: str | None) -> None:
 
 def export(config: ExportConfig, command: str | None = None) -> dict:
     """Write the outputs of `config`; returns a summary (counts per output)."""
-    outputs = [p for p in (config.vcf, config.bed) if p]
+    outputs = [p for p in (config.vcf, config.gvcf, config.bed) if p]
     for path in [*outputs, config.bedgraph]:
         _make_folder(path)
     for path in outputs:
@@ -57,6 +57,8 @@ def export(config: ExportConfig, command: str | None = None) -> dict:
         summary: dict = {"predictions": str(preds.path)}
         if config.vcf:
             summary["vcf"] = export_vcf(preds, config, blocks, command, BLOCK)
+        if config.gvcf:
+            summary["gvcf"] = export_vcf(preds, config, blocks, command, BLOCK, gvcf=True)
         if config.bed:
             summary["bed"] = export_bed(preds, config, classes, blocks, command)
         for name, path in bedgraphs.items():

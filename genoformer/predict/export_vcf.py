@@ -1,19 +1,20 @@
-"""Predictions HDF5 -> VCF (`genoformer export --vcf`), from `variant/probs` (hom_ref, het, hom_alt)
-and the read summaries `variant/alt`, `variant/depth` and `variant/deletion_fraction`:
+"""Predictions HDF5 -> VCF (`genoformer export --vcf`), from `variant/probs` (the classes of
+io.variant_classes: hom_ref, or variant type x genotype) and the reads of the predicted BAM.
 
-- a covered base is called when its most likely genotype is not hom_ref, or when
-  P(het) + P(hom_alt) >= threshold; GT is the more likely of 0/1 and 1/1;
-- ALT is the most supported non-reference base of the reads (`variant/alt`); a called base
-  with none, or whose reference base is not A/C/G/T, is not written (counted in the summary);
-- a called base that at least `min_deletion_fraction` of its reads delete is a deletion base,
-  and each run of consecutive deletion bases becomes one record: REF = the base before the run
-  (the VCF anchor) plus the deleted bases, ALT = the anchor (at a contig start, the base after
-  the run pads instead); its probabilities are the run's mean;
-- GQ = phred(1 - P(GT)) capped at 99; QUAL = phred(P(hom_ref)) (at most 100); FORMAT/GP holds
-  the three genotype probabilities; FORMAT/DP the depth; INFO/DF the deletion fraction;
-  records with GQ < min_gq get FILTER LowGQ.
-Insertions are not written: a per-base genotype says a base is variant, and the reads say which
-base it becomes or that it is deleted, but nothing in the file says what sequence is inserted.
+The model calls: predict.calls turns called bases into events (an SNV, an insertion after a base,
+a run of deleted bases) and the reads around each pick its allele (predict.read_alleles); a
+hom_alt call with a second allele in its reads is one multi-allelic record (GT 1/2). Records are
+normalised (left-aligned, parsimonious: `bcftools norm -f REF` leaves them unchanged), their REF
+is the reference's bases, and there is one record per position.
+
+- QUAL = phred(P(hom_ref)) (at most 100 unscaled); GQ = phred(1 - P(GT)) capped at 99, both times the scales
+  of --calibration (predict.calibration: fitted on held-out calls) when given; P(GT) the summed
+  probability of the het classes for 0/1 and of the hom_alt classes for 1/1 and 1/2; records with
+  GQ < min_gq get FILTER LowGQ;
+- FORMAT/DP: reads over the site; FORMAT/AD: reads with no allele there, then each ALT's reads;
+  FORMAT/CP: the model's class probabilities (VARIANT_CLASSES order).
+The reads are those of the BAM recorded in the predictions (or --bam), under io.alignments'
+default read filters.
 """
 from __future__ import annotations
 
@@ -33,25 +34,16 @@ from genoformer.errors import InputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
 from genoformer.io.predictions import Predictions, PredictionsFile
-from genoformer.io.variants import GENOTYPES
+from genoformer.io.variant_classes import VARIANT_CLASSES, check_variant_classes
 from genoformer.outputs import staged_text
-from genoformer.predict.export_config import MAX_GQ, ExportConfig, one_line
+from genoformer.predict.calibration import Calibration
+from genoformer.predict.export_gvcf import NON_REF, GvcfSink, add_gvcf_header, variant_pls
+from genoformer.predict.calls import Record, called_bases, ends_in_deletion, events, record_of, window
+from genoformer.predict.export_config import ExportConfig, genotype_quality, one_line, phred
+from genoformer.normalise import reference_fetcher
+from genoformer.predict.read_alleles import ReadAlleles
 
 log = logging.getLogger(__name__)
-
-MIN_P = 1e-10  # probabilities floored here so QUAL stays finite (<= 100)
-
-
-def phred(p: np.ndarray | float) -> np.ndarray:
-    """-10 log10(p), with p floored at MIN_P."""
-    return -10 * np.log10(np.maximum(p, MIN_P))
-
-
-def genotype_quality(p_called: np.ndarray | float) -> np.ndarray:
-    """GQ: phred of the probability that the called genotype is wrong, rounded, capped at MAX_GQ."""
-    return np.minimum(np.rint(phred(1 - np.asarray(p_called, dtype=np.float64))), MAX_GQ).astype(int)
-
-
 
 def _reference(preds: PredictionsFile, config: ExportConfig, exported: set[str]):
     """The reference of the predictions, checked by contig length, and by md5 (of the upper-cased
@@ -96,6 +88,17 @@ def _sample_name(preds: PredictionsFile, config: ExportConfig) -> str:
     return "SAMPLE"
 
 
+def _bam_path(preds: PredictionsFile, config: ExportConfig) -> str:
+    """--bam, else the BAM recorded in the predictions: the reads that pick each call's allele."""
+    path = config.bam or preds.attrs.get("bam")
+    if not path:
+        raise InputError(f"{preds.path}: records no BAM (the model read no reads), so no allele can be chosen",
+                         hint="predict with a variant model that reads the sample's BAM")
+    if not Path(path).is_file():
+        raise InputError(f"{preds.path}: its BAM {path} is not there", hint="give it with --bam")
+    return str(path)
+
+
 def _vcf_header(preds: PredictionsFile, config: ExportConfig, reference, sample: str, command: str):
     import pysam
 
@@ -107,14 +110,14 @@ def _vcf_header(preds: PredictionsFile, config: ExportConfig, reference, sample:
         header.contigs.add(name, length=length)
     header.add_line('##FILTER=<ID=LowGQ,Description="Genotype quality below --min-gq '
                     f'{config.min_gq}">')
-    header.add_line('##INFO=<ID=DF,Number=1,Type=Float,Description="Share of reads deleting the base '
-                    '(mean over the deleted bases of a deletion)">')
     header.add_line('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
     header.add_line('##FORMAT=<ID=GQ,Number=1,Type=Integer,Description="Genotype quality: phred of '
                     '1 - P(GT), capped at 99">')
-    header.add_line('##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Read depth (mean over a deletion)">')
-    header.add_line('##FORMAT=<ID=GP,Number=G,Type=Float,Description="Genotype probabilities of the model: '
-                    'hom_ref, het, hom_alt">')
+    header.add_line('##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Reads over the site">')
+    header.add_line('##FORMAT=<ID=AD,Number=R,Type=Integer,Description="Reads with no allele at the site, '
+                    'then reads of each ALT">')
+    header.add_line(f'##FORMAT=<ID=CP,Number={len(VARIANT_CLASSES)},Type=Float,Description="Class probabilities '
+                    f'of the model: {", ".join(VARIANT_CLASSES)}">')
     for key, value in (("model_sha256", a.get("model_sha256", "")), ("hash_seed", a.get("hash_seed", "")),
                        ("predictions", Path(preds.path).resolve()), ("predict_command", a.get("command", "")),
                        ("export_command", command)):
@@ -128,50 +131,112 @@ def _vcf_header(preds: PredictionsFile, config: ExportConfig, reference, sample:
 @dataclass
 class _CallCounts:
     called_bases: int = 0
+    events: int = 0  # SNVs, insertions and deletion runs the model calls
     records: int = 0
     snvs: int = 0
+    insertions: int = 0
     deletions: int = 0
+    multi_allelic: int = 0  # records with two ALTs (GT 1/2)
     low_gq: int = 0  # written with FILTER LowGQ
-    no_alt: int = 0  # called bases without a read-supported alt base: not written
-    ref_not_acgt: int = 0  # called bases on N or IUPAC reference bases: not written
+    no_alt: int = 0  # events whose reads show no allele: not written
+    ref_not_acgt: int = 0  # records on N or IUPAC reference bases: not written
+    merged: int = 0  # events whose record another event at the same position already gave
 
 
 def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], command: str,
-               block: int) -> dict:
-    """Write config.vcf from the covered `blocks`, reading about `block` bases at a time; returns the counts."""
+               block: int, gvcf: bool = False) -> dict:
+    """Write config.vcf (with `gvcf`: config.gvcf, reference blocks between the records) from the covered
+    `blocks`, reading about `block` bases at a time; returns the counts."""
     import pysam
 
-    if preds.task != "variant" or preds.classes != list(GENOTYPES):
-        raise UsageError(f"{preds.path}: --vcf needs variant predictions with classes {', '.join(GENOTYPES)} "
-                         f"(this file: task {preds.task}, classes {', '.join(preds.classes)})",
+    path = config.gvcf if gvcf else config.vcf
+    if preds.task != "variant":
+        raise UsageError(f"{preds.path}: --vcf and --gvcf need variant predictions (this file: task {preds.task})",
                          hint="export pattern predictions with --bed / --bedgraph")
+    check_variant_classes(preds.classes, str(preds.path))
     reference = _reference(preds, config, {b.contig for b in blocks})
+    bam = _bam_path(preds, config)
+    calibration = Calibration.load(config.calibration) if config.calibration else Calibration()
     header = _vcf_header(preds, config, reference, _sample_name(preds, config), command)
+    if gvcf:
+        add_gvcf_header(header)
     counts = _CallCounts()
-    with staged_text(config.vcf, "vcf", ".vcf") as tmp:
+    with ReadAlleles(bam, reference) as reads, staged_text(path, "vcf", ".vcf") as tmp:
         with pysam.VariantFile(str(tmp), "w", header=header) as out:
-            with tqdm(total=sum(len(b) for b in blocks), unit="b", unit_scale=True, desc="export vcf",
-                      disable=not config.progress, file=sys.stderr, leave=False) as bar:
+            with tqdm(total=sum(len(b) for b in blocks), unit="b", unit_scale=True, desc="export gvcf" if gvcf
+                      else "export vcf", disable=not config.progress, file=sys.stderr, leave=False) as bar:
                 order = {name: i for i, name in enumerate(reference.contigs)}  # records follow the ##contig lines
+
+                def write(rec: Record, non_ref: bool = False) -> None:
+                    out.write(_vcf_record(out, rec, config=config, counts=counts, calibration=calibration,
+                                          non_ref=non_ref))
+
+                sink = GvcfSink(out, write, reference, calibration.gq_scale) if gvcf else _VcfSink(write)
+                pending = _Pending(sink, counts)
                 for iv, p in _whole_runs(preds, config, blocks, block, bar, order):
-                    for rec in _block_records(preds, config, reference, iv, p, counts):
-                        out.write(_record(out, rec, config, counts))
-                        counts.records += 1
-    log.info("wrote %s: %d records", config.vcf, counts.records)
-    return {"path": config.vcf, **asdict(counts)}
+                    pending.flush(iv.contig, iv.start - FLUSH_MARGIN)
+                    sink.add_bases(iv, p)
+                    fetch = reference_fetcher(reference, iv.contig)
+                    found = events(iv.start, p.probs, p.covered, config.threshold)
+                    counts.called_bases += int(called_bases(p.probs, p.covered, config.threshold).sum())
+                    counts.events += len(found)
+                    sites = reads.sites(iv.contig, [window(event) for event in found])
+                    for event, site in zip(found, sites):
+                        rec = record_of(iv.contig, event, site, fetch)
+                        if rec is None:
+                            counts.no_alt += 1
+                        elif any(b not in "ACGT" for b in rec.alleles[0]):
+                            counts.ref_not_acgt += 1
+                        else:
+                            pending.add(rec)
+                pending.flush(None, 0)
+    log.info("wrote %s: %d records", path, counts.records)
+    return {"path": path, **asdict(counts)} | ({"reference_blocks": sink.blocks} if gvcf else {})
 
 
-def _is_called(probs: np.ndarray, covered: np.ndarray, threshold: float) -> np.ndarray:
-    """bool [n]: covered bases whose argmax is not hom_ref or whose P(het) + P(hom_alt) >= threshold."""
-    at = np.flatnonzero(covered)  # only these: files predicted over a region are mostly uncovered
-    p = probs[at]
-    called = np.zeros(len(covered), dtype=bool)
-    called[at] = (p.argmax(1) != 0) | (p[:, 1] + p[:, 2] >= threshold)
-    return called
+FLUSH_MARGIN = 10_000  # records this far before a block are final: left-alignment moves them less
 
 
-def _is_deletion(p, config: ExportConfig) -> np.ndarray:
-    return _is_called(p.probs, p.covered, config.threshold) & (p.deletion_fraction >= config.min_deletion_fraction)
+class _VcfSink:
+    """Writes the records, nothing between them."""
+
+    def __init__(self, write):
+        self.write = write
+
+    def add_bases(self, iv: Interval, p: Predictions) -> None:
+        pass
+
+    def emit(self, contig: str, records: list[Record], before: int | None) -> None:
+        for rec in records:
+            self.write(rec)
+
+
+class _Pending:
+    """Records held until no later block can give one at or before their position; one per position.
+    The sink gets them in order, with the position up to which its contig is final (None: all of it)."""
+
+    def __init__(self, sink, counts: _CallCounts):
+        self.sink, self.counts = sink, counts
+        self.records: dict[int, Record] = {}
+        self.contig: str | None = None
+
+    def add(self, rec: Record) -> None:
+        held = self.records.get(rec.pos)
+        if held is not None:
+            self.counts.merged += 1
+            if held.p_hom_ref <= rec.p_hom_ref:
+                return
+        self.records[rec.pos] = rec
+
+    def flush(self, contig: str | None, before: int) -> None:
+        """Emit what lies before `before` on `contig`; a new contig (or None) ends the current one first."""
+        if contig != self.contig:
+            if self.contig is not None:
+                self.sink.emit(self.contig, [self.records[pos] for pos in sorted(self.records)], None)
+            self.records, self.contig = {}, contig
+            return
+        done = sorted(pos for pos in self.records if pos < before)
+        self.sink.emit(contig, [self.records.pop(pos) for pos in done], before)
 
 
 def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Interval], block: int, bar: tqdm,
@@ -183,81 +248,37 @@ def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
         while start < stretch.end:
             end = min(start + block, stretch.end)
             p = preds.read(Interval(stretch.contig, start, end))
-            if p.alt is None:
-                raise InputError(f"{preds.path}: has no variant/alt (the model read no BAM), so ALT alleles "
-                                 "cannot be written", hint="predict with a model that reads the sample's BAM")
-            dels = _is_deletion(p, config)
+            dels = ends_in_deletion(p.probs, p.covered, config.threshold)
             if end < stretch.end and dels[-1] and not dels.all():
                 end = start + int(np.flatnonzero(~dels)[-1]) + 1  # the next piece starts with the open run
                 n = end - start
-                p = replace(p, end=end, covered=p.covered[:n], probs=p.probs[:n], alt=p.alt[:n],
-                            depth=p.depth[:n], deletion_fraction=p.deletion_fraction[:n])
+                p = replace(p, end=end, covered=p.covered[:n], probs=p.probs[:n])
             yield Interval(stretch.contig, start, end), p
             bar.update(end - start)
             raise_if_terminated()
             start = end
 
 
-@dataclass
-class _Call:
-    contig: str
-    start: int  # 0-based POS
-    ref: str
-    alt: str
-    probs: np.ndarray  # [3]
-    depth: float
-    deletion_fraction: float
-
-
-def _block_records(preds: PredictionsFile, config: ExportConfig, reference, iv: Interval, p: Predictions,
-                   counts: _CallCounts) -> list[_Call]:
-    """Calls of bases [iv.start, iv.end), sorted by position (deletion runs are whole in the block)."""
-    called = _is_called(p.probs, p.covered, config.threshold)
-    if not called.any():
-        return []
-    counts.called_bases += int(called.sum())
-    dels = called & (p.deletion_fraction >= config.min_deletion_fraction)
-    length = preds.contigs[iv.contig]
-    lo, hi = max(iv.start - 1, 0), min(iv.end + 1, length)  # anchor bases around the block
-    seq = reference.fetch(iv.contig, lo, hi).tobytes().decode().upper()
-    calls = []
-    for i in np.flatnonzero(called & ~dels):
-        ref, alt = seq[iv.start + i - lo], chr(p.alt[i]) if p.alt[i] else ""
-        if ref not in "ACGT":
-            counts.ref_not_acgt += 1
-        elif not alt or alt == ref:
-            counts.no_alt += 1
-        else:
-            calls.append(_Call(iv.contig, iv.start + int(i), ref, alt, p.probs[i], float(p.depth[i]),
-                               float(p.deletion_fraction[i])))
-            counts.snvs += 1
-    for s, e in zip(*runs(dels)):
-        a, b = iv.start + int(s), iv.start + int(e)
-        if a > 0:  # anchor before the run
-            pos, ref, alt = a - 1, seq[a - 1 - lo:b - lo], seq[a - 1 - lo]
-        else:  # the run starts the contig: pad with the base after it (VCF 4.2, section 1.6.1)
-            if b >= length:
-                continue  # a whole-contig deletion has no base to anchor it
-            pos, ref, alt = 0, seq[a - lo:b + 1 - lo], seq[b - lo]
-        calls.append(_Call(iv.contig, pos, ref, alt, p.probs[s:e].mean(0), float(p.depth[s:e].mean()),
-                           float(p.deletion_fraction[s:e].mean())))
-        counts.deletions += 1
-    calls.sort(key=lambda c: c.start)
-    return calls
-
-
-def _record(out, call: _Call, config: ExportConfig, counts: _CallCounts):
-    probs = np.asarray(call.probs, dtype=np.float64)
-    gt = 1 + int(probs[1:].argmax())
-    gq = int(genotype_quality(probs[gt]))
+def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, calibration: Calibration,
+                non_ref: bool = False):
+    """The VCF record of `rec`; with `non_ref` (a gVCF) its ALTs end with <*> and it carries PL."""
+    gq = int(genotype_quality(rec.p_genotype, calibration.gq_scale))
     counts.low_gq += gq < config.min_gq
-    rec = out.new_record(contig=call.contig, start=call.start, alleles=(call.ref, call.alt),
-                         qual=round(float(phred(probs[0])), 2),
-                         filter="LowGQ" if gq < config.min_gq else "PASS",
-                         info={"DF": round(call.deletion_fraction, 4)})
-    sample = rec.samples[0]
-    sample["GT"] = (0, 1) if gt == 1 else (1, 1)
+    counts.records += 1
+    counts.multi_allelic += len(rec.alleles) > 2
+    ref = rec.alleles[0]
+    for alt in rec.alleles[1:]:
+        kind = "snvs" if len(alt) == len(ref) else "insertions" if len(alt) > len(ref) else "deletions"
+        setattr(counts, kind, getattr(counts, kind) + 1)
+    vcf = out.new_record(contig=rec.contig, start=rec.pos, alleles=rec.alleles + (NON_REF,) * non_ref,
+                         qual=round(float(phred(rec.p_hom_ref)) * calibration.qual_scale, 2),
+                         filter="LowGQ" if gq < config.min_gq else "PASS")
+    sample = vcf.samples[0]
+    sample["GT"] = rec.gt
     sample["GQ"] = gq
-    sample["DP"] = int(round(call.depth))
-    sample["GP"] = tuple(round(float(x), 4) for x in probs)
-    return rec
+    sample["DP"] = rec.depth
+    sample["AD"] = rec.allele_depths + (0,) * non_ref
+    if non_ref:
+        sample["PL"] = variant_pls(rec)
+    sample["CP"] = tuple(round(float(x), 4) for x in rec.probs)
+    return vcf

@@ -49,6 +49,7 @@ from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
 from genoformer.io.evidence import BASE_COLUMNS, Evidence
 from genoformer.io.predictions import partial_path
+from genoformer.io.variant_classes import check_variant_classes, forward_strand
 from genoformer.model.heads import batch_inputs
 from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
 from genoformer.predict.writer import PredictionWriter
@@ -192,6 +193,8 @@ def predict(config: PredictConfig) -> dict:
     classes = [str(c) for c in head.get("class_names") or []]
     if len(classes) != int(head["n_classes"]):
         raise InputError(f"{config.model}: the head has {head['n_classes']} classes but names {len(classes)}")
+    if task == "variant":
+        check_variant_classes(classes, config.model)
 
     model_sha = meta["weights_sha256"]
     bam_path = str(Path(config.bam).resolve()) if config.bam else ""
@@ -343,7 +346,8 @@ class _Runner:
         reverse = self._probabilities([reverse_complement_item(it, self.tokenizer) for it in items])
         for p, r, it in zip(probs, reverse, items):
             n = it["n_valid"]
-            p[:n] = (p[:n] + r[:n][::-1]) / 2  # the reverse strand's base i is the forward base n-1-i
+            mirrored = forward_strand(r[:n][::-1]) if self.task == "variant" else r[:n][::-1]
+            p[:n] = (p[:n] + mirrored) / 2  # the reverse strand's base i is the forward base n-1-i
         return probs
 
     def _probabilities(self, items: list[dict]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from genoformer.devices import check_device
 from genoformer.errors import UsageError
-from genoformer.io.variants import GENOTYPES
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.per_base import PerBaseConfig
 from genoformer.tasks import TASK_INPUTS, TASKS, TRAIN_TASKS, task_default
@@ -141,8 +141,8 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 200
     val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
-    # variant: weight of each genotype in the loss. "none"; "balanced" (n / (3 n_class), counted over the
-    # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt.
+    # variant: weight of each class in the loss. "none"; "balanced" (n / (7 n_class), counted over the
+    # scored training bases: non-ref bases are ~1/1000); or seven numbers, one per VARIANT_CLASSES class.
     # None: the task's default (tasks.py), "none" for tasks without weights
     class_weights: str | list[float] | None = None
     # variant: loss weight of candidate bases, where reads show another allele (train/losses.py); 1: as any base
@@ -236,7 +236,7 @@ def nest_model_options(values: Mapping) -> dict:
 
 
 def parse_class_weights(value) -> str | list[float]:
-    """"none", "balanced" or [w_hom_ref, w_het, w_hom_alt] from a flag string or a recipe value."""
+    """"none", "balanced" or one weight per VARIANT_CLASSES class from a flag string or a recipe value."""
     if isinstance(value, str) and value.strip().lower() in ("none", "balanced"):
         return value.strip().lower()
     parts = value.split(",") if isinstance(value, str) else value
@@ -244,7 +244,7 @@ def parse_class_weights(value) -> str | list[float]:
         weights = [float(w) for w in parts]
     except (TypeError, ValueError):
         weights = []
-    if len(weights) != len(GENOTYPES) or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
-        raise UsageError(f"class-weights must be none, balanced or {len(GENOTYPES)} non-negative numbers "
-                         f"({','.join(GENOTYPES)}), got {value!r}", hint="e.g. --class-weights 1,50,50")
+    if len(weights) != len(VARIANT_CLASSES) or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise UsageError(f"class-weights must be none, balanced or {len(VARIANT_CLASSES)} non-negative numbers "
+                         f"({','.join(VARIANT_CLASSES)}), got {value!r}", hint="e.g. --class-weights 1,50,50,50,50,50,50")
     return weights

@@ -20,7 +20,7 @@ from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
 from genoformer.io.evidence import EVIDENCE_FEATURES
-from genoformer.io.variants import GENOTYPES
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task, task_default
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.train.config import TrainConfig
@@ -41,7 +41,7 @@ class TrainData:
     class_names: list[str]
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
-    class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
+    class_weights: list[float] | None = None  # variant: the loss weight of each class, resolved
     augment: Augmentation | None = None  # what the training items go through (validation items never)
 
     def __post_init__(self) -> None:
@@ -153,7 +153,7 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
         sources["confident"] = read_bed(config.confident_bed, ref.contigs) if config.confident_bed else None
     if config.bam is not None:
         sources["alignments"] = Alignments(config.bam, ref)
-    class_names: list[str] = list(GENOTYPES) if config.task == "variant" else []
+    class_names: list[str] = list(VARIANT_CLASSES) if config.task == "variant" else []
     if config.task == "pattern":
         if config.bed:
             sources["tracks"] = Tracks.from_files(config.bed, ref.contigs)
@@ -179,7 +179,7 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     weights = None
     if config.class_weights == "balanced":
         train_counts = counts["training regions"]
-        # a genotype absent from the training regions is weighted as the rarest present one
+        # a class absent from the training regions is weighted as the rarest present one
         weights = [sum(train_counts) / (len(train_counts) * (c or min(n for n in train_counts if n)))
                    for c in train_counts]
     elif config.class_weights != "none":

@@ -16,7 +16,7 @@ import numpy as np
 from genoformer.coords import Interval
 from genoformer.errors import TrackError, VariantError
 from genoformer.interrupt import raise_if_terminated
-from genoformer.io.variants import GENOTYPES
+from genoformer.io.variant_classes import VARIANT_CLASSES, variant_class
 from genoformer.tokenize import soft_mask
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,17 @@ def _chunks(intervals: list[Interval], chunk: int = CHUNK):
 
 def genotype_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
                     chunk: int = CHUNK) -> list[int]:
-    """Scored bases of each genotype (hom_ref, het, hom_alt) inside `intervals`, as the loss sees them."""
+    """Scored bases of each VARIANT_CLASSES class inside `intervals`, as the loss sees them."""
     by_contig: dict[str, list[Interval]] = {}
     for iv in sorted(confident or [], key=lambda iv: (iv.contig, iv.start)):
         by_contig.setdefault(iv.contig, []).append(iv)
-    counts = np.zeros(len(GENOTYPES), dtype=np.int64)
+    counts = np.zeros(len(VARIANT_CLASSES), dtype=np.int64)
     for part in _chunks(intervals, chunk):
         near = None if confident is None else \
             [c for c in by_contig.get(part.contig, []) if c.start < part.end and part.start < c.end]
         labels = variants.labels(part.contig, part.start, part.end, near)
-        counts += np.bincount(labels.genotype[labels.mask], minlength=len(GENOTYPES))[:len(GENOTYPES)]
+        classes = variant_class(labels.genotype[labels.mask], labels.variant_type[labels.mask])
+        counts += np.bincount(classes, minlength=len(VARIANT_CLASSES))
     return [int(c) for c in counts]
 
 

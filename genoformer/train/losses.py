@@ -5,11 +5,12 @@ mlm: contiguous spans of real tokens are masked. With the per-base decoder, thei
   every token covering one becomes [MASK]; cross-entropy per masked base, reported in bits per base
   as DNA language models publish it. Token-level models (no decoder): the masked tokens become
   [MASK] (and the bases they spell N, for a stem) and their k-mers are the targets.
-variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
-  padding, outside the confident BED), optionally weighted per genotype (--class-weights) and, on
-  candidate bases (reads showing another allele, `candidate_bases`), by --candidate-weight: nearly
-  every base is hom_ref with no read against it, and those teach little once learnt, while the
-  few bases where reads disagree hold every variant and every error that looks like one.
+variant: per-base class (io.variant_classes: hom_ref, or variant type x genotype, from the truth's
+  genotype and variant_type labels); cross-entropy where labelled (-100 elsewhere: padding, outside
+  the confident BED), optionally weighted per class (--class-weights),
+  and, on candidate bases (reads showing another allele, `candidate_bases`), by --candidate-weight:
+  nearly every base is hom_ref with no read against it, and those teach little once learnt, while
+  the few bases where reads disagree hold every variant and every error that looks like one.
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
 classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
   residues); cross-entropy.
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from genoformer.data.datasets import IGNORE_INDEX
 from genoformer.io.evidence import Evidence
+from genoformer.io.variant_classes import variant_class
 from genoformer.model.heads import batch_inputs, mlm_letters
 from genoformer.model.layout import bases_of_tokens
 from genoformer.tokenize import MASK_ID
@@ -51,7 +53,7 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
                  class_weights: Tensor | None = None, candidate_weight: float = 1.0) -> tuple[Tensor, dict]:
     """(mean loss, tensors for metrics) of one batch; `generator` draws the mlm masks.
 
-    variant: `class_weights` [3] weights each genotype's bases and `candidate_weight` the candidate
+    variant: `class_weights` [7] weights each class's bases and `candidate_weight` the candidate
     bases (`candidate_bases`, read from the batch's evidence); the mean is over the weights
     (cross_entropy's convention), so the loss scale does not depend on a batch's mix of bases.
     """
@@ -79,7 +81,7 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         return loss, {"logits": logits.detach(), "target": target}
     logits = model(**inputs).float()
     if task == "variant":
-        target = batch["genotype"].to(device)
+        target = torch.from_numpy(variant_class(batch["genotype"].numpy(), batch["variant_type"].numpy())).to(device)
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # nothing scored here
         if candidate_weight == 1:

@@ -3,7 +3,7 @@
 mlm and classify: accuracy over the scored targets (for 3-state secondary structure per residue,
 also named q3); a per-base mlm (the decoder's masked bases) also bits per base, its cross-entropy in
 bits as DNA language models publish it. variant: precision, recall and F1 on non-ref bases: a true
-positive is a non-ref base called with its exact genotype. pattern: AUROC and AUPRC per class,
+positive is a non-ref base called with its exact class (variant type and genotype). pattern: AUROC and AUPRC per class,
 averaged over the classes that have both. The main metric of each task (tasks.py) picks the best
 checkpoint.
 """

@@ -400,8 +400,9 @@ def test_class_names_that_are_no_file_names(tiny_predictions, tmp_path):
         f.attrs["task"] = "pattern"
         g = f["contigs/chr20"]
         g.move("variant/probs", "pattern/probs")
-        g["pattern/probs"].attrs["classes"] = ["CDS", "five/prime UTR", "x"]
-    proc = run_cli("export", path, "--bedgraph", tmp_path / "p.bedgraph", "--no-progress")
+        g["pattern/probs"].attrs["classes"] = ["CDS", "five/prime UTR", "x", "a", "b", "c", "d"]
+    proc = run_cli("export", path, "--bedgraph", tmp_path / "p.bedgraph", "--class", "CDS", "--class",
+                   "five/prime UTR", "--class", "x", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in tmp_path.glob("p.*.bedgraph"))
     assert names == ["p.CDS.bedgraph", "p.five_prime_UTR.bedgraph", "p.x.bedgraph"]

@@ -57,7 +57,7 @@ def test_buckets_on_a_full_disk(small_disk, tiny_variant_model, chr20, size, fai
 def test_export_on_a_full_disk(small_disk, tiny_predictions):
     disk = small_disk("16k")
     out = disk / "p.bedgraph"
-    proc = run_cli("export", tiny_predictions, "--bedgraph", out, "--class", "het", "--digits", "4", "--no-progress")
+    proc = run_cli("export", tiny_predictions, "--bedgraph", out, "--class", "snv_het", "--digits", "4", "--no-progress")
     assert_full_disk_failure(proc, out)
     assert files_in(disk) == []
 

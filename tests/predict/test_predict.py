@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import genoformer
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.data.datasets import WindowDataset
 from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.io.alignments import Alignments
@@ -106,8 +107,8 @@ def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr
         g = f["contigs/chr20"]
         assert g.attrs["length"] == length
         probs, covered = g["variant/probs"], g["covered"]
-        assert probs.shape == (length, 3) and probs.dtype == np.float16 and probs.chunks and probs.compression
-        assert list(probs.attrs["classes"]) == ["hom_ref", "het", "hom_alt"]
+        assert probs.shape == (length, len(VARIANT_CLASSES)) and probs.dtype == np.float16 and probs.chunks and probs.compression
+        assert list(probs.attrs["classes"]) == list(VARIANT_CLASSES)
         assert covered.shape == (length,) and covered.dtype == bool
         cov = covered[START - 5000:END + 5000]
         assert cov[5000:-5000].all() and not cov[:5000].any() and not cov[-5000:].any()
@@ -134,7 +135,7 @@ def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr
         assert np.array_equal(got.covered, g["covered"][s]) and np.array_equal(got.alt, g["variant/alt"][s])
         assert np.array_equal(got.depth, g["variant/depth"][s])
     assert (got.contig, got.start, got.end, got.classes) == ("chr20", 10_005_000, 10_006_000,
-                                                             ["hom_ref", "het", "hom_alt"])
+                                                             list(VARIANT_CLASSES))
     assert got.attrs["contig_md5"] == {"chr20": md5}
     assert genoformer.read_predictions is read_predictions
     with open_predictions(out) as f:
@@ -183,9 +184,15 @@ def test_stem_decoder_variant_model_region_alone_and_rc_average(variant_h5, tiny
     with torch.inference_mode():
         probs = [model(**batch_inputs({k: v[None] for k, v in it.items() if torch.is_tensor(v)}, "cpu"))[0].softmax(-1)
                  for it in (item, reverse_complement_item(item, model.tokenizer))]
-    expect = (probs[0] + probs[1].flip(0)) / 2
     b = 10_004_600 - window.start
-    np.testing.assert_allclose(averaged.probs[10_004_600 - 10_004_500], expect[b].numpy(), atol=2e-3)
+    # the reverse strand's base b: its insertion classes (3, 4) come from the mirrored base after it, which
+    # is the base the insertion follows on the forward strand; hom_ref takes the rest of the mass
+    mirrored = probs[1].flip(0).numpy().astype(np.float64)
+    reverse = mirrored[b].copy()
+    reverse[[3, 4]] = mirrored[b + 1, [3, 4]]
+    reverse[0] = max(1 - reverse[1:].sum(), 0)
+    expect = (probs[0][b].numpy() + reverse / reverse.sum()) / 2
+    np.testing.assert_allclose(averaged.probs[10_004_600 - 10_004_500], expect, atol=2e-3)
     assert np.abs(averaged.probs - alone.probs).max() > 1e-3  # the reverse strand's output differs
 
 
@@ -364,14 +371,15 @@ def test_readers_refuse_incomplete_truncated_and_foreign_files(variant_h5, tmp_p
 # bad input through the real CLI: one line, the contract's exit code, nothing at --out
 
 
-def _fake_checkpoint(run_dir: Path, tokenizer, task: str, n_classes: int, window: int, nan: bool = False) -> Path:
+def _fake_checkpoint(run_dir: Path, tokenizer, task: str, n_classes: int, window: int, nan: bool = False,
+                     class_names: list[str] | None = None) -> Path:
     """A checkpoint written by the real save path (random weights; with `nan`, a head that outputs NaN)."""
     config = ReformerConfig(vocab_size=tokenizer.vocab_size, d_model=8, depth=1, heads=2, attention="full")
     model = GenoModel(config, tokenizer, task, n_classes=n_classes)
     if nan:
         with torch.no_grad():
             model.head.proj.bias.fill_(float("nan"))
-    head = {"n_classes": n_classes, "n_evidence": 0, "class_names": ["c"] * n_classes}
+    head = {"n_classes": n_classes, "n_evidence": 0, "class_names": class_names or ["c"] * n_classes}
     save_checkpoint(run_dir, model, {"step": 1, "head": head, "train_config": {"window": window}}, {})
     return run_dir
 
@@ -418,6 +426,10 @@ def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, 
     assert_clean_failure(cli(mlm, *region), 2, "mlm", "nothing per-base")
     broken = _fake_checkpoint(tmp_path / "nan", KmerTokenizer(3), "pattern", 1, 96, nan=True)
     assert_clean_failure(cli(broken, *region), 5, "non-finite predictions", "chr20:")
+    # a variant model of the first release's genotype-only classes: refused, not read as today's seven
+    old = _fake_checkpoint(tmp_path / "old", KmerTokenizer(3), "variant", 3, 96,
+                           class_names=["hom_ref", "het", "hom_alt"])
+    assert_clean_failure(cli(old, *region), 3, "hom_ref, het, hom_alt", "genotype-only")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert_clean_failure(cli(tiny_pattern_model, *region, out=blocker / "out.h5"), 4, "cannot create")

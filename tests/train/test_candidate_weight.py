@@ -14,6 +14,7 @@ import torch
 from genoformer.io.alignments import Alignments
 from genoformer.io.evidence import EVIDENCE_FEATURES, Evidence
 from genoformer.io.fasta import Reference
+from genoformer.io.variant_classes import VARIANT_CLASSES, variant_class
 from genoformer.simulate.genome import simulate
 from genoformer.train.losses import CANDIDATE_FRACTION, candidate_bases, forward_loss
 
@@ -68,22 +69,25 @@ def test_candidate_weighted_loss_by_hand():
         def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
             return self.logits
 
-    logits = torch.randn(2, 5, 3)
+    logits = torch.randn(2, 5, len(VARIANT_CLASSES))
     genotype = torch.tensor([[0, 0, 1, -100, 0], [2, 0, 0, -100, 1]])
+    variant_type = torch.tensor([[0, 0, 1, -100, 0], [3, 0, 0, -100, 2]])  # an SNV, a deletion, an insertion
+    classes = variant_class(genotype.numpy(), variant_type.numpy())
     evidence = torch.zeros(2, 5, len(EVIDENCE_FEATURES))
     evidence[..., Evidence.depth] = 30
     is_candidate = torch.tensor([[0, 1, 1, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
     evidence[..., Evidence.alt_fraction] = is_candidate * 0.5
     batch = {"tokens": torch.zeros(2, 2, dtype=torch.long), "token_mask": torch.ones(2, 2, dtype=torch.bool),
-             "valid": torch.ones(2, 5, dtype=torch.bool), "genotype": genotype, "evidence": evidence}
-    w, cw = [0.5, 20.0, 40.0], 7.0
+             "valid": torch.ones(2, 5, dtype=torch.bool), "genotype": genotype, "variant_type": variant_type,
+             "evidence": evidence}
+    w, cw = [0.5, 20.0, 40.0, 25.0, 35.0, 30.0, 45.0], 7.0
     loss, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
                            candidate_weight=cw)
     logp = torch.log_softmax(logits, -1).numpy()
     num = den = 0.0
     for b in range(2):
         for i in range(5):
-            y = int(genotype[b, i])
+            y = int(classes[b, i])
             if y != -100:
                 weight = w[y] * (cw if is_candidate[b, i] else 1.0)
                 num -= weight * logp[b, i, y]

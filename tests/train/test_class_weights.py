@@ -14,6 +14,7 @@ import torch
 from genoformer.coords import Interval, read_bed
 from genoformer.errors import UsageError
 from genoformer.io.fasta import Reference
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.io.variants import TruthVariants
 from genoformer.simulate.genome import simulate
 from genoformer.train import TrainConfig, dry_run
@@ -31,34 +32,38 @@ def example(tmp_path_factory):
 
 
 def pysam_counts(vcf_path: Path, bed_path: Path, contig: str, length: int) -> list[int]:
-    """Scored bases per genotype on `contig`: simple biallelic records placed by hand, masked by the BED."""
+    """Scored bases per class (hom_ref, then snv / insertion / deletion x het / hom_alt) on `contig`: simple
+    biallelic records placed by hand, masked by the BED; overlaps keep the larger genotype and type."""
     genotype = np.zeros(length, dtype=np.int64)
+    kind = np.zeros(length, dtype=np.int64)
     with pysam.VariantFile(str(vcf_path)) as vcf:
         for rec in vcf.fetch(contig):
             (alt,) = rec.alts
             gt = rec.samples[0]["GT"]
             g = 2 if all(gt) else 1 if any(gt) else 0
             if len(rec.ref) == len(alt) == 1:
-                span = (rec.start, rec.start + 1)
+                span, t = (rec.start, rec.start + 1), 1
             elif len(alt) == 1:  # deletion after the anchor base
-                span = (rec.start + 1, rec.start + len(rec.ref))
+                span, t = (rec.start + 1, rec.start + len(rec.ref)), 3
             else:  # insertion after the anchor base: evidence sits on the anchor
                 assert len(rec.ref) == 1 and alt[0] == rec.ref
-                span = (rec.start, rec.start + 1)
+                span, t = (rec.start, rec.start + 1), 2
             genotype[span[0]:span[1]] = np.maximum(genotype[span[0]:span[1]], g)
+            kind[span[0]:span[1]] = np.maximum(kind[span[0]:span[1]], t)
     scored = np.zeros(length, dtype=bool)
     for line in bed_path.read_text().splitlines():
         name, start, end = line.split("\t")[:3]
         if name == contig:
             scored[int(start):int(end)] = True
-    return np.bincount(genotype[scored], minlength=3).tolist()
+    classes = np.where(genotype > 0, 2 * kind + genotype - 2, 0)
+    return np.bincount(classes[scored], minlength=7).tolist()
 
 
 def test_parse_class_weights():
     assert parse_class_weights("none") == "none" and parse_class_weights(" Balanced") == "balanced"
-    assert parse_class_weights("1,50,50") == [1.0, 50.0, 50.0]
-    assert parse_class_weights([1, 2.5, 0]) == [1.0, 2.5, 0.0]  # a YAML list
-    for bad in ("1,2", "a,b,c", "1,-1,1", "0,0,0", "1,nan,1", "inverse"):
+    assert parse_class_weights("1,50,50,60,60,70,70") == [1.0, 50.0, 50.0, 60.0, 60.0, 70.0, 70.0]
+    assert parse_class_weights([1, 2.5, 0, 1, 1, 1, 1]) == [1.0, 2.5, 0.0, 1.0, 1.0, 1.0, 1.0]  # a YAML list
+    for bad in ("1,2", "1,50,50", "a,b,c,d,e,f,g", "1,-1,1,1,1,1,1", "0,0,0,0,0,0,0", "1,nan,1,1,1,1,1", "inverse"):
         with pytest.raises(UsageError, match="class-weights"):
             parse_class_weights(bad)
     with pytest.raises(UsageError, match="variant task"):
@@ -70,7 +75,7 @@ def test_genotype_counts_match_pysam(example):
     truth = TruthVariants(str(example.truth_vcf), ref)
     confident = read_bed(str(example.confident_bed), ref.contigs)
     expected = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
-    assert expected[1] > 0 and expected[2] > 0
+    assert all(n > 0 for n in expected[:4]) and expected[5] > 0
     # small chunks: variants and confident intervals cut at chunk edges count once
     assert genotype_counts(truth, [Interval("chrA", 0, 20000)], confident, chunk=997) == expected
     # without a confident BED every base is scored
@@ -85,11 +90,12 @@ def test_balanced_weights_in_dry_run(example, tmp_path):
                          out=str(tmp_path / "run"))
     data = dry_run(config)["data"]
     counts = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
-    assert data["label_counts"]["training regions"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
+    assert data["label_counts"]["training regions"] == dict(zip(VARIANT_CLASSES, counts))
     assert data["label_counts"]["validation windows"] == dict(zip(
-        ["hom_ref", "het", "hom_alt"], pysam_counts(example.truth_vcf, example.confident_bed, "chrB", 12000)))
-    for name, n in zip(["hom_ref", "het", "hom_alt"], counts):
-        assert data["class_weights"][name] == pytest.approx(sum(counts) / (3 * n))
+        VARIANT_CLASSES, pysam_counts(example.truth_vcf, example.confident_bed, "chrB", 12000)))
+    rarest = min(n for n in counts if n)  # a class absent from the region is weighted as the rarest present
+    for name, n in zip(VARIANT_CLASSES, counts):
+        assert data["class_weights"][name] == pytest.approx(sum(counts) / (7 * (n or rarest)))
 
 
 def test_weighted_loss_by_hand():
@@ -103,24 +109,26 @@ def test_weighted_loss_by_hand():
         def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
             return self.logits
 
-    logits = torch.randn(2, 7, 3)
-    genotype = torch.tensor([[0, 0, 1, 2, -100, 0, 1], [2, 0, 0, -100, -100, 0, 0]])
+    logits = torch.randn(2, 7, 7)
+    genotype = torch.tensor([[0, 0, 1, 2, -100, 1, 1], [2, 0, 0, -100, -100, 2, 0]])
+    variant_type = torch.tensor([[0, 0, 1, 3, -100, 2, 3], [2, 0, 0, -100, -100, 1, 0]])
+    target = torch.tensor([[0, 0, 1, 6, -100, 3, 5], [4, 0, 0, -100, -100, 2, 0]])  # the class of each base
     batch = {"tokens": torch.zeros(2, 2, dtype=torch.long), "token_mask": torch.ones(2, 2, dtype=torch.bool),
-             "valid": torch.ones(2, 7, dtype=torch.bool), "genotype": genotype}
-    w = [0.5, 20.0, 40.0]
+             "valid": torch.ones(2, 7, dtype=torch.bool), "genotype": genotype, "variant_type": variant_type}
+    w = [0.5, 20.0, 40.0, 25.0, 45.0, 30.0, 50.0]
     loss, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w))
     logp = torch.log_softmax(logits, -1).numpy()
     num = den = 0.0
     for b in range(2):
         for i in range(7):
-            y = int(genotype[b, i])
+            y = int(target[b, i])
             if y != -100:
                 num -= w[y] * logp[b, i, y]
                 den += w[y]
     assert float(loss) == pytest.approx(num / den, rel=1e-5)
     unweighted, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"))
-    scored = genotype != -100
-    assert float(unweighted) == pytest.approx(-logp[scored.numpy(), genotype[scored].numpy()].mean(), rel=1e-5)
+    scored = target != -100
+    assert float(unweighted) == pytest.approx(-logp[scored.numpy(), target[scored].numpy()].mean(), rel=1e-5)
 
 
 @pytest.mark.parametrize("value, needle", [("1,2", "class-weights must be"), ("balanced", "variant task")])

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.data.datasets import WindowDataset
 from genoformer.errors import CheckpointError
 from genoformer.model.checkpoint import load_checkpoint, resolve
@@ -96,8 +97,8 @@ def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < 0.5 * mean(losses[:5]), losses
     model, meta, _ = load_checkpoint(tmp_path)
-    assert meta["head"] == {"n_classes": 3, "n_evidence": len(EVIDENCE_FEATURES),
-                            "evidence_features": list(EVIDENCE_FEATURES), "class_names": ["hom_ref", "het", "hom_alt"]}
+    assert meta["head"] == {"n_classes": len(VARIANT_CLASSES), "n_evidence": len(EVIDENCE_FEATURES),
+                            "evidence_features": list(EVIDENCE_FEATURES), "class_names": list(VARIANT_CLASSES)}
     assert meta["per_base"] == PerBaseConfig().to_dict()  # stem and decoder by default
     assert model.fusion is None and model.stem.evidence_in.weight.abs().sum() > 0
 
