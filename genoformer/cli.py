@@ -20,12 +20,14 @@ from genoformer.errors import GenoformerError
 
 # name -> "module:attribute" of the click.Command
 COMMANDS = {
+    "attribute": "genoformer.commands.attribute:attribute",
     "buckets": "genoformer.commands.buckets:buckets",
     "evaluate": "genoformer.commands.evaluate:evaluate",
     "export": "genoformer.commands.export:export",
     "info": "genoformer.commands.info:info",
     "merge": "genoformer.commands.merge:merge",
     "predict": "genoformer.commands.predict:predict",
+    "score-variants": "genoformer.commands.score_variants:score_variants",
     "simulate": "genoformer.commands.simulate:simulate",
     "train": "genoformer.commands.train:train",
 }

@@ -1,4 +1,5 @@
-"""`genoformer predict`: a thin Click layer over genoformer.predict.runner."""
+"""`genoformer predict`: a thin Click layer over genoformer.predict.runner (per base along a reference)
+and genoformer.apply.sequences (--sequences: classify models on new sequences)."""
 from __future__ import annotations
 
 import json
@@ -6,14 +7,23 @@ import json
 import click
 
 from genoformer.coords import REGION
+from genoformer.errors import UsageError
 
 _file = click.Path(exists=True, dir_okay=False)
 
 
 @click.command()
 @click.option("--model", required=True, type=click.Path(exists=True),
-              help="Run folder (its latest checkpoint) or checkpoint folder of a variant/pattern model.")
-@click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip) the model reads.")
+              help="Run folder (its latest checkpoint) or checkpoint folder: a variant, pattern or per-residue "
+                   "classify model with --reference; a classify model with --sequences.")
+@click.option("--reference", type=_file, help="Reference FASTA (plain or bgzip) the model reads.")
+@click.option("--sequences", type=_file,
+              help="Instead of --reference, for classify models: FASTA, gzip FASTA or CSV/TSV (a seq column; "
+                   "label optional) of sequences to label, each at most the model's window long (longer ones "
+                   "are refused, not cut). Writes --out (HDF5) and beside it OUT.tsv (one label per sequence) "
+                   "or OUT.labels.fa (one per residue).")
+@click.option("--label-field", default="label", show_default=True,
+              help="--sequences: CSV column or FASTA header key of labels to copy to the outputs, if present.")
 @click.option("--bam", type=_file, help="Indexed BAM/CRAM of the sample; required exactly when the model uses reads.")
 @click.option("--region", "regions", type=REGION, multiple=True,
               help="samtools-style region, 1-based (chr20:10,000,001-10,100,000); repeat for more. "
@@ -29,12 +39,16 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--resume", is_flag=True, help="Continue the partial output of an interrupted run (same inputs).")
 @click.option("--force", is_flag=True, help="Replace an existing output (only once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-def predict(**options):
-    """Per-base predictions of a trained model over whole contigs or regions, written to HDF5.
+def predict(sequences, label_field, **options):
+    """Per-base predictions of a trained model over whole contigs or regions, written to HDF5;
+    or, with --sequences, a classify model's labels for new sequences.
 
     Windows overlap by 2 x margin and each keeps its centre, on a grid fixed by the contig, so a
     base's prediction does not depend on the regions asked for. Prints a JSON summary on stdout.
     """
+    if sequences:
+        _predict_sequences(sequences, label_field, options)
+        return
     from genoformer.predict.runner import PredictConfig
     from genoformer.predict.runner import predict as run
 
@@ -42,3 +56,18 @@ def predict(**options):
     summary = run(PredictConfig(**options))
     click.echo(json.dumps({key: summary[key] for key in ("out", "task", "bases", "windows", "seconds",
                                                          "bases_per_s")}))
+
+
+def _predict_sequences(sequences: str, label_field: str, options: dict) -> None:
+    from genoformer.apply.sequences import SequencesConfig, predict_sequences
+
+    unused = [name for name in ("reference", "bam", "regions", "regions_bed", "window", "margin", "resume")
+              if options[name]]
+    if unused:
+        raise UsageError(f"--{unused[0].replace('_', '-')} does not go with --sequences (a classify model labels "
+                         "whole sequences)")
+    summary = predict_sequences(SequencesConfig(
+        model=options["model"], sequences=sequences, out=options["out"], label_field=label_field,
+        batch_size=options["batch_size"], device=options["device"], hash_seed=options["hash_seed"],
+        force=options["force"], progress=options["progress"]))
+    click.echo(json.dumps(summary))

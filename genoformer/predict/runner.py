@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from genoformer import __version__
+from genoformer.apply.model import activate
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.data.datasets import WindowDataset
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
@@ -80,7 +81,8 @@ class PredictConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not self.model or not self.reference:
-            raise UsageError("give a model (--model) and a reference FASTA (--reference)")
+            raise UsageError("give a model (--model) and a reference FASTA (--reference)",
+                             hint="for a classify model, give the sequences to label with --sequences")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +104,11 @@ def _load_model(path: str):
         raise UsageError(f"{path}: an mlm (masked-token) model predicts tokens, not per-base classes; "
                          "there is nothing per-base to write", hint="fine-tune it first: genoformer train "
                                                                      "--task variant|pattern --init-from ...")
+    if meta["task"] == "classify":
+        # its recorded window is the longest sequence it accepted (1 Mb unless set): tiling a reference
+        # with it ran for hours and wrote one label broadcast over every base
+        raise UsageError(f"{path}: a classify model labels whole sequences, not the bases of a reference",
+                         hint="give the sequences with --sequences FILE (FASTA or CSV) instead of --reference")
     return model, meta
 
 
@@ -328,7 +335,7 @@ class _Runner:
         return batch, list(zip(probs, extras))
 
     def _forward(self, items: list[dict]) -> list[np.ndarray]:
-        """float32 [W, C] probabilities per item: softmax (variant genotypes), sigmoid (pattern classes)."""
+        """float32 [W, C] probabilities per item: softmax (variant genotypes, residue classes), sigmoid (pattern)."""
         dev = self.device
         tokens = torch.stack([it["tokens"] for it in items]).to(dev)
         mask = torch.stack([it["token_mask"] for it in items]).to(dev)
@@ -339,5 +346,4 @@ class _Runner:
         except torch.cuda.OutOfMemoryError:
             raise OutputError(f"GPU out of memory on a batch of {len(items)} windows of {self.window:,} bases",
                               hint="reduce --batch-size or --window") from None
-        probs = logits.softmax(-1) if self.task == "variant" else logits.sigmoid()
-        return list(probs.cpu().numpy())
+        return list(activate(self.task, logits).cpu().numpy())

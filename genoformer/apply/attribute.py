@@ -1,0 +1,146 @@
+"""Which bases of a region make a model's prediction: in-silico mutagenesis and gradient x input.
+
+The attributed quantity, per class c, is f_c: for per-base models (pattern, per-residue
+classify) the sum over the region's bases of the probability `genoformer predict` writes for
+them (its window grid: each base from the window that keeps it, windows of the model's size
+overlapping by 2 x margin); for classify models, the class probability of the region's sequence.
+
+ISM: f_c with base i changed to each other base x, minus f_c of the reference: ism [L, 4, C]
+(0 at the reference base). A change at i alters only the windows that contain i, so only those
+are run again (one forward pass per window: two per change at the default margin of window/4,
+one with margin 0), in batches, and the others' contributions are reused exactly.
+gradient x input: the same [L, 4, C] to first order, from one backward pass per window and
+class: the gradient of f_c by each token's embedding, dotted with the change of that embedding
+when base i becomes x (the k-mer with x in i's place), summed over the tokens covering i. Its
+mean over the alternatives is the gradient x input of a one-hot encoding with the gradient
+centred over the four bases.
+Per-base importance (bedGraph, logo): minus the mean over the three alternatives; positive where
+the reference base raises f_c. Bases that are not A/C/G/T are not changed (0, `mutated` False).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from genoformer.apply.model import AppliedModel, embedding_gradients, embedding_table, probabilities
+from genoformer.coords import Interval
+from genoformer.interrupt import raise_if_terminated
+from genoformer.predict.grid import Grid
+
+ACGT = np.frombuffer(b"ACGT", np.uint8)
+_UPPER = np.arange(256, dtype=np.uint8)
+_UPPER[ord("a"):ord("z") + 1] -= 32
+
+
+@dataclass(frozen=True)
+class Target:
+    """One input whose outputs count towards f: a window (per-base models) or the region (classify)."""
+    start: int  # 0-based contig position of bases[0]
+    bases: np.ndarray  # uint8 ASCII, at most n_bases long
+    n_bases: int  # the length the model is run at (the window; padding after the bases)
+    weights: np.ndarray  # [n_bases, C] 1 at the region bases this input predicts (per-base); [C] ones (classify)
+
+
+def targets(am: AppliedModel, reference, region: Interval, window: int, margin: int, step: int) -> list[Target]:
+    """The inputs f sums over (see the module docstring)."""
+    n_classes = len(am.classes)
+    if not am.per_base:
+        bases = reference.fetch(region.contig, region.start, region.end)
+        return [Target(region.start, bases, len(region), np.ones(n_classes, np.float32))]
+    g = Grid(window, margin, step, reference.contigs[region.contig])
+    out = []
+    for i in range(g.window_of(region.start), g.window_of(region.end - 1) + 1):
+        w = g.to_window(region.contig, i)
+        kept_start, kept_end = g.kept(i)
+        a, b = max(kept_start, region.start), min(kept_end, region.end)
+        weights = np.zeros((window, n_classes), np.float32)
+        weights[a - w.start:b - w.start] = 1
+        out.append(Target(w.start, reference.fetch(region.contig, w.start, w.valid_end), window, weights))
+    return out
+
+
+def _f(am: AppliedModel, seqs: list[np.ndarray], target: Target) -> np.ndarray:
+    """f_c of each sequence run as `target`: [len(seqs), C]."""
+    probs = probabilities(am, seqs, target.n_bases, what="attribution windows")  # [B, n_bases, C] or [B, C]
+    return (probs * target.weights).reshape(len(seqs), -1, probs.shape[-1]).sum(1)
+
+
+def changes(target: Target, region: Interval) -> Iterator[tuple[int, int]]:
+    """(offset in target.bases, base code 0-3) of every change at a region base inside the target."""
+    lo, hi = max(region.start, target.start) - target.start, min(region.end, target.start + len(target.bases)) - target.start
+    upper = _UPPER[target.bases]
+    for o in range(lo, hi):
+        for x in range(4):
+            if upper[o] != ACGT[x] and upper[o] in ACGT:
+                yield o, x
+
+
+def ism(am: AppliedModel, region: Interval, inputs: list[Target], batch_size: int,
+        progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(ism float32 [L, 4, C], f of the reference [C]); `progress(n)` is told of each batch of changes."""
+    out = np.zeros((len(region), 4, len(am.classes)), np.float32)
+    baseline = np.zeros(len(am.classes))
+    for t in inputs:
+        reference_f = _f(am, [t.bases], t)[0]
+        baseline += reference_f
+        todo = list(changes(t, region))
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s:s + batch_size]
+            seqs = np.repeat(t.bases[None], len(chunk), 0)
+            offsets = np.array([o for o, _ in chunk])
+            seqs[np.arange(len(chunk)), offsets] = ACGT[[x for _, x in chunk]]
+            delta = _f(am, list(seqs), t) - reference_f
+            np.add.at(out, (offsets + t.start - region.start, [x for _, x in chunk]), delta)
+            if progress is not None:
+                progress(len(chunk))
+            raise_if_terminated()
+    return out, baseline.astype(np.float32)
+
+
+def taylor_changes(tokenizer, bases: np.ndarray, grads: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """float32 [n, 4, C]: first-order change of f when base i becomes A/C/G/T, from grads [C, T, d]
+    (d f_c / d token embedding) and the embedding table [V, d]; n = len(bases)."""
+    k, stride, n = tokenizer.k, tokenizer.stride, len(bases)
+    n_tokens = tokenizer.n_tokens(n)
+    starts = np.arange(n_tokens) * stride
+    padded = np.concatenate([_UPPER[bases], np.full(k, ord("N"), np.uint8)])  # the last k-mer's N padding
+    letters = padded[starts[:, None] + np.arange(k)]  # [T, k]
+    kmers = type(tokenizer)(k, k)  # one token per k letters: the same ids
+    ids = kmers.encode(letters.ravel())
+    changed = np.repeat(letters[:, None, None, :], 4, 2).repeat(k, 1)  # [T, k (position), 4 (base), k]
+    for j in range(k):
+        changed[:, j, :, j] = ACGT
+    changed_ids = kmers.encode(changed.ravel()).reshape(n_tokens, k, 4)
+    g = grads[:, :n_tokens]
+    s = np.einsum("ctd,tjxd->ctjx", g, table[changed_ids]) - np.einsum("ctd,td->ct", g, table[ids])[..., None, None]
+    out = np.zeros((n, 4, g.shape[0]), np.float32)
+    for j in range(k):
+        o = starts + j
+        keep = o < n
+        np.add.at(out, o[keep], s[:, keep, j].transpose(1, 2, 0))
+    return out
+
+
+def grad_input(am: AppliedModel, region: Interval, inputs: list[Target]) -> np.ndarray:
+    """The first-order estimate of ism: float32 [L, 4, C] (see the module docstring)."""
+    out = np.zeros((len(region), 4, len(am.classes)), np.float32)
+    table = embedding_table(am)
+    for t in inputs:
+        grads, _ = embedding_gradients(am, [t.bases], t.n_bases, t.weights[None])
+        change = taylor_changes(am.tokenizer, t.bases, grads[:, 0], table)
+        lo, hi = max(region.start, t.start), min(region.end, t.start + len(t.bases))
+        out[lo - region.start:hi - region.start] += change[lo - t.start:hi - t.start]
+        raise_if_terminated()
+    return out
+
+
+def mutated(bases: np.ndarray) -> np.ndarray:
+    """bool [L]: reference bases that are A, C, G or T (the others are not changed)."""
+    return np.isin(_UPPER[bases], ACGT)
+
+
+def importance(changes: np.ndarray, is_mutated: np.ndarray) -> np.ndarray:
+    """[L, C]: minus the mean change over the three alternatives (0 where nothing was changed)."""
+    return np.where(is_mutated[:, None], -changes.sum(1) / 3, 0).astype(np.float32)
