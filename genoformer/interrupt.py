@@ -5,11 +5,12 @@ belongs to a weakref callback or a `__del__`, the handler's SystemExit is swallo
 ignored in ...") and the job would run on to the end.  So the handler also records the signal,
 and every long loop calls `raise_if_terminated()` once per window, step or block.
 
-Neither helps while the main thread sits inside one long C call (a forward pass over a huge
-window: torch releases the GIL but no bytecode runs until the call returns), so the handler
-also arms a watchdog thread: if the process is still alive GRACE_S seconds later, it ends it
-with os._exit(143). The cleanup the main thread had not reached by then is what a SIGKILL
-would skip too; outputs are written so that this never leaves one that looks complete.
+Neither runs while the main thread is inside one long C call (a forward pass over a huge window:
+no bytecode runs until it returns). So a watchdog thread also hears the signal, through the
+wakeup fd that Python's own C-level handler writes to at once, and if the process is still
+alive GRACE_S seconds later it ends it with os._exit(143). The cleanup the main thread had not
+reached by then is what a SIGKILL would skip too; outputs are written so that this never leaves
+one that looks complete.
 """
 from __future__ import annotations
 
@@ -17,25 +18,17 @@ import os
 import signal
 import sys
 import threading
+import time
 
 EXIT_CODE = 143
 GRACE_S = 0.8  # the normal path (cleanup, then interpreter exit) gets this long before the watchdog
 _terminated = False
+_installed = False
 _default_unraisablehook = sys.unraisablehook
-
-
-def _watchdog() -> None:
-    threading.Event().wait(GRACE_S)
-    try:
-        os.write(2, b"error: terminated (SIGTERM)\n")
-    finally:
-        os._exit(EXIT_CODE)
 
 
 def _on_sigterm(signum, frame) -> None:
     global _terminated
-    if not _terminated:
-        threading.Thread(target=_watchdog, name="sigterm-watchdog", daemon=True).start()
     _terminated = True
     raise SystemExit(EXIT_CODE)
 
@@ -47,10 +40,44 @@ def _unraisablehook(unraisable) -> None:
     _default_unraisablehook(unraisable)
 
 
+def _watchdog(wakeup: int) -> None:
+    """Wait for SIGTERM's byte on the wakeup pipe; then give the main thread GRACE_S to exit."""
+    while True:
+        got = os.read(wakeup, 64)
+        if not got:
+            return
+        if signal.SIGTERM in got:
+            break
+    time.sleep(GRACE_S)
+    if not sys.is_finalizing():  # still not on its way out: stuck in a C call, or the exception was lost
+        os.write(2, b"error: terminated (SIGTERM) before cleanup finished\n")
+    os._exit(EXIT_CODE)
+
+
+def _forget_in_child() -> None:
+    # a forked child (a DataLoader worker) would write its own SIGTERM into the parent's pipe
+    global _installed
+    if _installed:
+        try:
+            signal.set_wakeup_fd(-1)
+        except ValueError:  # not forked from the main thread: the child never runs Python signal code
+            pass
+        _installed = False
+
+
 def install() -> None:
-    """Make SIGTERM end the process with exit code 143 (call once, from the main thread)."""
+    """Make SIGTERM end the process with exit code 143 (call from the main thread; once is enough)."""
+    global _installed
     signal.signal(signal.SIGTERM, _on_sigterm)
     sys.unraisablehook = _unraisablehook
+    if _installed:
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # the C handler must never block
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(read_end,), name="sigterm-watchdog", daemon=True).start()
+    os.register_at_fork(after_in_child=_forget_in_child)
+    _installed = True
 
 
 def raise_if_terminated() -> None:

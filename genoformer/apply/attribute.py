@@ -61,10 +61,9 @@ def targets(am: AppliedModel, reference, region: Interval, window: int, margin: 
     return out
 
 
-def _f(am: AppliedModel, seqs: list[np.ndarray], target: Target) -> np.ndarray:
-    """f_c of each sequence run as `target`: [len(seqs), C]."""
-    probs = probabilities(am, seqs, target.n_bases, what="attribution windows")  # [B, n_bases, C] or [B, C]
-    return (probs * target.weights).reshape(len(seqs), -1, probs.shape[-1]).sum(1)
+def _weighted(target: Target, probs: np.ndarray) -> np.ndarray:
+    """[B, C] sums of `probs` ([B, n_bases, C] per base, [B, C] per sequence) over the target's weighted bases."""
+    return (probs.astype(np.float64) * target.weights).reshape(len(probs), -1, probs.shape[-1]).sum(1)
 
 
 def changes(target: Target, region: Interval) -> Iterator[tuple[int, int]]:
@@ -83,15 +82,17 @@ def ism(am: AppliedModel, region: Interval, inputs: list[Target], batch_size: in
     out = np.zeros((len(region), 4, len(am.classes)), np.float32)
     baseline = np.zeros(len(am.classes))
     for t in inputs:
-        reference_f = _f(am, [t.bases], t)[0]
-        baseline += reference_f
+        reference = probabilities(am, [t.bases], t.n_bases, what="attribution windows")
+        baseline += _weighted(t, reference)[0]
         todo = list(changes(t, region))
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
             seqs = np.repeat(t.bases[None], len(chunk), 0)
             offsets = np.array([o for o, _ in chunk])
             seqs[np.arange(len(chunk)), offsets] = ACGT[[x for _, x in chunk]]
-            delta = _f(am, list(seqs), t) - reference_f
+            # differences per base before the sum: a sum of hundreds of probabilities would swamp them
+            probs = probabilities(am, list(seqs), t.n_bases, what="attribution windows")
+            delta = _weighted(t, probs - reference)
             np.add.at(out, (offsets + t.start - region.start, [x for _, x in chunk]), delta)
             if progress is not None:
                 progress(len(chunk))
