@@ -6,9 +6,9 @@ them (its window grid: each base from the window that keeps it, windows of the m
 overlapping by 2 x margin); for classify models, the class probability of the region's sequence.
 
 ISM: f_c with base i changed to each other base x, minus f_c of the reference: ism [L, 4, C]
-(0 at the reference base). A change at i alters only the windows that contain i, so only those
-are run again (one forward pass per window: two per change at the default margin of window/4,
-one with margin 0), in batches, and the others' contributions are reused exactly.
+(0 at the reference base). Only what a change can alter is run again, in batches: the windows
+that contain i (two per change at the default margin of window/4, one with margin 0), and, in
+models whose every layer is local attention, only the blocks of tokens around i (`piece`).
 gradient x input: the same [L, 4, C] to first order, from one backward pass per window and
 class: the gradient of f_c by each token's embedding, dotted with the change of that embedding
 when base i becomes x (the k-mer with x in i's place), summed over the tokens covering i. Its
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genoformer.apply.model import AppliedModel, embedding_gradients, embedding_table, probabilities
+from genoformer.apply.model import (AppliedModel, embedding_gradients, embedding_table, local_reach,
+                                    probabilities)
 from genoformer.coords import Interval
 from genoformer.interrupt import raise_if_terminated
 from genoformer.predict.grid import Grid
@@ -61,14 +62,10 @@ def targets(am: AppliedModel, reference, region: Interval, window: int, margin: 
     return out
 
 
-def _weighted(target: Target, probs: np.ndarray) -> np.ndarray:
-    """[B, C] sums of `probs` ([B, n_bases, C] per base, [B, C] per sequence) over the target's weighted bases."""
-    return (probs.astype(np.float64) * target.weights).reshape(len(probs), -1, probs.shape[-1]).sum(1)
-
-
 def changes(target: Target, region: Interval) -> Iterator[tuple[int, int]]:
     """(offset in target.bases, base code 0-3) of every change at a region base inside the target."""
-    lo, hi = max(region.start, target.start) - target.start, min(region.end, target.start + len(target.bases)) - target.start
+    lo = max(region.start, target.start) - target.start
+    hi = min(region.end, target.start + len(target.bases)) - target.start
     upper = _UPPER[target.bases]
     for o in range(lo, hi):
         for x in range(4):
@@ -76,28 +73,80 @@ def changes(target: Target, region: Interval) -> Iterator[tuple[int, int]]:
                 yield o, x
 
 
+@dataclass(frozen=True)
+class Piece:
+    """What to run again for a change: bases [lo, hi) of a target; its outputs at [out_lo, out_hi) can differ."""
+    lo: int
+    hi: int
+    out_lo: int
+    out_hi: int
+
+
+def piece(target: Target, offset: int, tokenizer, reach: tuple[int, int] | None) -> Piece:
+    """The smallest input that gives exactly the outputs a change at `offset` alters: the whole target, or
+    with local attention only (model.local_reach) the blocks around it (block-aligned, so each block
+    attends as it does in the whole window; positions enter attention only as differences)."""
+    n = len(target.bases)
+    if reach is None:
+        return Piece(0, n, 0, n)
+    block, depth = reach
+    k, stride, n_tokens = tokenizer.k, tokenizer.stride, tokenizer.n_tokens(n)
+    first = min(max(0, -(-(offset - k + 1) // stride)), n_tokens - 1)  # tokens covering the base
+    last = min(offset // stride, n_tokens - 1)
+    b_first, b_last = first // block, last // block
+    run_lo, run_hi = max(0, (b_first - depth) * block), min(n_tokens, (b_last + depth + 1) * block)
+    out_lo, out_hi = b_first * block, run_hi
+
+    def owned(token: int) -> int:  # the first base a token owns (tokenize.token_of_base)
+        return 0 if token == 0 else min((token - 1) * stride + k, n)
+
+    return Piece(run_lo * stride, min((run_hi - 1) * stride + k, n), owned(out_lo),
+                 n if out_hi == n_tokens else owned(out_hi))
+
+
+def _weighted(weights: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """[B, C] sums of `probs` ([B, n, C] per base, [B, C] per sequence) over weighted bases."""
+    return (probs.astype(np.float64) * weights).reshape(len(probs), -1, probs.shape[-1]).sum(1)
+
+
 def ism(am: AppliedModel, region: Interval, inputs: list[Target], batch_size: int,
-        progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(ism float32 [L, 4, C], f of the reference [C]); `progress(n)` is told of each batch of changes."""
+        progress=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ism float32 [L, 4, C], f of the reference [C], bases run through the model);
+    `progress(n)` is told of each batch of changes."""
     out = np.zeros((len(region), 4, len(am.classes)), np.float32)
     baseline = np.zeros(len(am.classes))
+    reach = local_reach(am) if am.per_base else None
+    bases_run = 0
     for t in inputs:
-        reference = probabilities(am, [t.bases], t.n_bases, what="attribution windows")
-        baseline += _weighted(t, reference)[0]
-        todo = list(changes(t, region))
-        for s in range(0, len(todo), batch_size):
-            chunk = todo[s:s + batch_size]
-            seqs = np.repeat(t.bases[None], len(chunk), 0)
-            offsets = np.array([o for o, _ in chunk])
-            seqs[np.arange(len(chunk)), offsets] = ACGT[[x for _, x in chunk]]
-            # differences per base before the sum: a sum of hundreds of probabilities would swamp them
-            probs = probabilities(am, list(seqs), t.n_bases, what="attribution windows")
-            delta = _weighted(t, probs - reference)
-            np.add.at(out, (offsets + t.start - region.start, [x for _, x in chunk]), delta)
-            if progress is not None:
-                progress(len(chunk))
-            raise_if_terminated()
-    return out, baseline.astype(np.float32)
+        baseline += _weighted(t.weights, probabilities(am, [t.bases], t.n_bases, what="attribution windows"))[0]
+        groups: dict[Piece, list[tuple[int, int]]] = {}
+        for o, x in changes(t, region):
+            groups.setdefault(piece(t, o, am.tokenizer, reach), []).append((o, x))
+        for p, todo in groups.items():
+            n_bases = t.n_bases if reach is None else p.hi - p.lo
+            weights = t.weights[p.lo:p.lo + n_bases].copy() if am.per_base else t.weights
+            if am.per_base:
+                weights[:p.out_lo - p.lo] = 0
+                weights[p.out_hi - p.lo:] = 0
+            if not weights.any():  # the change cannot reach a base f counts here
+                if progress is not None:
+                    progress(len(todo))
+                continue
+            reference = probabilities(am, [t.bases[p.lo:p.hi]], n_bases, what="attribution windows")
+            for s in range(0, len(todo), batch_size):
+                chunk = todo[s:s + batch_size]
+                seqs = np.repeat(t.bases[None, p.lo:p.hi], len(chunk), 0)
+                offsets = np.array([o for o, _ in chunk])
+                seqs[np.arange(len(chunk)), offsets - p.lo] = ACGT[[x for _, x in chunk]]
+                # differences per base before the sum: a sum of hundreds of probabilities would swamp them
+                delta = _weighted(weights, probabilities(am, list(seqs), n_bases, what="attribution windows")
+                                  - reference)
+                np.add.at(out, (offsets + t.start - region.start, [x for _, x in chunk]), delta)
+                bases_run += len(chunk) * (p.hi - p.lo)
+                if progress is not None:
+                    progress(len(chunk))
+                raise_if_terminated()
+    return out, baseline.astype(np.float32), bases_run
 
 
 def taylor_changes(tokenizer, bases: np.ndarray, grads: np.ndarray, table: np.ndarray) -> np.ndarray:

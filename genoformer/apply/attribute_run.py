@@ -133,12 +133,12 @@ def run_attribute(config: AttributeConfig) -> dict:
         md5 = contig_md5s(reference, [region.contig])[region.contig]
     is_mutated = attr.mutated(bases)
     batch = config.batch_size or max(1, BATCH_BASES // inputs[0].n_bases)
-    results, baseline = {}, None
+    results, baseline, bases_run = {}, None, 0
     if "ism" in config.methods:
         total = sum(sum(1 for _ in attr.changes(t, region)) for t in inputs)
         with tqdm(total=total, unit="change", desc="ism", disable=not config.progress, file=sys.stderr,
                   dynamic_ncols=True) as bar:
-            results["ism"], baseline = attr.ism(am, region, inputs, batch, bar.update)
+            results["ism"], baseline, bases_run = attr.ism(am, region, inputs, batch, bar.update)
     if "grad_input" in config.methods:
         results["grad_input"] = np.where(is_mutated[:, None, None], attr.grad_input(am, region, inputs), 0)
     attrs = provenance(am, config, {}) | {
@@ -148,7 +148,7 @@ def run_attribute(config: AttributeConfig) -> dict:
     _write(paths, config, am, region, bases, is_mutated, results, baseline, attrs, classes)
     seconds = time.perf_counter() - started
     return {"region": region.to_region(), "task": am.task, "methods": list(results), "classes": classes,
-            "windows": len(inputs), "files": [str(p) for p in paths.values()], "seconds": seconds}
+            "windows": len(inputs), "ism_bases_run": bases_run, "files": [str(p) for p in paths.values()], "seconds": seconds}
 
 
 def _write(paths, config, am, region, bases, is_mutated, results, baseline, attrs, classes) -> None:

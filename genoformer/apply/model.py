@@ -102,6 +102,16 @@ def load_model(path: str, device: str = "auto", hash_seed: int = 0) -> AppliedMo
     return AppliedModel(model, meta, str(path), dev, hash_seed)
 
 
+def local_reach(am: AppliedModel) -> tuple[int, int] | None:
+    """(block, depth) when every layer attends within blocks of `block` tokens (own block and the previous
+    one): a change at token t then alters only the outputs of blocks block(t) .. block(t) + depth, and
+    those depend only on blocks block(t) - depth .. block(t) + depth. None for LSH or full attention."""
+    config = am.model.encoder.config
+    if any(kind != "local" for kind in config.attention_kinds):
+        return None
+    return config.window_size, config.depth
+
+
 def refuse_reads(am: AppliedModel, command: str) -> None:
     """UsageError for models that fuse read evidence: a hypothetical sequence has no reads."""
     if am.uses_reads:

@@ -45,11 +45,11 @@ def pattern_model(example, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def full_pattern_model(example, tmp_path_factory) -> Path:
-    """pattern with full attention and k=3 tokens (the ISM test runs thousands of its windows)."""
-    return _train(tmp_path_factory.mktemp("models") / "pattern_full", task="pattern",
+def local_pattern_model(example, tmp_path_factory) -> Path:
+    """pattern with only local attention (blocks of 4 tokens), k=3, two classes: ISM runs pieces of windows."""
+    return _train(tmp_path_factory.mktemp("models") / "pattern_local", task="pattern",
                   reference=str(example.reference), bed=[str(example.motifs_bed), str(example.cpg_islands_bed)],
-                  window=192, k=3, attention="full")
+                  window=192, k=3, attention="local", bucket_size=4)
 
 
 @pytest.fixture(scope="session")

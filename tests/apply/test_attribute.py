@@ -2,6 +2,7 @@
 hand, windows laid out by hand), gradient x input against finite differences, the files, bad input, SIGTERM."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure, run_cli  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-WINDOW, MARGIN = 192, 48  # the full_pattern_model's window and predict's default margin (k = stride = 3)
+WINDOW, MARGIN = 192, 48  # the local_pattern_model's window and predict's default margin (k = stride = 3)
 
 
 def run_model(model, seq: str, n_bases: int) -> np.ndarray:
@@ -57,16 +58,19 @@ def f_by_hand(model, contig: str, region: Interval) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def ism_2kb(full_pattern_model, example, tmp_path_factory):
+def ism_2kb(local_pattern_model, example, tmp_path_factory):
     out = tmp_path_factory.mktemp("attr") / "a"
-    proc = run_cli("attribute", "--model", full_pattern_model, "--reference", example.reference,
+    proc = run_cli("attribute", "--model", local_pattern_model, "--reference", example.reference,
                    "--region", "chrB:3,001-5,000", "--out", out, "--no-progress", "--batch-size", "64")
     assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    # local attention only: each change runs a few blocks of tokens, not its two whole windows
+    assert 0 < summary["ism_bases_run"] < 2000 * 3 * WINDOW / 2
     return out
 
 
-def test_ism_over_2kb_equals_the_brute_force_definition(ism_2kb, full_pattern_model, example):
-    model, meta, _ = load_checkpoint(full_pattern_model)
+def test_ism_over_2kb_equals_the_brute_force_definition(ism_2kb, local_pattern_model, example):
+    model, meta, _ = load_checkpoint(local_pattern_model)
     model.eval()
     with pysam.FastaFile(str(example.reference)) as fa:
         contig = fa.fetch("chrB")
@@ -92,14 +96,32 @@ def test_ism_over_2kb_equals_the_brute_force_definition(ism_2kb, full_pattern_mo
                                        err_msg=f"base {i} -> {base}")
     # the definition is predict's: the reference's f is the sum of what `genoformer predict` writes there
     predicted = Path(f"{ism_2kb}.pred.h5")
-    assert run_cli("predict", "--model", full_pattern_model, "--reference", example.reference, "--region",
+    assert run_cli("predict", "--model", local_pattern_model, "--reference", example.reference, "--region",
                    "chrB:3,001-5,000", "--out", predicted, "--no-progress").returncode == 0
     probs = genoformer.read_predictions(predicted, "chrB:3,001-5,000").probs
     np.testing.assert_allclose(probs.sum(0), reference_f, rtol=2e-3)
 
 
-def test_files_hold_the_same_importance(ism_2kb, full_pattern_model):
-    classes = load_checkpoint(full_pattern_model)[1]["head"]["class_names"]
+@pytest.mark.parametrize("start", [0, 10_000 - 40])
+def test_ism_at_contig_ends_equals_the_brute_force_definition(start, local_pattern_model, example):
+    """The first and last windows of a contig (one keeps from base 0, the last runs past the end, padded)."""
+    am = load_model(str(local_pattern_model), "cpu")
+    region = Interval("chrB", start, start + 40)
+    with Reference(example.reference) as ref:
+        inputs = attr.targets(am, ref, region, WINDOW, MARGIN, WINDOW - 2 * MARGIN)
+        contig = ref.fetch("chrB", 0, 10_000).tobytes().decode()
+    ism, baseline, _ = attr.ism(am, region, inputs, batch_size=64)
+    reference_f = f_by_hand(am.model, contig, region)
+    np.testing.assert_allclose(baseline, reference_f, rtol=1e-5)
+    for i in range(40):
+        for x, base in enumerate("ACGT"):
+            if base != contig[start + i].upper():
+                changed = contig[:start + i] + base + contig[start + i + 1:]
+                np.testing.assert_allclose(ism[i, x], f_by_hand(am.model, changed, region) - reference_f, atol=3e-6)
+
+
+def test_files_hold_the_same_importance(ism_2kb, local_pattern_model):
+    classes = load_checkpoint(local_pattern_model)[1]["head"]["class_names"]
     with h5py.File(f"{ism_2kb}.h5", "r") as f:
         ism, grad = f["ism"][:], f["grad_input"][:]
         for method, changes in (("ism", ism), ("grad_input", grad)):
@@ -141,7 +163,7 @@ def test_ism_by_hand_and_grad_input_against_finite_differences(which, request, e
         inputs = attr.targets(am, ref, region, 256, 64, 128)
         seq = ref.fetch("chrA", region.start, region.end).tobytes().decode()
     assert len(inputs) == (1 if which == "classify_model" else 2)
-    ism, baseline = attr.ism(am, region, inputs, batch_size=50)
+    ism, baseline, _ = attr.ism(am, region, inputs, batch_size=50)
     grad = attr.grad_input(am, region, inputs)
     model, tok = am.model, am.tokenizer
     table = model.encoder.token_emb.weight.detach()
@@ -164,20 +186,20 @@ def test_ism_by_hand_and_grad_input_against_finite_differences(which, request, e
 
 
 @pytest.mark.parametrize("case", ["too_long", "mlm", "no_matplotlib", "unknown_class"])
-def test_bad_requests_get_one_line(case, full_pattern_model, mlm_model, example, tmp_path):
+def test_bad_requests_get_one_line(case, local_pattern_model, mlm_model, example, tmp_path):
     base = ["attribute", "--reference", example.reference, "--out", tmp_path / "a", "--no-progress"]
     if case == "too_long":
-        proc = run_cli(*base, "--model", full_pattern_model, "--region", "chrA:1-10,001")
+        proc = run_cli(*base, "--model", local_pattern_model, "--region", "chrA:1-10,001")
         assert_clean_failure(proc, 2, "10,001 bases", "at most 10,000")
     elif case == "mlm":
         proc = run_cli(*base, "--model", mlm_model, "--region", "chrA:1-100")
         assert_clean_failure(proc, 2, "mlm model has no classes")
     elif case == "unknown_class":
-        proc = run_cli(*base, "--model", full_pattern_model, "--region", "chrA:1-100", "--class", "enhancer")
+        proc = run_cli(*base, "--model", local_pattern_model, "--region", "chrA:1-100", "--class", "enhancer")
         assert_clean_failure(proc, 2, "'enhancer' is not one of the model's")
     else:  # matplotlib missing: refused before any work, as an environment problem
         code = ("import sys; sys.modules['matplotlib'] = None; from genoformer.cli import main; "
-                f"main({[str(a) for a in base] + ['--model', str(full_pattern_model), '--region', 'chrA:1-100']!r})")
+                f"main({[str(a) for a in base] + ['--model', str(local_pattern_model), '--region', 'chrA:1-100']!r})")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert_clean_failure(proc, 4, "matplotlib is not installed")
@@ -185,9 +207,9 @@ def test_bad_requests_get_one_line(case, full_pattern_model, mlm_model, example,
     assert not list(tmp_path.iterdir())
 
 
-def test_sigterm_exits_143_at_once_and_leaves_nothing(full_pattern_model, example, tmp_path):
+def test_sigterm_exits_143_at_once_and_leaves_nothing(local_pattern_model, example, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "genoformer", "attribute", "--model", str(full_pattern_model),
+    proc = subprocess.Popen([sys.executable, "-m", "genoformer", "attribute", "--model", str(local_pattern_model),
                              "--reference", str(example.reference), "--region", "chrA:10,001-20,000",
                              "--out", str(tmp_path / "a"), "--batch-size", "1", "--no-logo"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
