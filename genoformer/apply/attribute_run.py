@@ -148,7 +148,8 @@ def run_attribute(config: AttributeConfig) -> dict:
     _write(paths, config, am, region, bases, is_mutated, results, baseline, attrs, classes)
     seconds = time.perf_counter() - started
     return {"region": region.to_region(), "task": am.task, "methods": list(results), "classes": classes,
-            "windows": len(inputs), "ism_bases_run": bases_run, "files": [str(p) for p in paths.values()], "seconds": seconds}
+            "windows": len(inputs), "ism_bases_run": bases_run, "files": [str(p) for p in paths.values()],
+            "seconds": seconds}
 
 
 def _write(paths, config, am, region, bases, is_mutated, results, baseline, attrs, classes) -> None:

@@ -56,7 +56,8 @@ def draw_logo(path: Path, bases: np.ndarray, values: np.ndarray, region_start: i
     for x, (base, value) in enumerate(zip(bases[stretch].tobytes().decode().upper(), values[stretch])):
         glyph = TextPath((0, 0), base, size=1, prop=font)
         box = glyph.get_extents()
-        scale = Affine2D().translate(-box.x0, -box.y0).scale(0.9 / max(box.width, 1e-9), abs(value) / max(box.height, 1e-9))
+        scale = Affine2D().translate(-box.x0, -box.y0).scale(0.9 / max(box.width, 1e-9),
+                                                              abs(value) / max(box.height, 1e-9))
         if value < 0:
             scale = scale.scale(1, -1)
         bottom.add_patch(PathPatch(scale.translate(x + 0.05, 0).transform_path(glyph), lw=0,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genoformer.errors import InputError, NumericalError, OutputError, UsageError
+from genoformer.errors import NumericalError, OutputError, UsageError
 from genoformer.tokenize import MASK_ID, KmerTokenizer
 
 PER_BASE_TASKS = ("variant", "pattern", "classify_residues")

@@ -32,7 +32,8 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output HDF5 file (see docs/hdf5.md).")
 @click.option("--window", type=int, help="Window in bases  [default: the model's training window]")
 @click.option("--margin", type=int, help="Bases of context dropped at each window edge  [default: window/4]")
-@click.option("--batch-size", type=int, help="Windows per forward pass  [default: about 256 kb of windows]")
+@click.option("--batch-size", type=int, help="Windows (--sequences: sequences) per forward pass  "
+                                             "[default: about 256 kb of windows; 64 kb of sequences]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--hash-seed", type=int, default=0, show_default=True,
               help="Seed of the LSH rotations (recorded in the output; same seed, same predictions).")

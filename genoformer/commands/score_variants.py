@@ -13,7 +13,8 @@ _file = click.Path(exists=True, dir_okay=False)
               help="Run or checkpoint folder: a pattern, per-residue classify, classify (with --window) or mlm "
                    "model. Models that read aligned reads are refused (no reads carry the ALT allele).")
 @click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip) the VCF is on.")
-@click.option("--vcf", required=True, type=_file, help="Variants: VCF/BCF, plain or bgzipped, any order, no index needed.")
+@click.option("--vcf", required=True, type=_file,
+              help="Variants: VCF/BCF, plain or bgzipped, any order, no index needed.")
 @click.option("--out", required=True, metavar="PREFIX",
               help="Writes PREFIX.vcf.gz (+ .tbi) and PREFIX.tsv.")
 @click.option("--window", type=int,

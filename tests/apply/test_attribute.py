@@ -128,7 +128,8 @@ def test_files_hold_the_same_importance(ism_2kb, local_pattern_model):
             importance = f[f"importance/{method}"][:]
             np.testing.assert_allclose(importance, -changes.sum(1) / 3, rtol=1e-6, atol=1e-9)
             for c, name in enumerate(classes):
-                rows = [line.split("\t") for line in Path(f"{ism_2kb}.{method}.{name}.bedgraph").read_text().splitlines()]
+                bedgraph = Path(f"{ism_2kb}.{method}.{name}.bedgraph")
+                rows = [line.split("\t") for line in bedgraph.read_text().splitlines()]
                 assert [(r[0], int(r[1]), int(r[2])) for r in rows] == [("chrB", p, p + 1) for p in range(3000, 5000)]
                 np.testing.assert_allclose([float(r[3]) for r in rows], importance[:, c], rtol=1e-5, atol=1e-9)
     for name in classes:
@@ -141,8 +142,9 @@ def f_of_targets(model, inputs, delta=None) -> np.ndarray:
     for j, t in enumerate(inputs):
         hook = None
         if delta is not None:  # (the encoder pads the tokens past len(delta[j]))
-            hook = model.encoder.token_emb.register_forward_hook(lambda m, a, out, d=delta[j]: out + torch.nn.functional.pad(
-                d, (0, 0, 0, out.shape[1] - len(d)))[None].to(out.dtype))
+            hook = model.encoder.token_emb.register_forward_hook(
+                lambda m, a, out, d=delta[j]: out + torch.nn.functional.pad(
+                    d, (0, 0, 0, out.shape[1] - len(d)))[None].to(out.dtype))
         try:
             probs = run_model(model, t.bases.tobytes().decode(), t.n_bases)
         finally:
