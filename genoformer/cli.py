@@ -69,6 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     interrupt.install()
     mmap_large_tensors()
     try:
+        _main(argv)
+    except SystemExit as exit_:
+        if exit_.code == interrupt.EXIT_CODE:  # SIGTERM, its cleanup done on the way here
+            interrupt.exit_now()
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
+    try:
         cli.main(args=argv, prog_name="genoformer", standalone_mode=False)
     except GenoformerError as err:
         click.echo(f"error: {err}", err=True)

@@ -50,7 +50,11 @@ def _watchdog(wakeup: int) -> None:
             break
     time.sleep(GRACE_S)
     if not sys.is_finalizing():  # still not on its way out: stuck in a C call, or the exception was lost
-        os.write(2, b"error: terminated (SIGTERM) before cleanup finished\n")
+        try:
+            os.set_blocking(2, False)  # a full stderr pipe must not keep the process alive
+            os.write(2, b"error: terminated (SIGTERM) before cleanup finished\n")
+        except OSError:
+            pass
     os._exit(EXIT_CODE)
 
 
@@ -78,6 +82,17 @@ def install() -> None:
     threading.Thread(target=_watchdog, args=(read_end,), name="sigterm-watchdog", daemon=True).start()
     os.register_at_fork(after_in_child=_forget_in_child)
     _installed = True
+
+
+def exit_now() -> None:
+    """End the process with 143 once SystemExit(143) has unwound (every cleanup done), skipping interpreter
+    teardown: unloading torch alone takes seconds on a busy machine, and nothing there is ours to clean."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(EXIT_CODE)
 
 
 def raise_if_terminated() -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -215,15 +216,16 @@ def test_sigterm_exits_143_at_once_and_leaves_nothing(local_pattern_model, examp
                              "--reference", str(example.reference), "--region", "chrA:10,001-20,000",
                              "--out", str(tmp_path / "a"), "--batch-size", "1", "--no-logo"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    # the ISM progress bar appears on stderr once mutated windows run: stop it then
-    seen = ""
-    while "ism:" not in seen:
-        char = proc.stderr.read(1)
-        assert char, f"ended before the ISM started: {seen}"
-        seen += char
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()  # drained all along: a full pipe would hold the process up, not the signal
+    deadline = time.monotonic() + 120
+    while "ism:" not in "".join(stderr):  # the ISM progress bar: mutated windows are running
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(stderr)
+        time.sleep(0.05)
     time.sleep(0.5)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 143 and time.monotonic() - sent < 2.5
+    proc.wait(timeout=60)
+    assert proc.returncode == 143 and time.monotonic() - sent < 2.5, "".join(stderr)
     assert list(tmp_path.iterdir()) == []
