@@ -105,7 +105,11 @@ def load_model(path: str, device: str = "auto", hash_seed: int = 0) -> AppliedMo
 def local_reach(am: AppliedModel) -> tuple[int, int] | None:
     """(block, depth) when every layer attends within blocks of `block` tokens (own block and the previous
     one): a change at token t then alters only the outputs of blocks block(t) .. block(t) + depth, and
-    those depend only on blocks block(t) - depth .. block(t) + depth. None for LSH or full attention."""
+    those depend only on blocks block(t) - depth .. block(t) + depth. None for LSH or full attention.
+
+    Assumes nothing but attention mixes positions (embedding, feed-forward, norms and head act per
+    token): a layer that mixes them otherwise (a convolution over bases) must widen this, or make it None.
+    """
     config = am.model.encoder.config
     if any(kind != "local" for kind in config.attention_kinds):
         return None

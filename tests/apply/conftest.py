@@ -12,7 +12,7 @@ TINY = dict(d_model=16, depth=2, heads=2, bucket_size=16, n_hashes=2, lr=3e-3, w
             max_steps=3, val_every=1000, ckpt_every=1000, progress=False, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="package")
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     # tiny models: OpenMP threads on a shared 2-core machine only wait for each other
     before = torch.get_num_threads()
