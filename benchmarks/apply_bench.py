@@ -2,6 +2,8 @@
 
 variants   SNVs scored per second by `score-variants` (RANDOM-weight pattern models of CPU-recipe
            size: speed does not depend on what the weights learned), with and without --rc-average.
+           The random models have the per-base stem and decoder, as `train` builds them by default
+           (--legacy-head: the k x classes head of models from before them).
 sequences  sequences labelled per second by `predict --sequences`: a small classify model trained a
            few hundred steps on the shipped Genomic Benchmarks promoter CSV (seeded 80/20 split, as
            benchmarks/quality/classify_quality.py), then run over all 9,034 sequences; its held-out
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "quality"))
-from quality_common import PROMOTERS, RESULTS, machine, save_json, table  # noqa: E402
+from quality_common import PROMOTERS, RESULTS, TrainConfig, machine, save_json, table, train  # noqa: E402
 
 from genoformer.apply.attribute_run import AttributeConfig, run_attribute  # noqa: E402
 from genoformer.apply.sequences import SequencesConfig, predict_sequences  # noqa: E402
@@ -35,6 +37,7 @@ from genoformer.apply.variants import ScoreConfig, score_variants  # noqa: E402
 from genoformer.model.checkpoint import save_checkpoint  # noqa: E402
 from genoformer.model.config import ReformerConfig  # noqa: E402
 from genoformer.model.heads import GenoModel  # noqa: E402
+from genoformer.model.per_base import LEGACY, PerBaseConfig  # noqa: E402
 from genoformer.simulate.genome import simulate  # noqa: E402
 from genoformer.tokenize import KmerTokenizer  # noqa: E402
 
@@ -49,18 +52,20 @@ SHAPES = [
 WINDOW = 1536
 
 
-def random_model(folder: Path, shape: dict, window: int = WINDOW) -> Path:
+def random_model(folder: Path, shape: dict, window: int = WINDOW, legacy_head: bool = False) -> Path:
+    """A pattern model of `shape` with random weights: the per-base stem and decoder as `train` builds them by
+    default, or (legacy_head) the k x classes head of models from before them."""
     torch.manual_seed(0)
     tok = KmerTokenizer(shape["k"], shape["stride"])
     config = ReformerConfig(vocab_size=tok.vocab_size, d_model=shape["d_model"], depth=shape["depth"], heads=4,
                             bucket_size=32, n_hashes=2, attention=shape["attention"], window_size=32)
-    model = GenoModel(config, tok, "pattern", n_classes=2)
+    model = GenoModel(config, tok, "pattern", n_classes=2, per_base=LEGACY if legacy_head else PerBaseConfig())
     head = {"n_classes": 2, "n_evidence": 0, "class_names": ["motif", "cpg"]}
     save_checkpoint(folder, model, {"step": 0, "head": head, "train_config": {"window": window}}, {})
     return folder
 
 
-def part_variants(folder: Path, example, n: int, shapes: list[dict]) -> list[dict]:
+def part_variants(folder: Path, example, n: int, shapes: list[dict], legacy_head: bool = False) -> list[dict]:
     import pysam
 
     rng = np.random.default_rng(0)
@@ -75,7 +80,8 @@ def part_variants(folder: Path, example, n: int, shapes: list[dict]) -> list[dic
     vcf.write_text("\n".join(lines) + "\n")
     rows = []
     for shape in shapes:
-        model = random_model(folder / f"m-{shape['name'].replace(' ', '_').replace(':', '')}", shape)
+        model = random_model(folder / f"m-{shape['name'].replace(' ', '_').replace(':', '')}", shape,
+                             legacy_head=legacy_head)
         for rc in (False, True):
             s = score_variants(ScoreConfig(model=str(model), reference=str(example.reference), vcf=str(vcf),
                                            out=str(folder / "scores"), rc_average=rc, device="cpu", force=True,
@@ -87,13 +93,11 @@ def part_variants(folder: Path, example, n: int, shapes: list[dict]) -> list[dic
 
 
 def part_sequences(folder: Path, steps: int) -> list[dict]:
-    from genoformer.train.loop import TrainConfig, train
-
     run = folder / "promoters"
-    trained = train(TrainConfig(task="classify", sequences=str(PROMOTERS), val_fraction=0.2, alphabet="dna",
-                                per_residue=False, window=251, k=6, d_model=64, depth=2, heads=4, attention="full",
-                                lr=1e-3, batch_size=32, max_steps=steps, val_every=steps, ckpt_every=10 ** 9,
-                                device="cpu", progress=False, out=str(run)))
+    trained = train(TrainConfig.from_dict(dict(
+        task="classify", sequences=str(PROMOTERS), val_fraction=0.2, alphabet="dna", per_residue=False, window=251,
+        k=6, d_model=64, depth=2, heads=4, attention="full", lr=1e-3, batch_size=32, max_steps=steps,
+        val_every=steps, ckpt_every=10 ** 9, device="cpu", progress=False, out=str(run))))
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     accuracy = next(float(r["value"]) for r in rows if r["split"] == "val" and r["metric"] == "accuracy")
     s = predict_sequences(SequencesConfig(model=str(run), sequences=str(PROMOTERS), out=str(folder / "p.h5"),
@@ -117,11 +121,13 @@ def _changed_windows(model: Path, example, region: str) -> int:
     return sum(sum(1 for _ in attr.changes(t, iv)) for t in inputs)
 
 
-def part_ism(folder: Path, example, bases: dict[str, int], shapes: list[dict]) -> list[dict]:
+def part_ism(folder: Path, example, bases: dict[str, int], shapes: list[dict],
+             legacy_head: bool = False) -> list[dict]:
     rows = []
     for shape in shapes:
         length = bases.get(shape["attention"], 2000)
-        model = random_model(folder / f"ism-{shape['name'].replace(' ', '_').replace(':', '')}", shape)
+        model = random_model(folder / f"ism-{shape['name'].replace(' ', '_').replace(':', '')}", shape,
+                             legacy_head=legacy_head)
         region = f"chrA:20,001-{20_000 + length}"
         started = time.perf_counter()
         s = run_attribute(AttributeConfig(model=str(model), reference=str(example.reference), region=region,
@@ -129,7 +135,8 @@ def part_ism(folder: Path, example, bases: dict[str, int], shapes: list[dict]) -
                                           force=True, progress=False))
         seconds = time.perf_counter() - started
         row = {"model": shape["name"], "region_bases": length, "seconds": seconds,
-               "changes_per_s": 3 * length / seconds, "seconds_2kb": seconds, "extrapolated": length != 2000, "bases_run": s["ism_bases_run"]}
+               "changes_per_s": 3 * length / seconds, "seconds_2kb": seconds, "extrapolated": length != 2000,
+               "bases_run": s["ism_bases_run"]}
         if row["extrapolated"]:  # whole windows each (LSH): scale by the windows a 2 kb run would pass
             per_window = seconds / (s["ism_bases_run"] / WINDOW)
             row["seconds_2kb"] = per_window * _changed_windows(model, example, "chrA:20,001-22,000")
@@ -147,17 +154,20 @@ def main() -> None:
     ap.add_argument("--ism-bases", default="lsh:200,local:2000",
                     help="region length per attention kind, e.g. lsh:200,local:2000 (2 kb is extrapolated)")
     ap.add_argument("--shapes", help="comma-separated indices into SHAPES (default: all)")
+    ap.add_argument("--legacy-head", action="store_true",
+                    help="models without the per-base stem and decoder (as before them), for comparison")
     ap.add_argument("--json", default=str(RESULTS / "apply_bench.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
     shapes = [SHAPES[int(i)] for i in args.shapes.split(",")] if args.shapes else SHAPES
-    result = {"benchmark": "apply_bench", "machine": machine(), "command": " ".join(sys.argv), "window": WINDOW}
+    result = {"benchmark": "apply_bench", "machine": machine(), "command": " ".join(sys.argv), "window": WINDOW,
+              "per_base": "legacy head" if args.legacy_head else "stem + decoder"}
     with tempfile.TemporaryDirectory(prefix="genoformer-apply-bench-") as tmp:
         folder = Path(tmp)
         example = simulate(folder / "example", seed=0, contigs=(("chrA", 60_000), ("chrB", 10_000)), coverage=0.1)
         if "variants" in parts:
-            result["variants"] = part_variants(folder, example, args.variants, shapes)
+            result["variants"] = part_variants(folder, example, args.variants, shapes, args.legacy_head)
             print(table(result["variants"], [("model", "model", ""), ("rc_average", "rc", ""),
                                              ("variants", "SNVs", "d"), ("seconds", "s", ".1f"),
                                              ("variants_per_s", "variants/s", ".1f")]))
@@ -168,7 +178,7 @@ def main() -> None:
                                               ("seconds", "s", ".1f"), ("sequences_per_s", "sequences/s", ".0f")]))
         if "ism" in parts:
             bases = {k: int(v) for k, v in (item.split(":") for item in args.ism_bases.split(","))}
-            result["ism"] = part_ism(folder, example, bases, shapes)
+            result["ism"] = part_ism(folder, example, bases, shapes, args.legacy_head)
             print(table(result["ism"], [("model", "model", ""), ("region_bases", "bases", "d"),
                                         ("seconds", "s", ".1f"), ("changes_per_s", "changes/s", ".1f"),
                                         ("seconds_2kb", "s per 2 kb", ".0f"), ("extrapolated", "extrap.", "")]))

@@ -31,6 +31,7 @@ from genoformer.model.checkpoint import save_checkpoint
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
+from genoformer.model.per_base import PerBaseConfig
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.tokenize import KmerTokenizer
 
@@ -44,7 +45,7 @@ def default_model(run_dir: Path, window: int) -> Path:
     torch.manual_seed(0)
     tok = KmerTokenizer(6)
     model = GenoModel(ReformerConfig(vocab_size=tok.vocab_size), tok, "variant", n_classes=len(GENOTYPES),
-                      n_evidence=len(EVIDENCE_FEATURES))
+                      n_evidence=len(EVIDENCE_FEATURES), per_base=PerBaseConfig())  # training's defaults
     head = {"n_classes": len(GENOTYPES), "n_evidence": len(EVIDENCE_FEATURES), "class_names": list(GENOTYPES)}
     save_checkpoint(run_dir, model, {"step": 0, "head": head, "train_config": {"window": window}}, {})
     return run_dir

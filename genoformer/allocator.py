@@ -3,18 +3,15 @@
 glibc serves allocations below its mmap threshold from the heap, and raises that threshold on
 its own (up to 32 MiB) as large blocks are freed.  Training on long windows churns through
 tensors of a few to tens of MB (per-head projections, per-block attention buffers): once they
-are heap-served, freed blocks stay resident between longer-lived ones, and the 65,536-token
-training step peaked about 200 MB (15 %) above what the same work needs with large tensors
-mmapped (docs/benchmarks.md).  A fixed threshold of 16 MiB keeps the few-MB per-block buffers
-in the heap, where reusing them costs no page faults, and returns every larger tensor to the
-system the moment it is freed.
+are heap-served, freed blocks stay resident between longer-lived ones and the peak grows.  A
+fixed threshold of 16 MiB keeps the few-MB per-block buffers in the heap, where reusing them
+costs no page faults, and returns every larger tensor to the system the moment it is freed.
 
 Fixing the mmap threshold also freezes glibc's trim threshold at its 128 KiB default (its
-dynamic rule keeps it at twice the mmap threshold): every free at the top of the heap then gives
-the pages back, and the next few-MB buffer faults them in again (~0.25 s per GiB on the
-benchmark VM; about 1.3 GiB per 65,536-token step).  The trim threshold is set to twice the mmap
-threshold, as glibc's own rule would: system time per step fell from ~2.1 to ~1.3 CPU-seconds,
-peak RSS unchanged (docs/benchmarks.md).
+dynamic rule keeps it at twice the mmap threshold): every free at the top of the heap would then
+give the pages back, and the next few-MB buffer fault them in again.  So the trim threshold is
+set to twice the mmap threshold, as glibc's own rule would.  The measured effect of both is in
+docs/benchmarks.md.
 
 The setting is process-wide, so the library never applies it on import: the `genoformer`
 command calls it for its own process, and a notebook or script may call it once at start.

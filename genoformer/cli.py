@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -17,6 +18,7 @@ from genoformer import __version__
 from genoformer import interrupt
 from genoformer.allocator import mmap_large_tensors
 from genoformer.errors import GenoformerError
+from genoformer.outputs import hdf5_unusable
 
 # name -> "module:attribute" of the click.Command
 COMMANDS = {
@@ -83,20 +85,24 @@ def _main(argv: list[str] | None) -> None:
         click.echo(f"error: {err}", err=True)
         if err.hint:
             click.echo(f"hint: {err.hint}", err=True)
-        sys.exit(err.exit_code)
+        _exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _exit(130)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _exit(130)
     except click.ClickException as err:
         err.show()
-        sys.exit(err.exit_code)
+        _exit(err.exit_code)
     except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+        _exit(err.exit_code)
     except BrokenPipeError:
-        sys.exit(0)
+        _exit(0)
+    except SystemExit as err:  # SIGTERM (interrupt.py)
+        if hdf5_unusable():
+            _exit(err.code if isinstance(err.code, int) else 1)
+        raise
     except Exception as err:  # a bug: keep the traceback, but in a file
         import tempfile
 
@@ -105,5 +111,15 @@ def _main(argv: list[str] | None) -> None:
             traceback.print_exc(file=log)
         click.echo(f"error: internal error ({type(err).__name__}: {err}); "
                    f"traceback in {log.name}; please report it", err=True)
-        sys.exit(1)
-    sys.exit(0)
+        _exit(1)
+    _exit(0)
+
+
+def _exit(code: int) -> None:
+    """sys.exit(code); but when an HDF5 file could not be closed after a write error, end the process
+    at once (outputs are already cleaned up), as HDF5's own cleanup at exit would crash on that file."""
+    if hdf5_unusable():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

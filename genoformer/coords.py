@@ -7,17 +7,21 @@ result against the reference's contig lengths and never clip silently:
 
 Bad syntax is a UsageError (exit 2); a region that parses but does not fit the reference
 (unknown contig, start after end, past the contig end) is a RegionError (exit 3).
+
+`IntervalSet` is the one type for sets of bases (confident regions, annotation classes, covered
+runs): merged runs per contig, with per-base masks, overlap tests and set algebra.
 """
 from __future__ import annotations
 
 import difflib
 import gzip
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from genoformer.errors import RegionError, UsageError
 
@@ -131,8 +135,10 @@ def parse_region(text: str, contig_lengths: Mapping[str, int], source: str | Non
         raise _unknown_contig(contig, contig_lengths, source)
     length = contig_lengths[contig]
     start = 0 if beg is None else beg - 1
+    where = f"{source}: " if source else ""
+    if beg is not None and end is not None and beg > end:  # 1-based inclusive: "c:3-2" would be empty
+        raise RegionError(f"{where}start {beg:,} is after end {end:,} in {contig}:{beg}-{end}")
     if start >= length:
-        where = f"{source}: " if source else ""
         raise RegionError(f"{where}region {stripped!r} starts past the end of {contig} ({length:,} bp)")
     return check_interval(contig, start, length if end is None else end, contig_lengths, source)
 
@@ -183,14 +189,176 @@ def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
 
     Merging makes every base appear once, so per-base outputs get exactly one value.
     """
-    merged: list[Interval] = []
-    for iv in sorted(intervals):
-        last = merged[-1] if merged else None
-        if last is not None and last.contig == iv.contig and iv.start <= last.end:
-            merged[-1] = Interval(last.contig, last.start, max(last.end, iv.end))
-        else:
-            merged.append(iv)
-    return merged
+    return IntervalSet(intervals).merged()
+
+
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 starts and ends [start, end) of the runs of True in a 1-d bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, dtype=np.int8), [0]))))
+    return edges[::2].astype(np.int64), edges[1::2].astype(np.int64)
+
+
+_NONE = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, disjoint, non-adjacent runs covering the bases of [starts, ends); empty ones dropped."""
+    keep = starts < ends
+    starts, ends = starts[keep], ends[keep]
+    if not len(starts):
+        return _NONE
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    reach = np.maximum.accumulate(ends)
+    first = np.flatnonzero(np.r_[True, starts[1:] > reach[:-1]])
+    return starts[first], np.maximum.reduceat(ends, first)
+
+
+def _combine(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], keep) -> tuple[np.ndarray, np.ndarray]:
+    """The bases where keep(in a, in b) holds: a sweep over the run boundaries of both."""
+    pos = np.concatenate([a[0], a[1], b[0], b[1]])
+    if not len(pos):
+        return _NONE
+    na, nb = len(a[0]), len(b[0])
+    step_a = np.concatenate([np.ones(na, np.int64), -np.ones(na, np.int64), np.zeros(2 * nb, np.int64)])
+    step_b = np.concatenate([np.zeros(2 * na, np.int64), np.ones(nb, np.int64), -np.ones(nb, np.int64)])
+    order = np.argsort(pos, kind="stable")
+    pos, step_a, step_b = pos[order], step_a[order], step_b[order]
+    at = np.flatnonzero(np.r_[True, pos[1:] != pos[:-1]])  # first event at each distinct position
+    edges = pos[at]
+    inside = keep(np.add.reduceat(step_a, at).cumsum() > 0, np.add.reduceat(step_b, at).cumsum() > 0)[:-1]
+    return _merge(edges[:-1][inside], edges[1:][inside])
+
+
+class IntervalSet:
+    """A set of bases: per contig, sorted and merged runs [start, end) held as int64 numpy arrays.
+
+    Overlapping and adjacent intervals become one run and empty ones vanish, so the runs are
+    exactly the bases, each once. Iterating yields the runs as Intervals, contigs in name order
+    (as `sorted` orders Intervals); len() is the number of bases.
+
+        IntervalSet([Interval("chr1", 5, 12), Interval("chr1", 10, 20)]).merged() == [Interval("chr1", 5, 20)]
+    """
+
+    def __init__(self, intervals: Iterable[Interval] = ()):
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for iv in intervals:
+            spans.setdefault(iv.contig, []).append((iv.start, iv.end))
+        self._runs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for contig, pairs in spans.items():
+            edges = np.array(pairs, dtype=np.int64)
+            self._set(contig, _merge(edges[:, 0], edges[:, 1]))
+
+    @classmethod
+    def from_arrays(cls, runs: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> IntervalSet:
+        """From contig -> (starts, ends) arrays of 0-based half-open intervals, in any order, overlapping or not."""
+        out = cls()
+        for contig, (starts, ends) in runs.items():
+            starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+            if starts.shape != ends.shape or starts.ndim != 1 or (starts < 0).any() or (starts > ends).any():
+                raise ValueError(f"bad intervals on {contig}: need 1-d starts and ends with 0 <= start <= end")
+            out._set(contig, _merge(starts, ends))
+        return out
+
+    @classmethod
+    def from_mask(cls, contig: str, mask: np.ndarray, offset: int = 0) -> IntervalSet:
+        """The True bases of a bool array over contig:[offset, offset + len(mask))."""
+        starts, ends = runs(mask)
+        return cls.from_arrays({contig: (starts + offset, ends + offset)})
+
+    def _set(self, contig: str, merged: tuple[np.ndarray, np.ndarray]) -> None:
+        if len(merged[0]):
+            self._runs[contig] = merged
+
+    @property
+    def contigs(self) -> list[str]:
+        """Contigs holding at least one base, in name order."""
+        return sorted(self._runs)
+
+    def arrays(self, contig: str) -> tuple[np.ndarray, np.ndarray]:
+        """int64 (starts, ends) of the runs on `contig`, sorted; empty arrays for a contig without bases."""
+        return self._runs.get(contig, _NONE)
+
+    def __iter__(self) -> Iterator[Interval]:
+        for contig in self.contigs:
+            starts, ends = self._runs[contig]
+            yield from (Interval(contig, s, e) for s, e in zip(starts.tolist(), ends.tolist()))
+
+    def merged(self) -> list[Interval]:
+        """The runs as a list of Intervals, sorted by contig name, then start."""
+        return list(self)
+
+    def __len__(self) -> int:
+        return sum(self.bases(c) for c in self._runs)
+
+    def bases(self, contig: str) -> int:
+        """The number of bases on `contig`."""
+        starts, ends = self.arrays(contig)
+        return int((ends - starts).sum())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IntervalSet):
+            return NotImplemented
+        return self._runs.keys() == other._runs.keys() and all(
+            np.array_equal(a, b) for c in self._runs for a, b in zip(self._runs[c], other._runs[c]))
+
+    def __repr__(self) -> str:
+        return f"IntervalSet({len(self):,} bases in {sum(len(s) for s, _ in self._runs.values()):,} runs)"
+
+    def overlaps(self, contig: str, start: int, end: int) -> bool:
+        """Whether any base of contig:[start, end) is in the set."""
+        starts, ends = self.arrays(contig)
+        i = int(np.searchsorted(ends, start, "right"))  # the first run ending after `start`
+        return bool(start < end and i < len(starts) and starts[i] < end)
+
+    def contains(self, contig: str, start: int, end: int) -> bool:
+        """Whether every base of contig:[start, end) is in the set (runs are merged, so: inside one run)."""
+        if start >= end:
+            return True
+        starts, ends = self.arrays(contig)
+        i = int(np.searchsorted(starts, start, "right")) - 1
+        return bool(i >= 0 and end <= ends[i])
+
+    def _clipped(self, contig: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """The runs that overlap [start, end), clipped to it."""
+        starts, ends = self.arrays(contig) if start < end else _NONE
+        lo, hi = np.searchsorted(ends, start, "right"), np.searchsorted(starts, end, "left")
+        return np.maximum(starts[lo:hi], start), np.minimum(ends[lo:hi], end)
+
+    def within(self, contig: str, start: int, end: int) -> list[Interval]:
+        """The set's runs inside contig:[start, end) (cut at its edges), in order."""
+        starts, ends = self._clipped(contig, start, end)
+        return [Interval(contig, s, e) for s, e in zip(starts.tolist(), ends.tolist())]
+
+    def mask(self, contig: str, start: int, end: int) -> np.ndarray:
+        """bool [end - start]: which bases of contig:[start, end) are in the set."""
+        n = end - start
+        starts, ends = self._clipped(contig, start, end)
+        diff = np.zeros(n + 1, dtype=np.int32)
+        np.add.at(diff, starts - start, 1)
+        np.add.at(diff, ends - start, -1)
+        return np.cumsum(diff[:n]) > 0
+
+    def _pairwise(self, other: IntervalSet, keep) -> IntervalSet:
+        out = IntervalSet()
+        for contig in self._runs.keys() | other._runs.keys():
+            out._set(contig, _combine(self.arrays(contig), other.arrays(contig), keep))
+        return out
+
+    def union(self, *others: IntervalSet) -> IntervalSet:
+        """The bases in this set or in any of `others`."""
+        joined = {}
+        for contig in set().union(self._runs, *(o._runs for o in others)):
+            parts = [s.arrays(contig) for s in (self, *others)]
+            joined[contig] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return IntervalSet.from_arrays(joined)
+
+    def intersection(self, other: IntervalSet) -> IntervalSet:
+        return self._pairwise(other, np.logical_and)
+
+    def difference(self, other: IntervalSet) -> IntervalSet:
+        """The bases of this set that are not in `other`."""
+        return self._pairwise(other, lambda a, b: a & ~b)
 
 
 class RegionParamType(click.ParamType):

@@ -13,7 +13,9 @@ import pysam
 
 from genoformer.coords import Interval, read_bed
 from genoformer.errors import FastaError, InputError
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.alignments import Alignments, ReadFilters
+from genoformer.io.evidence import Evidence
 from genoformer.io.fasta import Reference
 from genoformer.io.variants import TruthVariants
 from genoformer.tokenize import KmerTokenizer
@@ -32,6 +34,7 @@ def _variant_kind(ref: str, alts: tuple[str, ...]) -> str:
 def _sequence_counts(reference: Reference, iv: Interval, tokenizer: KmerTokenizer | None) -> dict:
     n_bases = soft = 0
     for s in range(iv.start, iv.end, _CHUNK):
+        raise_if_terminated()
         seq = reference.fetch(iv.contig, s, min(s + _CHUNK, iv.end))
         n_bases += int(np.count_nonzero((seq == ord("N")) | (seq == ord("n"))))
         soft += int(np.count_nonzero(seq >= ord("a")))
@@ -55,7 +58,9 @@ def _reference_filename(alignments: Alignments) -> str | None:
 def _read_counts(alignments: Alignments, iv: Interval) -> dict:
     depth_sum = 0.0
     for s in range(iv.start, iv.end, _CHUNK):
-        depth_sum += float(alignments.evidence(iv.contig, s, min(s + _CHUNK, iv.end))[:, 0].sum(dtype=np.float64))
+        raise_if_terminated()
+        evidence = alignments.evidence(iv.contig, s, min(s + _CHUNK, iv.end))
+        depth_sum += float(evidence[:, Evidence.depth].sum(dtype=np.float64))
     flags, min_mapq = alignments.filters.flag_mask, alignments.filters.min_mapping_quality
     with pysam.AlignmentFile(str(alignments.path), reference_filename=_reference_filename(alignments)) as bam:
         reads = bam.count(iv.contig, iv.start, iv.end,
@@ -101,6 +106,7 @@ def summarize(reference: str | os.PathLike, bam: str | os.PathLike | None = None
         kinds, genotypes = Counter(), Counter()
         for iv in intervals:
             for v in truth.records(iv.contig, iv.start, iv.end):
+                raise_if_terminated()
                 if v.start < iv.start:  # fetch also returns records that start before and overlap
                     continue
                 kinds[_variant_kind(v.ref, v.alts)] += 1

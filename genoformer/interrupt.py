@@ -1,8 +1,9 @@
-"""SIGTERM (a scheduler cancelling the job) as SystemExit(143), delivered reliably.
+"""SIGTERM (a scheduler cancelling the job) as SystemExit(143), and SIGINT (Ctrl-C) as
+KeyboardInterrupt, delivered reliably.
 
 Python runs a signal handler at the next bytecode of the main thread.  When that bytecode
-belongs to a weakref callback or a `__del__`, the handler's SystemExit is swallowed ("Exception
-ignored in ...") and the job would run on to the end.  So the handler also records the signal,
+belongs to a weakref callback or a `__del__`, the handler's exception is swallowed ("Exception
+ignored in ...") and the job would run on to the end.  So the handlers also record the signal,
 and every long loop calls `raise_if_terminated()` once per window, step or block.
 
 Neither runs while the main thread is inside one long C call (a forward pass over a huge window:
@@ -22,7 +23,8 @@ import time
 
 EXIT_CODE = 143
 GRACE_S = 0.8  # the normal path (cleanup, then interpreter exit) gets this long before the watchdog
-_terminated = False
+_terminated = False  # SIGTERM arrived
+_interrupted = False  # SIGINT arrived
 _installed = False
 _default_unraisablehook = sys.unraisablehook
 
@@ -33,9 +35,16 @@ def _on_sigterm(signum, frame) -> None:
     raise SystemExit(EXIT_CODE)
 
 
+def _on_sigint(signum, frame) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
 def _unraisablehook(unraisable) -> None:
-    # our own swallowed SystemExit is handled by the next raise_if_terminated(): no traceback
-    if _terminated and isinstance(unraisable.exc_value, SystemExit):
+    # our own swallowed exceptions are raised again by the next raise_if_terminated(): no traceback
+    if (_terminated and isinstance(unraisable.exc_value, SystemExit)) or \
+            (_interrupted and isinstance(unraisable.exc_value, KeyboardInterrupt)):
         return
     _default_unraisablehook(unraisable)
 
@@ -70,9 +79,11 @@ def _forget_in_child() -> None:
 
 
 def install() -> None:
-    """Make SIGTERM end the process with exit code 143 (call from the main thread; once is enough)."""
+    """Make SIGTERM end the process with exit code 143, and SIGINT raise KeyboardInterrupt even where
+    Python swallows it (call from the main thread; once is enough)."""
     global _installed
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, _on_sigint)
     sys.unraisablehook = _unraisablehook
     if _installed:
         return
@@ -96,6 +107,9 @@ def exit_now() -> None:
 
 
 def raise_if_terminated() -> None:
-    """Raise SystemExit(143) if SIGTERM arrived but its handler's exception was lost."""
+    """Raise SystemExit(143) if SIGTERM arrived, KeyboardInterrupt if SIGINT did, but its handler's exception
+    was lost."""
     if _terminated:
         raise SystemExit(EXIT_CODE)
+    if _interrupted:
+        raise KeyboardInterrupt

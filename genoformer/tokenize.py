@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genoformer.errors import InputError, OutputError, UsageError
+from genoformer.errors import InputError, UsageError
+from genoformer.outputs import write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")
 PAD_ID, MASK_ID, CLS_ID, UNK_ID = range(4)
@@ -158,11 +159,25 @@ class _KmerTokenizer:
     # encode / decode
     def encode(self, seq: np.ndarray | str | bytes) -> np.ndarray:
         """int64 [n_tokens(len(seq))] token ids."""
+        return self.encode_codes(self.codes(seq))
+
+    def codes(self, seq: np.ndarray | str | bytes) -> np.ndarray:
+        """uint8 [L]: each letter's index in `alphabet`, normalised as encode does (N or X: `pad_code`)."""
         arr = _as_bytes(seq)
         codes = self._lut[arr]
         if codes.size and codes.max() == _INVALID:
             _raise_first_invalid(arr, codes, self.kind, self._allowed)
-        return self._encode_codes(codes, self.n_tokens(arr.size), self.stride)
+        return codes
+
+    def encode_codes(self, codes: np.ndarray) -> np.ndarray:
+        """int64 [n_tokens(len(codes))] token ids of letter codes (as `codes` returns them)."""
+        codes = np.asarray(codes, dtype=np.uint8)
+        return self._encode_codes(codes, self.n_tokens(codes.size), self.stride)
+
+    @property
+    def pad_code(self) -> int:
+        """The letter code of N (DNA) or X (protein): unknown letters and the padding past a sequence."""
+        return self._radix - 1
 
     def _encode_codes(self, codes: np.ndarray, n: int, stride: int) -> np.ndarray:
         """Ids of the n k-mers starting every `stride` codes, padding past the end."""
@@ -229,15 +244,8 @@ class _KmerTokenizer:
         return tok
 
     def save_json(self, path: str | os.PathLike) -> None:
-        """Write to_dict() as JSON, atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{path}: cannot write tokenizer JSON ({exc.strerror or exc})") from exc
+        """Write to_dict() as JSON, atomically (genoformer.outputs)."""
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> _KmerTokenizer:

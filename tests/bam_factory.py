@@ -110,3 +110,39 @@ def without_index(src: Path, dst: Path) -> Path:
     """Copy the BAM alone."""
     shutil.copyfile(src, dst)
     return Path(dst)
+
+
+def shuffled(src: Path, dst: Path, *, n: int = 5_000, seed: int = 0) -> Path:
+    """The first `n` reads of `src` in random order under a header saying SO:coordinate, with the index of
+    the same reads sorted (htslib cannot index an unsorted file, so a wrong header is how one gets through)."""
+    import random
+
+    with pysam.AlignmentFile(str(src)) as bam:
+        header = bam.header.to_dict()
+        reads = [r for _, r in zip(range(n), bam.fetch(until_eof=True))]
+    header["HD"] = {"VN": "1.6", "SO": "coordinate"}
+    sorted_copy = Path(dst).with_name(Path(dst).stem + ".sorted.bam")
+    for path, order in ((sorted_copy, reads), (dst, random.Random(seed).sample(reads, len(reads)))):
+        with pysam.AlignmentFile(str(path), "wb", header=pysam.AlignmentHeader.from_dict(header)) as out:
+            for read in order:
+                out.write(read)
+    pysam.index(str(sorted_copy))
+    shutil.copyfile(f"{sorted_copy}.bai", f"{dst}.bai")
+    return Path(dst)
+
+
+def with_index_of(src: Path, other: Path, dst: Path) -> Path:
+    """A copy of `src` next to the index of another BAM (`other`, itself indexed)."""
+    shutil.copyfile(src, dst)
+    shutil.copyfile(f"{other}.bai", f"{dst}.bai")
+    return Path(dst)
+
+
+def every_nth_read(src: Path, dst: Path, n: int = 3) -> Path:
+    """A smaller BAM on the same header: every `n`th read of `src`, indexed."""
+    with pysam.AlignmentFile(str(src)) as bam, pysam.AlignmentFile(str(dst), "wb", template=bam) as out:
+        for i, read in enumerate(bam.fetch(until_eof=True)):
+            if i % n == 0:
+                out.write(read)
+    pysam.index(str(dst))
+    return Path(dst)

@@ -33,12 +33,12 @@ def chr20(shared_data) -> dict[str, Path]:
 
 
 def _train_tiny(out: Path, **kw) -> Path:
-    from genoformer.train.loop import TrainConfig, train
+    from genoformer.train import TrainConfig, train
 
     config = dict(window=1536, k=6, d_model=32, depth=2, heads=2, bucket_size=16, n_hashes=2, lr=3e-3,
                   warmup_steps=2, batch_size=2, max_steps=6, val_every=1000, ckpt_every=1000,
                   progress=False, device="cpu", out=str(out)) | kw
-    train(TrainConfig(**config))
+    train(TrainConfig.from_dict(config))
     return out
 
 
@@ -57,3 +57,11 @@ def tiny_pattern_model(chr20, tmp_path_factory) -> Path:
     return _train_tiny(tmp_path_factory.mktemp("models") / "pattern", task="pattern",
                        reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
                        attention=["local", "lsh"])
+
+
+@pytest.fixture(scope="session")
+def tiny_local_lsh_model(chr20, tmp_path_factory) -> Path:
+    """tiny_pattern_model without the per-base stem and decoder: its LSH layer hashes the k-mer embeddings."""
+    return _train_tiny(tmp_path_factory.mktemp("models") / "local_lsh", task="pattern",
+                       reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
+                       attention=["local", "lsh"], stem=False, decoder=False)

@@ -4,13 +4,14 @@ from __future__ import annotations
 import gzip
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genoformer.coords import (REGION, Interval, check_interval, close_names, merge_intervals, parse_region,
-                               read_bed, split_region)
+from genoformer.coords import (REGION, Interval, IntervalSet, check_interval, close_names, merge_intervals,
+                               parse_region, read_bed, runs, split_region)
 from genoformer.errors import RegionError, UsageError
 
 LENGTHS = {"chr1": 1_000, "chr20": 63_025_520, "chrM": 16_571, "HLA-A*01:01:01:01": 3_503}
@@ -56,6 +57,7 @@ def test_bad_syntax_is_a_usage_error(text, match):
     ("20:1-10", r"contig '20' not found \(did you mean chr20\?\)"),
     ("MT", r"did you mean chrM\?"),
     ("chr1:20-11", "start 20 is after end 11"),
+    ("chr1:3-2", "start 3 is after end 2"),  # one less than the start: was read as an empty interval
     ("chr1:1-1001", r"runs past the end of chr1 \(1,000 bp\)"),
     ("chr1:1001", "starts past the end of chr1"),
     ("chr1:1001-1002", "starts past the end of chr1"),
@@ -140,6 +142,75 @@ def test_merge_examples():
            Interval("chr1", 45, 46), Interval("chrM", 0, 5)]
     assert merge_intervals(ivs) == [Interval("chr1", 5, 30), Interval("chr1", 40, 50), Interval("chrM", 0, 5)]
     assert merge_intervals([]) == []
+
+
+SMALL = {"a": 60, "b": 30}
+
+
+def bases(ivs) -> set[tuple[str, int]]:
+    """The brute-force per-base set of some intervals."""
+    return {(iv.contig, b) for iv in ivs for b in range(iv.start, iv.end)}
+
+
+@st.composite
+def spans(draw, lengths=SMALL):
+    """An interval that may be empty, anywhere on a contig."""
+    contig = draw(st.sampled_from(sorted(lengths)))
+    start = draw(st.integers(0, lengths[contig]))
+    return Interval(contig, start, draw(st.integers(start, lengths[contig])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(spans(), max_size=10), spans())
+def test_interval_set_is_the_set_of_its_bases(ivs, query):
+    s, truth = IntervalSet(ivs), bases(ivs)
+    merged = list(s)
+    assert bases(merged) == truth and len(s) == len(truth) == sum(map(len, merged))
+    assert all(len(iv) for iv in merged)
+    for a, b in zip(merged, merged[1:]):
+        assert a < b and (a.contig != b.contig or a.end < b.start)  # sorted, not even adjacent
+    assert s.merged() == merged and s.contigs == sorted({c for c, _ in truth})
+    wanted = [(query.contig, b) in truth for b in range(query.start, query.end)]
+    assert s.mask(query.contig, query.start, query.end).tolist() == wanted
+    assert s.overlaps(query.contig, query.start, query.end) == any(wanted)
+    inside = s.within(query.contig, query.start, query.end)
+    assert bases(inside) == {(query.contig, b) for b in range(query.start, query.end) if (query.contig, b) in truth}
+    assert inside == IntervalSet(inside).merged()  # sorted, disjoint, not adjacent
+    assert s.contains(query.contig, query.start, query.end) == all(wanted)
+    by_contig = {c: ([iv.start for iv in ivs if iv.contig == c], [iv.end for iv in ivs if iv.contig == c])
+                 for c in SMALL}
+    assert IntervalSet.from_arrays(by_contig) == s
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(spans(), max_size=8), st.lists(spans(), max_size=8))
+def test_interval_set_algebra_matches_set_algebra(ivs, others):
+    a, b = IntervalSet(ivs), IntervalSet(others)
+    assert bases(a.intersection(b)) == bases(ivs) & bases(others)
+    assert bases(a.union(b)) == bases(ivs) | bases(others)
+    assert bases(a.difference(b)) == bases(ivs) - bases(others)
+    assert a.union(b) == IntervalSet(ivs + others) == a.union(IntervalSet(others[:3]), IntervalSet(others[3:]))
+    assert sum(a.bases(c) for c in SMALL) == len(a)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), max_size=40), st.integers(0, 20))
+def test_runs_and_from_mask_find_every_true_base(mask, offset):
+    mask = np.array(mask, dtype=bool)
+    starts, ends = runs(mask)
+    assert [b for s, e in zip(starts, ends) for b in range(s, e)] == np.flatnonzero(mask).tolist()
+    assert bases(IntervalSet.from_mask("a", mask, offset)) == {("a", offset + b) for b in np.flatnonzero(mask)}
+
+
+def test_interval_set_examples():
+    s = IntervalSet([Interval("chr1", 10, 20), Interval("chr1", 20, 30), Interval("chr1", 40, 40),
+                     Interval("chrM", 0, 5)])
+    assert s.merged() == [Interval("chr1", 10, 30), Interval("chrM", 0, 5)] and len(s) == 25
+    assert s.arrays("chr1")[0].tolist() == [10] and s.arrays("chr2")[0].size == 0
+    assert s.contains("chr1", 15, 25) and not s.contains("chr1", 25, 31) and not s.overlaps("chr1", 30, 40)
+    assert not IntervalSet() and IntervalSet() == IntervalSet([Interval("chr1", 3, 3)])
+    with pytest.raises(ValueError, match="0 <= start <= end"):
+        IntervalSet.from_arrays({"chr1": ([5], [4])})
 
 
 def test_read_bed_real_confident_regions(chr20):

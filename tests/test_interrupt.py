@@ -1,4 +1,5 @@
-"""SIGTERM must end a job with 143 even when its handler runs where Python swallows exceptions."""
+"""SIGTERM must end a job with 143, and SIGINT interrupt it, even when the handler runs where Python swallows
+exceptions."""
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,28 @@ def test_a_forked_child_terminated_does_not_end_its_parent():
         print("parent alive", os.waitstatus_to_exitcode(status), flush=True)
     """)
     assert proc.returncode == 0 and proc.stdout == "parent alive 143\n", proc.stderr
+
+
+def test_sigint_landing_in_a_finalizer_still_interrupts_the_job():
+    proc = _run("""
+        import os, signal
+        from genoformer import interrupt
+
+        interrupt.install()
+
+        class Dying:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the handler runs here, and __del__ swallows its KeyboardInterrupt
+                    pass
+
+        Dying()
+        print("ran on", flush=True)
+        try:
+            interrupt.raise_if_terminated()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran on\ninterrupted\n"
+    assert proc.stderr == ""  # the swallowed KeyboardInterrupt prints no 'Exception ignored' traceback

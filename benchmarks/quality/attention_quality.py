@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import variant_quality
+from variant_callers import score
 from classify_quality import (
     add_model_args,
     classify_config,
@@ -34,9 +35,9 @@ from classify_quality import (
 )
 from quality_common import (
     BAM,
+    CONFIDENT,
     FASTA,
     PROMOTERS,
-    Budget,
     add_common_args,
     check_data,
     machine,
@@ -54,8 +55,8 @@ def classify_rows(args, folder: Path) -> list[dict]:
     rows = []
     for seed in args.seeds:  # the seed also draws the 80/20 split
         for kind in KINDS:
-            config = dataclasses.replace(classify_config(args, folder / f"classify-{kind}-seed{seed}", kind),
-                                         seed=seed, max_steps=steps)
+            config = dataclasses.replace(classify_config(args, folder / f"classify-{kind}-seed{seed}", kind, seed),
+                                         max_steps=steps)
             result = train_and_score(config)
             rows.append({"task": "classify", "attention": kind, "seed": seed, "metric": "accuracy",
                          "score": result["val_accuracy"], "steps": steps, "train_seconds": result["train_seconds"],
@@ -67,19 +68,19 @@ def variant_rows(args, folder: Path) -> list[dict]:
     # the variant_quality.py model (its defaults) with balanced class weights: unweighted, this model
     # learns "everything is hom_ref" within a few hundred steps (variant_quality.json), which would
     # leave nothing to compare
-    shape = {"window": args.variant_window, "k": 6, "d_model": 64, "depth": 2, "heads": 4, "bucket_size": 32,
-             "n_hashes": 2, "lr": 1e-3, "batch_size": 4, "class_weights": "balanced", "threshold": 0.5}
-    probe = variant_quality.model_config(argparse.Namespace(**shape, attention="lsh", seed=args.seeds[0]),
-                                         folder / "probe")
+    shape = argparse.Namespace(window=args.variant_window, k=6, d_model=64, depth=2, heads=4, bucket_size=32,
+                               n_hashes=2, lr=1e-3, batch_size=4, class_weights="balanced", attention="lsh")
+    inputs = variant_quality.real_inputs()
+    probe = variant_quality.variant_config(shape, folder / "probe", args.seeds[0], {}, **inputs)
     steps, _ = steps_for(args.budget, probe, folder)
     rows = []
     for seed in args.seeds:
         for kind in KINDS:
             sub = folder / f"variant-{kind}-seed{seed}"
             sub.mkdir()
-            vcf, info = variant_quality.genoformer_calls(
-                argparse.Namespace(**shape, attention=kind, seed=seed, budget=Budget(steps=steps)), sub)
-            scored = variant_quality.score(kind, vcf)
+            config = variant_quality.variant_config(shape, sub / "run", seed, {"attention": kind}, **inputs)
+            vcf, info = variant_quality.genoformer_calls(config, steps, variant_quality.EVAL_REGION, 0.5, sub)
+            scored = score(kind, vcf, [variant_quality.EVAL_REGION], CONFIDENT)
             rows.append({"task": "variant", "attention": kind, "seed": seed, "metric": "SNV F1",
                          "score": scored["snv_f1"], "steps": steps, "train_seconds": info["train_seconds"],
                          "final_loss": info["final_loss"], "counts": scored})
@@ -99,19 +100,21 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(ap, "attention_quality", "2m")
-    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")],
-                    help="comma-separated seeds, each a full comparison (default: --seed)")
+    add_common_args(ap, "attention_quality", "2m", baselines=False)
     ap.add_argument("--tasks", default="classify,variant")
     ap.add_argument("--variant-window", type=int, default=4096)
     # smaller than classify_quality.py's model: LSH over 246 tokens costs ~8 s a step at d_model 128,
     # depth 4, batch 32 on the shared 2-core CPU, too slow to compare three attentions in minutes
     add_model_args(ap, attention="lsh", stride=1, bucket_size=16, d_model=64, depth=2, batch_size=16)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     tasks = args.tasks.split(",")
-    args.seeds = args.seeds or [args.seed]
     if set(tasks) - {"classify", "variant"}:
         ap.error(f"--tasks: choose from classify, variant (got {args.tasks})")
     check_data(PROMOTERS, *([FASTA, BAM] if "variant" in tasks else []))

@@ -1,4 +1,9 @@
-"""What the quality benchmarks share: data paths, the --budget knob, the machine record, tables, JSON.
+"""What the quality benchmarks share: data paths, the --budget knob, the machine record, tables, JSON,
+genoformer - baseline differences and the mean and range over seeds.
+
+Every import of genoformer's training and checkpoint API by the quality scripts goes through here
+(TrainConfig, train, load_checkpoint, batch_inputs, model_options, with_options, model_forward), so a
+move of those names is fixed in one place.
 
 --budget is either training steps ("300", "300steps") or CPU-minutes of training ("6m", "6min"):
 a minutes budget trains a few calibration steps first (their time per step, without validation)
@@ -13,6 +18,7 @@ import math
 import os
 import platform
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -22,8 +28,11 @@ from pathlib import Path
 import torch
 
 from genoformer.evaluate.variants import json_safe
+from genoformer.model.checkpoint import load_checkpoint  # re-exported for the scripts
+from genoformer.model.heads import batch_inputs  # re-exported for the scripts
 from genoformer.outputs import write_text
-from genoformer.train.loop import TrainConfig, train
+from genoformer.train import ModelConfig, TrainConfig, train
+from genoformer.train.config import MODEL_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
@@ -32,6 +41,7 @@ FASTA = CHR20 / "ucsc.hg19.chr20.unittest.fasta.gz"
 BAM = CHR20 / "NA12878_S1.chr20.10_10p1mb.bam"
 TRUTH = CHR20 / "test_nist.b37_chr20_100kbp_at_10mb.vcf.gz"
 CONFIDENT = CHR20 / "test_nist.b37_chr20_100kbp_at_10mb.bed"
+CPG_ISLANDS = DATA / "annotations_hg19" / "cpg_islands_hg19_ucsc.txt"
 PROMOTERS = DATA / "genomic_benchmarks" / "human_nontata_promoters" / "sequences" / "test_human_nontata_promoters.csv"
 RESULTS = ROOT / "benchmarks" / "results"
 CALIBRATION_STEPS = 5
@@ -58,27 +68,80 @@ def parse_budget(text: str) -> Budget:
     return Budget(steps=int(value))
 
 
-def add_common_args(ap: argparse.ArgumentParser, name: str, budget: str) -> None:
+def add_common_args(ap: argparse.ArgumentParser, name: str, budget: str, baselines: bool = True) -> None:
     ap.add_argument("--budget", type=parse_budget, default=parse_budget(budget),
                     help=f"training steps (300) or minutes (6m) per model (default {budget})")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: tiny models gain nothing from more on a shared CPU)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=parse_seeds, default=[0],
+                    help="comma-separated seeds, each a full run (default 0; headline rows use 0,1,2)")
+    if baselines:
+        ap.add_argument("--baseline-only", action="store_true",
+                        help="run the baselines alone (no genoformer training): the genoformer rows print '-'")
     ap.add_argument("--json", default=str(RESULTS / f"{name}.json"), help="write the results here")
     ap.add_argument("--keep", help="keep run folders and outputs in this folder (default: a temporary one)")
 
 
 def add_model_args(ap: argparse.ArgumentParser, *, d_model: int, depth: int = 2, bucket_size: int = 32,
-                   attention: str = "lsh", batch_size: int) -> None:
-    """The model shape and optimiser options every quality script takes, with that script's defaults."""
+                   attention: str | None = "lsh", batch_size: int) -> None:
+    """The model shape and optimiser options every quality script takes, with that script's defaults
+    (attention None: the script chooses the attention itself, and --attention is not offered)."""
     ap.add_argument("--d-model", type=int, default=d_model)
     ap.add_argument("--depth", type=int, default=depth)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--bucket-size", type=int, default=bucket_size)
     ap.add_argument("--n-hashes", type=int, default=2)
-    ap.add_argument("--attention", default=attention)
+    if attention is not None:
+        ap.add_argument("--attention", default=attention)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=batch_size)
+
+
+def model_options(args: argparse.Namespace, attention: str | None = None) -> ModelConfig:
+    """The model section of a quality script's TrainConfig, from add_model_args's options."""
+    return ModelConfig(d_model=args.d_model, depth=args.depth, heads=args.heads, bucket_size=args.bucket_size,
+                       n_hashes=args.n_hashes, attention=attention or args.attention)
+
+
+def model_forward(model, items: list[dict]) -> torch.Tensor:
+    """A checkpoint's model on WindowDataset items (stacked into one batch): its per-base outputs [B, W, C]."""
+    batch = {key: torch.stack([it[key] for it in items]) for key, value in items[0].items()
+             if isinstance(value, torch.Tensor)}
+    return model(**batch_inputs(batch, next(model.parameters()).device))
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: give distinct integers >= 0, comma-separated (0,1,2)")
+    return seeds
+
+
+def with_options(config: TrainConfig, options: dict) -> TrainConfig:
+    """`config` with the training options in `options` changed, model options (d_model, attention, ...) given
+    flat (an unknown option is a UsageError naming it)."""
+    values = dataclasses.asdict(config)
+    model = values.pop("model") | {k: v for k, v in options.items() if k in MODEL_OPTIONS}
+    return TrainConfig.from_dict(values | {k: v for k, v in options.items() if k not in MODEL_OPTIONS} |
+                                 {"model": model})
+
+
+def minus(a: float | None, b: float | None) -> float | None:
+    """a - b, or None when either is missing or NaN (a score with nothing to score)."""
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return None
+    return a - b
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, min and max over seeds (NaN values are left out; all NaN gives None)."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    if not kept:
+        return {"mean": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(kept), "min": min(kept), "max": max(kept), "n": len(kept)}
 
 
 def check_data(*paths: Path) -> None:
@@ -93,6 +156,44 @@ def work_dir(keep: str | None) -> tempfile.TemporaryDirectory | None:
         Path(keep).mkdir(parents=True, exist_ok=True)
         return None
     return tempfile.TemporaryDirectory(prefix="genoformer-quality-")
+
+
+@dataclasses.dataclass
+class Measurement:
+    """One seed of one benchmark: genoformer's score and each baseline's on the same data, same metric.
+
+    The first baseline is the headline one (the strongest plain method the benchmark runs)."""
+    metric: str
+    genoformer: float | None
+    baselines: dict[str, float | None]
+    higher_is_better: bool = True
+    detail: dict = dataclasses.field(default_factory=dict)  # anything else worth keeping in the JSON
+    also: list[Measurement] = dataclasses.field(default_factory=list)  # secondary metrics, summarised after
+
+    def differences(self) -> dict[str, float | None]:
+        return {name: minus(self.genoformer, score) for name, score in self.baselines.items()}
+
+
+def summary_rows(runs: list[Measurement], model: str = "genoformer") -> list[dict]:
+    """genoformer, each baseline, and genoformer - each baseline (paired by seed): mean, min, max over seeds."""
+    rows = [{"row": model, **spread([r.genoformer for r in runs])}]
+    rows += [{"row": name, **spread([r.baselines[name] for r in runs])} for name in runs[0].baselines]
+    rows += [{"row": f"{model} - {name}", **spread([r.differences()[name] for r in runs])}
+             for name in runs[0].baselines]
+    return rows
+
+
+def print_summary(runs: list[Measurement], seeds: list[int], model: str = "genoformer") -> dict[str, list[dict]]:
+    """Print the summary of the headline metric, then of each secondary one; return {metric: rows}."""
+    out = {}
+    for metric_runs in [runs] + [[r.also[i] for r in runs] for i in range(len(runs[0].also))]:
+        rows = summary_rows(metric_runs, model)
+        better = "higher" if metric_runs[0].higher_is_better else "lower"
+        print(f"{metric_runs[0].metric} ({better} is better) over seeds {', '.join(map(str, seeds))}")
+        print(table(rows, [("row", "", ""), ("n", "seeds", "d"), ("mean", "mean", ".4f"), ("min", "min", ".4f"),
+                           ("max", "max", ".4f")]))
+        out[metric_runs[0].metric] = rows
+    return out
 
 
 def steps_for(budget: Budget, config: TrainConfig, scratch: Path) -> tuple[int, float | None]:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from quality_common import add_common_args, add_model_args, machine, save_json, steps_for, table, work_dir
+from quality_common import (TrainConfig, add_common_args, add_model_args, machine, model_options, save_json,
+                            steps_for, table, train, work_dir)
 
 from genoformer.apply.variants import ScoreConfig, score_variants
 from genoformer.simulate.genome import MOTIFS, simulate
-from genoformer.train.loop import TrainConfig, train
-from genoformer.train.tasks import auroc
+from genoformer.train.metrics import auroc
 
 NEUTRAL_DISTANCE = 50  # bases between a neutral SNV and the nearest motif
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
@@ -102,10 +102,9 @@ def main() -> None:
         train_names, held_out = names[:-args.held_out], names[-args.held_out:]
         config = TrainConfig(task="pattern", reference=str(example.reference), bed=[str(example.motifs_bed)],
                              train_regions=train_names, window=args.window, k=args.k, stride=args.stride,
-                             d_model=args.d_model, depth=args.depth, heads=args.heads, bucket_size=args.bucket_size,
-                             n_hashes=args.n_hashes, attention=args.attention, lr=args.lr,
-                             batch_size=args.batch_size, max_steps=1, val_every=10 ** 9, ckpt_every=10 ** 9,
-                             seed=args.seed, device="cpu", progress=False, out=str(folder / "run"))
+                             model=model_options(args), lr=args.lr, batch_size=args.batch_size, max_steps=1,
+                             val_every=10 ** 9, ckpt_every=10 ** 9, seed=args.seed, device="cpu", progress=False,
+                             out=str(folder / "run"))
         config.max_steps, _ = steps_for(args.budget, config, folder)
         trained = train(config)
         variants = snvs(example, held_out, np.random.default_rng(args.seed))

@@ -6,14 +6,19 @@ them (its window grid: each base from the window that keeps it, windows of the m
 overlapping by 2 x margin); for classify models, the class probability of the region's sequence.
 
 ISM: f_c with base i changed to each other base x, minus f_c of the reference: ism [L, 4, C]
-(0 at the reference base). Only what a change can alter is run again, in batches: the windows
-that contain i (two per change at the default margin of window/4, one with margin 0), and, in
-models whose every layer is local attention, only the blocks of tokens around i (`piece`).
+(0 at the reference base). The changed base keeps the reference base's case, so only its letter
+changes, not the soft-mask bit the stem reads. Only what a change can alter is run again, in
+batches: the windows that contain i (two per change at the default margin of window/4, one with
+margin 0), and, in models whose every layer is local attention, only the blocks of tokens around
+i, widened by the stem's and the decoder's receptive fields (`piece`).
 gradient x input: the same [L, 4, C] to first order, from one backward pass per window and
-class: the gradient of f_c by each token's embedding, dotted with the change of that embedding
-when base i becomes x (the k-mer with x in i's place), summed over the tokens covering i. Its
-mean over the alternatives is the gradient x input of a one-hot encoding with the gradient
-centred over the four bases.
+class. A base enters the model twice: through the k-mer tokens that spell it and, with the
+per-base stem (the default), as a one-hot letter the stem's convolutions read. The estimate is the
+first-order change along both: the gradient of f_c by each token's embedding, dotted with the
+change of that embedding when base i becomes x (the k-mer with x in i's place), summed over the
+tokens covering i; plus the gradient of f_c by the stem's one-hot input at base i, letter x
+minus the reference letter. Its mean over the alternatives is the gradient x input of a one-hot
+encoding with the gradient centred over the four bases.
 Per-base importance (bedGraph, logo): minus the mean over the three alternatives; positive where
 the reference base raises f_c. Bases that are not A/C/G/T are not changed (0, `mutated` False).
 """
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genoformer.apply.model import (AppliedModel, embedding_gradients, embedding_table, local_reach,
+from genoformer.apply.model import (AppliedModel, Reach, embedding_table, input_gradients, local_reach,
                                     probabilities)
 from genoformer.coords import Interval
 from genoformer.interrupt import raise_if_terminated
@@ -33,6 +38,7 @@ from genoformer.predict.grid import Grid
 ACGT = np.frombuffer(b"ACGT", np.uint8)
 _UPPER = np.arange(256, dtype=np.uint8)
 _UPPER[ord("a"):ord("z") + 1] -= 32
+_LOWER = np.uint8(32)  # the bit that makes an ASCII letter lower case
 
 
 @dataclass(frozen=True)
@@ -82,26 +88,41 @@ class Piece:
     out_hi: int
 
 
-def piece(target: Target, offset: int, tokenizer, reach: tuple[int, int] | None) -> Piece:
+def piece(target: Target, offset: int, tokenizer, reach: Reach | None) -> Piece:
     """The smallest input that gives exactly the outputs a change at `offset` alters: the whole target, or
     with local attention only (model.local_reach) the blocks around it (block-aligned, so each block
-    attends as it does in the whole window; positions enter attention only as differences)."""
+    attends as it does in the whole window; positions enter attention only as differences), widened by
+    what the stem reads and the decoder mixes (model.local_reach)."""
     n = len(target.bases)
     if reach is None:
         return Piece(0, n, 0, n)
-    block, depth = reach
+    block, depth = reach.block, reach.depth
     k, stride, n_tokens = tokenizer.k, tokenizer.stride, tokenizer.n_tokens(n)
-    first = min(max(0, -(-(offset - k + 1) // stride)), n_tokens - 1)  # tokens covering the base
-    last = min(offset // stride, n_tokens - 1)
-    b_first, b_last = first // block, last // block
-    run_lo, run_hi = max(0, (b_first - depth) * block), min(n_tokens, (b_last + depth + 1) * block)
-    out_lo, out_hi = b_first * block, run_hi
 
     def owned(token: int) -> int:  # the first base a token owns (tokenize.token_of_base)
-        return 0 if token == 0 else min((token - 1) * stride + k, n)
+        return 0 if token <= 0 else n if token >= n_tokens else min((token - 1) * stride + k, n)
 
-    return Piece(run_lo * stride, min((run_hi - 1) * stride + k, n), owned(out_lo),
-                 n if out_hi == n_tokens else owned(out_hi))
+    def owner(base: int) -> int:
+        return 0 if base < k else (base - k) // stride + 1
+
+    # what the change alters: the stem's features of bases [lo, hi], the tokens spelling them, the blocks
+    # those reach through attention, the bases those tokens own, and the decoder's neighbours of all these
+    lo, hi = max(offset - reach.stem, 0), min(offset + reach.stem, n - 1)
+    first = min(max(0, -(-(lo - k + 1) // stride)), n_tokens - 1)
+    last = min(hi // stride, n_tokens - 1)
+    changed_end = min((last // block + depth + 1) * block, n_tokens)
+    out_lo = max(min(owned(first // block * block), lo) - reach.decoder, 0)
+    out_hi = min(max(owned(changed_end), hi + 1) + reach.decoder, n)
+    # what those outputs read: the decoder's inputs around them (token states and stem features), the
+    # blocks those token states attend to, and the bases the stem reads for all of them
+    read_lo, read_hi = max(out_lo - reach.decoder, 0), min(out_hi + reach.decoder, n)
+    tokens_lo = max((owner(read_lo) // block - depth) * block, 0)
+    tokens_hi = min((owner(read_hi - 1) // block + 1) * block, n_tokens)
+    # k bases more on the left: the first k bases of a piece are its first token's, not their owners'
+    need_lo = max(min(tokens_lo * stride, read_lo - k) - reach.stem, 0)
+    need_hi = min(max((tokens_hi - 1) * stride + k, read_hi) + reach.stem, n)
+    run_lo = need_lo // stride // block * block  # the piece starts at a block of the whole target's tokens
+    return Piece(run_lo * stride, need_hi, out_lo, out_hi)
 
 
 def _weighted(weights: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -137,7 +158,8 @@ def ism(am: AppliedModel, region: Interval, inputs: list[Target], batch_size: in
                 chunk = todo[s:s + batch_size]
                 seqs = np.repeat(t.bases[None, p.lo:p.hi], len(chunk), 0)
                 offsets = np.array([o for o, _ in chunk])
-                seqs[np.arange(len(chunk)), offsets - p.lo] = ACGT[[x for _, x in chunk]]
+                # the changed base keeps the reference's case: its soft-mask bit, which the stem reads, stays
+                seqs[np.arange(len(chunk)), offsets - p.lo] = ACGT[[x for _, x in chunk]] | (t.bases[offsets] & _LOWER)
                 # differences per base before the sum: a sum of hundreds of probabilities would swamp them
                 delta = _weighted(weights, probabilities(am, list(seqs), n_bases, what="attribution windows")
                                   - reference)
@@ -149,9 +171,11 @@ def ism(am: AppliedModel, region: Interval, inputs: list[Target], batch_size: in
     return out, baseline.astype(np.float32), bases_run
 
 
-def taylor_changes(tokenizer, bases: np.ndarray, grads: np.ndarray, table: np.ndarray) -> np.ndarray:
+def taylor_changes(tokenizer, bases: np.ndarray, grads: np.ndarray, table: np.ndarray,
+                   letter_grads: np.ndarray | None = None) -> np.ndarray:
     """float32 [n, 4, C]: first-order change of f when base i becomes A/C/G/T, from grads [C, T, d]
-    (d f_c / d token embedding) and the embedding table [V, d]; n = len(bases)."""
+    (d f_c / d token embedding), the embedding table [V, d] and, with a stem, letter_grads [C, n, letters]
+    (d f_c / d the stem's one-hot letters); n = len(bases)."""
     k, stride, n = tokenizer.k, tokenizer.stride, len(bases)
     n_tokens = tokenizer.n_tokens(n)
     starts = np.arange(n_tokens) * stride
@@ -170,6 +194,12 @@ def taylor_changes(tokenizer, bases: np.ndarray, grads: np.ndarray, table: np.nd
         o = starts + j
         keep = o < n
         np.add.at(out, o[keep], s[:, keep, j].transpose(1, 2, 0))
+    if letter_grads is not None:  # the stem's one-hot input: letter x on, the reference's letter off
+        codes = tokenizer.codes(bases).astype(np.int64)
+        lg = letter_grads[:, :n].transpose(1, 0, 2)  # [n, C, letters]
+        acgt = tokenizer.codes(ACGT).astype(np.int64)
+        own = np.take_along_axis(lg, codes[:, None, None], 2)  # [n, C, 1]
+        out += (lg[..., acgt] - own).transpose(0, 2, 1)
     return out
 
 
@@ -178,8 +208,8 @@ def grad_input(am: AppliedModel, region: Interval, inputs: list[Target]) -> np.n
     out = np.zeros((len(region), 4, len(am.classes)), np.float32)
     table = embedding_table(am)
     for t in inputs:
-        grads, _ = embedding_gradients(am, [t.bases], t.n_bases, t.weights[None])
-        change = taylor_changes(am.tokenizer, t.bases, grads[:, 0], table)
+        grads, letter_grads = input_gradients(am, t.bases, t.n_bases, t.weights)
+        change = taylor_changes(am.tokenizer, t.bases, grads, table, letter_grads)
         lo, hi = max(region.start, t.start), min(region.end, t.start + len(t.bases))
         out[lo - region.start:hi - region.start] += change[lo - t.start:hi - t.start]
         raise_if_terminated()

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 from tqdm import tqdm
 
@@ -28,7 +27,7 @@ from genoformer.apply.provenance import provenance
 from genoformer.coords import Interval
 from genoformer.errors import UsageError
 from genoformer.io.checksums import contig_md5s
-from genoformer.outputs import refuse_existing, staged
+from genoformer.outputs import hdf5_output, refuse_existing, staged
 from genoformer.predict.grid import grid_step
 
 FORMAT, FORMAT_VERSION = "genoformer-attributions", 1
@@ -157,7 +156,7 @@ def _write(paths, config, am, region, bases, is_mutated, results, baseline, attr
     importance = {m: attr.importance(v, is_mutated)[:, pick] for m, v in results.items()}
     with contextlib.ExitStack() as stack:
         tmp = {what: stack.enter_context(staged(path, path.suffix)) for what, path in paths.items()}
-        with h5py.File(tmp["h5"], "w") as f:
+        with hdf5_output(tmp["h5"], paths["h5"]) as f:
             f.attrs.update(attrs | {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": classes,
                                     "bases": "ACGT", "complete": False})
             f["reference"] = bases

@@ -2,11 +2,14 @@
 
 Everything else in apply/ hands this module plain sequences (uint8 ASCII arrays) and gets numpy
 probabilities back, so a change to how GenoModel is called (an extra per-base input, a new head)
-is made here only: `_logits` is the single call of the model.
+is made here only: `_logits` is the single call of the model, with the inputs `encode` builds from
+the sequences as the training data does (tokens; for the per-base stem the letter codes, the
+soft-mask bit of lower-case letters and the valid bases).
 
-Output activations follow the training losses (train/tasks.py): cross-entropy heads (variant,
-classify, classify_residues) give a softmax over their classes, the pattern head's BCE gives
-independent sigmoids; mlm gives log-probabilities over the token vocabulary.
+Output activations are the task registry's (genoformer.tasks, through model.heads.activate): a
+softmax for variant, classify and classify_residues, independent sigmoids for pattern. mlm models
+give log-probabilities: of the four letters at each masked base (per-base mlm, the default since
+the per-base decoder), or of the token vocabulary at each masked token (token-level checkpoints).
 """
 from __future__ import annotations
 
@@ -19,26 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genoformer.devices import autocast, resolve_device
 from genoformer.errors import NumericalError, OutputError, UsageError
-from genoformer.tokenize import MASK_ID, KmerTokenizer
-
-PER_BASE_TASKS = ("variant", "pattern", "classify_residues")
-_SOFTMAX_TASKS = ("variant", "classify", "classify_residues")
-
-
-def activate(task: str, logits: Tensor) -> Tensor:
-    """Class probabilities from a head's logits (softmax or sigmoid, as the task was trained)."""
-    return logits.softmax(-1) if task in _SOFTMAX_TASKS else logits.sigmoid()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but no CUDA GPU is available", hint="use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from genoformer.model.decoder import PerBaseDecoder
+from genoformer.model.heads import activate, batch_inputs
+from genoformer.model.layout import covering_tokens, spelled_bases
+from genoformer.model.stem import BLOCK_KERNEL, RADIUS
+from genoformer.tasks import TASKS
+from genoformer.tokenize import MASK_ID, KmerTokenizer, soft_mask
 
 
 @dataclass
@@ -75,7 +66,18 @@ class AppliedModel:
 
     @property
     def per_base(self) -> bool:
-        return self.task in PER_BASE_TASKS
+        """Whether the model's classes are per base (pattern, variant, classify_residues)."""
+        return TASKS[self.task].per_base
+
+    @property
+    def labels_sequences(self) -> bool:
+        """Whether it was trained on labelled sequences (classify, per sequence or per residue)."""
+        return "sequences" in TASKS[self.task].inputs
+
+    @property
+    def letters_mlm(self) -> bool:
+        """An mlm that predicts the masked bases' letters (the per-base decoder) rather than k-mer tokens."""
+        return self.task == "mlm" and self.model.per_base_output
 
     @property
     def sha256(self) -> str:
@@ -87,33 +89,44 @@ class AppliedModel:
         return int(getattr(self.model.encoder, "length_multiple", 1))
 
     def describe(self) -> str:
-        """JSON of what the model is (task, architecture, tokenizer, head), for output provenance."""
+        """JSON of what the model is (task, architecture, per-base parts, tokenizer, head), for provenance."""
         return json.dumps({"task": self.task, "model_config": self.meta["model_config"],
-                           "tokenizer": self.meta["tokenizer"], "head": self.meta["head"]}, sort_keys=True)
+                           "per_base": self.meta.get("per_base"), "tokenizer": self.meta["tokenizer"],
+                           "head": self.meta["head"]}, sort_keys=True)
 
 
 def load_model(path: str, device: str = "auto", hash_seed: int = 0) -> AppliedModel:
     from genoformer.model.checkpoint import load_checkpoint
 
-    model, meta, _ = load_checkpoint(path)
     dev = resolve_device(device)
-    model = model.to(dev).eval()
-    model.encoder.set_hash_seed(hash_seed)
-    return AppliedModel(model, meta, str(path), dev, hash_seed)
+    model, meta, _ = load_checkpoint(path, hash_seed=hash_seed)
+    return AppliedModel(model.to(dev).eval(), meta, str(path), dev, hash_seed)
 
 
-def local_reach(am: AppliedModel) -> tuple[int, int] | None:
-    """(block, depth) when every layer attends within blocks of `block` tokens (own block and the previous
-    one): a change at token t then alters only the outputs of blocks block(t) .. block(t) + depth, and
-    those depend only on blocks block(t) - depth .. block(t) + depth. None for LSH or full attention.
+@dataclass(frozen=True)
+class Reach:
+    """How far a change spreads in a model whose every layer is local attention (see local_reach)."""
+    block: int  # tokens per attention block: each block attends to itself and the previous one
+    depth: int  # attention layers
+    stem: int  # bases on each side that the stem reads into a base's features (0: no stem)
+    decoder: int  # bases on each side that the decoder's convolutions mix into a base's output (0: none)
 
-    Assumes nothing but attention mixes positions (embedding, feed-forward, norms and head act per
-    token): a layer that mixes them otherwise (a convolution over bases) must widen this, or make it None.
+
+def local_reach(am: AppliedModel) -> Reach | None:
+    """The Reach of a model with only local attention; None for LSH or full attention.
+
+    With blocks of `block` tokens, a change of the token inputs in block b alters only the outputs of
+    blocks b .. b + depth, and those depend only on blocks b - depth .. b + depth. The stem widens what a
+    changed base alters on the way in (every token spelling a base within RADIUS of it), the decoder's
+    residual convolutions on the way out (BLOCK_KERNEL // 2 bases each). Nothing else mixes positions:
+    embedding, feed-forward, norms and the head act per token or per base.
     """
     config = am.model.encoder.config
     if any(kind != "local" for kind in config.attention_kinds):
         return None
-    return config.window_size, config.depth
+    head = am.model.head
+    decoder = len(head.blocks) * (BLOCK_KERNEL // 2) if isinstance(head, PerBaseDecoder) else 0
+    return Reach(config.window_size, config.depth, RADIUS if am.model.stem is not None else 0, decoder)
 
 
 def refuse_reads(am: AppliedModel, command: str) -> None:
@@ -127,25 +140,33 @@ def refuse_reads(am: AppliedModel, command: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def encode(tokenizer, seqs: Sequence[np.ndarray], n_bases: int) -> tuple[Tensor, Tensor]:
-    """tokens int64 [B, n_tokens(n_bases)] of each sequence (at most n_bases long), [PAD] after; token_mask."""
+def encode(tokenizer, seqs: Sequence[np.ndarray], n_bases: int) -> dict[str, Tensor]:
+    """The model's inputs for sequences (each at most n_bases long), as WindowDataset items stacked:
+    tokens int64 [B, n_tokens(n_bases)] ([PAD] after each sequence) and token_mask; per base [B, n_bases]:
+    valid, bases (letter codes, tokenizer.codes; N or X at padding) and soft_mask (lower-case letters)."""
     T = tokenizer.n_tokens(n_bases)
     tokens = np.full((len(seqs), T), tokenizer.pad_id, dtype=np.int64)
+    bases = np.full((len(seqs), n_bases), tokenizer.pad_code, dtype=np.int64)
+    masked = np.zeros((len(seqs), n_bases), dtype=bool)
+    valid = np.zeros((len(seqs), n_bases), dtype=bool)
     for b, seq in enumerate(seqs):
-        ids = tokenizer.encode(seq)
+        codes = tokenizer.codes(seq)
+        ids = tokenizer.encode_codes(codes)
         tokens[b, :ids.size] = ids
-    tokens = torch.from_numpy(tokens)
-    return tokens, tokens != tokenizer.pad_id
+        bases[b, :len(seq)], masked[b, :len(seq)], valid[b, :len(seq)] = codes, soft_mask(seq), True
+    batch = {"tokens": tokens, "token_mask": tokens != tokenizer.pad_id, "valid": valid, "bases": bases,
+             "soft_mask": masked}
+    return {key: torch.from_numpy(value) for key, value in batch.items()}
 
 
-def _logits(am: AppliedModel, tokens: Tensor, mask: Tensor, n_bases: int) -> Tensor:
-    """The model's raw output for a batch: [B, n_bases, C] per base, [B, C] per sequence, [B, T, V] mlm."""
-    dev = am.device
+def _logits(am: AppliedModel, batch: dict[str, Tensor]) -> Tensor:
+    """The model's raw output for a batch: [B, n_bases, C] per base, [B, C] per sequence, [B, T, V] token mlm."""
     try:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            return am.model(tokens.to(dev), mask.to(dev), None, n_bases=n_bases).float()
+        with autocast(am.device):
+            return am.model(**batch_inputs(batch, am.device)).float()
     except torch.cuda.OutOfMemoryError:
-        raise OutputError(f"GPU out of memory on a batch of {len(tokens)} sequences of {n_bases:,} bases",
+        n_bases = batch["valid"].shape[1]
+        raise OutputError(f"GPU out of memory on a batch of {len(batch['tokens'])} sequences of {n_bases:,} bases",
                           hint="reduce --batch-size") from None
 
 
@@ -158,62 +179,99 @@ def _finite(values: np.ndarray, what: str) -> np.ndarray:
 
 def probabilities(am: AppliedModel, seqs: Sequence[np.ndarray], n_bases: int, what: str = "a batch") -> np.ndarray:
     """float32 class probabilities: [B, n_bases, C] for per-base models, [B, C] for classify models."""
-    tokens, mask = encode(am.tokenizer, seqs, n_bases)
+    batch = encode(am.tokenizer, seqs, n_bases)
     with torch.inference_mode():
-        probs = activate(am.task, _logits(am, tokens, mask, n_bases)).cpu().numpy()
+        probs = activate(am.task, _logits(am, batch)).cpu().numpy()
     return _finite(probs, what)
 
 
 def masked_log_probs(am: AppliedModel, seqs: Sequence[np.ndarray], n_bases: int, masked: np.ndarray,
                      ids: np.ndarray) -> np.ndarray:
-    """mlm: float32 [B, T, K] log-probabilities of the candidate token ids `ids` [B, T, K] at each token,
-    with the tokens `masked` [B, T] replaced by [MASK]."""
-    tokens, mask = encode(am.tokenizer, seqs, n_bases)
-    inputs = tokens.masked_fill(torch.from_numpy(masked) & mask, MASK_ID)
+    """Token-level mlm: float32 [B, T, K] log-probabilities of the candidate token ids `ids` [B, T, K] at each
+    token, with the tokens `masked` [B, T] replaced by [MASK] (and, for a stem, the bases they spell by N)."""
+    batch = encode(am.tokenizer, seqs, n_bases)
+    hidden = torch.from_numpy(masked) & batch["token_mask"]
+    batch["tokens"] = batch["tokens"].masked_fill(hidden, MASK_ID)
+    batch["bases"] = batch["bases"].masked_fill(spelled_bases(hidden, batch["valid"], am.tokenizer),
+                                                am.tokenizer.pad_code)
     with torch.inference_mode():
-        log_probs = _logits(am, inputs, mask, n_bases).log_softmax(-1)
+        log_probs = _logits(am, batch).log_softmax(-1)
         picked = log_probs.gather(-1, torch.from_numpy(ids).to(log_probs.device)).cpu().numpy()
     return _finite(picked, "masked tokens")
 
 
+def masked_letter_log_probs(am: AppliedModel, seqs: Sequence[np.ndarray], n_bases: int,
+                            hidden: np.ndarray) -> np.ndarray:
+    """Per-base mlm: float32 [B, n_bases, 4] log-probabilities of A, C, G, T at each base, with the bases
+    `hidden` [B, n_bases] hidden as training hides them (train/losses.py): N to the stem, and every token
+    spelling one of them [MASK]."""
+    batch = encode(am.tokenizer, seqs, n_bases)
+    bases = torch.from_numpy(hidden) & batch["valid"]
+    tokens = covering_tokens(bases, batch["tokens"].shape[1], am.tokenizer) & batch["token_mask"]
+    batch["tokens"] = batch["tokens"].masked_fill(tokens, MASK_ID)
+    batch["bases"] = batch["bases"].masked_fill(bases, am.tokenizer.pad_code)
+    with torch.inference_mode():
+        log_probs = _logits(am, batch).log_softmax(-1).cpu().numpy()
+    return _finite(log_probs, "masked bases")
+
+
 @contextlib.contextmanager
-def _embedding_leaf(am: AppliedModel) -> Iterator[list[Tensor]]:
-    """Within the block, each forward's token embeddings [B, T, d] are a leaf tensor we can differentiate by."""
-    captured: list[Tensor] = []
+def _input_leaves(am: AppliedModel) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
+    """Within the block, each forward's token embeddings [B, T, d] (before the stem's part is added) and the
+    stem's input [1, letters + 1, W] per sequence (one-hot letters, soft-mask bit) are leaf tensors we can
+    differentiate by."""
+    embeddings: list[Tensor] = []
+    stem_inputs: list[Tensor] = []
 
-    def hook(module, inputs, output):
-        leaf = output.detach().requires_grad_()
-        captured.append(leaf)
-        return leaf
+    def leaf(captured: list[Tensor], value: Tensor) -> Tensor:
+        captured.append(value.detach().requires_grad_())
+        return captured[-1]
 
-    handle = am.model.encoder.token_emb.register_forward_hook(hook)
+    # prepend: the leaf is the embedding alone; GenoModel's own hook then adds the stem's part to it
+    handles = [am.model.encoder.token_emb.register_forward_hook(lambda m, a, out: leaf(embeddings, out),
+                                                                prepend=True)]
+    if am.model.stem is not None:
+        handles.append(am.model.stem.sequence_in.register_forward_pre_hook(
+            lambda m, args: (leaf(stem_inputs, args[0]),)))
     flags = [p.requires_grad for p in am.model.parameters()]
     for p in am.model.parameters():
         p.requires_grad_(False)
     try:
-        yield captured
+        yield embeddings, stem_inputs
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         for p, flag in zip(am.model.parameters(), flags):
             p.requires_grad_(flag)
 
 
-def embedding_gradients(am: AppliedModel, seqs: Sequence[np.ndarray], n_bases: int,
-                        weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(d f_c / d embedding float32 [C, B, T, d], token ids [B, T]) for f_c = sum of weights[b, ., c] * p_c.
+def input_gradients(am: AppliedModel, seq: np.ndarray, n_bases: int,
+                    weights: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Gradients of f_c = sum of weights[., c] * p_c for one sequence, per class c: by its token embeddings,
+    float32 [C, T, d], and (a model with a stem) by the one-hot letters the stem reads, float32
+    [C, n_bases, letters] (None without a stem).
 
-    weights: [B, n_bases, C] for per-base models (which bases count), [B, C] for classify models.
+    weights: [n_bases, C] for per-base models (which bases count), [C] for classify models.
     """
-    tokens, mask = encode(am.tokenizer, seqs, n_bases)
+    batch = encode(am.tokenizer, [seq], n_bases)
     w = torch.from_numpy(np.asarray(weights, dtype=np.float32)).to(am.device)
-    grads = []
-    with _embedding_leaf(am) as captured, torch.enable_grad():
+    n_letters = len(am.tokenizer.alphabet)
+    by_embedding, by_letter = [], []
+    with _input_leaves(am) as (embeddings, stem_inputs), torch.enable_grad():
         # one forward per class: the reversible layers' backward consumes state kept by its forward
         for c in range(w.shape[-1]):
-            probs = activate(am.task, _logits(am, tokens, mask, n_bases))
-            grads.append(torch.autograd.grad((probs[..., c] * w[..., c]).sum(), captured[-1])[0])
-    out = torch.stack(grads).float().cpu().numpy()
-    return _finite(out, "embedding gradients"), tokens.numpy()
+            embeddings.clear()
+            stem_inputs.clear()
+            probs = activate(am.task, _logits(am, batch))[0]
+            leaves = embeddings[-1:] + stem_inputs
+            grads = torch.autograd.grad((probs[..., c] * w[..., c]).sum(), leaves)
+            by_embedding.append(grads[0][0])
+            if stem_inputs:
+                by_letter.append(grads[1][0, :n_letters].T)  # [n_bases, letters]
+    embedding = _finite(torch.stack(by_embedding).float().cpu().numpy(), "embedding gradients")
+    if not by_letter:
+        return embedding, None
+    return embedding, _finite(torch.stack(by_letter).float().cpu().numpy(), "stem input gradients")
 
 
 def embedding_table(am: AppliedModel) -> np.ndarray:

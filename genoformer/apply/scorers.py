@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genoformer.apply.model import AppliedModel, masked_log_probs, probabilities
+from genoformer.apply.model import AppliedModel, masked_letter_log_probs, masked_log_probs, probabilities
 from genoformer.apply.vcf import Variant
 from genoformer.apply.windows import AlleleWindow, allele_window, differing
 from genoformer.tokenize import reverse_complement
@@ -72,7 +72,12 @@ class WindowScorer:
 
 
 class MlmScorer:
-    """mlm models: llr, the masked zero-shot log-likelihood ratio; substitutions only."""
+    """mlm models: llr, the masked zero-shot log-likelihood ratio; substitutions only.
+
+    Per-base mlm (letters): the bases where ALT differs are hidden (N to the stem, every token spelling
+    one [MASK]) and llr sums log P(ALT's letter) - log P(REF's letter) over them. Token-level mlm: the
+    tokens covering those bases are masked and llr sums log P(ALT's k-mer) - log P(REF's k-mer) over them.
+    """
 
     names = ["llr"]
 
@@ -87,13 +92,18 @@ class MlmScorer:
         """bool [T]: the tokens covering any of the base offsets."""
         return ((self.starts[:, None] <= offsets) & (offsets < self.starts[:, None] + self.k)).any(1)
 
-    def _strand(self, ref_bases: np.ndarray, alt_bases: np.ndarray, offsets: np.ndarray):
+    def _strand(self, ref_bases: np.ndarray, alt_bases: np.ndarray, offsets: np.ndarray) -> dict:
         tok = self.am.tokenizer
+        if self.am.letters_mlm:
+            hidden = np.zeros(self.window, dtype=bool)
+            hidden[offsets] = True
+            return {"bases": ref_bases, "hidden": hidden, "offsets": offsets,
+                    "ref": tok.codes(ref_bases)[offsets], "alt": tok.codes(alt_bases)[offsets]}
         ids = np.full((len(self.starts), 2), tok.pad_id, dtype=np.int64)
         for col, bases in enumerate((ref_bases, alt_bases)):
             encoded = tok.encode(bases)
             ids[:encoded.size, col] = encoded
-        return ref_bases, self._masked(offsets), ids
+        return {"bases": ref_bases, "masked": self._masked(offsets), "ids": ids}
 
     def job(self, v: Variant, alt: str) -> Job:
         ref_w = allele_window(self.reference, v.contig, v.pos, len(v.ref), v.ref, self.window)
@@ -104,13 +114,18 @@ class MlmScorer:
             n = len(ref_w.bases)
             strands.append(self._strand(reverse_complement(ref_w.bases), reverse_complement(alt_w.bases),
                                         n - 1 - offsets))
-        return Job(ref_w, alt_w, [s[0] for s in strands], {"strands": strands})
+        return Job(ref_w, alt_w, [s["bases"] for s in strands], {"strands": strands})
 
     def scores(self, jobs: list[Job]) -> list[np.ndarray]:
         strands = [s for j in jobs for s in j.extra["strands"]]
-        masked = np.stack([s[1] for s in strands])
-        ids = np.stack([s[2] for s in strands])
-        picked = masked_log_probs(self.am, [s[0] for s in strands], self.window, masked, ids)  # [N, T, 2]
-        llr = ((picked[..., 1] - picked[..., 0]) * masked).sum(1)
+        seqs = [s["bases"] for s in strands]
+        if self.am.letters_mlm:
+            log_probs = masked_letter_log_probs(self.am, seqs, self.window, np.stack([s["hidden"] for s in strands]))
+            llr = np.array([(lp[s["offsets"], s["alt"]] - lp[s["offsets"], s["ref"]]).sum()
+                            for lp, s in zip(log_probs, strands)])
+        else:
+            masked = np.stack([s["masked"] for s in strands])
+            picked = masked_log_probs(self.am, seqs, self.window, masked, np.stack([s["ids"] for s in strands]))
+            llr = ((picked[..., 1] - picked[..., 0]) * masked).sum(1)  # picked: [N, T, (ref, alt)]
         return [np.array([llr[i * self.windows_per_job:(i + 1) * self.windows_per_job].mean()])
                 for i in range(len(jobs))]

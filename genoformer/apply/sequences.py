@@ -37,7 +37,7 @@ from genoformer.apply.provenance import provenance
 from genoformer.data.sequences import SequenceRecord, iter_sequences
 from genoformer.errors import InputError, UsageError
 from genoformer.interrupt import raise_if_terminated
-from genoformer.outputs import refuse_existing, staged
+from genoformer.outputs import close_hdf5, discard_hdf5, hdf5_write_error, open_hdf5, refuse_existing, staged
 
 FORMAT, FORMAT_VERSION = "genoformer-sequence-predictions", 1
 CHUNK = 4096  # sequences read, grouped and written together
@@ -71,7 +71,7 @@ def companion_path(out: str | Path, per_residue: bool) -> Path:
 
 def check_model(am: AppliedModel) -> None:
     """UsageError unless the model labels sequences (task classify, per sequence or per residue)."""
-    if am.task in ("classify", "classify_residues"):
+    if am.labels_sequences:
         return
     if am.task == "mlm":
         raise UsageError(f"{am.path}: an mlm model predicts masked tokens; it has no classes to label "
@@ -140,11 +140,24 @@ def _groups(am: AppliedModel, chunk: list[SequenceRecord], batch_size: int | Non
 class _Writer:
     """The HDF5 file and its companion, pre-sized (the first pass counted them), filled chunk by chunk."""
 
-    def __init__(self, h5: Path, companion: Path, am: AppliedModel, n: int, residues: int, labelled: bool,
-                 attrs: dict):
-        self.per_residue, self.classes = am.task == "classify_residues", am.classes
+    def __init__(self, h5: Path, out: Path, companion: Path, am: AppliedModel, n: int, residues: int,
+                 labelled: bool, attrs: dict):
+        self.per_residue, self.classes, self.out = am.per_base, am.classes, out
+        self.labelled = labelled
         self.text = companion.open("w")
-        self.f = h5py.File(h5, "w")
+        self.f = open_hdf5(h5, out)
+        try:
+            self._layout(am, n, residues, attrs)
+        except BaseException as e:
+            self.discard()
+            raise hdf5_write_error(e, out) or e from None
+        self.joiner = "" if all(len(c) == 1 for c in self.classes) else " "
+        if not self.per_residue:
+            label = ["label"] if labelled else []
+            self.text.write("\t".join(["id", *label, "predicted", *(f"p_{c}" for c in self.classes)]) + "\n")
+        self.n, self.row = 0, 0
+
+    def _layout(self, am: AppliedModel, n: int, residues: int, attrs: dict) -> None:
         self.f.attrs.update(attrs | {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False,
                                      "task": am.task, "classes": self.classes, "n_sequences": n})
         text = h5py.string_dtype()
@@ -155,15 +168,25 @@ class _Writer:
                                            chunks=(min(rows, 65_536), len(self.classes)), compression="gzip",
                                            compression_opts=4, shuffle=True)
         self.probs.attrs["classes"] = self.classes
-        self.labels = self.f.create_dataset("labels", (n,), dtype=text) if labelled else None
+        self.labels = self.f.create_dataset("labels", (n,), dtype=text) if self.labelled else None
         self.offsets = self.f.create_dataset("offsets", (n + 1,), dtype=np.int64) if self.per_residue else None
-        self.joiner = "" if all(len(c) == 1 for c in self.classes) else " "
-        if not self.per_residue:
-            label = ["label"] if labelled else []
-            self.text.write("\t".join(["id", *label, "predicted", *(f"p_{c}" for c in self.classes)]) + "\n")
-        self.n, self.row = 0, 0
 
     def write(self, records: list[SequenceRecord], probs: list[np.ndarray]) -> None:
+        try:
+            self._write_hdf5(records, probs)
+        except (OSError, RuntimeError) as e:  # h5py's: a full disk names the HDF5 output (exit 4)
+            raise hdf5_write_error(e, self.out) or e from None
+        if self.per_residue:
+            for r, p in zip(records, probs):
+                self.text.write(f">{r.name}\n{self.joiner.join(self.classes[i] for i in p.argmax(1))}\n")
+        else:
+            for r, p in zip(records, probs):
+                label = [r.label or ""] if self.labels is not None else []
+                self.text.write("\t".join([r.name, *label, self.classes[int(p.argmax())],
+                                           *(f"{v:.6g}" for v in p)]) + "\n")
+        self.n += len(records)
+
+    def _write_hdf5(self, records: list[SequenceRecord], probs: list[np.ndarray]) -> None:
         k = len(records)
         s = slice(self.n, self.n + k)
         self.names[s] = [r.name for r in records]
@@ -172,27 +195,22 @@ class _Writer:
             self.labels[s] = [r.label or "" for r in records]
         if self.per_residue:
             stacked = np.concatenate(probs)
-            ends = self.row + np.cumsum([len(p) for p in probs])
-            self.offsets[self.n + 1:self.n + k + 1] = ends
+            self.offsets[self.n + 1:self.n + k + 1] = self.row + np.cumsum([len(p) for p in probs])
             self.probs[self.row:self.row + len(stacked)] = stacked
             self.row += len(stacked)
-            for r, p in zip(records, probs):
-                self.text.write(f">{r.name}\n{self.joiner.join(self.classes[i] for i in p.argmax(1))}\n")
         else:
             self.probs[s] = np.stack(probs)
-            for r, p in zip(records, probs):
-                label = [r.label or ""] if self.labels is not None else []
-                self.text.write("\t".join([r.name, *label, self.classes[int(p.argmax())],
-                                           *(f"{v:.6g}" for v in p)]) + "\n")
-        self.n += k
 
     def finish(self) -> None:
+        """Mark the file complete, then flush and close both (a failed flush is OutputError naming it)."""
         self.f.attrs["complete"] = True
-        self.close()
-
-    def close(self) -> None:
+        close_hdf5(self.f, self.out)
         self.text.close()
-        self.f.close()
+
+    def discard(self) -> None:
+        """Close both without finishing (staged() then removes them)."""
+        discard_hdf5(self.f)
+        self.text.close()
 
 
 def predict_sequences(config: SequencesConfig) -> dict:
@@ -201,15 +219,15 @@ def predict_sequences(config: SequencesConfig) -> dict:
     out = refuse_existing(config.out, config.force)
     am = load_model(config.model, config.device, config.hash_seed)
     check_model(am)
-    per_residue = am.task == "classify_residues"
+    per_residue = am.per_base
     companion = refuse_existing(companion_path(out, per_residue), config.force)
     n, residues, labelled = _checked(am, config.sequences, config.label_field)
     attrs = provenance(am, config, {"sequences": config.sequences}) | {"window": am.window or 0}
     bar = tqdm(total=n, unit="seq", desc="predict", disable=not config.progress, file=sys.stderr,
                dynamic_ncols=True)
     with staged(out, ".h5") as tmp_h5, staged(companion) as tmp_text, bar:
-        writer = _Writer(tmp_h5, tmp_text, am, n, residues, labelled, attrs)
-        try:  # closed before staged() renames (or removes) the files
+        writer = _Writer(tmp_h5, out, tmp_text, am, n, residues, labelled, attrs)
+        try:  # closed before staged() renames (or removes) the files; a failed HDF5 file is discarded
             for chunk in _chunks(iter_sequences(config.sequences, config.label_field)):
                 results: list[np.ndarray | None] = [None] * len(chunk)
                 for batch in _groups(am, chunk, config.batch_size):
@@ -224,9 +242,10 @@ def predict_sequences(config: SequencesConfig) -> dict:
             if writer.n != n:
                 raise InputError(f"{config.sequences}: changed while it was read ({writer.n:,} sequences, "
                                  f"{n:,} before)")
-            writer.finish()
-        finally:
-            writer.close()
+        except BaseException:
+            writer.discard()
+            raise
+        writer.finish()
     seconds = time.perf_counter() - started
     return {"out": str(out), "table" if not per_residue else "labels": str(companion), "task": am.task,
             "sequences": n, "residues": residues, "seconds": seconds, "sequences_per_s": n / max(seconds, 1e-9)}

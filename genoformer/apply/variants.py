@@ -10,10 +10,15 @@ re-centred; near a contig end the window shifts, it is never dropped). Scores, p
           (--aggregate window). classify models: the class probabilities of the two windows.
   lor_c   the log-odds ratio logit(p_alt) - logit(p_ref) of the same averages (over the whole
           window for --aggregate window), probabilities clipped to [1e-6, 1 - 1e-6].
-  llr     mlm models: the zero-shot log-likelihood ratio. The tokens covering the bases where
-          ALT differs from REF are masked, the rest of the window is the reference, and llr is
-          the sum over them of log P(ALT's k-mer) - log P(REF's k-mer). Substitutions only
-          (SNVs, MNPs): an indel changes the tokens, and is written unscored.
+  llr     mlm models: the zero-shot log-likelihood ratio. The bases where ALT differs from REF
+          are hidden as in training, the rest of the window is the reference, and llr is the sum
+          over them of log P(ALT's letter) - log P(REF's letter) (per-base mlm, the default: the
+          bases are N to the stem and every token spelling one is [MASK]); for token-level mlm
+          checkpoints, the tokens covering those bases are masked and llr sums log P(ALT's k-mer)
+          - log P(REF's k-mer) over them. Substitutions of A, C, G, T only (SNVs, MNPs): an indel
+          changes the tokens, and is written unscored.
+Alleles are written in upper case in their windows (as the VCF gives them); the flanking bases keep
+the reference's soft-masking (lower case), which a model's per-base stem reads.
 --rc-average also runs each window's reverse complement and averages the probabilities (per-base
 ones flipped back onto the forward strand), or the two strands' llr. Scoring ALT -> REF on the
 genome carrying ALT gives the negated scores (same windows, swapped).
@@ -41,6 +46,7 @@ from genoformer.apply.provenance import provenance
 from genoformer.apply.score_files import ScoreFiles
 from genoformer.apply.scorers import MlmScorer, WindowScorer
 from genoformer.apply.vcf import Variant, read_variants, scorable
+from genoformer.apply.windows import differing
 from genoformer.errors import UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
@@ -53,6 +59,7 @@ STATUS = {
     "not_sequence": "symbolic, breakend, '*' or missing ALT: nothing to put in the window",
     "longer_than_window": "REF or ALT longer than the window",
     "mlm_indel": "an mlm model scores substitutions only (REF and ALT of equal length)",
+    "mlm_not_acgt": "an mlm model predicts A, C, G and T: REF or ALT has another base where they differ",
 }
 
 
@@ -117,6 +124,10 @@ def _status(am: AppliedModel, v: Variant, alt: str, window: int) -> str:
         return "longer_than_window"
     if am.task == "mlm" and len(alt) != len(v.ref):
         return "mlm_indel"
+    if am.task == "mlm":
+        changed = differing(v.ref, alt.upper())
+        if not set(v.ref[i] for i in changed) | set(alt[i].upper() for i in changed) <= set("ACGT"):
+            return "mlm_not_acgt"
     return "scored"
 
 

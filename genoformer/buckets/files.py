@@ -19,28 +19,21 @@ from genoformer import __version__
 from genoformer.buckets.map import BucketMap, bucket_rgb
 from genoformer.coords import Interval
 from genoformer.errors import InputError, OutputError
-from genoformer.outputs import staged, staged_text
+from genoformer.outputs import hdf5_output, staged, staged_text, write_bytes
 from genoformer.data.windows import Window
 
 FORMAT, FORMAT_VERSION = "genoformer-buckets", 1
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temporary name beside `path`, fsync, and rename it into place."""
-    with staged(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def write_h5(bmap: BucketMap, path: str | os.PathLike, *, top_k: int, config: dict | None = None) -> Path:
     """buckets.h5: bucket ids per layer/head/round, top attended tokens per layer/head, coordinates."""
-    import h5py
-
     path = Path(path)
     model = bmap.model
     try:
         with staged(path) as tmp:
-            with h5py.File(tmp, "w") as f:
+            # no chunk cache: each dataset is written as it is created, so a full disk raises there,
+            # not when the dataset object is freed (where HDF5's error is only printed)
+            with hdf5_output(tmp, path, rdcc_nbytes=0) as f:
                 a = f.attrs
                 a.update({"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False,
                           "genoformer_version": __version__, "created": datetime.now(timezone.utc).isoformat(),
@@ -75,6 +68,8 @@ def write_h5(bmap: BucketMap, path: str | os.PathLike, *, top_k: int, config: di
                         group.create_dataset("tokens", data=bmap.top_tokens[li, hi], **opts)
                         group.create_dataset("weights", data=bmap.top_weights[li, hi], **opts)
                 a["complete"] = True
+    except OutputError:
+        raise
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     return path

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from genoformer.buckets.map import BucketMap, bucket_rgb
+from genoformer.coords import runs
 from genoformer.errors import OutputError
 from genoformer.outputs import staged
 
@@ -48,6 +49,8 @@ def _save(fig, stem: Path) -> list[Path]:
         try:
             with staged(final) as tmp:
                 fig.savefig(tmp, format=fmt, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        except OutputError:
+            raise
         except OSError as e:
             raise OutputError(f"{final}: cannot write ({e.strerror or e})") from None
         paths.append(final)
@@ -64,12 +67,6 @@ def _genomic_axis(ax, label: str) -> None:
 def _label(contig: str, start: int, end: int) -> str:
     """1-based, inclusive, with thousands separators: chr20:10,000,001-10,020,000."""
     return f"{contig}:{start + 1:,}-{end:,}"
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, length) of the True runs of a bool array."""
-    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(np.int8), 0]))
-    return [(int(s), int(e - s)) for s, e in zip(edges[::2], edges[1::2])]
 
 
 def track_plot(bmap: BucketMap, tracks: Mapping[str, np.ndarray], stem: str | os.PathLike) -> list[Path]:
@@ -106,7 +103,8 @@ def track_plot(bmap: BucketMap, tracks: Mapping[str, np.ndarray], stem: str | os
     tax = fig.add_subplot(grid[1], sharex=ax)
     names = list(tracks)
     for row, name in enumerate(names):
-        tax.broken_barh([(region.start + s, n) for s, n in _runs(tracks[name])], (row + 0.15, 0.7),
+        starts, ends = runs(tracks[name])
+        tax.broken_barh(list(zip((region.start + starts).tolist(), (ends - starts).tolist())), (row + 0.15, 0.7),
                         color=f"C{row % 10}", linewidth=0)
     tax.set_ylim(max(len(names), 1), 0)
     labels = [TRACK_LABELS.get(n, n) + ("" if tracks[n].any() else " (none here)") for n in names]

@@ -11,8 +11,9 @@ tokens sit on the contig's k-mer grid (that of whole-contig windows).
 
 Token i of a window starting at s covers bases [s + i*stride, s + i*stride + k) and owns the last
 `stride` of them (token 0 owns its k; tokenize.py), so every base has one bucket: its owner's.
-Read evidence (--bam) enters the embedding exactly as in the model's forward pass (GenoModel's
-embedding hook), so these are the buckets the model actually used.
+Per-base inputs (the stem's bases, soft mask and read evidence with --bam; or the per-token
+evidence fusion of older models) enter the embedding exactly as in the model's forward pass
+(GenoModel's embedding hook), so these are the buckets the model actually used.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from genoformer.coords import Interval, check_interval, split_region
 from genoformer.errors import InputError, OutputError, UsageError
 from genoformer.buckets.map import BucketMap
 from genoformer.data.windows import Window
+from genoformer.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +73,12 @@ def _selection(what: str, asked: list[int] | None, available: list[int], count: 
     return chosen
 
 
-def _device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but no CUDA GPU is available", hint="use --device cpu or auto")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def load_model(path: str | os.PathLike, device: str = "cpu"):
-    """(model, meta) of a run or checkpoint folder, refusing models without LSH layers (InputError)."""
+def load_model(path: str | os.PathLike, device: str = "cpu", hash_seed: int = 0):
+    """(model, meta) of a run or checkpoint folder, its LSH rotations fixed by `hash_seed` (layer i:
+    hash_seed + i); refuses models without LSH layers (InputError)."""
     from genoformer.model.checkpoint import load_checkpoint, resolve
 
-    model, meta, _ = load_checkpoint(path, device=_device(device))
+    model, meta, _ = load_checkpoint(path, device=resolve_device(device), hash_seed=hash_seed)
     kinds = model.encoder.config.attention_kinds
     if "lsh" not in kinds:
         raise InputError(f"{resolve(path)}: the model has no LSH layers (attention: {', '.join(kinds)}), "
@@ -98,25 +93,29 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
                top_k: int = 8, device: str = "cpu", model=None) -> BucketMap:
     """Run the model over the window holding `region` and record its LSH buckets (see BucketMap).
 
-    `model` takes an already loaded (model, meta) pair from `load_model` to skip reloading; its LSH
-    layers keep `hash_seed` afterwards (layer i: hash_seed + i).
+    `model` takes an already loaded (model, meta) pair from `load_model(..., hash_seed=hash_seed)` to
+    skip reloading.
     """
     from genoformer.data.datasets import WindowDataset
     from genoformer.io.alignments import Alignments
-    from genoformer.model.checkpoint import resolve
     from genoformer.io.fasta import Reference
+    from genoformer.model.checkpoint import resolve
+    from genoformer.model.heads import batch_inputs
 
     for name, value, low in (("hash seed", hash_seed, 0), ("top-k", top_k, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
-    net, meta = model if model is not None else load_model(model_path, device)
+    net, meta = model if model is not None else load_model(model_path, device, int(hash_seed))
+    if net.encoder.config.hash_seed != hash_seed:
+        raise UsageError(f"the model given was loaded with hash seed {net.encoder.config.hash_seed}, not {hash_seed}",
+                         hint="load it with load_model(path, device, hash_seed)")
     config, tokenizer = net.encoder.config, net.tokenizer
     layers = _selection("layer", layers, net.encoder.lsh_layers(), config.depth)
     heads = _selection("head", heads, list(range(config.heads)), config.heads)
     rounds = _selection("round", rounds, list(range(config.n_hashes)), config.n_hashes)
-    if net.fusion is not None and bam is None:
+    if net.n_evidence and bam is None:
         raise UsageError("this model fuses read evidence (it was trained with --bam); give --bam")
-    if net.fusion is None and bam is not None:
+    if not net.n_evidence and bam is not None:
         raise UsageError("this model was trained without reads; leave out --bam")
     try:
         size = int(meta["train_config"]["window"])
@@ -138,10 +137,12 @@ def bucket_map(model_path: str | os.PathLike, reference: str | os.PathLike, regi
     # owned spans tile the window in token order, so the region's tokens are one run [first, stop)
     first, stop = np.searchsorted(owned_end, interval.start, side="right"), np.searchsorted(owned_start, interval.end)
 
-    net.encoder.set_hash_seed(int(hash_seed))
     with torch.no_grad():
-        extra = None if net.fusion is None else net.fusion(item["evidence"][None].to(device_), tokens)
-        with net._extra_embedding(extra):  # the read evidence enters exactly as in forward
+        inputs = batch_inputs({key: value[None] for key, value in item.items() if isinstance(value, torch.Tensor)},
+                              device_)
+        extra, _ = net.embedding_extra(tokens, inputs.get("evidence"), inputs.get("bases"), inputs.get("soft_mask"),
+                                       inputs["valid"])
+        with net._extra_embedding(extra):  # the per-base inputs enter exactly as in forward
             # top keys for the region's tokens only: their search dominates, and scales with the queries
             found = net.encoder.inspect(tokens, mask, layers=layers, top_k=top_k, queries=(first, stop))
 
@@ -208,8 +209,6 @@ def _check_out(out: Path, force: bool) -> None:
 
 def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
     """Compute the BucketMap and write every output of `genoformer buckets`; returns {what: paths}."""
-    from genoformer.buckets.stats import summarize
-    from genoformer.buckets import files as bucket_files
     from genoformer.io.fasta import Reference
     from genoformer.io.tracks import Tracks
     from genoformer.tokenize import soft_mask
@@ -220,7 +219,7 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
         require_matplotlib()
     out = Path(config.out)
     _check_out(out, config.force)
-    net, meta = load_model(config.model, config.device)
+    net, meta = load_model(config.model, config.device, config.hash_seed)
     ref = Reference(config.reference)
     region = ref.region(config.region)
     queries = [parse_position(q, ref.contigs) for q in config.queries]
@@ -242,10 +241,28 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
              region.to_region(), Interval(window.contig, window.start, window.end).to_region(),
              f"{len(window):,}", f"{window.n_valid:,}", bmap.n_tokens, bmap.n_buckets)
     settings = dataclasses.asdict(config)
-    written = {"h5": [bucket_files.write_h5(bmap, out / "buckets.h5", top_k=config.top_k, config=settings)],
-               "bed": bucket_files.write_bed(bmap, out / ("buckets.bed.gz" if config.bgzip else "buckets.bed"),
-                                             bgzip=config.bgzip),
-               "summary": [bucket_files.write_summary(summarize(bmap, tracks), out / "summary.tsv")]}
+    written: dict[str, list[Path]] = {}
+    try:
+        _write_outputs(bmap, config, settings, tracks, queries, out, written)
+    except BaseException:
+        # a failed run (a full disk, an interrupt) leaves none of its files: a set of outputs with
+        # some missing would look like a finished run's
+        for path in (p for paths in written.values() for p in paths):
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _write_outputs(bmap, config: BucketsConfig, settings: dict, tracks: dict, queries: list, out: Path,
+                   written: dict[str, list[Path]]) -> None:
+    """Write every output file into `out`, recording each in `written` as soon as it is there."""
+    from genoformer.buckets import files as bucket_files
+    from genoformer.buckets.stats import summarize
+
+    written["h5"] = [bucket_files.write_h5(bmap, out / "buckets.h5", top_k=config.top_k, config=settings)]
+    written["bed"] = bucket_files.write_bed(bmap, out / ("buckets.bed.gz" if config.bgzip else "buckets.bed"),
+                                            bgzip=config.bgzip)
+    written["summary"] = [bucket_files.write_summary(summarize(bmap, tracks), out / "summary.tsv")]
     if config.plots:
         from genoformer.buckets import plots
 
@@ -255,4 +272,3 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
                                                                          plots.query_stem(out, contig, position))
     settings_json = (json.dumps(settings, indent=2) + "\n").encode()
     written["config"] = [bucket_files.write_bytes(out / "config.json", settings_json)]
-    return written

@@ -1,9 +1,9 @@
 """Summary statistics of a BucketMap, one row per layer / head / round (summary.tsv; see docs/buckets.md).
 
-"Attended pairs" are the (query, key) token pairs LSH attention scores in a round: the round sorts
+"Attended pairs" are the (query, key) token pairs LSH attention weighs in a round: the round sorts
 tokens by (bucket, position), cuts the order into chunks of bucket_size, and each query sees its
-own chunk and the one before (the first chunk: the last one), itself excluded, as in
-genoformer.model.lsh. Queries are the tokens owning region bases; keys lie anywhere in the window.
+own chunk and the one before, by the rule of genoformer.model.lsh_chunks (a token's own key only
+when it sees nothing else). Queries are the tokens owning region bases; keys lie anywhere in the window.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from genoformer.buckets.map import BucketMap
+from genoformer.model.lsh_chunks import attended, in_window, last_chunk, lookback, looks_back
 
 DISTANCES = {"1kb": 1_000, "10kb": 10_000, "100kb": 100_000}
 
@@ -28,34 +29,35 @@ def chunks(buckets: np.ndarray, bucket_size: int) -> tuple[np.ndarray, np.ndarra
     return order, slot // bucket_size
 
 
-def _previous(chunk: np.ndarray, n_tokens: int, bucket_size: int) -> np.ndarray:
-    """The chunk each chunk looks back to: the one before, and for the first one the last."""
-    return np.where(chunk == 0, -(-n_tokens // bucket_size) - 1, chunk - 1)
-
-
-def attended_pairs(buckets: np.ndarray, bucket_size: int, queries: np.ndarray,
-                   causal: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(query, key) int64 arrays: the pairs one round of LSH attention scores, for the given query tokens."""
-    T, bs = len(buckets), bucket_size
-    order, chunk = chunks(buckets, bs)
-    own = chunk[queries]
-    previous = _previous(own, T, bs)
+def attended_pairs(rounds: np.ndarray, bucket_size: int, queries: np.ndarray,
+                   causal: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per round, (query, key) int64 arrays: the pairs LSH attention weighs in that round, for the given query
+    tokens.  rounds [R, T]: each round's bucket ids of the T real tokens.  A query's own key is a pair only
+    when the query sees no other key in any of these rounds (lsh_chunks.attended)."""
+    R, T = rounds.shape
+    bs, last = bucket_size, last_chunk(T, bucket_size)
     offsets = np.arange(bs)
-    slots = np.concatenate([previous[:, None] * bs + offsets, own[:, None] * bs + offsets], axis=1)
-    allowed = slots < T
-    allowed[:, :bs] &= (previous != own)[:, None]  # a lone chunk does not look back at itself
-    keys = order[np.minimum(slots, T - 1)]
-    allowed &= keys != queries[:, None]
-    if causal:
-        allowed &= keys <= queries[:, None]
-    return np.broadcast_to(queries[:, None], keys.shape)[allowed], keys[allowed]
+    keys, seen = [], []
+    for buckets in rounds:
+        order, chunk = chunks(buckets, bs)
+        own = chunk[queries]
+        slots = np.concatenate([lookback(own, last)[:, None] * bs + offsets, own[:, None] * bs + offsets], axis=1)
+        visible = slots < T
+        visible[:, :bs] &= looks_back(own, last)[:, None]
+        key = order[np.minimum(slots, T - 1)]
+        if causal:
+            visible &= key <= queries[:, None]
+        keys.append(key)
+        seen.append(visible)
+    keys, seen = np.concatenate(keys, axis=1), np.concatenate(seen, axis=1)
+    weighed = attended(seen, keys == queries[:, None])
+    query = np.broadcast_to(queries[:, None], (len(queries), 2 * bs))
+    return [(query[w], k[w]) for k, w in zip(np.split(keys, R, axis=1), np.split(weighed, R, axis=1))]
 
 
 def meet(chunk: np.ndarray, bucket_size: int, query: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """bool per pair: does `key` fall in the query's own or look-back chunk in the round of `chunk`?"""
-    own = chunk[query]
-    previous = _previous(own, len(chunk), bucket_size)
-    return (chunk[key] == own) | ((chunk[key] == previous) & (previous != own))
+    """bool per pair: does `key` fall in the query's window in the round of `chunk`?"""
+    return in_window(chunk[query], chunk[key], last_chunk(len(chunk), bucket_size))
 
 
 def sharing_enrichment(buckets: np.ndarray, inside: np.ndarray, outside: np.ndarray) -> float:
@@ -98,8 +100,7 @@ def summarize(bmap: BucketMap, tracks: Mapping[str, np.ndarray] | None = None) -
     rows = []
     for li, layer in enumerate(bmap.layers):
         for hi, head in enumerate(bmap.heads):
-            pairs = [attended_pairs(bmap.buckets[li, hi, ri], bmap.bucket_size, queries, bmap.causal)
-                     for ri in range(len(bmap.rounds))]
+            pairs = attended_pairs(bmap.buckets[li, hi], bmap.bucket_size, queries, bmap.causal)
             chunk = [chunks(bmap.buckets[li, hi, ri], bmap.bucket_size)[1] for ri in range(len(bmap.rounds))]
             for ri, round_ in enumerate(bmap.rounds):
                 ids = bmap.buckets[li, hi, ri]

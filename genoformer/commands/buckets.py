@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from genoformer.coords import REGION
+from genoformer.devices import DEVICES
 
 _file = click.Path(exists=True, dir_okay=False)
 
@@ -26,7 +27,7 @@ _file = click.Path(exists=True, dir_okay=False)
               help="Seed of the hashing rotations (layer i uses seed + i).")
 @click.option("--top-k", type=click.IntRange(min=1), default=8, show_default=True,
               help="Attended positions kept per query token.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--bgzip", is_flag=True, help="Write buckets.bed.gz with a tabix index instead of buckets.bed.")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="PNG/SVG pictures (need matplotlib).")

@@ -7,6 +7,7 @@ import json
 import click
 
 from genoformer.coords import REGION
+from genoformer.devices import DEVICES
 from genoformer.errors import UsageError
 
 _file = click.Path(exists=True, dir_okay=False)
@@ -34,9 +35,10 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--margin", type=int, help="Bases of context dropped at each window edge  [default: window/4]")
 @click.option("--batch-size", type=int, help="Windows (--sequences: sequences) per forward pass  "
                                              "[default: about 256 kb of windows; 64 kb of sequences]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--hash-seed", type=int, default=0, show_default=True,
               help="Seed of the LSH rotations (recorded in the output; same seed, same predictions).")
+@click.option("--rc-average", is_flag=True, help="Also run each window on the reverse strand and average (DNA models).")
 @click.option("--resume", is_flag=True, help="Continue the partial output of an interrupted run (same inputs).")
 @click.option("--force", is_flag=True, help="Replace an existing output (only once the new one is complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
@@ -62,11 +64,11 @@ def predict(sequences, label_field, **options):
 def _predict_sequences(sequences: str, label_field: str, options: dict) -> None:
     from genoformer.apply.sequences import SequencesConfig, predict_sequences
 
-    unused = [name for name in ("reference", "bam", "regions", "regions_bed", "window", "margin", "resume")
-              if options[name]]
+    unused = [name for name in ("reference", "bam", "regions", "regions_bed", "window", "margin", "resume",
+                                "rc_average") if options[name]]
     if unused:
         raise UsageError(f"--{unused[0].replace('_', '-')} does not go with --sequences (a classify model labels "
-                         "whole sequences)")
+                         "whole sequences, as given)")
     summary = predict_sequences(SequencesConfig(
         model=options["model"], sequences=sequences, out=options["out"], label_field=label_field,
         batch_size=options["batch_size"], device=options["device"], hash_seed=options["hash_seed"],

@@ -1,44 +1,22 @@
-"""`genoformer train`: a thin Click layer over genoformer.train.loop (options override a --config recipe)."""
+"""`genoformer train`: a thin Click layer over genoformer.train (options override a --config recipe)."""
 from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import click
 
+from genoformer.devices import DEVICES
 from genoformer.errors import UsageError
+from genoformer.tasks import TASKS, TRAIN_TASKS
 
 _file = click.Path(exists=True, dir_okay=False)
 _regions_help = "Region strings (chr20:10,000,001-10,100,000) or BED files; repeat for more."
 
 
-def read_recipe(path: str) -> dict:
-    """Options from a YAML or TOML file, keys spelled as the flags (dashes or underscores)."""
-    text = Path(path).read_text()
-    try:
-        if path.endswith(".toml"):
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - Python 3.10
-                import tomli as tomllib
-            values = tomllib.loads(text)
-        else:
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-    except Exception as e:  # yaml and toml parse errors share no base class
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise UsageError(f"{path}: not a valid YAML/TOML recipe ({type(e).__name__}: {first})") from None
-    if not isinstance(values, dict):
-        raise UsageError(f"{path}: a recipe must be a mapping of option names to values")
-    return {str(key).replace("-", "_"): value for key, value in values.items()}
-
-
 @click.command()
-@click.option("--task", type=click.Choice(["mlm", "variant", "pattern", "classify"]),
-              help="What to train (default mlm).")
+@click.option("--task", type=click.Choice(TRAIN_TASKS), help="What to train (default mlm): " +
+              ", ".join(f"{name} ({TASKS[name].about})" for name in TRAIN_TASKS) + ".")
 @click.option("--reference", type=_file, help="Reference FASTA (plain or bgzip).")
 @click.option("--bam", type=_file, help="Indexed BAM/CRAM: read evidence fused into the tokens (variant, pattern).")
 @click.option("--truth-vcf", type=_file, help="Indexed truth VCF/BCF giving genotype labels (variant).")
@@ -66,12 +44,32 @@ def read_recipe(path: str) -> dict:
               "(longer ones are cut).")
 @click.option("--k", type=int, help="k-mer size (default 6 for DNA, 1 for protein).")
 @click.option("--stride", type=int, help="Token stride (default k).")
-@click.option("--d-model", type=int)
-@click.option("--depth", type=int)
-@click.option("--heads", type=int)
-@click.option("--bucket-size", type=int, help="LSH bucket size (and local attention window).")
-@click.option("--n-hashes", type=int)
+@click.option("--d-model", type=int, help="Model width (default 256; a recipe's model section may hold these).")
+@click.option("--depth", type=int, help="Layers (default 6).")
+@click.option("--heads", type=int, help="Attention heads (default 4; d-model / heads must be even).")
+@click.option("--bucket-size", type=int, help="LSH bucket size: keys per query = 2 x bucket size (default 64).")
+@click.option("--n-hashes", type=int, help="LSH hashing rounds (default 4).")
 @click.option("--attention", help="lsh, local, full, or one per layer: lsh,local,lsh.")
+@click.option("--window-size", type=int, help="Local attention block (default: bucket-size, the keys per query "
+              "of LSH).")
+@click.option("--reversible/--no-reversible", default=None, help="Reversible residuals: activation memory flat "
+              "in depth (default reversible).")
+@click.option("--ff-mult", type=int, help="Feed-forward width as a multiple of d-model (default 4).")
+@click.option("--ff-chunks", type=int, help="Run the feed-forward over at least this many sequence chunks "
+              "(default 1).")
+@click.option("--dropout", type=float, help="Dropout in attention, feed-forward, stem and decoder (default 0).")
+@click.option("--causal/--bidirectional", default=None, help="Attend only to earlier tokens (default "
+              "bidirectional).")
+@click.option("--stem/--no-stem", default=None, help="Per-base convolutions over bases, soft mask and reads, pooled "
+              "onto the tokens (default on).")
+@click.option("--stem-width", type=int, help="Channels of the stem (default 64).")
+@click.option("--decoder/--no-decoder", default=None, help="Per-base decoder back to 1 bp (default on; off: each "
+              "token projected to k x classes; mlm: masked k-mers as targets).")
+@click.option("--decoder-width", type=int, help="Channels of the decoder (default 64).")
+@click.option("--decoder-depth", type=int, help="Convolution blocks of the decoder (default 2).")
+@click.option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the "
+              "windows (DNA; default off).")
+@click.option("--shift-augment", type=int, help="Shift each training item by 0..N bases (default 0).")
 @click.option("--class-weights", help="variant: loss weight per genotype: none (default), balanced "
               "(inverse frequency over the scored training bases) or hom_ref,het,hom_alt numbers (1,50,50).")
 @click.option("--max-steps", type=int)
@@ -79,9 +77,10 @@ def read_recipe(path: str) -> dict:
               "(the schedule still spans max-steps).")
 @click.option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay).")
 @click.option("--warmup-steps", type=int, help="Linear warm-up steps (default max-steps / 10).")
+@click.option("--weight-decay", type=float, help="AdamW weight decay of matrices and embeddings (default 0.01).")
 @click.option("--batch-size", type=int)
 @click.option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", type=click.Choice(DEVICES))
 @click.option("--seed", type=int)
 @click.option("--val-every", type=int, help="Validate every N steps.")
 @click.option("--val-windows", type=int, help="Validate on the first N windows tiling --val-regions (default 8).")
@@ -96,9 +95,10 @@ def read_recipe(path: str) -> dict:
 def train(recipe, dry_run, **options):
     """Train a Reformer on windows of a reference (+ reads, truth variants, tracks) or on labelled
     sequences (classify); writes a run folder."""
-    from genoformer.train.loop import RESUME_OVERRIDES, TrainConfig, resume
-    from genoformer.train.loop import dry_run as check
-    from genoformer.train.loop import train as run
+    from genoformer.train import RESUME_OVERRIDES, TrainConfig, resume
+    from genoformer.train import dry_run as check
+    from genoformer.train import train as run
+    from genoformer.train.recipes import read_recipe, with_flags
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     for key in ("bed", "train_regions", "val_regions"):
@@ -106,12 +106,9 @@ def train(recipe, dry_run, **options):
             given[key] = list(given[key])
     if isinstance(given.get("attention"), str) and "," in given["attention"]:
         given["attention"] = [kind.strip() for kind in given["attention"].split(",")]
-    if dry_run:
-        if "resume" in given:
-            raise UsageError("--dry-run checks a new run; it does not combine with --resume")
-        click.echo(json.dumps(check(TrainConfig.from_dict((read_recipe(recipe) if recipe else {}) | given)), indent=2))
-        return
     if "resume" in given:
+        if dry_run:
+            raise UsageError("--dry-run checks a new run; it does not combine with --resume")
         extra = sorted(set(given) - set(RESUME_OVERRIDES) - {"resume"})
         if extra or recipe:
             bad = "--config" if recipe else "--" + extra[0].replace("_", "-")
@@ -119,6 +116,10 @@ def train(recipe, dry_run, **options):
                              f"{', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDES)} may be given")
         summary = resume(given.pop("resume"), **given)
     else:
-        summary = run(TrainConfig.from_dict((read_recipe(recipe) if recipe else {}) | given))
+        config = TrainConfig.from_dict(with_flags(read_recipe(recipe) if recipe else {}, given))
+        if dry_run:
+            click.echo(json.dumps(check(config), indent=2))
+            return
+        summary = run(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0 only
         click.echo(json.dumps({key: summary[key] for key in ("task", "step", "final_loss", "best", "checkpoint")}))

@@ -8,7 +8,7 @@ their names. Only covered bases (inside `regions`, when given) are scored.
 The file stores probabilities as float16, so they take at most 2^16 values: the metrics are
 computed exactly from per-class counts of positives and negatives at each float16 value,
 streamed a block at a time, so memory does not grow with the genome. AUROC is the Mann-Whitney
-statistic with tied scores counted half (as genoformer.train.tasks.auroc); AUPRC is average precision
+statistic with tied scores counted half (as genoformer.train.metrics.auroc); AUPRC is average precision
 with one step per distinct score (ties enter together, as in scikit-learn's
 average_precision_score).
 """
@@ -24,7 +24,7 @@ import numpy as np
 from genoformer import __version__
 from genoformer.errors import InputError, UsageError
 from genoformer.evaluate.variants import json_safe, format_ratio
-from genoformer.predict.export import covered_blocks
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io.predictions import open_predictions
 
 BLOCK = 1 << 20  # bases read at a time
@@ -130,7 +130,8 @@ def evaluate_pattern(config: PatternEvaluateConfig) -> PatternResult:
         pairs = _pairs(preds.classes, truth_names)
         pos = np.zeros((len(pairs), _BINS), dtype=np.int64)
         neg = np.zeros((len(pairs), _BINS), dtype=np.int64)
-        for iv in covered_blocks(preds, config.regions, BLOCK):
+        for iv in preds.covered_blocks(config.regions, BLOCK):
+            raise_if_terminated()
             p = preds.read(iv)
             if not p.covered.any():
                 continue

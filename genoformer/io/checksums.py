@@ -9,7 +9,9 @@ import json
 import logging
 from pathlib import Path
 
+from genoformer.interrupt import raise_if_terminated
 from genoformer.io import fasta_scan
+from genoformer.outputs import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ def contig_md5(reference, contig: str) -> str:
     h = hashlib.md5()
     length = reference.contigs[contig]
     for start in range(0, length, MD5_CHUNK):
+        raise_if_terminated()
         h.update(reference.fetch(contig, start, min(start + MD5_CHUNK, length)).tobytes().upper())
     return h.hexdigest()
 
@@ -41,7 +44,7 @@ def contig_md5s(reference, contigs: list[str]) -> dict[str, str]:
         known = known | {c: contig_md5(reference, c) for c in missing}
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            fasta_scan.write_atomic(cache, json.dumps(key | {"md5": known}).encode())
+            write_bytes(cache, json.dumps(key | {"md5": known}).encode())
         except OSError as e:  # a cache only: the caller goes on without it
             log.debug("cannot cache contig checksums in %s (%s)", cache, e)
     return {c: known[c] for c in contigs}

@@ -5,7 +5,7 @@ line endings lose contigs, whitespace comes back as bases, duplicates keep the f
 .fai returns the next header as sequence).  So `Reference` first scans the whole file once
 (fasta_scan), in binary, a chunk at a time with numpy, and builds the .fai (and, for bgzip, the
 .gzi) itself.  An existing index is used only if it equals the scan's; a missing one is written
-beside the FASTA (temp file + os.replace) or, where that folder is read-only or the index
+beside the FASTA (atomically: genoformer.outputs) or, where that folder is read-only or the index
 there is stale, in a private cache ($XDG_CACHE_HOME/genoformer, else ~/.cache/genoformer).
 The scan's result is cached there too, keyed by file size and mtime, so a 3 GB genome is
 scanned once, not on every open.
@@ -28,6 +28,8 @@ from genoformer.coords import Interval, check_interval, parse_region
 from genoformer.errors import FastaError, OutputError, RegionError, UsageError
 from genoformer.io import fasta_scan
 from genoformer.io.fasta_scan import cache_dir
+from genoformer.io.sources import LazyHandle
+from genoformer.outputs import write_bytes
 
 __all__ = ["ALPHABETS", "Reference", "cache_dir"]
 
@@ -91,15 +93,15 @@ def _place_index(fasta: Path, suffix: str, data: bytes, same) -> Path:
                     beside, fasta, private)
     except FileNotFoundError:
         try:
-            fasta_scan.write_atomic(beside, data)
-            return beside
-        except OSError as exc:  # a read-only or shared folder
-            log.info("cannot write %s (%s); using a private index %s", beside, exc.strerror or exc, private)
+            return write_bytes(beside, data)
+        except OSError as exc:  # a read-only or shared folder (OutputError is an OSError too)
+            log.info("%s; using a private index %s", exc, private)
     except OSError as exc:
         log.warning("cannot read %s (%s); using a private index %s", beside, exc.strerror or exc, private)
     try:
         if not (private.is_file() and private.read_bytes() == data):
-            fasta_scan.write_atomic(private, data)
+            private.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(private, data)
     except OSError as exc:
         raise OutputError(f"{fasta}: cannot write its {suffix} index beside it or in {private.parent} "
                           f"({exc.strerror or exc})", hint="set XDG_CACHE_HOME to a writable folder") from None
@@ -109,13 +111,15 @@ def _place_index(fasta: Path, suffix: str, data: bytes, same) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-class Reference:
+class Reference(LazyHandle):
     """A validated reference FASTA; `fetch` returns ASCII codes as stored (soft-mask case, N, IUPAC kept).
 
     Coordinates are 0-based, half-open, and must lie inside the contig (RegionError otherwise,
     never clipping).  The pyfaidx handle opens on first use and again in any other process, and
-    pickling drops it, so each DataLoader worker reads through its own.
+    pickling drops it, so each DataLoader worker reads through its own.  As a per-base source
+    (genoformer.io.sources), a padding base reads as N.
     """
+    pad_value = ord("N")
 
     def __init__(self, path: str | os.PathLike, *, alphabet: str = "dna", strict: bool = False):
         if alphabet not in ALPHABETS:
@@ -136,35 +140,16 @@ class Reference:
         fai = "".join("\t".join(map(str, r)) + "\n" for r in scan["records"]).encode()
         self.index_path = _place_index(self.path, ".fai", fai, lambda old, new: _fai_rows(old) == _fai_rows(new))
         self.gzi_path = _place_index(self.path, ".gzi", scan["gzi"], bytes.__eq__) if bgzf else None
-        self._faidx: pyfaidx.Faidx | None = None
-        self._pid = -1
 
     def __repr__(self) -> str:
         return f"Reference({str(self.path)!r}, alphabet={self.alphabet!r}, contigs={len(self.contigs)})"
 
-    def __getstate__(self) -> dict:
-        return self.__dict__ | {"_faidx": None, "_pid": -1}
-
-    def _handle(self) -> pyfaidx.Faidx:
-        if self._faidx is None or self._pid != os.getpid():
-            with warnings.catch_warnings():  # pyfaidx warns on index mtimes; their content was checked
-                warnings.simplefilter("ignore", RuntimeWarning)
-                self._faidx = pyfaidx.Faidx(str(self.path), indexname=str(self.index_path),
-                                            gzi_indexname=str(self.gzi_path) if self.gzi_path else None,
-                                            as_raw=True, strict_bounds=True, rebuild=False, build_index=False)
-            self._pid = os.getpid()
-        return self._faidx
-
-    def close(self) -> None:
-        if self._faidx is not None and self._pid == os.getpid():
-            self._faidx.close()
-        self._faidx = None
-
-    def __enter__(self) -> Reference:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _new_handle(self) -> pyfaidx.Faidx:
+        with warnings.catch_warnings():  # pyfaidx warns on index mtimes; their content was checked
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return pyfaidx.Faidx(str(self.path), indexname=str(self.index_path),
+                                 gzi_indexname=str(self.gzi_path) if self.gzi_path else None,
+                                 as_raw=True, strict_bounds=True, rebuild=False, build_index=False)
 
     def region(self, text: str) -> Interval:
         """Parse a samtools-style region string against this reference."""
@@ -178,7 +163,7 @@ class Reference:
         check_interval(contig, start, end, self.contigs, source=str(self.path))
         if start == end:
             return np.zeros(0, np.uint8)
-        seq = self._handle().fetch(contig, start + 1, end)
+        seq = self._open().fetch(contig, start + 1, end)
         if len(seq) != end - start:
             raise FastaError(f"{self.path}: read {len(seq)} bases of {contig}:{start + 1}-{end}; "
                              "did the file change after it was opened?")
@@ -186,3 +171,7 @@ class Reference:
 
     def fetch_interval(self, interval: Interval) -> np.ndarray:
         return self.fetch(interval.contig, interval.start, interval.end)
+
+    def per_base(self, interval: Interval) -> np.ndarray:
+        """uint8 [len(interval)]: the per-base source contract, `fetch_interval`."""
+        return self.fetch_interval(interval)

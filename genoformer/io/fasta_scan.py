@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from genoformer.errors import FastaError
+from genoformer.interrupt import raise_if_terminated
+from genoformer.outputs import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ class _Scanner:
     def run(self, chunks: Iterator[bytes]) -> None:
         carry = b""
         for chunk in chunks:
+            raise_if_terminated()
             if b"\0" in chunk:
                 what = "a BAM file" if chunk.startswith(b"BAM\1") else "binary data"
                 at = self.offset + len(carry) + chunk.index(b"\0")
@@ -344,25 +347,10 @@ def scan(path: Path, bgzf: bool) -> dict:
     if (st2.st_size, st2.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
         raise FastaError(f"{path}: the file changed while it was being read")
     try:  # the .json is written last: it marks the cache entry complete
+        cached_path(path, ".json").parent.mkdir(parents=True, exist_ok=True)
         if bgzf:
-            write_atomic(cached_path(path, ".scan.gzi"), result["gzi"])
-        write_atomic(cached_path(path, ".json"), json.dumps({k: v for k, v in result.items() if k != "gzi"}).encode())
-    except OSError as exc:
+            write_bytes(cached_path(path, ".scan.gzi"), result["gzi"])
+        write_bytes(cached_path(path, ".json"), json.dumps({k: v for k, v in result.items() if k != "gzi"}).encode())
+    except OSError as exc:  # a cache only (OutputError is an OSError too): go on without it
         log.debug("not caching the scan of %s: %s", path, exc)
     return result
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a complete file or nothing: an O_EXCL temp file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

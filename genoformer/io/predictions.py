@@ -6,38 +6,36 @@ float16 [L, C] and, for variant models that read a BAM, `variant/alt`, `variant/
 `variant/deletion_fraction`. Datasets are chunked and gzip-compressed; chunks never written
 are never stored, so a 100 kb region of a 248 Mb contig costs about what the region does.
 
-Crash safety (RELIABILITY.md §5). `PredictionWriter` writes `.<name>.partial` beside the final
-name in HDF5 SWMR mode (writes reach the file in an order that keeps it readable after a kill)
-with a per-window `done` mask flushed after every batch, so `--resume` can continue it. Only a
-finished file gets `complete = True` and is renamed onto the final name. Readers refuse
-anything that is not a complete file of this format.
+This module holds the format's constants and its reader; genoformer.predict.writer writes it
+(crash safety, RELIABILITY.md §5: a run writes `partial_path(out)` and only a finished file gets
+`complete = True` and is renamed onto the final name). Readers refuse anything that is not a
+complete file of this format: `check_layout` (shared with merge) checks every group, dataset,
+shape and dtype up front, a chunk that does not decode names its dataset, and values that are
+not probabilities are refused where they are read (InputError, exit 3, in every case).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import socket
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from genoformer.coords import Interval, parse_region
-from genoformer.errors import InputError, OutputError, RegionError, UsageError
-
-log = logging.getLogger(__name__)
+from genoformer.coords import Interval, IntervalSet, parse_region, runs
+from genoformer.errors import InputError, RegionError
+from genoformer.interrupt import raise_if_terminated
 
 FORMAT, FORMAT_VERSION = "genoformer-predictions", 1
 CHUNK = 65_536  # bases per chunk: ~400 kB of float16 [., 3] before compression
 VARIANT_EXTRAS = ("alt", "depth", "deletion_fraction")
-_PROGRESS = "_progress"  # group of the partial file only: done mask and the run's plan
+SCAN = 1 << 20  # bases of a `covered` mask read at a time while finding covered runs
 # SWMR needs the 1.10 file format; pinning it (not "latest") keeps files readable by HDF5 >= 1.10
-_LIBVER = ("v110", "v110")
-_CACHE = {"rdcc_nbytes": 8 << 20, "rdcc_nslots": 1_048_583}  # per dataset: a window's chunks stay in memory
+LIBVER = ("v110", "v110")
 
 
 def partial_path(out: str | os.PathLike) -> Path:
@@ -46,217 +44,122 @@ def partial_path(out: str | os.PathLike) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
-def _compressed(length: int, n_cols: int | None) -> dict:
-    shape_tail = () if n_cols is None else (n_cols,)
-    return {"chunks": (max(1, min(CHUNK, length)), *shape_tail), "compression": "gzip", "compression_opts": 4,
-            "shuffle": True, "fillvalue": 0}
+def covered_runs(covered: h5py.Dataset, start: int = 0, end: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the covered bases in [start, end) of a `covered` dataset, read SCAN bases at a
+    time, so memory does not grow with the contig (a run across a scan's edge comes in two adjacent
+    pieces, which IntervalSet joins)."""
+    end = len(covered) if end is None else end
+    starts, ends = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for lo in range(start, end, SCAN):
+        raise_if_terminated()
+        s, e = runs(covered[lo:min(lo + SCAN, end)])
+        starts.append(s + lo)
+        ends.append(e + lo)
+    return np.concatenate(starts), np.concatenate(ends)
 
 
-_WRITER = f"{socket.gethostname()}:{os.getpid()}"
+def _members(group: h5py.Group, kind: type) -> dict[str, h5py.Dataset | h5py.Group]:
+    """Datasets or groups below `group` by relative path (e.g. "variant/probs")."""
+    found = {}
+
+    def visit(name, obj):  # visititems stops at the first callback that returns a value
+        if isinstance(obj, kind):
+            found[name] = obj
+
+    group.visititems(visit)
+    return found
 
 
-def _refuse_live_writer(out: Path, partial: Path) -> None:
-    """OutputError when another live `genoformer predict` on this host is writing `partial` (RELIABILITY F6)."""
-    try:
-        with h5py.File(partial, "r", swmr=True) as f:
-            writer = str(f[_PROGRESS].attrs.get("writer", "")) if _PROGRESS in f else ""
-    except OSError as e:
-        if "lock" in str(e):  # HDF5 holds a lock while a writer creates the file
-            raise OutputError(f"{out}: {partial.name} is locked by another process writing it",
-                              hint="wait for it, or give another --out") from None
-        return  # unreadable: a leftover, replaced
-    host, _, pid = writer.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return  # that process is gone
-    except OSError:
-        cmdline = b"genoformer"  # no /proc to tell: assume it is the writer
-    if b"genoformer" in cmdline:
-        raise OutputError(f"{out}: another genoformer predict (PID {pid}) is writing {partial.name}",
-                          hint="wait for it, or give another --out")
+def datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
+    return _members(group, h5py.Dataset)
 
 
-class PredictionWriter:
-    """Writes one predictions file: create (or reopen for resume), write ranges, mark windows, finish.
+def groups(group: h5py.Group) -> dict[str, h5py.Group]:
+    return _members(group, h5py.Group)
 
-    `contigs` maps each contig holding requested bases to its length; `attrs` are the root
-    provenance attributes; `plan` (JSON) identifies the run so a resume can check it is the same.
+
+Layout = tuple[tuple[int, ...], str]  # a dataset's shape after the base axis, and its dtype
+
+
+def check_layout(path: Path, fh: h5py.File, task: str) -> tuple[dict[str, int], dict[str, Layout]]:
+    """The contig lengths and dataset layouts of an open predictions file, after checking its structure.
+
+    Every /contigs/<contig> group needs a `length` and: `covered` bool [length]; `<task>/probs`
+    float [length, C] with C `classes` names; all of variant/alt, depth, deletion_fraction
+    ([length] each) or none. Every dataset has one row per base and the same layout on every
+    contig. InputError naming the file and the dataset otherwise.
     """
-
-    def __init__(self, out: str | os.PathLike, *, task: str, classes: list[str], contigs: Mapping[str, int],
-                 attrs: Mapping[str, object], plan: str, n_windows: int, variant_extras: bool,
-                 resume: bool = False):
-        self.out, self.partial = Path(out), partial_path(out)
-        self.task, self.n_classes, self.variant_extras = task, len(classes), variant_extras
-        self.resumed = False
-        f = self._reopen(plan, n_windows) if resume and self.partial.exists() else None
-        self.resumed = f is not None
-        self._file = f if f is not None else self._create(task, classes, contigs, attrs, plan, n_windows)
-        self._done = self._file[f"{_PROGRESS}/done"]
-        self._file.swmr_mode = True
-        self._names = ["covered", f"{task}/probs"] + [f"variant/{n}" for n in VARIANT_EXTRAS if variant_extras]
-        self._contig, self._datasets = None, {}
-
-    # -- opening ---------------------------------------------------------------------------
-
-    def _create(self, task, classes, contigs, attrs, plan, n_windows) -> h5py.File:
-        if self.partial.exists():
-            _refuse_live_writer(self.out, self.partial)
-            self.partial.unlink()  # a leftover of an interrupted run that is not resumed
-        try:
-            f = h5py.File(self.partial, "w", libver=_LIBVER, **_CACHE)
-        except OSError as e:
-            raise OutputError(f"{self.out}: cannot create {self.partial.name} in {self.partial.parent} ({e})",
-                              hint="check that the output folder exists and is writable") from None
-        try:
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False, "task": task})
-            for name, length in contigs.items():
-                g = f.create_group(f"contigs/{name}")
-                g.attrs["length"] = int(length)
-                g.create_dataset("covered", shape=(length,), dtype=bool, **_compressed(length, None))
-                probs = g.create_dataset(f"{task}/probs", shape=(length, len(classes)), dtype=np.float16,
-                                         **_compressed(length, len(classes)))
-                probs.attrs["classes"] = list(classes)
-                if self.variant_extras:
-                    g.create_dataset("variant/alt", shape=(length,), dtype=np.uint8, **_compressed(length, None))
-                    g.create_dataset("variant/depth", shape=(length,), dtype=np.uint16, **_compressed(length, None))
-                    g.create_dataset("variant/deletion_fraction", shape=(length,), dtype=np.float16,
-                                     **_compressed(length, None))
-            progress = f.create_group(_PROGRESS)
-            progress.attrs.update({"plan": plan, "writer": _WRITER})
-            progress.create_dataset("done", shape=(n_windows,), dtype=bool,
-                                    chunks=(min(max(n_windows, 1), 1 << 20),), fillvalue=False)
-        except BaseException:
-            f.close()
-            self.partial.unlink(missing_ok=True)
-            raise
-        return f
-
-    def _reopen(self, plan: str, n_windows: int) -> h5py.File | None:
-        """The interrupted run's partial, reopened for writing; None when it is unreadable (start over)."""
-        _refuse_live_writer(self.out, self.partial)
-        try:  # a killed SWMR writer leaves its "open for write" flag set: read it as an SWMR reader
-            old = h5py.File(self.partial, "r", swmr=True)
-        except OSError as e:
-            log.warning("%s: unreadable (%s); starting over", self.partial, e)
-            return None
-        with old:
-            ok = _PROGRESS in old and "plan" in old[_PROGRESS].attrs and old[f"{_PROGRESS}/done"].shape == (n_windows,)
-            if not ok:
-                raise OutputError(f"{self.partial}: not a resumable genoformer predictions file",
-                                  hint="delete it, or run again without --resume to start over")
-            if old[_PROGRESS].attrs["plan"] != plan:
-                old_plan, new_plan = json.loads(old[_PROGRESS].attrs["plan"]), json.loads(plan)
-                differ = [k for k in sorted(set(old_plan) | set(new_plan)) if old_plan.get(k) != new_plan.get(k)]
-                raise UsageError(f"{self.partial}: the interrupted run used a different {', '.join(differ)}; "
-                                 "it cannot be resumed with these inputs",
-                                 hint="give the same model, reference, BAM, regions and options, "
-                                      "or drop --resume to start over")
-            # copy into a fresh file (chunks are copied compressed), as the flag forbids reopening it for
-            # writing; the copy stays open, so no reader opening the new partial can lock us out of it
-            tmp = self.partial.with_name(f"{self.partial.name}-{os.getpid()}")
-            new = None
-            try:
-                new = h5py.File(tmp, "w", libver=_LIBVER, **_CACHE)
-                new.attrs.update(dict(old.attrs))
-                for name in old:
-                    old.copy(old[name], new, name=name)
-                new[_PROGRESS].attrs["writer"] = _WRITER
-                new.flush()
-                os.replace(tmp, self.partial)
-            except BaseException as e:
-                if new is not None:
-                    new.close()
-                tmp.unlink(missing_ok=True)
-                if isinstance(e, OSError):
-                    raise OutputError(f"{self.partial}: cannot copy the interrupted run to resume it ({e})") from None
-                raise
-        return new
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def done_mask(self) -> np.ndarray:
-        """bool [n_windows]: windows already written (all False for a fresh run)."""
-        return self._done[:]
-
-    def write(self, contig: str, start: int, probs: np.ndarray, extras: Mapping[str, np.ndarray] | None = None):
-        """Predictions for bases [start, start + len(probs)) of `contig`; marks them covered."""
-        end = start + len(probs)
-        if contig != self._contig:
-            # the current contig's datasets stay open: closing one flushes its chunk cache, so each
-            # write would recompress a chunk and append it to the file. Windows come contig by contig.
-            self._contig = contig
-            self._datasets = {n: self._file[f"contigs/{contig}/{n}"] for n in self._names}
-        g = self._datasets
-        g[f"{self.task}/probs"][start:end] = probs.astype(np.float16, copy=False)
-        g["covered"][start:end] = True
-        if self.variant_extras:
-            for name in VARIANT_EXTRAS:
-                g[f"variant/{name}"][start:end] = extras[name]
-
-    def mark_done(self, windows: np.ndarray) -> None:
-        """Flush the predictions written so far, then record their windows as done and flush again.
-
-        Two flushes, so the done mask on disk never runs ahead of the data: a kill during the
-        second leaves windows written but not marked, and a resume just writes them again.
-        """
-        self._file.flush()
-        if len(windows):
-            lo, hi = int(np.min(windows)), int(np.max(windows)) + 1
-            block = self._done[lo:hi]
-            block[np.asarray(windows) - lo] = True
-            self._done[lo:hi] = block
-        self._file.flush()
-
-    def finish(self, final_attrs: Mapping[str, object], force: bool) -> Path:
-        """Mark complete and rename onto the final name (atomically, fsynced).
-
-        The data are copied into a fresh file first: each flush of the SWMR file rewrote the chunks
-        it touched at a new place (the old copies stay as dead space), and the done mask and plan
-        served only the resume. Chunks are copied compressed, so this costs about a read of the file.
-        """
-        self._file.close()
-        final_tmp = self.partial.with_name(f"{self.partial.name}-final")
-        try:
-            with h5py.File(self.partial, "r") as old, h5py.File(final_tmp, "w", libver=_LIBVER) as new:
-                new.attrs.update(dict(old.attrs))
-                new.attrs.update(dict(final_attrs))
-                old.copy(old["contigs"], new, name="contigs")
-                new.attrs["complete"] = True
-            with open(final_tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            if self.out.exists() and not force:
-                raise OutputError(f"{self.out}: appeared while predicting; not overwritten",
-                                  hint="add --force to replace it")
-            os.replace(final_tmp, self.out)
-        except BaseException as e:
-            final_tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError) and not isinstance(e, OutputError):
-                raise OutputError(f"{self.out}: cannot write the finished file ({e})") from None
-            raise
-        self.partial.unlink(missing_ok=True)
-        dir_fd = os.open(self.out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return self.out
-
-    def abort(self, keep: bool) -> None:
-        """Close after a failure; keep the partial (for --resume) or delete it. Never touches the final name."""
-        with contextlib.suppress(Exception):
-            self._file.close()
-        if not keep:
-            self.partial.unlink(missing_ok=True)
+    with structure_read(path):
+        return _check_layout(path, fh, task)
 
 
-# ---------------------------------------------------------------------------------------------
-# reading
+def _check_layout(path: Path, fh: h5py.File, task: str) -> tuple[dict[str, int], dict[str, Layout]]:
+    contigs = fh.get("contigs")
+    if not isinstance(contigs, h5py.Group):
+        raise InputError(f"{path}: predictions file has no /contigs group")
+    expected = {"covered": ((), "b"), f"{task}/probs": (None, "f"), "variant/alt": ((), "u"),
+                "variant/depth": ((), "u"), "variant/deletion_fraction": ((), "f")}
+    lengths: dict[str, int] = {}
+    layouts: dict[str, Layout] = {}
+    for contig, group in contigs.items():
+        where = f"{path}: /contigs/{contig}"
+        length = group.attrs.get("length") if isinstance(group, h5py.Group) else None
+        if not isinstance(length, (int, np.integer)) or isinstance(length, (bool, np.bool_)) or length < 0:
+            raise InputError(f"{where} is not a contig group with a length attribute")
+        lengths[contig] = length = int(length)
+        found = datasets(group)
+        extras = [f"variant/{n}" for n in VARIANT_EXTRAS]
+        missing = [n for n in ("covered", f"{task}/probs") if n not in found]
+        if any(n in found for n in extras):
+            missing += [n for n in extras if n not in found]
+        if missing:
+            raise InputError(f"{where}: missing dataset {', '.join(missing)}")
+        for name, ds in found.items():
+            shape, kind = expected.get(name, (None, None))
+            if ds.shape[:1] != (length,) or (shape is not None and ds.shape[1:] != shape):
+                want = f"[{length:,}]" if shape == () else f"{length:,} rows"
+                raise InputError(f"{where}/{name} has shape {list(ds.shape)}, expected {want} (one per base)")
+            if kind is not None and ds.dtype.kind != kind:
+                raise InputError(f"{where}/{name} has dtype {ds.dtype}, expected "
+                                 f"{ {'b': 'bool', 'f': 'a float', 'u': 'an unsigned integer'}[kind]}")
+            layout = (tuple(ds.shape[1:]), ds.dtype.str)
+            if layouts.setdefault(name, layout) != layout:
+                raise InputError(f"{where}/{name} has shape {ds.shape[1:]} {ds.dtype} but "
+                                 f"{layouts[name][0]} {layouts[name][1]} on another contig")
+        probs = found[f"{task}/probs"]
+        classes = probs.attrs.get("classes")
+        if probs.ndim != 2 or classes is None or np.ndim(classes) != 1 or len(classes) != probs.shape[1]:
+            names = "none" if classes is None else ", ".join(map(str, np.ravel(classes)))
+            raise InputError(f"{where}/{task}/probs has shape {list(probs.shape)} but its classes attribute "
+                             f"names {names}", hint="one column per class name")
+    return lengths, layouts
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+@contextlib.contextmanager
+def structure_read(path: str | os.PathLike) -> Iterator[None]:
+    """h5py failing to read attributes, groups or dataset headers (a damaged file: bad checksums,
+    addresses, messages) is InputError naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise InputError(f"{path}: cannot read its attributes, groups and datasets ({_first_line(e)})",
+                         hint="the file is damaged; predict it again") from None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, contig: str, name: str) -> Iterator[None]:
+    """A read of /contigs/<contig>/<name> that fails (a chunk that does not decode) is InputError naming it."""
+    try:
+        yield
+    except (OSError, RuntimeError, zlib.error) as e:
+        raise InputError(f"{path}: cannot read /contigs/{contig}/{name} ({_first_line(e)})",
+                         hint="the file is damaged; predict it again") from None
 
 
 @dataclass
@@ -310,34 +213,40 @@ class PredictionsFile:
                              hint="an interrupted `genoformer predict` leaves no file at the final name; "
                                   "predict again") from None
         try:
-            self.attrs = self._check()
+            with structure_read(self.path):
+                self.attrs = self._check()
+                self.task = self.attrs["task"]
+                first = next(iter(self._file["contigs"].values()), None)
+                self.classes = [] if first is None else [str(c) for c in first[f"{self.task}/probs"].attrs["classes"]]
         except BaseException:
             self._file.close()
             raise
-        self.task = self.attrs["task"]
-        self.contigs = {name: int(g.attrs["length"]) for name, g in self._file["contigs"].items()}
-        first = next(iter(self._file["contigs"].values()), None)
-        self.classes = [] if first is None else [str(c) for c in first[f"{self.task}/probs"].attrs["classes"]]
 
     def _check(self) -> dict:
         a = self._file.attrs
         if a.get("format") != FORMAT:
             raise InputError(f"{self.path}: not a genoformer predictions file (format attribute "
                              f"{a.get('format')!r}, expected {FORMAT!r})")
-        version = int(a.get("format_version", -1))
-        if version != FORMAT_VERSION:
+        version = a.get("format_version", -1)
+        if not isinstance(version, (int, np.integer)) or version != FORMAT_VERSION:
             raise InputError(f"{self.path}: predictions format_version {version} is not supported "
                              f"(this genoformer reads {FORMAT_VERSION})", hint="use the genoformer that wrote it")
         if not bool(a.get("complete", False)):
             raise InputError(f"{self.path}: incomplete predictions file (complete=False: the run that wrote "
                              "it did not finish)", hint="rerun `genoformer predict` (with --resume to continue)")
-        if "contigs" not in self._file:
-            raise InputError(f"{self.path}: predictions file has no /contigs group")
+        task = a.get("task")
+        task = task.decode() if isinstance(task, bytes) else task
+        if not isinstance(task, str) or not task:
+            raise InputError(f"{self.path}: predictions file has no task attribute")
+        self.contigs, _ = check_layout(self.path, self._file, task)
         attrs = {}
         for key, value in a.items():
             value = value.decode() if isinstance(value, bytes) else value
             value = value.item() if isinstance(value, np.generic) else value
-            attrs[key] = json.loads(value) if key in _JSON_ATTRS and isinstance(value, str) else value
+            try:
+                attrs[key] = json.loads(value) if key in _JSON_ATTRS and isinstance(value, str) else value
+            except ValueError:
+                raise InputError(f"{self.path}: attribute {key} is not valid JSON") from None
         return attrs
 
     def close(self) -> None:
@@ -360,17 +269,57 @@ class PredictionsFile:
             return region
         return parse_region(region, self.contigs, source=str(self.path))
 
+    def covered_blocks(self, regions: Iterable[str | Interval], block: int) -> list[Interval]:
+        """Pieces of at most `block` bases that hold exactly the covered bases inside `regions` (default:
+        whole contigs), in file order. Reads only the `covered` masks, so a genome-wide file predicted over
+        a few regions costs what those regions do."""
+        regions = list(regions)
+        wanted = IntervalSet(map(self.interval, regions)) if regions else \
+            IntervalSet(Interval(c, 0, n) for c, n in self.contigs.items())
+        found: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for iv in wanted:
+            with reading(self.path, iv.contig, "covered"):
+                found.setdefault(iv.contig, []).append(covered_runs(self._file[f"contigs/{iv.contig}/covered"],
+                                                                    iv.start, iv.end))
+        stretches = IntervalSet.from_arrays({c: tuple(map(np.concatenate, zip(*parts))) for c, parts in found.items()})
+        return [Interval(iv.contig, a, min(a + block, iv.end)) for iv in stretches for a in range(iv.start, iv.end, block)]
+
     def read(self, region: str | Interval) -> Predictions:
         iv = self.interval(region)
         g = self._file[f"contigs/{iv.contig}"]
-        s = slice(iv.start, iv.end)
+
+        def get(name: str, dtype=None) -> np.ndarray:
+            with reading(self.path, iv.contig, name):
+                values = g[name][iv.start:iv.end]
+            return values if dtype is None else values.astype(dtype)
+
         extras = {}
         if "variant/alt" in g:
-            extras = {"alt": g["variant/alt"][s], "depth": g["variant/depth"][s],
-                      "deletion_fraction": g["variant/deletion_fraction"][s].astype(np.float32)}
-        return Predictions(iv.contig, iv.start, iv.end, covered=g["covered"][s],
-                           probs=g[f"{self.task}/probs"][s].astype(np.float32), classes=self.classes,
-                           task=self.task, attrs=self.attrs, **extras)
+            extras = {"alt": get("variant/alt"), "depth": get("variant/depth"),
+                      "deletion_fraction": get("variant/deletion_fraction", np.float32)}
+        p = Predictions(iv.contig, iv.start, iv.end, covered=get("covered"),
+                        probs=get(f"{self.task}/probs", np.float32), classes=self.classes,
+                        task=self.task, attrs=self.attrs, **extras)
+        self._check_values(p)
+        return p
+
+    def _check_values(self, p: Predictions) -> None:
+        """InputError at the first covered base whose probabilities (or deletion fraction) are not in [0, 1].
+
+        predict never writes such a value (it stops at non-finite outputs), so one means the file is
+        damaged or was not written by it: bad input (exit 3), as non-finite checkpoint weights are.
+        """
+        values = {f"{self.task}/probs": p.probs}
+        if p.deletion_fraction is not None:
+            values["variant/deletion_fraction"] = p.deletion_fraction[:, None]
+        for name, v in values.items():
+            bad = p.covered & ~((v >= 0) & (v <= 1)).all(1)  # NaN fails both comparisons
+            if bad.any():
+                i = int(np.argmax(bad))
+                shown = ", ".join(f"{x:g}" for x in v[i])
+                raise InputError(f"{self.path}: /contigs/{p.contig}/{name} at {p.contig}:{p.start + i + 1:,} is "
+                                 f"{shown}, not a probability in [0, 1]",
+                                 hint="the file is damaged or was not written by genoformer predict; predict again")
 
 
 def open_predictions(path: str | os.PathLike) -> PredictionsFile:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genoformer.coords import check_interval
+from genoformer.coords import Interval, IntervalSet, check_interval
 from genoformer.errors import RegionError, TrackError
+from genoformer.interrupt import raise_if_terminated
 
 _BED, _GFF, _UCSC = "bed", "gff", "ucsc"
 _FORMATS = {".bed": _BED, ".gff": _GFF, ".gff3": _GFF, ".gtf": _GFF, ".txt": _UCSC}
@@ -57,6 +58,8 @@ def _int(text: str, what: str, where: str) -> int:
 def _parse(path: Path, fmt: str, stem: str) -> Iterator[tuple[str, str, int, int, str]]:
     """Yield (class, contig, start, end, where) with 0-based half-open coordinates."""
     for lineno, line in _lines(path):
+        if lineno % 100_000 == 1:
+            raise_if_terminated()
         where = f"{path}:{lineno}"
         text = line.rstrip("\r\n")
         if not text.strip() or text.startswith(("#", "track", "browser")):
@@ -84,20 +87,16 @@ def _parse(path: Path, fmt: str, stem: str) -> Iterator[tuple[str, str, int, int
         yield stem, fields[0], start, end, where
 
 
-def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(starts, kind="stable")
-    starts, ends = starts[order], ends[order]
-    reach = np.maximum.accumulate(ends)
-    first = np.flatnonzero(np.r_[True, starts[1:] > reach[:-1]])
-    return starts[first], np.maximum.reduceat(ends, first)
-
-
 class Tracks:
-    """Named interval classes, merged per contig; `mask` turns a region into bool [L, n_classes]."""
+    """Named classes of bases (an IntervalSet each); `mask` turns a region into bool [L, n_classes].
 
-    def __init__(self, intervals: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
-                 contig_lengths: Mapping[str, int] | None = None):
-        self._intervals = {c: dict(per_contig) for c, per_contig in intervals.items()}
+    As a per-base source (genoformer.io.sources), `per_base` is the mask as float32 and a padding
+    base is in no class (0).
+    """
+    pad_value = 0.0
+
+    def __init__(self, classes: Mapping[str, IntervalSet], contig_lengths: Mapping[str, int] | None = None):
+        self._classes = dict(classes)
         self.contig_lengths = None if contig_lengths is None else dict(contig_lengths)
 
     @classmethod
@@ -136,13 +135,14 @@ class Tracks:
                                  f"(found: {', '.join(dict.fromkeys(gff_types)) or 'none'})")
             gff_types = wanted
         names = list(dict.fromkeys(bed_classes + gff_types))
-        intervals = {name: {contig: _merge(*np.array(ivs, dtype=np.int64).T)
-                            for contig, ivs in raw.get(name, {}).items()} for name in names}
-        return cls(intervals, contig_lengths)
+        classes = {name: IntervalSet.from_arrays({contig: tuple(np.array(ivs, dtype=np.int64).T)
+                                                  for contig, ivs in raw.get(name, {}).items()})
+                   for name in names}
+        return cls(classes, contig_lengths)
 
     @property
     def class_names(self) -> list[str]:
-        return list(self._intervals)
+        return list(self._classes)
 
     def mask(self, contig: str, start: int, end: int) -> np.ndarray:
         """bool [end - start, n_classes]: which classes cover each base of contig:[start, end)."""
@@ -150,15 +150,11 @@ class Tracks:
             check_interval(contig, start, end, self.contig_lengths, "tracks")
         elif not 0 <= start <= end:
             raise RegionError(f"tracks: bad region {contig}:[{start}, {end}) (0-based)")
-        n = end - start
-        out = np.zeros((n, len(self._intervals)), dtype=bool)
-        for c, per_contig in enumerate(self._intervals.values()):
-            if contig not in per_contig:
-                continue
-            starts, ends = per_contig[contig]
-            lo, hi = np.searchsorted(ends, start, "right"), np.searchsorted(starts, end, "left")
-            diff = np.zeros(n + 1, dtype=np.int32)
-            np.add.at(diff, np.clip(starts[lo:hi] - start, 0, n), 1)
-            np.add.at(diff, np.clip(ends[lo:hi] - start, 0, n), -1)
-            out[:, c] = np.cumsum(diff[:n]) > 0
+        out = np.zeros((end - start, len(self._classes)), dtype=bool)
+        for c, bases in enumerate(self._classes.values()):
+            out[:, c] = bases.mask(contig, start, end)
         return out
+
+    def per_base(self, interval: Interval) -> np.ndarray:
+        """float32 [len(interval), n_classes]: the per-base source contract, `mask` as 0/1."""
+        return self.mask(interval.contig, interval.start, interval.end).astype(np.float32)

@@ -3,16 +3,7 @@ from __future__ import annotations
 
 from .attention import FullAttention, LocalAttention
 from .config import ReformerConfig
-from .reformer import Reformer, load_pretrained, save_pretrained
+from .lsh import LSHSelfAttention
+from .reformer import Reformer
 
-__all__ = ["ReformerConfig", "Reformer", "LSHSelfAttention", "FullAttention", "LocalAttention",
-           "save_pretrained", "load_pretrained"]
-
-
-def __getattr__(name: str):
-    # LSH attention imports lazily so full/local models load without it
-    if name == "LSHSelfAttention":
-        from .lsh import LSHSelfAttention
-
-        return LSHSelfAttention
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["ReformerConfig", "Reformer", "LSHSelfAttention", "FullAttention", "LocalAttention"]

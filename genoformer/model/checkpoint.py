@@ -2,20 +2,22 @@
 
 A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
   model.safetensors   weights (no code runs on load)
-  checkpoint.json     model config, tokenizer, task head, train config, step, seed, versions, sha256 of the weights
+  checkpoint.json     model config, per-base config, tokenizer, task head, train config, step, seed, versions,
+                      sha256 of the weights
   state.pt            optimizer, scheduler, RNG and sampler state, read with torch.load(weights_only=True)
-Each file is fsynced in a hidden temp folder that is then renamed into place, and `RUN/checkpoints/latest.json`
-(and `best.json`) point at a finished folder, replaced atomically: a kill at any moment leaves the
-previous checkpoint intact and never a half-written one in use.
+The files are written into a hidden temp folder that is fsynced and renamed into place
+(genoformer.outputs.staged_folder), and `RUN/checkpoints/latest.json` (and `best.json`) point at a
+finished folder, replaced atomically: a kill at any moment leaves the previous checkpoint intact
+and never a half-written one in use.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +27,12 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 
 from genoformer import __version__
-from genoformer.errors import CheckpointError, InputError, OutputError, UsageError
-from genoformer.model.config import ReformerConfig, atomic_write
+from genoformer.errors import CheckpointError, InputError, UsageError
+from genoformer.io.evidence import EVIDENCE_FEATURES
+from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
+from genoformer.model.per_base import LEGACY, PerBaseConfig
+from genoformer.outputs import staged_folder, write_text
 from genoformer.tokenize import tokenizer_from_dict
 
 FORMAT, FORMAT_VERSION = "genoformer-checkpoint", 1
@@ -40,13 +45,6 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _fsynced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def weights_bytes(model: GenoModel) -> bytes:
     """The model's weights as safetensors bytes (what model.safetensors holds; its sha256 names the weights)."""
     return safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
@@ -55,33 +53,17 @@ def weights_bytes(model: GenoModel) -> bytes:
 
 def save_checkpoint(run_dir: str | os.PathLike, model: GenoModel, meta: dict, state: dict) -> Path:
     """Write checkpoints/step-<meta['step']>/ atomically, point latest.json at it; returns the folder."""
-    root = Path(run_dir) / "checkpoints"
-    name = f"step-{int(meta['step']):08d}"
-    final = root / name
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.partial-"))
-    except OSError as e:
-        raise OutputError(f"{root}: cannot create checkpoint folder ({e.strerror or e})") from None
-    try:
-        weights = weights_bytes(model)
-        meta = meta | {"format": FORMAT, "format_version": FORMAT_VERSION, "task": model.task,
-                       "model_config": model.encoder.config.to_dict(), "tokenizer": model.tokenizer.to_dict(),
-                       "versions": versions(), "weights_sha256": hashlib.sha256(weights).hexdigest()}
-        _fsynced(tmp / WEIGHTS, weights)
-        _fsynced(tmp / META, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
-        with open(tmp / STATE, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if final.exists():  # the same step saved again (e.g. a final save right after a periodic one)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"{final}: cannot write checkpoint ({e.strerror or e})") from None
-        raise
+    final = Path(run_dir) / "checkpoints" / f"step-{int(meta['step']):08d}"
+    weights = weights_bytes(model)
+    meta = meta | {"format": FORMAT, "format_version": FORMAT_VERSION, "task": model.task,
+                   "model_config": model.encoder.config.to_dict(), "per_base": model.per_base.to_dict(),
+                   "tokenizer": model.tokenizer.to_dict(),
+                   "versions": versions(), "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    # the same step saved again (e.g. a final save right after a periodic one) replaces its folder
+    with staged_folder(final) as tmp:
+        (tmp / WEIGHTS).write_bytes(weights)
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        torch.save(state, tmp / STATE)
     set_pointer(run_dir, LATEST, final, meta.get("metric"))
     return final
 
@@ -89,7 +71,7 @@ def save_checkpoint(run_dir: str | os.PathLike, model: GenoModel, meta: dict, st
 def set_pointer(run_dir: str | os.PathLike, pointer: str, folder: Path, metric: float | None = None) -> None:
     """Atomically point RUN/checkpoints/<pointer> (latest.json / best.json) at a checkpoint folder."""
     body = {"checkpoint": folder.name, "metric": metric}
-    atomic_write(Path(run_dir) / "checkpoints" / pointer, (json.dumps(body) + "\n").encode())
+    write_text(Path(run_dir) / "checkpoints" / pointer, json.dumps(body) + "\n")
 
 
 def read_pointer(run_dir: str | os.PathLike, pointer: str = LATEST) -> dict | None:
@@ -125,9 +107,15 @@ def resolve(path: str | os.PathLike) -> Path:
     return path / "checkpoints" / pointer["checkpoint"]
 
 
-def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False,
-                    device: str | torch.device = "cpu") -> tuple[GenoModel, dict, dict | None]:
-    """(model, metadata, state or None) from a run or checkpoint folder; CheckpointError names the bad file."""
+def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False, device: str | torch.device = "cpu",
+                    hash_seed: int | None = None) -> tuple[GenoModel, dict, dict | None]:
+    """(model, metadata, state or None) from a run or checkpoint folder; CheckpointError names the bad file.
+
+    hash_seed fixes the LSH rotations for inference (ReformerConfig.hash_seed); None keeps the saved
+    config's (a trained model's: fresh rotations every call).
+    """
+    if hash_seed is not None and (isinstance(hash_seed, bool) or not isinstance(hash_seed, int) or hash_seed < 0):
+        raise UsageError(f"hash seed must be an integer >= 0, got {hash_seed!r}")  # the caller's error
     folder = resolve(path)
     meta = _read_meta(folder / META)
     weights_path = folder / WEIGHTS
@@ -139,10 +127,18 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False,
         raise CheckpointError(f"{weights_path}: sha256 differs from {META} (corrupt or replaced weights)")
     try:
         config = ReformerConfig.from_dict(meta["model_config"])
+        if hash_seed is not None:
+            config = dataclasses.replace(config, hash_seed=hash_seed)
         tokenizer = tokenizer_from_dict(meta["tokenizer"])
         head = meta["head"]
+        # saved before the stem and decoder existed: the k x classes head and per-token evidence fusion
+        per_base = PerBaseConfig.from_dict(meta["per_base"]) if "per_base" in meta else LEGACY
+        n_evidence = int(head["n_evidence"])
+        if list(head.get("evidence_features", EVIDENCE_FEATURES[:n_evidence])) != list(EVIDENCE_FEATURES[:n_evidence]):
+            raise ValueError(f"its read evidence columns {head['evidence_features']} are not this genoformer's "
+                             f"first {n_evidence} ({', '.join(EVIDENCE_FEATURES[:n_evidence])})")
         model = GenoModel(config, tokenizer, meta["task"], n_classes=int(head["n_classes"]),
-                          n_evidence=int(head["n_evidence"]))
+                          n_evidence=n_evidence, per_base=per_base)
     except (KeyError, TypeError, ValueError, UsageError, InputError) as e:
         raise CheckpointError(f"{folder / META}: bad model description ({e})") from None
     try:

@@ -1,15 +1,14 @@
 """ReformerConfig: the architecture as a validated dataclass, saved as JSON beside the weights."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, OutputError, UsageError
+from ..errors import InputError, UsageError
+from ..outputs import write_text
 
 ATTENTION_KINDS = ("lsh", "local", "full")
 
@@ -84,7 +83,7 @@ class ReformerConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save_json(self, path: str | os.PathLike) -> None:
-        atomic_write(path, self.to_json().encode())
+        write_text(path, self.to_json())
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> ReformerConfig:
@@ -122,29 +121,3 @@ def _check_attention(attention, depth: int) -> str | list[str]:
         raise UsageError(f"config attention lists {len(kinds)} layers but depth is {depth}",
                          hint=f"give {depth} kinds or set depth to {len(kinds)}")
     return list(kinds)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write data to path via a temp file in the same directory and os.replace: never a partial file at path."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:  # includes KeyboardInterrupt: never leave the temp file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

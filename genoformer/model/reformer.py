@@ -5,41 +5,31 @@ window of 1,048,576 tokens or more costs nothing extra and scores depend only on
 Users pass any length; the sequence is padded inside to a multiple of 2 * bucket_size (LSH)
 and window_size (local) with masked positions, and the padding is stripped from the output.
 Mixed precision: run under torch.autocast (bf16 on GPU); masks use finite constants.
+
+The blocks are the readable modules (lsh.py, attention.py, feedforward.py, reversible.py); the
+Reformer runs them on genoformer.model.fast, the function they define in less memory and time at
+long lengths: FastEngine runs its reversible stack, and its LSH layers are given the
+memory-efficient kernel.  tests/model/fast holds every fast piece to the plain path.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, InputError, OutputError, UsageError
+from ..errors import InputError, UsageError
 from .attention import FullAttention, LocalAttention
-from .config import ReformerConfig, atomic_write
+from .config import ReformerConfig
+from .fast import FastEngine, chunk_attention
 from .feedforward import FeedForward
+from .lsh import LSHSelfAttention
+from .lsh_inspect import LSHInspection, Queries, inspect, query_range
 from .positions import Rotary, rotary_angles
+from .prenorm import PreNorm
 from .reversible import ReversibleBlock, ReversibleSequence, RngState
-
-if TYPE_CHECKING:
-    from .lsh import LSHInspection, Queries
-
-WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
-
-
-class PreNorm(nn.Module):
-    def __init__(self, d_model: int, fn: nn.Module):
-        super().__init__()
-        self.norm, self.fn = nn.LayerNorm(d_model), fn
-
-    def forward(self, x: Tensor, **kwargs) -> Tensor:
-        return self.fn(self.norm(x), **kwargs)
 
 
 def make_attention(kind: str, config: ReformerConfig) -> nn.Module:
@@ -48,10 +38,8 @@ def make_attention(kind: str, config: ReformerConfig) -> nn.Module:
         return FullAttention(config.d_model, config.heads, **common)
     if kind == "local":
         return LocalAttention(config.d_model, config.heads, window_size=config.window_size, **common)
-    from .lsh import LSHSelfAttention  # imported here so full/local models need no LSH code
-
     return LSHSelfAttention(config.d_model, config.heads, bucket_size=config.bucket_size,
-                            n_hashes=config.n_hashes, hash_seed=None, **common)
+                            n_hashes=config.n_hashes, hash_seed=None, kernel=chunk_attention, **common)
 
 
 class Reformer(nn.Module):
@@ -62,24 +50,29 @@ class Reformer(nn.Module):
         self.config = config
         d = config.d_model
         self.token_emb = nn.Embedding(config.vocab_size, d)
-        self.layers = ReversibleSequence([
-            ReversibleBlock(PreNorm(d, make_attention(kind, config)),
-                            PreNorm(d, FeedForward(d, mult=config.ff_mult, dropout=config.dropout)),
-                            g_chunks=config.ff_chunks)
-            for kind in config.attention_kinds
-        ])
+        blocks = []
+        self.lsh_attention: dict[int, LSHSelfAttention] = {}  # by layer index; the modules live in self.layers
+        for i, kind in enumerate(config.attention_kinds):
+            attention = make_attention(kind, config)
+            blocks.append(ReversibleBlock(PreNorm(d, attention),
+                                          PreNorm(d, FeedForward(d, mult=config.ff_mult, dropout=config.dropout)),
+                                          g_chunks=config.ff_chunks))
+            if isinstance(attention, LSHSelfAttention):
+                self.lsh_attention[i] = attention
+        self.layers = ReversibleSequence(blocks, engine=FastEngine())
         self.norm = nn.LayerNorm(d)
         multiples = {"lsh": 2 * config.bucket_size, "local": config.window_size, "full": 1}
         self.length_multiple = math.lcm(*(multiples[k] for k in config.attention_kinds))
         self.set_hash_seed(config.hash_seed)
 
     def lsh_layers(self) -> list[int]:
-        return [i for i, kind in enumerate(self.config.attention_kinds) if kind == "lsh"]
+        return list(self.lsh_attention)
 
     def set_hash_seed(self, seed: int | None) -> None:
-        """Fix LSH rotations (layer i gets seed + i), or None for fresh rotations on every call."""
-        for i in self.lsh_layers():
-            self.layers.blocks[i].f.fn.hash_seed = None if seed is None else seed + i
+        """Fix LSH rotations (layer i gets seed + i), or None for fresh rotations on every call.  The model
+        starts with config.hash_seed; self.config keeps that value whatever is set here."""
+        for i, attention in self.lsh_attention.items():
+            attention.hash_seed = None if seed is None else seed + i
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
         x, mask, T = self._embed(tokens, mask)
@@ -98,8 +91,6 @@ class Reformer(nn.Module):
         the whole input, so a ranged result equals that slice of the full one; the top-key search,
         which dominates the cost, then scales with the range instead of the input length.
         """
-        from .lsh import query_range
-
         lsh = self.lsh_layers()
         wanted = lsh if layers is None else sorted(set(layers))
         not_lsh = [i for i in wanted if i not in lsh]
@@ -110,12 +101,13 @@ class Reformer(nn.Module):
         x1 = x2 = x
         rotary = self._rotary(x)
         found = {}
-        for i, block in enumerate(self.layers.blocks[: max(wanted, default=-1) + 1]):
+        for i in range(max(wanted, default=-1) + 1):
             if i in wanted:
                 with RngState(x.device).replay():
-                    found[i] = _trim(block.f.fn.inspect(block.f.norm(x2), mask=mask, top_k=top_k, queries=chosen,
-                                                        rotary=rotary), T)
-            x1, x2 = block(x1, x2, mask=mask, rotary=rotary)
+                    normed = self.layers.blocks[i].f.norm(x2)
+                    found[i] = _trim(inspect(self.lsh_attention[i], normed, mask=mask, top_k=top_k, queries=chosen,
+                                             rotary=rotary), T)
+            x1, x2 = self.layers.run_blocks(x1, x2, slice(i, i + 1), mask=mask, rotary=rotary)
         return found
 
     def _rotary(self, x: Tensor) -> Rotary:
@@ -149,50 +141,3 @@ class Reformer(nn.Module):
 def _trim(inspection: LSHInspection, T: int) -> LSHInspection:
     """Drop the internal padding positions from an LSHInspection (its queries already lie below T)."""
     return dataclasses.replace(inspection, buckets=inspection.buckets[..., :T])
-
-
-def save_pretrained(model: Reformer, directory: str | os.PathLike) -> None:
-    """Write model.safetensors (weights, config in its metadata) and config.json, each atomically."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{directory}: cannot create directory ({e.strerror or e})") from None
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": "pt", "genoformer_config": model.config.to_json()}
-    atomic_write(directory / WEIGHTS_NAME, safetensors_bytes(tensors, metadata=metadata))
-    model.config.save_json(directory / CONFIG_NAME)
-
-
-def load_pretrained(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Reformer:
-    """Rebuild a Reformer from save_pretrained output (no code is executed: JSON + safetensors only); eval mode."""
-    directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise CheckpointError(f"{path}: not found (is {directory} a genoformer model directory?)")
-    try:
-        config = ReformerConfig.load_json(config_path)
-    except (UsageError, InputError) as e:
-        raise CheckpointError(str(e), hint=e.hint) from None
-    try:
-        with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None
-    if metadata.get("genoformer_config") != config.to_json():
-        raise CheckpointError(f"{config_path}: does not match the config stored in {weights_path}")
-    model = Reformer(config)
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{weights_path}: missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}")
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(f"{weights_path}: tensor {name} has shape {list(tensor.shape)}, "
-                                  f"the config needs {list(expected[name].shape)}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{weights_path}: non-finite values in {name}")
-    model.load_state_dict(tensors)
-    return model.to(device).eval()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genoformer.coords import Interval
+from genoformer.coords import Interval, IntervalSet
 from genoformer.errors import UsageError
 from genoformer.data.windows import Window
 
@@ -82,19 +82,10 @@ def iter_planned(plan: dict[str, np.ndarray], intervals: list[Interval], lengths
                   window: int, margin: int, step: int) -> Iterator[PlannedWindow]:
     """The planned windows in run order, each with the [start, end) ranges it writes."""
     index = 0
+    wanted = IntervalSet(intervals)
     for contig, grid_ids in plan.items():
         g = Grid(window, margin, step, lengths[contig])
-        ivs = [iv for iv in intervals if iv.contig == contig]  # merged and sorted
-        starts = np.array([iv.start for iv in ivs])
         for i in grid_ids.tolist():
-            ks, ke = g.kept(i)
-            first = max(int(np.searchsorted(starts, ks, side="right")) - 1, 0)
-            writes = []
-            for iv in ivs[first:]:
-                if iv.start >= ke:
-                    break
-                a, b = max(ks, iv.start), min(ke, iv.end)
-                if a < b:
-                    writes.append((a, b))
+            writes = [(iv.start, iv.end) for iv in wanted.within(contig, *g.kept(i))]
             yield PlannedWindow(index, contig, g.to_window(contig, i), writes)
             index += 1

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import sys
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,12 +31,13 @@ import numpy as np
 from tqdm import tqdm
 
 from genoformer import __version__
-from genoformer.coords import Interval, merge_intervals, parse_region, read_bed
-from genoformer.errors import InputError, OutputError, UsageError
+from genoformer.coords import Interval, IntervalSet, merge_intervals, parse_region, read_bed
+from genoformer.errors import OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
-from genoformer.predict.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, datasets,
-                                     groups, read_shard, reference_lengths)
-from genoformer.outputs import staged
+from genoformer.io.predictions import LIBVER, datasets, groups, reading
+from genoformer.predict.merge_checks import (Shard, check_consistent, check_disjoint, check_expected, read_shard,
+                                             reference_lengths)
+from genoformer.outputs import hdf5_output, staged
 
 _BLOCK = 1 << 20  # bases read at a time where chunks do not line up: ~6 MB of float16 probs per shard
 
@@ -92,13 +93,12 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
     md5: dict[str, str] = {}
     for shard in shards:
         md5.update(json.loads(shard.attrs.get("contig_md5") or "{}"))
-    covered = sorted(Interval(c, s, e) for shard in shards for c, runs in shard.covered.items() for s, e in runs)
-    predicted = [iv.to_region() for iv in merge_intervals(covered)]
+    predicted = [iv.to_region() for iv in IntervalSet().union(*(shard.covered for shard in shards))]
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         attrs["predict_config"] = json.dumps(json.loads(attrs["predict_config"]) | {
             "regions": predicted, "regions_bed": None, "out": config.out}, sort_keys=True)
     if "bases" in attrs:
-        attrs["bases"] = sum(len(iv) for iv in covered)
+        attrs["bases"] = sum(len(shard.covered) for shard in shards)
     if all("n_windows" in s.attrs for s in shards):
         attrs["n_windows"] = sum(int(s.attrs["n_windows"]) for s in shards)
     attrs.update(
@@ -107,20 +107,10 @@ def _provenance(shards: Sequence[Shard], config: MergeConfig, command: str) -> d
         merge_config=json.dumps(dataclasses.asdict(config)),
         merged_from=json.dumps([{"path": str(s.path.resolve()), "created": s.attrs.get("created"),
                                  "command": s.attrs.get("command"),
-                                 "bases": {c: sum(e - b for b, e in runs) for c, runs in s.covered.items()}}
+                                 "bases": {c: s.covered.bases(c) for c in s.lengths}}
                                 for s in shards]),
     )
     return attrs
-
-
-@contextlib.contextmanager
-def _reading(shard: Shard, contig: str, name: str) -> Iterator[None]:
-    """Turn a failed read of shard data (a damaged chunk) into an InputError naming the shard."""
-    try:
-        yield
-    except (OSError, zlib.error) as exc:
-        raise InputError(f"{shard.name}: cannot read /contigs/{contig}/{name} ({exc})",
-                         hint="the shard file is damaged; predict it again") from None
 
 
 def _same_layout(src: h5py.Dataset, dst: h5py.Dataset) -> bool:
@@ -159,17 +149,14 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
     aligned = len(chunk_rows) == 1  # every dataset chunked by the same rows (as predict writes them)
     step = chunk_rows.pop() if aligned else _BLOCK
     raw = [aligned and all(_same_layout(g[n], targets[n]) for n in names) for _, g in sources]
-    # runs as sorted arrays: whether a shard touches a range is then one binary search
-    runs = [np.array(s.covered.get(contig, []), dtype=np.int64).reshape(-1, 2) for s, _ in sources]
     total = 0
     for start in range(0, length, step):
         end = min(start + step, length)
         touching, whole = [], None
-        for k, r in enumerate(runs):
-            i = int(np.searchsorted(r[:, 1], start, side="right"))  # first run ending after `start`
-            if i < len(r) and r[i, 0] < end:
+        for k, (shard, _) in enumerate(sources):
+            if shard.covered.overlaps(contig, start, end):
                 touching.append(k)
-                if r[i, 0] <= start and r[i, 1] >= end:
+                if shard.covered.contains(contig, start, end):
                     whole = k
         if not touching:
             continue
@@ -177,7 +164,7 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
             shard, g = sources[whole]
             for name in names:
                 offset = (start,) + (0,) * (targets[name].ndim - 1)
-                with _reading(shard, contig, name):
+                with reading(shard.path, contig, name):
                     filter_mask, chunk = g[name].id.read_direct_chunk(offset)
                     if targets[name].compression == "gzip" and not filter_mask:
                         zlib.decompress(chunk)  # checks the stream and its adler32: no damage is copied on
@@ -186,19 +173,22 @@ def _write_contig(out: h5py.Group, contig: str, length: int, sources: list[tuple
         else:
             masks = []
             for k in touching:
-                with _reading(sources[k][0], contig, "covered"):
+                with reading(sources[k][0].path, contig, "covered"):
                     masks.append(sources[k][1]["covered"][start:end])
             targets["covered"][start:end] = np.logical_or.reduce(masks)
             for name in names[1:]:
                 block = np.zeros((end - start,) + targets[name].shape[1:], targets[name].dtype)
                 for mask, k in zip(masks, touching):
-                    with _reading(sources[k][0], contig, name):
+                    with reading(sources[k][0].path, contig, name):
                         block[mask] = sources[k][1][name][start:end][mask]
                 targets[name][start:end] = block
             covered = int(sum(int(m.sum()) for m in masks))
         total += covered
         bar.update(covered)
         raise_if_terminated()
+    # written chunks still cached are written now, where a full disk raises, not when `targets` is
+    # freed (a dataset's last close writes them, and an error there is only printed)
+    out.file.flush()
     return total
 
 
@@ -236,11 +226,11 @@ def merge(config: MergeConfig, command: str | None = None) -> MergeResult:
     with staged(out) as tmp, contextlib.ExitStack() as stack:
         handles = [stack.enter_context(h5py.File(s.path, "r")) for s in shards]
         # the shards' format (HDF5 1.10): attributes over 64 kB, such as a long region list, need it
-        dst = stack.enter_context(h5py.File(tmp, "w", libver=("v110", "v110")))
+        dst = stack.enter_context(hdf5_output(tmp, out, libver=LIBVER))
         for k, v in attrs.items():
             dst.attrs[k] = v
         dst.create_group("contigs")
-        bar = stack.enter_context(tqdm(total=sum(e - s for sh in shards for r in sh.covered.values() for s, e in r),
+        bar = stack.enter_context(tqdm(total=sum(len(sh.covered) for sh in shards),
                                        disable=not config.progress, unit="base", unit_scale=True,
                                        desc="merge", file=sys.stderr))
         for contig in lengths:

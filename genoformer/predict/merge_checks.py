@@ -21,9 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from genoformer.coords import Interval, merge_intervals
+from genoformer.coords import Interval, IntervalSet
 from genoformer.errors import InputError
-from genoformer.io.predictions import FORMAT, FORMAT_VERSION
+from genoformer.io.predictions import FORMAT, FORMAT_VERSION, check_layout, covered_runs, reading, structure_read
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ _SAME = {
     "step": "window steps",
     "bam": "read files (--bam)",
 }
-SCAN_BLOCK = 1 << 20  # bases of `covered` read at a time while finding a shard's runs
 
 
 @dataclass
@@ -46,7 +45,7 @@ class Shard:
     path: Path
     attrs: dict
     lengths: dict[str, int]  # contig -> length, for each /contigs/<contig> group
-    covered: dict[str, list[tuple[int, int]]]  # contig -> runs [start, end) of covered bases (0-based)
+    covered: IntervalSet  # the bases it covers
     datasets: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)  # name -> (shape[1:], dtype)
 
     @property
@@ -69,32 +68,6 @@ def _attr(value):
     return value
 
 
-def _runs(mask: np.ndarray, offset: int) -> list[tuple[int, int]]:
-    """[start, end) runs of True in a bool array, shifted by offset."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
-    return [(offset + int(s), offset + int(e)) for s, e in zip(edges[::2], edges[1::2])]
-
-
-def _members(group: h5py.Group, kind: type) -> dict[str, h5py.Dataset | h5py.Group]:
-    """Datasets or groups below `group` by relative path (e.g. "variant/probs")."""
-    found = {}
-
-    def visit(name, obj):  # visititems stops at the first callback that returns a value
-        if isinstance(obj, kind):
-            found[name] = obj
-
-    group.visititems(visit)
-    return found
-
-
-def datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
-    return _members(group, h5py.Dataset)
-
-
-def groups(group: h5py.Group) -> dict[str, h5py.Group]:
-    return _members(group, h5py.Group)
-
-
 def read_shard(path: str | os.PathLike) -> Shard:
     """Check that `path` is a complete predictions file and read its attrs and covered runs."""
     path = Path(path)
@@ -104,7 +77,7 @@ def read_shard(path: str | os.PathLike) -> Shard:
         raise InputError(f"{path}: no such shard file") from None
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with fh:
+    with fh, structure_read(path):
         attrs = {k: _attr(v) for k, v in fh.attrs.items()}
         if attrs.get("format") != FORMAT:
             raise InputError(f"{path}: not a genoformer predictions file (format attr {attrs.get('format')!r})")
@@ -114,31 +87,13 @@ def read_shard(path: str | os.PathLike) -> Shard:
         if not attrs.get("complete"):
             raise InputError(f"{path}: incomplete shard (complete=False): its predict job did not finish",
                              hint="run predict for this shard again (with --resume where it supports it)")
-        shard = Shard(path, attrs, {}, {})
-        for contig, group in fh.get("contigs", {}).items():
-            length = int(group.attrs["length"])
-            shard.lengths[contig] = length
-            if "covered" not in group or group["covered"].shape != (length,):
-                raise InputError(f"{path}: /contigs/{contig}/covered is missing or not [{length}]")
-            runs: list[tuple[int, int]] = []
-            for start in range(0, length, SCAN_BLOCK):
-                for run in _runs(group["covered"][start:start + SCAN_BLOCK], start):
-                    if runs and runs[-1][1] == run[0]:  # a run across a block edge
-                        runs[-1] = (runs[-1][0], run[1])
-                    else:
-                        runs.append(run)
-            shard.covered[contig] = runs
-            for name, ds in datasets(group).items():
-                if name == "covered":
-                    continue
-                if ds.shape[:1] != (length,):
-                    raise InputError(f"{path}: /contigs/{contig}/{name} has {ds.shape[0]:,} rows, "
-                                     f"not the contig length {length:,}")
-                layout = (tuple(ds.shape[1:]), ds.dtype.str)
-                if shard.datasets.setdefault(name, layout) != layout:
-                    raise InputError(f"{path}: {name} has shape {ds.shape[1:]} {ds.dtype} on {contig} but "
-                                     f"{shard.datasets[name][0]} {shard.datasets[name][1]} on another contig")
-    return shard
+        lengths, layouts = check_layout(path, fh, str(attrs.get("task")))
+        covered = {}
+        for contig in lengths:
+            with reading(path, contig, "covered"):
+                covered[contig] = covered_runs(fh[f"contigs/{contig}/covered"])
+        layouts.pop("covered", None)
+    return Shard(path, attrs, lengths, IntervalSet.from_arrays(covered), layouts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,9 +144,10 @@ def check_consistent(shards: Sequence[Shard]) -> None:
 
 def check_disjoint(shards: Sequence[Shard]) -> None:
     """No base covered by two shards, or InputError naming both shards and the first shared stretch."""
-    contigs = sorted({c for s in shards for c in s.covered})
+    contigs = sorted({c for s in shards for c in s.covered.contigs})
     for contig in contigs:
-        runs = sorted((start, end, i) for i, s in enumerate(shards) for start, end in s.covered.get(contig, []))
+        runs = sorted((start, end, i) for i, s in enumerate(shards)
+                      for start, end in zip(*(a.tolist() for a in s.covered.arrays(contig))))
         reach, owner = -1, -1
         for start, end, i in runs:
             if start < reach:
@@ -207,29 +163,11 @@ def check_disjoint(shards: Sequence[Shard]) -> None:
 def check_expected(shards: Sequence[Shard], expected: Sequence[Interval]) -> None:
     """Every expected base is covered by some shard, or InputError naming the missing stretches.
 
-    Covered runs are merged and searched per contig, so an exome BED against exome shards costs
-    O((intervals + runs) log runs), not their product.
+    The shards' covered bases and the expected ones are sets of merged runs per contig, so an exome BED
+    against exome shards costs O((intervals + runs) log(intervals + runs)), not their product.
     """
-    runs: dict[str, list[Interval]] = {}
-    for shard in shards:
-        for contig, pairs in shard.covered.items():
-            runs.setdefault(contig, []).extend(Interval(contig, s, e) for s, e in pairs)
-    edges = {}
-    for contig, ivs in runs.items():
-        merged = merge_intervals(ivs)
-        edges[contig] = (np.array([iv.start for iv in merged]), np.array([iv.end for iv in merged]))
-    none = (np.zeros(0, int), np.zeros(0, int))
-    missing: list[Interval] = []
-    for iv in merge_intervals(expected):
-        starts, ends = edges.get(iv.contig, none)
-        pos = iv.start
-        # the runs that overlap iv: those ending after its start and starting before its end
-        for k in range(int(np.searchsorted(ends, iv.start, side="right")), int(np.searchsorted(starts, iv.end))):
-            if starts[k] > pos:
-                missing.append(Interval(iv.contig, pos, int(starts[k])))
-            pos = max(pos, int(ends[k]))
-        if pos < iv.end:
-            missing.append(Interval(iv.contig, pos, iv.end))
+    covered = IntervalSet().union(*(shard.covered for shard in shards))
+    missing = IntervalSet(expected).difference(covered).merged()
     if missing:
         listed = ", ".join(_region(m.contig, m.start, m.end) for m in missing[:3])
         more = f" and {len(missing) - 3:,} more stretches" if len(missing) > 3 else ""

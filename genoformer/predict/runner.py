@@ -15,6 +15,10 @@ Windows stream in batches through the model (torch.inference_mode; bf16 autocast
 rotations fixed by hash_seed) and each batch is written as soon as it is done, so memory stays
 bounded by the batch, whatever the contig length. A full window of N bases without reads gives
 the same output wherever it lies, so it is computed once and reused (N gaps cost no model time).
+With `rc_average` (DNA models) each window is also run on the other strand (data.augment's
+reverse complement of the window, reads included) and the two per-base outputs are averaged,
+the reverse one laid back onto the forward bases (an insertion, predicted at the base before it
+on each strand, so spreads over its anchor and the base after it).
 """
 from __future__ import annotations
 
@@ -36,20 +40,25 @@ import torch
 from tqdm import tqdm
 
 from genoformer import __version__
-from genoformer.apply.model import activate
 from genoformer.coords import Interval, parse_region, read_bed
+from genoformer.data.augment import reverse_complement_item
 from genoformer.data.datasets import WindowDataset
+from genoformer.devices import autocast, check_device, resolve_device
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
-from genoformer.io.predictions import PredictionWriter, partial_path
+from genoformer.io.evidence import BASE_COLUMNS, Evidence
+from genoformer.io.predictions import partial_path
+from genoformer.model.heads import activate, batch_inputs
 from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
+from genoformer.predict.writer import PredictionWriter
+from genoformer.tasks import PER_SEQUENCE, PREDICTED, TASKS, TRAIN_TASKS
 from genoformer.data.windows import regions
 
 log = logging.getLogger(__name__)
 
 BATCH_BASES = 262_144  # default batch: about this many bases per forward pass
-_A, _C, _G, _T, _DEPTH, _DELETIONS = 1, 2, 3, 4, 0, 5  # columns of Alignments.evidence
+_MODEL_INPUTS = ("tokens", "token_mask", "valid", "bases", "soft_mask", "evidence")  # item keys the model reads
 
 
 @dataclass
@@ -66,6 +75,7 @@ class PredictConfig:
     batch_size: int | None = None  # None: about BATCH_BASES bases per batch
     device: str = "auto"
     hash_seed: int = 0  # fixes the LSH rotations; recorded in the output
+    rc_average: bool = False  # DNA models: average each window's output with its reverse strand's
     resume: bool = False  # continue .<out>.partial left by an interrupted run
     force: bool = False  # replace an existing output (only once the new one is complete)
     progress: bool = True
@@ -78,8 +88,9 @@ class PredictConfig:
             low = 1 if name in ("window", "batch_size") else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UsageError(f"{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device(self.device)
+        if not isinstance(self.rc_average, bool):
+            raise UsageError(f"rc-average must be true or false, got {self.rc_average!r}")
         if not self.model or not self.reference:
             raise UsageError("give a model (--model) and a reference FASTA (--reference)",
                              hint="for a classify model, give the sequences to label with --sequences")
@@ -88,27 +99,22 @@ class PredictConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device cuda requested but no CUDA GPU is available", hint="use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _load_model(path: str):
+def _load_model(path: str, hash_seed: int):
     from genoformer.model.checkpoint import load_checkpoint
 
-    model, meta, _ = load_checkpoint(path)
-    if meta["task"] == "mlm":
-        raise UsageError(f"{path}: an mlm (masked-token) model predicts tokens, not per-base classes; "
-                         "there is nothing per-base to write", hint="fine-tune it first: genoformer train "
-                                                                     "--task variant|pattern --init-from ...")
-    if meta["task"] == "classify":
+    model, meta, _ = load_checkpoint(path, hash_seed=hash_seed)
+    task = TASKS[meta["task"]]  # load_checkpoint refuses a task that is not in the registry
+    if task.head == PER_SEQUENCE:
         # its recorded window is the longest sequence it accepted (1 Mb unless set): tiling a reference
         # with it ran for hours and wrote one label broadcast over every base
-        raise UsageError(f"{path}: a classify model labels whole sequences, not the bases of a reference",
+        raise UsageError(f"{path}: a {task.name} model labels whole sequences, not the bases of a reference",
                          hint="give the sequences with --sequences FILE (FASTA or CSV) instead of --reference")
+    if not task.per_base:
+        written = ", ".join(PREDICTED[:-1]) + f" and {PREDICTED[-1]}"
+        trainable = "|".join(name for name in PREDICTED if name in TRAIN_TASKS)
+        raise UsageError(f"{path}: predict writes {written} models; this {task.name} model "
+                         f"({task.about}) has nothing per-base to write",
+                         hint=f"fine-tune it first: genoformer train --task {trainable} --init-from ...")
     return model, meta
 
 
@@ -160,7 +166,7 @@ def predict(config: PredictConfig) -> dict:
     """Predict, write config.out, and return a summary: bases, windows, seconds, bases_per_s, out, ..."""
     started = time.perf_counter()
     out = _check_output(config)
-    model, meta = _load_model(config.model)
+    model, meta = _load_model(config.model, config.hash_seed)
     task, head = meta["task"], meta["head"]
     tokenizer = model.tokenizer
     uses_reads = int(head.get("n_evidence", 0)) > 0
@@ -174,10 +180,12 @@ def predict(config: PredictConfig) -> dict:
         raise UsageError(f"{config.model}: the checkpoint records no training window; give --window")
     if window < tokenizer.k:
         raise UsageError(f"window {window:,} is smaller than the model's k = {tokenizer.k}")
+    if config.rc_average and tokenizer.kind != "dna":
+        raise UsageError(f"{config.model}: --rc-average reverse-complements DNA; this model reads {tokenizer.kind}")
     margin = config.margin if config.margin is not None else window // 4 // tokenizer.stride * tokenizer.stride
     step = grid_step(window, margin, tokenizer.stride)
     batch_size = config.batch_size or max(1, BATCH_BASES // window)
-    device = _device(config.device)
+    device = resolve_device(config.device)
 
     reference = _open_reference(config.reference, model, config.model)
     alignments = None
@@ -197,6 +205,7 @@ def predict(config: PredictConfig) -> dict:
     bam_path = str(Path(config.bam).resolve()) if config.bam else ""
     run_plan = json.dumps({"model_sha256": model_sha, "contig_md5": md5, "window": window, "margin": margin,
                            "step": step, "hash_seed": config.hash_seed, "bam": bam_path, "task": task,
+                           "rc_average": config.rc_average,
                            "regions": [iv.to_region() for iv in intervals]}, sort_keys=True)
     attrs = {
         "genoformer_version": __version__, "model_sha256": model_sha,
@@ -212,7 +221,7 @@ def predict(config: PredictConfig) -> dict:
                               variant_extras=task == "variant" and uses_reads, resume=config.resume)
     try:
         done = writer.done_mask()
-        runner = _Runner(model, task, tokenizer, device, config.hash_seed, reference, alignments, window)
+        runner = _Runner(model, task, tokenizer, device, reference, alignments, window, config.rc_average)
         todo = (p for p in iter_planned(plan, intervals, lengths, window, margin, step) if not done[p.index])
         total = sum(len(iv) for iv in intervals)
         bases_before = _bases_done(plan, intervals, lengths, window, margin, step, done)
@@ -269,10 +278,10 @@ def _batches(planned: Iterator[PlannedWindow], size: int) -> Iterator[list[Plann
 class _Runner:
     """Loads batches on a helper thread (FASTA, reads) while the model runs the previous one."""
 
-    def __init__(self, model, task, tokenizer, device, hash_seed, reference, alignments, window):
+    def __init__(self, model, task, tokenizer, device, reference, alignments, window, rc_average=False):
         self.model = model.to(device).eval()
-        self.model.encoder.set_hash_seed(hash_seed)
-        self.task, self.device, self.window = task, device, window
+        self.task, self.device, self.window, self.rc_average = task, device, window, rc_average
+        self.tokenizer = tokenizer
         self.reference, self.alignments = reference, alignments
         self.dataset = WindowDataset(reference, [], tokenizer, alignments=alignments)
         self.n_token = tokenizer.n_tokens(window)
@@ -303,20 +312,20 @@ class _Runner:
             return None
         ev = item["evidence"][a - p.window.start:b - p.window.start].numpy()
         ref = self.reference.fetch(p.contig, a, b).tobytes().upper()
-        counts = ev[:, [_A, _C, _G, _T]].copy()
+        counts = ev[:, list(BASE_COLUMNS)].copy()
         ref_col = np.frombuffer(ref, np.uint8)
         for col, base in enumerate(b"ACGT"):
             counts[ref_col == base, col] = -1  # the reference base is never the alt
         best = counts.argmax(1)
         alt = np.where(counts.max(1) > 0, np.frombuffer(b"ACGT", np.uint8)[best], 0).astype(np.uint8)
-        depth = ev[:, _DEPTH]
-        deletion_fraction = np.divide(ev[:, _DELETIONS], depth, out=np.zeros_like(depth), where=depth > 0)
+        depth = ev[:, Evidence.depth]
+        deletion_fraction = np.divide(ev[:, Evidence.deletions], depth, out=np.zeros_like(depth), where=depth > 0)
         return {"alt": alt, "depth": np.minimum(depth, 65535).astype(np.uint16),
                 "deletion_fraction": deletion_fraction.astype(np.float16)}
 
     def _is_n_window(self, item: dict) -> bool:
         return (self.n_id is not None and item["n_valid"] == self.window and bool((item["tokens"] == self.n_id).all())
-                and ("evidence" not in item or not bool(item["evidence"].any())))
+                and not bool(item["soft_mask"].any()) and ("evidence" not in item or not bool(item["evidence"].any())))
 
     def _compute(self, batch, items, extras):
         is_n = [self._is_n_window(it) for it in items]
@@ -335,14 +344,22 @@ class _Runner:
         return batch, list(zip(probs, extras))
 
     def _forward(self, items: list[dict]) -> list[np.ndarray]:
-        """float32 [W, C] probabilities per item: softmax (variant genotypes, residue classes), sigmoid (pattern)."""
-        dev = self.device
-        tokens = torch.stack([it["tokens"] for it in items]).to(dev)
-        mask = torch.stack([it["token_mask"] for it in items]).to(dev)
-        evidence = torch.stack([it["evidence"] for it in items]).to(dev) if "evidence" in items[0] else None
+        """float32 [W, C] probabilities per item, with the task's activation (softmax: variant genotypes,
+        residue classes; sigmoid: pattern classes)."""
+        probs = self._probabilities(items)
+        if not self.rc_average:
+            return probs
+        reverse = self._probabilities([reverse_complement_item(it, self.tokenizer) for it in items])
+        for p, r, it in zip(probs, reverse, items):
+            n = it["n_valid"]
+            p[:n] = (p[:n] + r[:n][::-1]) / 2  # the reverse strand's base i is the forward base n-1-i
+        return probs
+
+    def _probabilities(self, items: list[dict]) -> list[np.ndarray]:
+        batch = {key: torch.stack([it[key] for it in items]) for key in _MODEL_INPUTS if key in items[0]}
         try:
-            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                logits = self.model(tokens, mask, evidence, n_bases=self.window).float()
+            with torch.inference_mode(), autocast(self.device):
+                logits = self.model(**batch_inputs(batch, self.device)).float()
         except torch.cuda.OutOfMemoryError:
             raise OutputError(f"GPU out of memory on a batch of {len(items)} windows of {self.window:,} bases",
                               hint="reduce --batch-size or --window") from None

@@ -65,8 +65,7 @@ def plan_shards(contigs: Mapping[str, int], shard_size: int,
         for iv in regions:
             if iv.contig not in order:
                 raise UsageError(f"region contig {iv.contig!r} is not in the reference")
-        targets = sorted(merge_intervals(iv for iv in regions if len(iv)),
-                         key=lambda iv: (order[iv.contig], iv.start))
+        targets = sorted(merge_intervals(regions), key=lambda iv: (order[iv.contig], iv.start))
     shards: list[list[Interval]] = []
     size = shard_size  # of the shard being filled; starts "full" so the first piece opens one
     for piece in _pieces(targets, shard_size):

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,9 @@ import numpy as np
 import pysam
 
 from genoformer import __version__
-from genoformer.errors import GenoformerError, OutputError, UsageError
+from genoformer.coords import runs
+from genoformer.errors import UsageError
+from genoformer.simulate.files import publish, write_bed, write_fasta
 from genoformer.simulate.reads import ACGT, INDEX, UPPER, substitute, write_bam
 
 SAMPLE = "SIM1"
@@ -96,7 +96,8 @@ def simulate(out_dir: str | os.PathLike, seed: int = 0, *,
                   insert_sd=insert_sd, variant_rate=variant_rate,
                   indel_fraction=indel_fraction, het_fraction=het_fraction)
     _check(params)
-    return _publish(Path(out_dir), force, lambda tmp: _build(SimulatedExample.in_dir(tmp), params))
+    publish(Path(out_dir), force, lambda tmp: _build(SimulatedExample.in_dir(tmp), params))
+    return SimulatedExample.in_dir(out_dir)
 
 
 def _check(p: dict) -> None:
@@ -122,38 +123,6 @@ def _check(p: dict) -> None:
     p["seed"] = int(p["seed"])
 
 
-def _publish(out_dir: Path, force: bool, build) -> SimulatedExample:
-    """Build into a hidden sibling directory, then rename it to `out_dir`."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"{out_dir}: exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise OutputError(f"{out_dir}: directory exists and is not empty",
-                          hint="use --force to replace it, or choose another --out")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial",
-                                    dir=out_dir.parent))
-    except OSError as err:
-        raise OutputError(f"{out_dir}: cannot create the output directory ({err.strerror})",
-                          hint="check the path and its permissions") from err
-    try:
-        build(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if out_dir.exists():
-            old = tmp.with_suffix(".old")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError) and not isinstance(err, GenoformerError):
-            raise OutputError(f"{out_dir}: cannot write the example ({err})") from err
-        raise
-    return SimulatedExample.in_dir(out_dir)
-
-
 def _build(ex: SimulatedExample, p: dict) -> None:
     rng = np.random.default_rng(p["seed"])
     family = _bases(rng, 0.45, int(rng.integers(280, 321)))  # the repeat family consensus
@@ -164,15 +133,15 @@ def _build(ex: SimulatedExample, p: dict) -> None:
         tracks += [(name, *row) for row in rows]
         variants += [(name, *v) for v in _variants(rng, seq, p)]
         confident += [(name, s, e) for s, e in _confident(seq)]
-    _write_fasta(ex.reference, seqs)
+    write_fasta(ex.reference, seqs)
     _write_vcf(ex.truth_vcf, seqs, variants)
     order = {name: i for i, name in enumerate(seqs)}
     for path, track in ((ex.motifs_bed, "motif"), (ex.cpg_islands_bed, "cpg_island"),
                         (ex.repeats_bed, "repeat")):
         rows = sorted((r for r in tracks if r[3] == track), key=lambda r: (order[r[0]], r[1]))
-        _write_bed(path, [(c, s, e, n, 0, strand) if track != "cpg_island" else (c, s, e, n)
-                          for c, s, e, _, n, strand in rows])
-    _write_bed(ex.confident_bed, confident)
+        write_bed(path, [(c, s, e, n, 0, strand) if track != "cpg_island" else (c, s, e, n)
+                         for c, s, e, _, n, strand in rows])
+    write_bed(ex.confident_bed, confident)
     n_pairs = write_bam(ex.reads, rng, seqs, variants, p, sample=SAMPLE, command_line=_command_line(p))
     _write_manifest(ex, p, seqs, tracks, variants, n_pairs)
 
@@ -255,13 +224,8 @@ def _make_contig(rng, length: int, family: np.ndarray, with_n: bool):
 
 def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
     inner = UPPER[seq[EDGE:seq.size - EDGE]] != ord("N")
-    return [(s + EDGE, e + EDGE) for s, e in _runs(inner)]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """(start, end) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    starts, ends = runs(inner)
+    return list(zip((starts + EDGE).tolist(), (ends + EDGE).tolist()))
 
 
 # variants ------------------------------------------------------------------------------------
@@ -306,19 +270,6 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
 
 # writers -------------------------------------------------------------------------------------
 
-def _write_fasta(path: Path, seqs: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as fh:
-        for name, seq in seqs.items():
-            raw = seq.tobytes()
-            fh.write(b">" + name.encode() + b"\n")
-            fh.write(b"".join(raw[i:i + 60] + b"\n" for i in range(0, len(raw), 60)))
-    pysam.faidx(str(path))
-
-
-def _write_bed(path: Path, rows) -> None:
-    path.write_text("".join("\t".join(map(str, row)) + "\n" for row in rows))
-
-
 def _write_vcf(path: Path, seqs: dict[str, np.ndarray], variants) -> None:
     header = pysam.VariantHeader()
     header.add_line(f"##source=genoformer simulate {__version__}")
@@ -354,7 +305,7 @@ def _write_manifest(ex: SimulatedExample, p: dict, seqs, tracks, variants, n_pai
         "motifs": count([t[4] for t in tracks if t[3] == "motif"]),
         "read_pairs": n_pairs, "motif_patterns": MOTIFS,
         "n_runs": [[name, int(s), int(e)] for name, seq in seqs.items()
-                   for s, e in _runs(seq == ord("N"))],
+                   for s, e in zip(*runs(seq == ord("N")))],
     }
     ex.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     ex.readme.write_text(README.format(version=__version__, **p, pairs=n_pairs,

@@ -16,6 +16,7 @@ import numpy as np
 import pysam
 
 from genoformer import __version__
+from genoformer.interrupt import raise_if_terminated
 
 MAPQ = 60
 
@@ -133,6 +134,8 @@ def write_bam(path: Path, rng: np.random.Generator, seqs: dict[str, np.ndarray],
         for tid, (name, seq) in enumerate(seqs.items()):
             reads = _pairs(rng, UPPER[seq], [v[1:] for v in variants if v[0] == name], p, name)
             for i in range(reads["pos"].size):
+                if not i % 10_000:
+                    raise_if_terminated()
                 a = pysam.AlignedSegment(header)
                 a.query_name, a.flag = reads["name"][i], int(reads["flag"][i])
                 a.reference_id, a.reference_start = tid, int(reads["pos"][i])

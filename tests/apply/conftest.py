@@ -22,9 +22,9 @@ def one_thread():
 
 
 def _train(out: Path, **kw) -> Path:
-    from genoformer.train.loop import TrainConfig, train
+    from genoformer.train import TrainConfig, train
 
-    train(TrainConfig(**(TINY | kw), out=str(out)))
+    train(TrainConfig.from_dict(TINY | kw | {"out": str(out)}))
     return out
 
 
@@ -54,9 +54,16 @@ def local_pattern_model(example, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mlm_model(example, tmp_path_factory) -> Path:
-    """mlm with overlapping 3-mers (stride 1): a changed base sits in three tokens."""
+    """mlm with overlapping 3-mers (stride 1): a changed base sits in three tokens; per base (the decoder's letters)."""
     return _train(tmp_path_factory.mktemp("models") / "mlm", task="mlm", reference=str(example.reference),
                   window=256, k=3, stride=1, attention="full")
+
+
+@pytest.fixture(scope="session")
+def token_mlm_model(example, tmp_path_factory) -> Path:
+    """mlm as before the per-base decoder (the stem kept): token logits over 3-mers, stride 1."""
+    return _train(tmp_path_factory.mktemp("models") / "token_mlm", task="mlm", reference=str(example.reference),
+                  window=256, k=3, stride=1, attention="full", decoder=False)
 
 
 def _dna_sequences(path: Path, n: int, seed: int) -> Path:

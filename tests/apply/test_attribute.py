@@ -26,6 +26,8 @@ from genoformer.coords import Interval
 from genoformer.io.fasta import Reference
 from genoformer.model.checkpoint import load_checkpoint
 
+import by_hand
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure, run_cli  # noqa: E402
 
@@ -34,12 +36,12 @@ WINDOW, MARGIN = 192, 48  # the local_pattern_model's window and predict's defau
 
 
 def run_model(model, seq: str, n_bases: int) -> np.ndarray:
-    ids = torch.from_numpy(model.tokenizer.encode(seq))
-    tokens = torch.full((1, model.tokenizer.n_tokens(n_bases)), model.tokenizer.pad_id)
-    tokens[0, :len(ids)] = ids
-    with torch.no_grad():
-        out = model(tokens, tokens != model.tokenizer.pad_id, n_bases=n_bases)[0]
-    return (out.sigmoid() if model.task == "pattern" else out.softmax(-1)).double().numpy()
+    return by_hand.run_model(model, [seq], n_bases)[0]
+
+
+def changed_base(contig: str, i: int, base: str) -> str:
+    """`contig` with base i changed to `base`, in the reference base's case (its soft-mask bit stays)."""
+    return contig[:i] + (base.lower() if contig[i].islower() else base) + contig[i + 1:]
 
 
 def f_by_hand(model, contig: str, region: Interval) -> np.ndarray:
@@ -65,8 +67,9 @@ def ism_2kb(local_pattern_model, example, tmp_path_factory):
                    "--region", "chrB:3,001-5,000", "--out", out, "--no-progress", "--batch-size", "64")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    # local attention only: each change runs a few blocks of tokens, not its two whole windows
-    assert 0 < summary["ism_bases_run"] < 2000 * 3 * WINDOW / 2
+    # local attention only: each change runs the blocks of tokens it can reach (widened by the stem's and the
+    # decoder's receptive fields), less than one of its two whole windows
+    assert 0 < summary["ism_bases_run"] < 2000 * 3 * WINDOW
     return out
 
 
@@ -92,7 +95,7 @@ def test_ism_over_2kb_equals_the_brute_force_definition(ism_2kb, local_pattern_m
             if base == ref_base:
                 assert (ism[i, x] == 0).all()
                 continue
-            changed = contig[:3000 + i] + base + contig[3001 + i:]
+            changed = changed_base(contig, 3000 + i, base)
             np.testing.assert_allclose(ism[i, x], f_by_hand(model, changed, region) - reference_f, atol=3e-6,
                                        err_msg=f"base {i} -> {base}")
     # the definition is predict's: the reference's f is the sum of what `genoformer predict` writes there
@@ -117,7 +120,7 @@ def test_ism_at_contig_ends_equals_the_brute_force_definition(start, local_patte
     for i in range(40):
         for x, base in enumerate("ACGT"):
             if base != contig[start + i].upper():
-                changed = contig[:start + i] + base + contig[start + i + 1:]
+                changed = changed_base(contig, start + i, base)
                 np.testing.assert_allclose(ism[i, x], f_by_hand(am.model, changed, region) - reference_f, atol=3e-6)
 
 
@@ -137,30 +140,44 @@ def test_files_hold_the_same_importance(ism_2kb, local_pattern_model):
         assert Path(f"{ism_2kb}.{name}.logo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def f_of_targets(model, inputs, delta=None) -> np.ndarray:
-    """f run by hand over attribute's inputs; `delta` [per input: tensor [T, d]] is added to their embeddings."""
+def f_of_targets(model, inputs, delta=None, letters=None) -> np.ndarray:
+    """f run by hand over attribute's inputs. Along a direction, per input: `delta` (tensor [T, d]) is added to
+    its token embeddings (before the stem's part) and `letters` (tensor [n, letters]) to the one-hot letters
+    its stem reads."""
     total = 0
     for j, t in enumerate(inputs):
-        hook = None
+        hooks = []
         if delta is not None:  # (the encoder pads the tokens past len(delta[j]))
-            hook = model.encoder.token_emb.register_forward_hook(
+            hooks.append(model.encoder.token_emb.register_forward_hook(
                 lambda m, a, out, d=delta[j]: out + torch.nn.functional.pad(
-                    d, (0, 0, 0, out.shape[1] - len(d)))[None].to(out.dtype))
+                    d, (0, 0, 0, out.shape[1] - len(d)))[None].to(out.dtype), prepend=True))
+        if letters is not None and model.stem is not None:  # the stem's input: [1, letters + soft mask, n_bases]
+            hooks.append(model.stem.sequence_in.register_forward_pre_hook(
+                lambda m, args, d=letters[j]: (args[0] + torch.nn.functional.pad(
+                    d.T, (0, args[0].shape[2] - len(d), 0, 1))[None].to(args[0].dtype),)))
         try:
             probs = run_model(model, t.bases.tobytes().decode(), t.n_bases)
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
         total = total + (probs * t.weights).reshape(-1, probs.shape[-1]).sum(0)
     return total
 
 
+def one_hot(model, seq: np.ndarray) -> torch.Tensor:
+    """[n, letters] float64: the one-hot letters the stem reads for a sequence."""
+    codes = by_hand.model_inputs(model, [seq.tobytes().decode()], len(seq))["bases"][0]
+    return torch.nn.functional.one_hot(codes, len(model.tokenizer.alphabet)).double()
+
+
 @pytest.mark.parametrize("which", ["classify_model", "pattern_model"])
 def test_ism_by_hand_and_grad_input_against_finite_differences(which, request, example):
     """classify: the region is the sequence; pattern: k=4 tokens every 2 bases, so each base is in two tokens,
-    and the region's windows overlap (local then LSH attention)."""
+    and the region's windows overlap (local then LSH attention). Both have the per-base stem, and the
+    pattern model the decoder: a base enters through its tokens and as the stem's one-hot letter."""
     am = load_model(str(request.getfixturevalue(which)), "cpu")
     am.model.double()  # finite differences want more than float32's digits
+    assert am.model.stem is not None
     region = Interval("chrA", 2000, 2060) if which == "classify_model" else Interval("chrA", 2110, 2150)
     with Reference(example.reference) as ref:
         inputs = attr.targets(am, ref, region, 256, 64, 128)
@@ -177,15 +194,23 @@ def test_ism_by_hand_and_grad_input_against_finite_differences(which, request, e
                 continue
             changed = [Target(t.start, t.bases.copy(), t.n_bases, t.weights) for t in inputs]
             for t in changed:
-                t.bases[region.start + i - t.start] = ord(base)
+                o = region.start + i - t.start
+                t.bases[o] = ord(base.lower() if chr(t.bases[o]).islower() else base)
             np.testing.assert_allclose(ism[i, x], f_of_targets(model, changed) - baseline, atol=1e-6)
-            # the change of the embeddings when base i becomes x, and f along it by central differences
+            # the change of the embeddings and of the stem's one-hot letters when base i becomes x, and f along
+            # it by central differences
             delta = [table[torch.from_numpy(tok.encode(c.bases))] - table[torch.from_numpy(tok.encode(t.bases))]
                      for c, t in zip(changed, inputs)]
+            letters = [one_hot(model, c.bases) - one_hot(model, t.bases) for c, t in zip(changed, inputs)]
+            assert all(int(d.abs().sum()) == 2 for d in letters)
             eps = 1e-4
-            fd = (f_of_targets(model, inputs, [eps * d for d in delta])
-                  - f_of_targets(model, inputs, [-eps * d for d in delta])) / (2 * eps)
+            fd = (f_of_targets(model, inputs, [eps * d for d in delta], [eps * d for d in letters])
+                  - f_of_targets(model, inputs, [-eps * d for d in delta], [-eps * d for d in letters])) / (2 * eps)
             np.testing.assert_allclose(grad[i, x], fd, rtol=1e-4, atol=1e-7, err_msg=f"{which}: base {i} -> {base}")
+            # the stem's part is not negligible: the token embeddings alone miss it
+            tokens_only = (f_of_targets(model, inputs, [eps * d for d in delta])
+                           - f_of_targets(model, inputs, [-eps * d for d in delta])) / (2 * eps)
+            assert np.abs(tokens_only - fd).max() > 1e-6
 
 
 @pytest.mark.parametrize("case", ["too_long", "mlm", "no_matplotlib", "unknown_class"])

@@ -20,6 +20,8 @@ import torch
 import genoformer
 from genoformer.model.checkpoint import load_checkpoint
 
+from by_hand import model_inputs
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure, run_cli  # noqa: E402
 
@@ -28,11 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def by_hand(model_dir: Path, sequence: str) -> np.ndarray:
     """The model on one sequence alone: softmax of its logits ([C], or [n, C] per residue)."""
-    model, meta, _ = load_checkpoint(model_dir)
-    model.eval().encoder.set_hash_seed(0)
-    ids = torch.from_numpy(model.tokenizer.encode(sequence))[None]
+    model, meta, _ = load_checkpoint(model_dir, hash_seed=0)
+    model.eval()
     with torch.no_grad():
-        logits = model(ids, torch.ones_like(ids, dtype=torch.bool), n_bases=len(sequence))[0]
+        logits = model(**model_inputs(model, [sequence], len(sequence)))[0]
     return logits.softmax(-1).numpy()
 
 

@@ -17,6 +17,8 @@ from genoformer.apply.variants import ScoreConfig, score_variants
 from genoformer.model.checkpoint import load_checkpoint
 from genoformer.tokenize import MASK_ID
 
+from by_hand import model_inputs, run_model
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure, run_cli  # noqa: E402
 from test_predict_sequences import sigterm_while_running  # noqa: E402
@@ -68,48 +70,66 @@ def test_snv_scores_equal_the_model_run_by_hand(pattern_model, example, tmp_path
     records = [snv(seqs, "chrA", 2), snv(seqs, motif[0], int(motif[1]) + 2), snv(seqs, "chrB", len(seqs["chrB"]) - 1)]
     assert motif[0] == "chrA" and int(motif[1]) > 2  # the rows come in reference order: as listed here
     rows = score(pattern_model, example.reference, write_vcf(tmp_path / "v.vcf", seqs, records), tmp_path / "s")
-    model, meta, _ = load_checkpoint(pattern_model)
-    model.eval().encoder.set_hash_seed(0)
+    model, meta, _ = load_checkpoint(pattern_model, hash_seed=0)
+    model.eval()
     for (contig, pos, ref, alt), row in zip(records, rows):
         length = len(seqs[contig])
         start = min(max(pos - 1 - (WINDOW - 1) // 2, 0), length - WINDOW)  # centred, shifted inside the contig
         assert row["ref_window"] == f"{contig}:{start + 1}-{start + WINDOW}" and row["status"] == "scored"
         window = seqs[contig][start:start + WINDOW]
-        changed = window[:pos - 1 - start] + alt + window[pos - start:]
-        with torch.no_grad():
-            p = [model(torch.from_numpy(model.tokenizer.encode(s))[None], n_bases=WINDOW)[0].sigmoid().numpy()
-                 for s in (window, changed)]
         at = pos - 1 - start
+        window = window[:at] + ref + window[at + 1:]  # alleles are written in upper case, the flanks as they are
+        changed = window[:at] + alt + window[at + 1:]
+        p = run_model(model, [window, changed], WINDOW)
         logit = lambda x: np.log(x) - np.log1p(-x)  # noqa: E731
         for c, name in enumerate(meta["head"]["class_names"]):
             assert float(row[f"diff_{name}"]) == pytest.approx(p[1][at, c] - p[0][at, c], abs=2e-6)
             assert float(row[f"lor_{name}"]) == pytest.approx(logit(p[1][at, c]) - logit(p[0][at, c]), abs=2e-5)
 
 
-def test_mlm_llr_equals_the_masked_log_likelihood_ratio_by_hand(mlm_model, example, tmp_path):
+@pytest.mark.parametrize("which", ["mlm_model", "token_mlm_model"])
+def test_mlm_llr_equals_the_masked_log_likelihood_ratio_by_hand(which, request, example, tmp_path):
+    """Per-base mlm (the default): the differing bases hidden (N to the stem, every token spelling one
+    [MASK]), log P(ALT's letter) - log P(REF's letter) summed over them. Token-level mlm (a checkpoint without
+    the decoder): the tokens covering them masked (and the bases they spell N to the stem), log P of the k-mers."""
+    mlm_model = request.getfixturevalue(which)
     seqs = genome(example.reference)
     mnp_ref = seqs["chrB"][3000:3003].upper()
     records = [snv(seqs, "chrA", 1), snv(seqs, "chrA", 5000),  # in reference order, as the rows come
                ("chrA", 7001, seqs["chrA"][7000].upper(), seqs["chrA"][7000].upper() + "G"),  # an insertion
-               ("chrB", 3001, mnp_ref, "".join("A" if b != "A" else "C" for b in mnp_ref))]  # an MNP
+               ("chrB", 3001, mnp_ref, "".join("A" if b != "A" else "C" for b in mnp_ref)),  # an MNP
+               ("chrB", 4001, seqs["chrB"][4000].upper(), "N")]  # no letter to score
     rows = score(mlm_model, example.reference, write_vcf(tmp_path / "v.vcf", seqs, records), tmp_path / "s")
-    assert [r["status"] for r in rows] == ["scored", "scored", "mlm_indel", "scored"] and rows[2]["llr"] == ""
+    assert [r["status"] for r in rows] == ["scored", "scored", "mlm_indel", "scored", "mlm_not_acgt"]
+    assert rows[2]["llr"] == rows[4]["llr"] == ""
     del records[2], rows[2]
     model, _, _ = load_checkpoint(mlm_model)
     model.eval()
     tok = model.tokenizer
-    for (contig, pos, ref, alt), row in zip(records, rows):
+    assert model.per_base_output == (which == "mlm_model") and model.stem is not None
+    for (contig, pos, ref, alt), row in zip(records[:3], rows[:3]):
         start = min(max(pos - 1 - (WINDOW - len(ref)) // 2, 0), len(seqs[contig]) - WINDOW)
+        at = pos - 1 - start
         window = seqs[contig][start:start + WINDOW]
-        changed = window[:pos - 1 - start] + alt + window[pos - 1 - start + len(ref):]
-        ref_ids, alt_ids = tok.encode(window), tok.encode(changed)
-        differ = [pos - 1 - start + i for i in range(len(ref)) if ref[i] != alt[i]]
-        masked = [t for t in range(len(ref_ids)) if any(t * tok.stride <= o < t * tok.stride + tok.k for o in differ)]
-        inputs = torch.from_numpy(ref_ids).clone()
-        inputs[masked] = MASK_ID
-        with torch.no_grad():
-            logp = model(inputs[None])[0].log_softmax(-1)
-        expect = sum(float(logp[t, alt_ids[t]] - logp[t, ref_ids[t]]) for t in masked)
+        window = window[:at] + ref + window[at + len(ref):]
+        changed = window[:at] + alt + window[at + len(ref):]
+        differ = [at + i for i in range(len(ref)) if ref[i] != alt[i]]
+        inputs = model_inputs(model, [window], WINDOW)
+        covering = [t for t in range(inputs["tokens"].shape[1])
+                    if any(t * tok.stride <= o < t * tok.stride + tok.k for o in differ)]
+        inputs["tokens"][0, covering] = MASK_ID
+        if which == "mlm_model":
+            inputs["bases"][0, differ] = tok.pad_code
+            with torch.no_grad():
+                logp = model(**inputs)[0].log_softmax(-1)
+            expect = sum(float(logp[o, "ACGT".index(changed[o])] - logp[o, "ACGT".index(window[o])]) for o in differ)
+        else:
+            spelled = sorted({t * tok.stride + j for t in covering for j in range(tok.k)} & set(range(WINDOW)))
+            inputs["bases"][0, spelled] = tok.pad_code
+            ref_ids, alt_ids = tok.encode(window), tok.encode(changed)
+            with torch.no_grad():
+                logp = model(**inputs)[0].log_softmax(-1)
+            expect = sum(float(logp[t, alt_ids[t]] - logp[t, ref_ids[t]]) for t in covering)
         assert float(row["llr"]) == pytest.approx(expect, abs=1e-4)
 
 

@@ -52,13 +52,15 @@ def synthetic(tmp_path_factory):
     return path
 
 
-def _train(out, reference, attention, max_steps):
-    from genoformer.train.loop import TrainConfig, train
+def _train(out, reference, attention, max_steps, stem=False):
+    """Without the stem by default: layer 0 then hashes each token's own embedding, as the tests below read it."""
+    from genoformer.train import TrainConfig, train
 
-    train(TrainConfig(task="pattern", reference=str(reference), window=W, k=K, d_model=32, depth=2, heads=2,
-                      bucket_size=16, n_hashes=2, lr=3e-3, warmup_steps=1, batch_size=1, max_steps=max_steps,
-                      val_every=1000, ckpt_every=1000, progress=False, device="cpu", out=str(out),
-                      attention=attention))
+    train(TrainConfig(task="pattern", reference=str(reference), window=W, k=K,
+                      model=dict(d_model=32, depth=2, heads=2, bucket_size=16, n_hashes=2, attention=attention,
+                                 stem=stem, decoder=stem),
+                      lr=3e-3, warmup_steps=1, batch_size=1, max_steps=max_steps, val_every=1000, ckpt_every=1000,
+                      progress=False, device="cpu", out=str(out)))
     return out
 
 
@@ -78,14 +80,15 @@ def _kmer_id(kmer: str) -> int:
     return 4 + sum("ACGTN".index(c) * 5 ** (K - 1 - j) for j, c in enumerate(kmer))
 
 
-def _layer0_buckets(model, token_ids: np.ndarray, n_buckets: int, seed: int) -> np.ndarray:
-    """[heads, rounds, T] by the angular-LSH definition, from layer 0's weights (no reads, no positions)."""
+def _layer0_buckets(model, token_ids: np.ndarray, n_buckets: int, seed: int, extra=None) -> np.ndarray:
+    """[heads, rounds, T] by the angular-LSH definition, from layer 0's weights (no reads, no positions),
+    with `extra` [T, d] added to the token embeddings (the stem's)."""
     encoder = model.encoder
     block = encoder.layers.blocks[0]
     attention = block.f.fn
     heads, rounds, dh = attention.heads, attention.n_hashes, attention.dim_head
     with torch.no_grad():
-        x = block.f.norm(encoder.token_emb(torch.from_numpy(token_ids)))
+        x = block.f.norm(encoder.token_emb(torch.from_numpy(token_ids)) + (0 if extra is None else extra))
         qk = (x @ attention.to_qk.weight.T).view(-1, heads, dh)  # [T, H, dh]
         rotations = torch.randn(heads, dh, rounds * (n_buckets // 2), generator=torch.Generator().manual_seed(seed))
         projected = torch.einsum("thd,hdr->htr", qk, rotations).view(heads, -1, rounds, n_buckets // 2)
@@ -114,7 +117,7 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     np.testing.assert_array_equal(bmap.token_ids, [_kmer_id(km) for km in kmers])
 
     # layer 0 by hand: each token's bucket from its own embedding, rotations seeded with hash seed + 0
-    model, _ = load_model(lsh_model)
+    model, _ = load_model(lsh_model, hash_seed=3)
     expected = _layer0_buckets(model, bmap.token_ids, bmap.n_buckets, seed=3)
     np.testing.assert_array_equal(bmap.buckets[bmap.layers.index(0)], expected)
 
@@ -126,7 +129,6 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     in_region = bmap.region_tokens()
     assert (bmap.top_tokens[:, :, ~in_region] == -1).all() and (bmap.top_tokens[:, :, in_region, 0] >= 0).all()
     item = WindowDataset(Reference(str(synthetic)), [window], model.tokenizer)[0]
-    model.encoder.set_hash_seed(3)
     every = model.encoder.inspect(item["tokens"][None], item["token_mask"][None], top_k=8)
     for li, layer in enumerate(bmap.layers):
         keys, weights = every[layer].top_positions[0][:, :n], every[layer].top_weights[0][:, :n]
@@ -138,13 +140,31 @@ def test_coordinates_map_back_exactly(synthetic, lsh_model, region, window_start
     assert (ids[1:] != ids[:-1]).all()
 
 
-def test_planted_repeats_share_buckets(synthetic, lsh_model, tiny_pattern_model):
+
+def test_a_stem_model_hashes_its_tokens_with_the_stem_inputs(synthetic, tmp_path):
+    path = _train(tmp_path / "stem", synthetic, "lsh", 1, stem=True)
+    bmap = bucket_map(path, synthetic, "mid:2,001-2,500", hash_seed=3)
+    window, n = bmap.window, bmap.n_tokens
+    model, _ = load_model(path)
+    assert model.stem is not None
+    with pysam.FastaFile(str(synthetic)) as fa:
+        seq = fa.fetch("mid", window.start, window.valid_end)
+    bases = torch.tensor([["ACGTN".index(c) for c in seq.upper()]])
+    soft = torch.tensor([[c.islower() for c in seq]])
+    with torch.no_grad():
+        extra = model.stem(bases, soft, valid=torch.ones_like(soft))[1][0, :n]
+    expected = _layer0_buckets(model, bmap.token_ids, bmap.n_buckets, seed=3, extra=extra)
+    np.testing.assert_array_equal(bmap.buckets[bmap.layers.index(0)], expected)
+    plain = _layer0_buckets(model, bmap.token_ids, bmap.n_buckets, seed=3)
+    assert (plain != expected).mean() > 0.1  # the stem moves tokens to other buckets
+
+def test_planted_repeats_share_buckets(synthetic, lsh_model, tiny_local_lsh_model):
     """In-phase copies hold the same 6-mers: identical embeddings, so layer 0 hashes them identically
     (positions enter only as rotary inside attention, after hashing). Later layers mix in context,
     which is the same inside the copies, so they still share almost always. The out-of-phase copy
     holds other 6-mers and shares about as often as random sequence does."""
     inner = np.arange(A + K, A + SEGMENT - K)  # away from the copies' edges
-    for model in (lsh_model, tiny_pattern_model):  # all-LSH, and an LSH layer after a local one
+    for model in (lsh_model, tiny_local_lsh_model):  # all-LSH, and an LSH layer after a local one
         bmap = bucket_map(model, synthetic, "rep:1-1,536")
         background = bucket_map(model, synthetic, "mid:1,001-2,536")
         random_bases = np.arange(1000, 1000 + W - (B - A))
@@ -239,13 +259,14 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
         assert int(row["tokens"]) == len(ids) == W // K
         assert (int(row["bucket_size_min"]), float(row["bucket_size_median"]), int(row["bucket_size_max"]),
                 int(row["empty_buckets"])) == (occupied.min(), np.median(occupied), occupied.max(), (sizes == 0).sum())
-        q, k = attended_pairs(ids, 16, np.arange(len(ids)))
+        rounds = np.stack([data[f"buckets/L{row['layer']}.H{row['head']}.R{r}"] for r in (0, 1)])
+        pairs = attended_pairs(rounds, 16, np.arange(len(ids)))
+        q, k = pairs[int(row["round"])]
         distance = np.abs(start[k] - start[q])
         assert int(row["attended_pairs"]) == len(q)
         assert float(row["share_gt_1kb"]) == pytest.approx((distance > 1000).mean(), rel=1e-5)
         assert row["share_gt_10kb"] == row["share_gt_100kb"] == "0"  # the window is 1,536 bases
-        other = f"buckets/L{row['layer']}.H{row['head']}.R{1 - int(row['round'])}"
-        q2, k2 = attended_pairs(data[other], 16, np.arange(len(ids)))
+        q2, k2 = pairs[1 - int(row["round"])]
         again = np.isin(q * len(ids) + k, q2 * len(ids) + k2).mean()  # as sets of pairs
         assert float(row["met_in_other_rounds"]) == pytest.approx(again, rel=1e-5)
         # the microsatellite's tokens are all ACACAC: at layer 0 they hash alike, so they share buckets with
@@ -258,8 +279,8 @@ def test_files_plots_and_summary(synthetic, lsh_model, tmp_path):
     for layer, head in itertools.product((0, 1), (0, 1)):
         top = data[f"attention/L{layer}.H{head}/tokens"]
         pairs = set()
-        for r in (0, 1):
-            q, k = attended_pairs(data[f"buckets/L{layer}.H{head}.R{r}"], 16, np.arange(len(top)))
+        rounds = np.stack([data[f"buckets/L{layer}.H{head}.R{r}"] for r in (0, 1)])
+        for q, k in attended_pairs(rounds, 16, np.arange(len(top))):
             pairs |= set(zip(q.tolist(), k.tolist()))
         found = {(i, j) for i, row in enumerate(top.tolist()) for j in row if j >= 0 and j != i}
         assert found and found <= pairs

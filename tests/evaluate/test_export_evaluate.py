@@ -17,11 +17,13 @@ import pytest
 
 from cli.test_bad_inputs import assert_clean_failure, run_cli
 from genoformer.predict import export as export_module
+from genoformer.predict import export_vcf
 from genoformer.errors import OutputError, VariantError
-from genoformer.evaluate.variants import Allele, EvaluateConfig, evaluate, normalise
+from genoformer.evaluate.callsets import Allele, normalise
+from genoformer.evaluate.variants import EvaluateConfig, evaluate
 from genoformer.evaluate.patterns import PatternEvaluateConfig, evaluate_pattern
 from genoformer.predict.export import ExportConfig, export
-from genoformer.train.tasks import auroc
+from genoformer.train.metrics import auroc
 
 CHR20_LEN = 63_025_520
 GENOTYPES = ["hom_ref", "het", "hom_alt"]
@@ -406,7 +408,7 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch, failure):
     def fail(*args):
         raise failure
 
-    monkeypatch.setattr(export_module, "_record", fail)  # the disk fills up, or ^C, at the first record
+    monkeypatch.setattr(export_vcf, "_record", fail)  # the disk fills up, or ^C, at the first record
     with pytest.raises(OutputError if isinstance(failure, OSError) else KeyboardInterrupt):
         export(ExportConfig(predictions=str(tmp_path / "p.h5"), vcf=str(out), force=True, progress=False))
     assert out.read_text() == "old calls" and (tmp_path / "c.vcf.gz.tbi").read_text() == "old index"

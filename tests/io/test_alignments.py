@@ -10,9 +10,11 @@ import pytest
 
 import bam_factory as bf
 from bam_factory import Read
+from fasta_factory import write_fasta
 from genoformer.errors import AlignmentError, RegionError, UsageError
 from genoformer.io import alignments
 from genoformer.io.alignments import EVIDENCE_FEATURES, Alignments, ReadFilters
+from genoformer.io.evidence import PILEUP_FEATURES
 from genoformer.io.fasta import Reference
 
 CONTIG, START, END = "chr20", 10_000_000, 10_100_000
@@ -28,14 +30,19 @@ def keeps(read, flag_mask=0x704, min_mapq=0) -> bool:
     return not read.flag & flag_mask and read.mapping_quality >= min_mapq
 
 
-def pileup_evidence(path, contig, start, end, flag_mask=0x704, min_mapq=0, min_bq=13) -> np.ndarray:
-    """The same features from htslib's pileup engine, one pileup read at a time."""
+def pileup_evidence(path, contig, start, end, flag_mask=0x704, min_mapq=0, min_bq=13, reference=None) -> np.ndarray:
+    """The same features from htslib's pileup engine, one pileup read at a time; soft clips from the reads' CIGARs.
+
+    `reference`: the region's bases (a str); None counts every base as N (nothing supports it).
+    """
     out = np.zeros((end - start, len(EVIDENCE_FEATURES)))
     with pysam.AlignmentFile(str(path)) as bam:
         for col in bam.pileup(contig, start, end, truncate=True, stepper="nofilter", ignore_overlaps=False,
                               ignore_orphans=False, min_base_quality=0, max_depth=1_000_000):
             row = out[col.reference_pos - start]
-            mapqs, forward, quals = [], [], []
+            ref_base = "N" if reference is None else reference[col.reference_pos - start].upper()
+            mapqs, forward, quals, del_lengths, ins_lengths = [], [], [], [], []
+            per_base = {b: [] for b in "ACGT"}  # (quality, mapq, forward) of each counted base
             for pr in col.pileups:
                 read = pr.alignment
                 if not keeps(read, flag_mask, min_mapq) or pr.is_refskip:
@@ -43,18 +50,45 @@ def pileup_evidence(path, contig, start, end, flag_mask=0x704, min_mapq=0, min_b
                 mapqs.append(read.mapping_quality)
                 forward.append(not read.is_reverse)
                 row[COL["deletions"]] += pr.is_del
-                row[COL["insertions"]] += pr.indel > 0
+                if pr.indel > 0:
+                    ins_lengths.append(pr.indel)
+                elif pr.indel < 0:
+                    del_lengths.append(-pr.indel)
                 if not pr.is_del:
                     base, q = read.query_sequence[pr.query_position], read.query_qualities[pr.query_position]
                     if base in "ACGT" and q >= min_bq:
-                        row[COL[base]] += 1
+                        per_base[base].append((q, read.mapping_quality, not read.is_reverse))
                         quals.append(q)
-            row[COL["depth"]] = len(mapqs)
+            depth = len(mapqs)
+            row[COL["depth"]] = depth
+            for b in "ACGT":
+                row[COL[b]] = len(per_base[b])
+            row[COL["insertions"]], row[COL["deletion_starts"]] = len(ins_lengths), len(del_lengths)
+            if ins_lengths:
+                row[COL["mean_insertion_length"]] = np.mean(ins_lengths)
+            if del_lengths:
+                row[COL["mean_deletion_length"]] = np.mean(del_lengths)
             if mapqs:
                 row[COL["mean_mapping_quality"]] = np.mean(mapqs)
                 row[COL["forward_fraction"]] = np.mean(forward)
             if quals:
                 row[COL["mean_base_quality"]] = np.mean(quals)
+            alts = [b for b in "ACGT" if b != ref_base]
+            alt = max(alts, key=lambda b: (len(per_base[b]), -"ACGT".index(b)))  # most counted, then ACGT order
+            for side, allele in (("ref", ref_base), ("alt", alt)):
+                reads = per_base.get(allele, [])
+                if reads and depth:
+                    row[COL[f"{side}_fraction"]] = len(reads) / depth
+                    q, mq, fw = np.mean(reads, axis=0)
+                    row[COL[f"{side}_base_quality"]], row[COL[f"{side}_mapping_quality"]] = q, mq
+                    row[COL[f"{side}_forward_fraction"]] = fw
+        for read in bam.fetch(contig, start, end):
+            if not keeps(read, flag_mask, min_mapq):
+                continue
+            ops = [op for op, _ in read.cigartuples if op != 5]  # hard clips lie outside the soft ones
+            for clipped, pos in ((ops[0] == 4, read.reference_start), (ops[-1] == 4, read.reference_end - 1)):
+                if clipped and start <= pos < end:
+                    out[pos - start, COL["soft_clips"]] += 1
     return out
 
 
@@ -77,13 +111,27 @@ TINY_READS = [
     Read("supp", "c1", 25, "4M", "NNGT", flag=0x800, mapq=7),
     Read("edge", "c1", 55, "5M", "ACGTA"),
     Read("other", "c2", 0, "6M", "ACGTAC"),
+    Read("hard_soft", "c2", 10, "3H2S6M1S2H", "TTACGTAAG"),
+    Read("ins3", "c2", 11, "4M3I2M", "CGTATTTCG"),
+    Read("mismatch", "c2", 12, "6M", "GGAACC", flag=16, mapq=33),
+    Read("del_rev", "c2", 14, "2M3D3M", "ACTAC", flag=16, qual=[30, 20, 35, 25, 38]),
+    Read("ins_rev", "c2", 15, "3M2I2M4S", "GTATTCTGGGG", flag=16),
 ]
+# a reference for TINY_CONTIGS: mismatches, an N run and soft-masked bases under the reads
+TINY_REFERENCE = {"c1": "TTGCAAAGGCACGTACGTCCACGTACGTTTACGTTAGGCATGCAACGTGCATTACGTAGG",
+                  "c2": "ACGTACNNGTACGTACGTACgtacGTACGT"}
 
 
 @pytest.fixture(scope="module")
 def tiny_bam(tmp_path_factory):
     reads = sorted(TINY_READS, key=lambda r: (r.contig, r.start))
     return bf.write_bam(tmp_path_factory.mktemp("tiny") / "tiny.bam", TINY_CONTIGS, reads)
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    assert {c: len(s) for c, s in TINY_REFERENCE.items()} == TINY_CONTIGS
+    return Reference(write_fasta(tmp_path_factory.mktemp("tiny_ref") / "tiny.fa", TINY_REFERENCE))
 
 
 @pytest.mark.parametrize("filters", [ReadFilters(), ReadFilters(min_mapping_quality=10, min_base_quality=0),
@@ -93,6 +141,46 @@ def test_tiny_matches_pileup(tiny_bam, filters):
     truth = pileup_evidence(tiny_bam, "c1", 0, 60, filters.flag_mask, filters.min_mapping_quality,
                             filters.min_base_quality)
     assert_evidence_equal(ours, truth)
+
+
+@pytest.mark.parametrize("contig", ["c1", "c2"])
+@pytest.mark.parametrize("filters", [ReadFilters(), ReadFilters(min_mapping_quality=25, min_base_quality=25)])
+def test_tiny_against_the_reference_matches_pileup(tiny_bam, tiny_reference, contig, filters):
+    n = TINY_CONTIGS[contig]
+    ours = Alignments(tiny_bam, tiny_reference, filters).evidence(contig, 0, n)
+    truth = pileup_evidence(tiny_bam, contig, 0, n, filters.flag_mask, filters.min_mapping_quality,
+                            filters.min_base_quality, reference=TINY_REFERENCE[contig])
+    assert truth[:, COL["ref_fraction"]].any() and truth[:, COL["alt_fraction"]].any()
+    assert_evidence_equal(ours, truth)
+
+
+def test_tiny_new_columns_hand_checked(tiny_bam, tiny_reference):
+    ev = Alignments(tiny_bam, tiny_reference).evidence("c2", 0, 30)
+    at = {name: ev[:, COL[name]] for name in EVIDENCE_FEATURES}
+    # hard_soft: 3H2S..1S2H -> clips at its first (10) and last (15) aligned base; ins_rev's 4S at 19
+    assert at["soft_clips"].nonzero()[0].tolist() == [10, 15, 19] and at["soft_clips"].sum() == 3
+    assert at["insertions"][14] == 1 and at["mean_insertion_length"][14] == 3  # ins3: 4M then 3I
+    assert at["insertions"][17] == 1 and at["mean_insertion_length"][17] == 2  # ins_rev: 3M then 2I
+    assert at["deletion_starts"].nonzero()[0].tolist() == [15] and at["mean_deletion_length"][15] == 3
+    # base 13 (ref T): hard_soft T, ins3 T, mismatch G (reverse, MAPQ 33) -> ref 2/3, alt G 1/3
+    assert at["ref_fraction"][13] == pytest.approx(2 / 3) and at["alt_fraction"][13] == pytest.approx(1 / 3)
+    assert at["ref_mapping_quality"][13] == 60 and at["ref_forward_fraction"][13] == 1
+    assert at["alt_forward_fraction"][13] == 0 and at["alt_mapping_quality"][13] == 33
+    # base 15 (ref C): A A (forward MAPQ 60, reverse MAPQ 33), C C (reverse quality 20, forward 30), G -> alt A
+    assert at["ref_fraction"][15] == at["alt_fraction"][15] == pytest.approx(2 / 5)
+    assert at["ref_base_quality"][15] == 25 and at["ref_forward_fraction"][15] == 0.5
+    assert at["alt_mapping_quality"][15] == pytest.approx(46.5)
+    # base 6 is N in the reference: no read supports it
+    assert at["ref_fraction"][6] == 0 and at["ref_base_quality"][6] == 0
+
+
+def test_without_a_reference_every_base_counts_as_n(tiny_bam, tiny_reference):
+    plain = Alignments(tiny_bam, TINY_CONTIGS).evidence("c2", 0, 30)
+    with_ref = Alignments(tiny_bam, tiny_reference).evidence("c2", 0, 30)
+    np.testing.assert_array_equal(plain[:, :COL["ref_fraction"]], with_ref[:, :COL["ref_fraction"]])
+    assert not plain[:, COL["ref_fraction"]].any()
+    counts = plain[:, [COL[b] for b in "ACGT"]]
+    np.testing.assert_allclose(plain[:, COL["alt_fraction"]] * plain[:, COL["depth"]], counts.max(1), atol=1e-5)
 
 
 def test_tiny_hand_checked(tiny_bam):
@@ -174,11 +262,15 @@ def test_depth_equals_samtools_depth(chr20, chr20_bam, min_mapq):
     np.testing.assert_array_equal(ours, truth)
 
 
-def test_all_features_equal_pileup_on_indel_rich_window(chr20, chr20_bam):
+def test_all_features_equal_pileup_on_indel_rich_window(chr20):
     s, e = 10_004_000, 10_009_000  # holds truth deletions at 10,004,769 and 10,006,819, insertion at 10,008,029
-    ours = chr20_bam.evidence(CONTIG, s, e)
-    truth = pileup_evidence(chr20["bam"], CONTIG, s, e)
+    ours = Alignments(chr20["bam"], Reference(chr20["fasta"])).evidence(CONTIG, s, e)
+    with pysam.FastaFile(str(chr20["fasta"])) as fa:
+        reference = fa.fetch(CONTIG, s, e)
+    truth = pileup_evidence(chr20["bam"], CONTIG, s, e, reference=reference)
     assert truth[:, COL["deletions"]].sum() > 50 and truth[:, COL["insertions"]].sum() > 10
+    assert truth[:, COL["deletion_starts"]].sum() > 20 and truth[:, COL["soft_clips"]].sum() > 10
+    assert (truth[:, COL["alt_fraction"]] > 0.3).sum() >= 3  # the het and hom-alt sites
     assert_evidence_equal(ours, truth)
 
 
@@ -199,7 +291,8 @@ def test_extra_bam_contigs_are_allowed_but_reference_contigs_must_match(chr20, t
 
 def test_contig_check_with_reference_names_both_files(chr20, shared_data):
     ours = Alignments(chr20["bam"], Reference(chr20["fasta"])).evidence(CONTIG, START, START + 500)
-    np.testing.assert_array_equal(ours, Alignments(chr20["bam"]).evidence(CONTIG, START, START + 500))
+    plain = Alignments(chr20["bam"]).evidence(CONTIG, START, START + 500)  # ref/alt columns compare against N
+    np.testing.assert_array_equal(ours[:, :len(PILEUP_FEATURES)], plain[:, :len(PILEUP_FEATURES)])
     other = Reference(shared_data / "sarscov2_mt192765" / "genome" / "genome.fasta")
     with pytest.raises(AlignmentError, match="MT192765.1 missing from the BAM") as err:
         Alignments(chr20["bam"], other)

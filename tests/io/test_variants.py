@@ -201,3 +201,51 @@ def test_malformed_record_names_the_file(tmp_path):
     with pytest.raises(VariantError, match=r"cannot read records in c1:1-100") as err:
         TruthVariants(indexed, sample="S1").labels("c1", 0, 100)
     assert indexed in str(err.value)
+
+
+def _vcf_with(tmp_path, name: str, records: list[tuple[str, int, str, str, str]], length: int = CHR20_LEN) -> str:
+    """An indexed one-sample VCF on chr20 with (contig, 1-based pos, REF, ALT, GT) records."""
+    lines = ["##fileformat=VCFv4.2", f"##contig=<ID=chr20,length={length}>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1"]
+    lines += [f"{c}\t{pos}\t.\t{ref}\t{alt}\t.\tPASS\t.\tGT\t{gt}" for c, pos, ref, alt, gt in records]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return pysam.tabix_index(str(path), preset="vcf", force=True)
+
+
+def test_ref_bases_are_checked_against_the_reference(chr20, tmp_path, monkeypatch):
+    """GIAB's REF bases all match hg19 (pysam's fetch is the truth); one changed REF names the file,
+    the record and both bases, whether among the first records (checked at once) or read later."""
+    ref = Reference(chr20["fasta"])
+    TruthVariants(chr20["vcf"], ref).labels("chr20", START, END)  # every record read: no complaint
+    with pysam.FastaFile(str(chr20["fasta"])) as fa:
+        base = fa.fetch("chr20", 10_000_099, 10_000_100).upper()
+    wrong = "ACGT"[("ACGT".index(base) + 1) % 4]
+    bad = _vcf_with(tmp_path, "bad.vcf", [("chr20", 10_000_100, wrong, base, "0/1")])
+    with pytest.raises(VariantError, match=rf"bad\.vcf.*: REF {wrong} at chr20:10000100 does not match .*\({base}\)"):
+        TruthVariants(bad, ref)
+    truth = TruthVariants(bad, {"chr20": CHR20_LEN})  # lengths only: nothing to compare the bases with
+    assert truth.labels("chr20", START, END).genotype.any()
+    with pysam.FastaFile(str(chr20["fasta"])) as fa:
+        good = [("chr20", p, fa.fetch("chr20", p - 1, p).upper(), "N", "0/1") for p in range(10_000_001, 10_000_011)]
+        actual = fa.fetch("chr20", 10_049_999, 10_050_001).upper()
+    shifted = "".join("ACGT"[("ACGT".index(b) + 1) % 4] for b in actual)
+    late = _vcf_with(tmp_path, "late.vcf", good + [("chr20", 10_050_000, shifted, shifted[0], "1/1")])
+    monkeypatch.setattr("genoformer.io.variants.REF_CHECKS", 10)  # the bad record is past those checked up front
+    truth = TruthVariants(late, ref)
+    truth.labels("chr20", START, 10_040_000)  # the bad record is not read: fine
+    with pytest.raises(VariantError, match=rf"REF {shifted} at chr20:10050000 does not match .*\({actual}\)"):
+        truth.labels("chr20", 10_040_000, END)
+
+
+def test_gt_naming_a_missing_alt_is_an_error(two_sample_vcf, tmp_path):
+    """htslib reads 0/3 with one ALT as 0/. without a word; a missing allele (.) stays allowed."""
+    path = tmp_path / "gt.vcf"
+    path.write_text(VCF_TEXT + "c1\t50\t.\tA\tG\t.\tPASS\t.\tGT\t0/3\t./.\n")
+    indexed = pysam.tabix_index(str(path), preset="vcf", force=True)
+    with pytest.raises(VariantError, match=r"gt\.vcf\.gz: record c1:50: GT 0/3 names allele 3 but the record has 1 "
+                                           r"ALT allele \(G\)"):
+        TruthVariants(indexed, sample="S1").labels("c1", 0, 100)
+    labels = TruthVariants(indexed, sample="S2").labels("c1", 0, 100)  # ./. there: unscored, no error
+    assert not labels.mask[49]

@@ -1,19 +1,17 @@
-"""Reformer encoder: lengths, padding, causality, seeds, config validation and save/load round trips."""
+"""Reformer encoder: lengths, padding, causality, seeds, config validation (checkpoints: test_checkpoint.py)."""
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from genoformer.errors import CheckpointError, InputError, UsageError
-from genoformer.model import Reformer, ReformerConfig, load_pretrained, save_pretrained
-from genoformer.model.reformer import CONFIG_NAME, WEIGHTS_NAME
+from genoformer.errors import InputError, UsageError
+from genoformer.model import Reformer, ReformerConfig
+from genoformer.model.reversible import Engine
 
-HAS_LSH = (Path(__file__).resolve().parents[2] / "genoformer" / "model" / "lsh.py").exists()
-needs_lsh = pytest.mark.skipif(not HAS_LSH, reason="genoformer/model/lsh.py not written yet")
-KINDS = ["full", "local"] + (["lsh"] if HAS_LSH else [])
+KINDS = ["full", "local", "lsh"]
 
 
 def small(**overrides) -> ReformerConfig:
@@ -50,6 +48,7 @@ def test_user_padding_equals_the_unpadded_sequence(kind):
 
 def test_mask_reaches_every_attention_layer():
     m = model(attention=(KINDS * 2)[:4], depth=4)
+    m.layers.engine = Engine()  # the fast engine runs LSH by hand, not through forward (fast/test_engine.py)
     seen = []
     for block in m.layers.blocks:
         block.f.fn.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs.get("mask")), with_kwargs=True)
@@ -88,7 +87,6 @@ def test_causal_outputs_ignore_later_tokens(kind):
     assert not torch.allclose(a[:, 25:], b[:, 25:], atol=1e-3)
 
 
-@needs_lsh
 def test_causal_lsh_never_attends_to_later_positions():
     """LSH outputs at i can still move with later tokens (they shift the bucket chunk boundaries, as in every
     Reformer), so causality is checked on what each query attends to, in every layer."""
@@ -112,7 +110,6 @@ def test_mixed_attention_per_layer():
     assert out.shape == (2, 50, 32) and torch.isfinite(out).all()
 
 
-@needs_lsh
 def test_same_hash_seed_gives_identical_outputs():
     m = model(attention="lsh", hash_seed=None)
     tokens = torch.randint(0, 30, (2, 64))
@@ -121,12 +118,25 @@ def test_same_hash_seed_gives_identical_outputs():
     torch.manual_seed(123)  # the global RNG no longer matters
     b = m(tokens)
     assert torch.equal(a, b)
-    assert [m.layers.blocks[i].f.fn.hash_seed for i in range(2)] == [11, 12]
+    assert {i: attention.hash_seed for i, attention in m.lsh_attention.items()} == {0: 11, 1: 12}
     m.set_hash_seed(None)
     assert not torch.allclose(m(tokens), m(tokens))
 
 
-@needs_lsh
+def test_the_hash_seed_comes_from_the_config():
+    """A model built with config.hash_seed (as predict and buckets build theirs) is the model set_hash_seed fixes."""
+    config = small(attention=["lsh", "local", "lsh"], depth=3, hash_seed=None)
+    torch.manual_seed(0)
+    built = Reformer(dataclasses.replace(config, hash_seed=11)).eval()
+    torch.manual_seed(0)
+    set_later = Reformer(config).eval()
+    set_later.set_hash_seed(11)
+    assert {i: a.hash_seed for i, a in built.lsh_attention.items()} == {0: 11, 2: 13}
+    assert built.lsh_layers() == [0, 2] and set_later.config.hash_seed is None  # the config keeps its value
+    tokens = torch.randint(0, 30, (2, 64))
+    assert torch.equal(built(tokens), set_later(tokens))
+
+
 def test_inspect_reports_each_lsh_layer_for_the_users_length():
     m = model(attention=["lsh", "local", "lsh"], depth=3, hash_seed=None)
     tokens = torch.randint(0, 30, (2, 37))
@@ -139,7 +149,6 @@ def test_inspect_reports_each_lsh_layer_for_the_users_length():
         m.inspect(tokens, layers=[1])
 
 
-@needs_lsh
 @pytest.mark.parametrize("causal", [False, True])
 def test_inspect_for_a_range_of_queries_equals_that_slice_of_the_full_result(causal):
     """37 tokens are padded to 48 inside: ranges count the user's tokens, and padding is never a query."""
@@ -219,44 +228,3 @@ def test_config_rejects_unknown_keys_and_bad_json(tmp_path):
         ReformerConfig.load_json(path)
     with pytest.raises(InputError):
         ReformerConfig.load_json(tmp_path / "missing.json")
-
-
-def test_save_load_round_trip(tmp_path):
-    m = model(attention=KINDS[:2], dropout=0.1)
-    save_pretrained(m, tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
-    loaded = load_pretrained(tmp_path / "ckpt")
-    assert loaded.config == m.config and not loaded.training
-    tokens = torch.randint(0, 30, (2, 33))
-    assert torch.equal(loaded(tokens), m(tokens))
-
-
-def test_load_rejects_damaged_checkpoints(tmp_path):
-    m = model()
-    save_pretrained(m, tmp_path / "ok")
-    weights = (tmp_path / "ok" / WEIGHTS_NAME).read_bytes()
-
-    def damaged(name: str, data: bytes | None = None, config: dict | None = None) -> Path:
-        d = tmp_path / name
-        save_pretrained(m, d)
-        if data is not None:
-            (d / WEIGHTS_NAME).write_bytes(data)
-        if config is not None:
-            (d / CONFIG_NAME).write_text(json.dumps(config))
-        return d
-
-    with pytest.raises(CheckpointError, match="safetensors"):
-        load_pretrained(damaged("truncated", weights[: len(weights) // 2]))
-    with pytest.raises(CheckpointError, match="does not match"):
-        load_pretrained(damaged("other_config", config={**m.config.to_dict(), "d_model": 64}))
-    with pytest.raises(CheckpointError, match="unknown config key"):
-        load_pretrained(damaged("bad_key", config={**m.config.to_dict(), "layers": 2}))
-    with pytest.raises(CheckpointError, match="not found"):
-        load_pretrained(tmp_path / "nowhere")
-
-    nan = model()
-    with torch.no_grad():
-        nan.norm.weight[3] = float("nan")
-    save_pretrained(nan, tmp_path / "nan")
-    with pytest.raises(CheckpointError, match="non-finite values in norm.weight"):
-        load_pretrained(tmp_path / "nan")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cli.test_bad_inputs import assert_clean_failure, run_cli
+from genoformer.coords import Interval
 from genoformer.errors import InputError
 
 LENGTHS = {"chrA": 5_000, "chrB": 3_000}
@@ -137,6 +138,9 @@ def test_refuses_missing_shards(tmp_path):
 def test_refuses_shards_that_do_not_belong_together(tmp_path, attr, value, needle):
     a = write_shard(tmp_path / "a.h5", {"chrA": [(0, 1_000)]})
     b = write_shard(tmp_path / "b.h5", {"chrA": [(1_000, 2_000)]}, **{attr: value})
+    if attr == "task":  # a well-formed pattern shard: its probabilities under its task's name
+        with h5py.File(b, "a") as fh:
+            fh.move("contigs/chrA/variant/probs", "contigs/chrA/pattern/probs")
     proc = run_cli("merge", a, b, "--out", tmp_path / "m.h5", "--no-progress")
     assert_clean_failure(proc, 3, needle, "a.h5", "b.h5")
     assert not (tmp_path / "m.h5").exists()
@@ -205,6 +209,7 @@ def test_shards_chunked_differently(tmp_path, monkeypatch):
     """Chunks a shard covers alone are copied as stored; the rest (chunks shared by two shards, or
     a shard chunked unlike the output) are decoded.  Either way: the values the shards were cut
     from.  Then the same with no chunk copied at all (1,000-base blocks, runs across block edges)."""
+    import genoformer.io.predictions as predictions
     import genoformer.predict.merge as merge_module
     import genoformer.predict.merge_checks as merge_checks
 
@@ -229,8 +234,9 @@ def test_shards_chunked_differently(tmp_path, monkeypatch):
     assert result.covered == {"chrA": 5_000, "chrB": 2_400}
     check(result.out)
     monkeypatch.setattr(merge_module, "_same_layout", lambda src, dst: False)
-    monkeypatch.setattr(merge_checks, "SCAN_BLOCK", 1_000)
-    assert merge_checks.read_shard(shards[0]).covered == {"chrA": [(0, 2_100)], "chrB": [(2_500, 3_000)]}
+    monkeypatch.setattr(predictions, "SCAN", 1_000)
+    assert merge_checks.read_shard(shards[0]).covered.merged() == [Interval("chrA", 0, 2_100),
+                                                                   Interval("chrB", 2_500, 3_000)]
     check(merge_module.merge(merge_module.MergeConfig(shards=tuple(map(str, shards)), out=str(tmp_path / "b.h5"),
                                                       progress=False)).out)
 
@@ -252,12 +258,12 @@ def test_damaged_shard_is_named_and_nothing_is_written(tmp_path, chunk):
 def test_expected_regions_at_exome_scale():
     """50,000 expected intervals against 50,000 covered runs (a quadratic check would not finish);
     the one uncovered stretch is found exactly: bases 1,700..1,706 (0-based) = c:1,701-1,707."""
-    from genoformer.coords import Interval
+    from genoformer.coords import IntervalSet
     from genoformer.predict.merge_checks import Shard, check_expected
 
     runs = [(i * 300, i * 300 + 200) for i in range(50_000)]
-    shards = [Shard(path="x.h5", attrs={}, lengths={"c": 15_000_000}, covered={"c": runs[::2]}),
-              Shard(path="y.h5", attrs={}, lengths={"c": 15_000_000}, covered={"c": runs[1::2]})]
+    shards = [Shard(path="x.h5", attrs={}, lengths={"c": 15_000_000},
+                    covered=IntervalSet(Interval("c", s, e) for s, e in runs[part::2])) for part in (0, 1)]
     expected = [Interval("c", s + 10, e - 10) for s, e in runs]
     check_expected(shards, expected)
     with pytest.raises(InputError, match=r"leave 7 expected bases uncovered: c:1,701-1,707$"):

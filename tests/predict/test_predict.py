@@ -28,7 +28,9 @@ from genoformer.model.checkpoint import load_checkpoint, save_checkpoint
 from genoformer.io.fasta import Reference
 from genoformer.io.predictions import open_predictions, partial_path, read_predictions
 from genoformer.model.config import ReformerConfig
-from genoformer.model.heads import GenoModel
+from genoformer.model.heads import GenoModel, batch_inputs
+from genoformer.model.per_base import PerBaseConfig
+from genoformer.data.augment import reverse_complement_item
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.predict.grid import Grid, grid_step
@@ -142,8 +144,8 @@ def test_schema_provenance_and_read_evidence(variant_h5, tiny_variant_model, chr
 def test_each_base_comes_from_the_centre_of_its_window(variant_h5, tiny_variant_model, chr20):
     """Rerun by hand the grid window that owns a base (window 1536, margin 384: step 768)."""
     out, _ = variant_h5
-    model, _, _ = load_checkpoint(tiny_variant_model)
-    model.eval().encoder.set_hash_seed(0)
+    model, _, _ = load_checkpoint(tiny_variant_model, hash_seed=0)
+    model.eval()
     ref = Reference(chr20["fasta"])
     ds = WindowDataset(ref, [], model.tokenizer, alignments=Alignments(chr20["bam"], ref))
     step, margin = 768, 384
@@ -151,10 +153,40 @@ def test_each_base_comes_from_the_centre_of_its_window(variant_h5, tiny_variant_
         i = (pos - margin) // step
         item = ds[Window("chr20", i * step, i * step + 1536, 1536)]
         with torch.inference_mode():
-            logits = model(item["tokens"][None], item["token_mask"][None], item["evidence"][None], n_bases=1536)
+            logits = model(**batch_inputs({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, "cpu"))
         expect = logits[0].float().softmax(-1)[pos - i * step].numpy()
         got = read_predictions(out, f"chr20:{pos + 1}-{pos + 1}").probs[0]
         assert np.allclose(got, expect, atol=2e-3), (pos, got, expect)
+
+
+def test_stem_decoder_variant_model_region_alone_and_rc_average(variant_h5, tiny_variant_model, chr20, tmp_path):
+    """The stem and decoder read each window's bases and reads alone: a region predicted alone, in other
+    batches, equals the same bases inside the larger run; --rc-average adds the reverse strand's output."""
+    model, meta, _ = load_checkpoint(tiny_variant_model)
+    assert meta["per_base"] == PerBaseConfig().to_dict() and model.stem.evidence_in is not None
+    region = "chr20:10,004,501-10,005,300"
+    run(tiny_variant_model, chr20["fasta"], tmp_path / "alone.h5", bam=str(chr20["bam"]), regions=[region],
+        batch_size=1)
+    alone, inside = read_predictions(tmp_path / "alone.h5", region), read_predictions(variant_h5[0], region)
+    assert alone.covered.all() and np.array_equal(alone.probs, inside.probs)
+
+    run(tiny_variant_model, chr20["fasta"], tmp_path / "rc.h5", bam=str(chr20["bam"]), regions=[region],
+        rc_average=True)
+    averaged = read_predictions(tmp_path / "rc.h5", region)
+    assert averaged.attrs["predict_config"]["rc_average"] is True
+    # by hand for the window that holds base 10,004,600 (window 1536, margin 384: step 768)
+    ref = Reference(chr20["fasta"])
+    i = (10_004_600 - 384) // 768
+    window = Window("chr20", i * 768, i * 768 + 1536, 1536)
+    item = WindowDataset(ref, [], model.tokenizer, alignments=Alignments(chr20["bam"], ref))[window]
+    model.eval().encoder.set_hash_seed(0)
+    with torch.inference_mode():
+        probs = [model(**batch_inputs({k: v[None] for k, v in it.items() if torch.is_tensor(v)}, "cpu"))[0].softmax(-1)
+                 for it in (item, reverse_complement_item(item, model.tokenizer))]
+    expect = (probs[0] + probs[1].flip(0)) / 2
+    b = 10_004_600 - window.start
+    np.testing.assert_allclose(averaged.probs[10_004_600 - 10_004_500], expect[b].numpy(), atol=2e-3)
+    assert np.abs(averaged.probs - alone.probs).max() > 1e-3  # the reverse strand's output differs
 
 
 def test_no_seams_region_alone_equals_inside_a_larger_run(tiny_pattern_model, chr20, tmp_path):
@@ -206,11 +238,13 @@ def test_whole_contigs_by_default_and_n_windows_computed_once(tiny_pattern_model
     summary = run(tiny_pattern_model, chr20["fasta"], tmp_path / "n.h5", regions=["chr20:1-20,000"], batch_size=4)
     assert summary["n_window_cached"] == summary["windows"] == 26
     p = read_predictions(tmp_path / "n.h5", "chr20:1-20,000").probs
-    model, _, _ = load_checkpoint(tiny_pattern_model)
-    model.eval().encoder.set_hash_seed(0)
-    ids = torch.from_numpy(model.tokenizer.encode("N" * 1536))[None]
+    model, _, _ = load_checkpoint(tiny_pattern_model, hash_seed=0)
+    model.eval()
+    item = WindowDataset(Reference(chr20["fasta"]), [], model.tokenizer)[Window("chr20", 0, 1536, 1536)]
+    assert set(model.tokenizer.decode(item["tokens"].numpy())) == {"N"}
     with torch.inference_mode():
-        expect = model(ids, torch.ones_like(ids, dtype=torch.bool), n_bases=1536)[0].sigmoid().numpy()
+        expect = model(**batch_inputs({k: v[None] for k, v in item.items() if torch.is_tensor(v)}, "cpu"))
+    expect = expect[0].sigmoid().numpy()
     # bases 5,000-5,699 lie in the kept part of window 6, which starts at 6 * 768
     np.testing.assert_allclose(p[5_000:5_700], expect[5_000 - 6 * 768:5_700 - 6 * 768], atol=1e-3)
 
@@ -292,19 +326,19 @@ def test_resume_refuses_a_partial_of_another_run(tiny_pattern_model, chr20, tmp_
 
 
 def _interrupt_after_first_batch(model, chr20, out):
-    from genoformer.io import predictions
+    from genoformer.predict.writer import PredictionWriter
 
-    original = predictions.PredictionWriter.mark_done
+    original = PredictionWriter.mark_done
 
     def mark_then_interrupt(self, windows):
         original(self, windows)
         raise KeyboardInterrupt
 
-    predictions.PredictionWriter.mark_done = mark_then_interrupt
+    PredictionWriter.mark_done = mark_then_interrupt
     try:
         run(model, chr20["fasta"], out, regions=["chr20:10,000,001-10,010,000"], batch_size=1)
     finally:
-        predictions.PredictionWriter.mark_done = original
+        PredictionWriter.mark_done = original
 
 
 def test_readers_refuse_incomplete_truncated_and_foreign_files(variant_h5, tmp_path):
@@ -373,6 +407,7 @@ def test_bad_inputs_fail_cleanly(tiny_variant_model, tiny_pattern_model, chr20, 
     assert_clean_failure(cli(tiny_variant_model, *region, subprocess=True), 2, "read evidence", "--bam")
     protein = _fake_checkpoint(tmp_path / "protein", ProteinTokenizer(1), "pattern", 1, 64)
     assert_clean_failure(cli(protein, *region, subprocess=True), 3, "protein", "DNA")
+    assert_clean_failure(cli(protein, *region, "--rc-average"), 2, "rc-average", "protein")
     assert_clean_failure(cli(tiny_pattern_model, "--bam", bam, *region), 2, "without reads")
     assert_clean_failure(cli(tiny_pattern_model, "--region", "chr21:1-100"), 3, "chr21", "not found")
     assert_clean_failure(cli(tiny_pattern_model, "--region", "chr20:63,025,000-63,026,000"), 3, "past the end")

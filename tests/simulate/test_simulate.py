@@ -246,6 +246,20 @@ def test_cli_writes_example_and_refuses_non_empty_dir(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["example"]
 
 
+def test_cli_variant_rate(tmp_path):
+    """--variant-rate reaches the simulation: 0.01 on ~11,600 candidate bases plants ~100 variants (0.001: ~12)."""
+    out = tmp_path / "dense"
+    result = CliRunner().invoke(simulate_command, ["--out", str(out), "--contig", "chrZ:12000", "--coverage", "2",
+                                                   "--variant-rate", "0.01"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parameters"]["variant_rate"] == 0.01
+    with pysam.VariantFile(str(out / "truth.vcf.gz")) as vcf:
+        assert len(list(vcf)) == manifest["variants"]["total"] > 60
+    result = CliRunner().invoke(simulate_command, ["--out", str(tmp_path / "x"), "--variant-rate", "0.1"])
+    assert isinstance(result.exception, UsageError) and "variant_rate" in str(result.exception)
+
+
 def test_failed_run_leaves_old_example_and_no_partial(example, tmp_path, monkeypatch):
     out = tmp_path / "ex"
     simulate(out, seed=1, **SMALL)

@@ -16,8 +16,10 @@ from genoformer.errors import UsageError
 from genoformer.io.fasta import Reference
 from genoformer.io.variants import TruthVariants
 from genoformer.simulate.genome import simulate
-from genoformer.train.tasks import forward_loss
-from genoformer.train.loop import TrainConfig, dry_run, genotype_counts, parse_class_weights
+from genoformer.train import TrainConfig, dry_run
+from genoformer.train.config import parse_class_weights
+from genoformer.train.data import genotype_counts
+from genoformer.train.losses import forward_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure  # noqa: E402
@@ -78,8 +80,9 @@ def test_genotype_counts_match_pysam(example):
 def test_balanced_weights_in_dry_run(example, tmp_path):
     config = TrainConfig(task="variant", reference=str(example.reference), bam=str(example.reads),
                          truth_vcf=str(example.truth_vcf), confident_bed=str(example.confident_bed),
-                         train_regions=["chrA"], val_regions=["chrB"], window=1536, k=6, d_model=32, depth=2,
-                         heads=2, attention="full", class_weights="balanced", out=str(tmp_path / "run"))
+                         train_regions=["chrA"], val_regions=["chrB"], window=1536, k=6,
+                         model=dict(d_model=32, depth=2, heads=2, attention="full"), class_weights="balanced",
+                         out=str(tmp_path / "run"))
     data = dry_run(config)["data"]
     counts = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
     assert data["genotype_counts"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
@@ -95,7 +98,7 @@ def test_weighted_loss_by_hand():
             super().__init__()
             self.logits = logits
 
-        def forward(self, tokens, token_mask, evidence=None, n_bases=None):
+        def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
             return self.logits
 
     logits = torch.randn(2, 7, 3)

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import gzip
 import json
+import math
 import sys
 import zipfile
 from collections import Counter
@@ -20,12 +21,13 @@ from click.testing import CliRunner
 from genoformer.cli import cli
 from genoformer.errors import UsageError
 from genoformer.model.checkpoint import load_checkpoint
+from genoformer.model.heads import batch_inputs
 from genoformer.data.sequences import read_sequences, split
-from genoformer.train.loop import TrainConfig, resume, train
+from genoformer.train import TrainConfig, resume, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure  # noqa: E402
-from test_train import MLM_TRAIN, run_cli, train_losses  # noqa: E402
+from test_loop import MLM_TRAIN, run_cli, train_losses  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(d_model=32, depth=2, heads=2, attention="full", bucket_size=32, lr=3e-3, warmup_steps=3,
@@ -123,10 +125,10 @@ def val_losses(run_dir: Path) -> dict[tuple[int, str], float]:
 
 
 def test_promoters_loss_falls_and_the_checkpoint_reproduces_validation_accuracy(promoters, tmp_path):
-    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(promoters), k=3, batch_size=32, max_steps=40,
-                                        val_every=40, out=str(tmp_path))))
+    config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters), k=3, batch_size=32,
+                                               max_steps=40, val_every=40, out=str(tmp_path)))
     losses = list(train(config)["losses"].values())
-    assert mean(losses[-5:]) < mean(losses[:5]) - 0.15, losses
+    assert mean(losses[-5:]) < math.log(2) - 0.1, losses  # well under a coin flip's loss (the stem starts lower)
     logged = val_losses(tmp_path)
     assert logged[(40, "accuracy")] > 0.7  # 40 held-out sequences, two balanced classes
 
@@ -140,12 +142,14 @@ def test_promoters_loss_falls_and_the_checkpoint_reproduces_validation_accuracy(
     assert meta["task"] == "classify" and meta["head"]["class_names"] == ["0", "1"]
     assert meta["train_config"]["alphabet"] == "dna" and meta["train_config"]["k"] == 3
     # validation accuracy recomputed from the loaded weights, one sequence at a time (no padding)
+    from genoformer.data.datasets import SequenceDataset
+
     model.eval()
     right = 0
+    ds = SequenceDataset(seqs.subset(list(val_idx)), model.tokenizer, ["0", "1"], window=1000)
     with torch.no_grad():
-        for i in val_idx:
-            tokens = torch.from_numpy(model.tokenizer.encode(seqs.sequences[i]))[None]
-            right += int(model(tokens, torch.ones_like(tokens, dtype=torch.bool)).argmax(-1)) == labels[i]
+        for i, label in enumerate(labels[val_idx]):
+            right += int(model(**batch_inputs(ds.collate([ds[i]]), "cpu")).argmax(-1)) == label
     assert right / len(val_idx) == pytest.approx(logged[(40, "accuracy")], abs=1e-6)
 
 
@@ -155,23 +159,23 @@ def test_padding_does_not_change_a_sequence_logits(promoters, tmp_path):
 
     seqs = read_sequences(str(promoters)).subset([0, 250])
     seqs.sequences[0] = seqs.sequences[0][:97]
-    train(TrainConfig(**(TINY | dict(task="classify", sequences=str(promoters), k=3, max_steps=1,
-                                     out=str(tmp_path)))))
+    train(TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters), k=3, max_steps=1,
+                                            out=str(tmp_path))))
     model = load_checkpoint(tmp_path)[0].eval()
     ds = SequenceDataset(seqs, model.tokenizer, ["0", "1"], window=1000)
     both = ds.collate([ds[0], ds[1]])
     assert both["tokens"].shape[1] == model.tokenizer.n_tokens(251) and both["token_mask"][0].sum() == 33
     with torch.no_grad():
-        together = model(both["tokens"], both["token_mask"])
-        alone = [model(b["tokens"], b["token_mask"]) for b in (ds.collate([ds[0]]), ds.collate([ds[1]]))]
+        together = model(**batch_inputs(both, "cpu"))
+        alone = [model(**batch_inputs(b, "cpu")) for b in (ds.collate([ds[0]]), ds.collate([ds[1]]))]
     torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
 
 
 def test_flip_secondary_structure_per_residue_loss_falls(flip_small, tmp_path):
-    config = TrainConfig(**(TINY | dict(
+    config = TrainConfig.from_dict(TINY | dict(
         task="classify", sequences=str(flip_small["sequences"]), residue_labels=str(flip_small["sampled"]),
         residue_mask=str(flip_small["mask"]), window=256, batch_size=8, max_steps=30, val_every=30,
-        val_fraction=0.2, out=str(tmp_path))))
+        val_fraction=0.2, out=str(tmp_path)))
     losses = list(train(config)["losses"].values())
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.1, losses
     logged = val_losses(tmp_path)
@@ -201,8 +205,8 @@ def test_residue_labels_and_mask_reach_the_batch(flip_small):
 def test_classify_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(flip_small, tmp_path):
     kw = TINY | dict(task="classify", sequences=str(flip_small["sequences"]), residue_labels=str(flip_small["sampled"]),
                      window=128, batch_size=4, max_steps=10, ckpt_every=100)
-    full = train(TrainConfig(**(kw | dict(out=str(tmp_path / "full")))))["losses"]
-    half = train(TrainConfig(**(kw | dict(out=str(tmp_path / "half"), stop_after=5))))["losses"]
+    full = train(TrainConfig.from_dict(kw | dict(out=str(tmp_path / "full"))))["losses"]
+    half = train(TrainConfig.from_dict(kw | dict(out=str(tmp_path / "half"), stop_after=5)))["losses"]
     assert half == {s: full[s] for s in range(1, 6)}
     resumed = resume(tmp_path / "half", progress=False)["losses"]
     assert resumed == {s: full[s] for s in range(6, 11)}  # bitwise equal on CPU
@@ -210,11 +214,12 @@ def test_classify_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(fli
 
 
 def test_init_from_an_mlm_checkpoint_when_the_tokenizers_match(chr20, promoters, tmp_path):
-    train(TrainConfig(**(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
-                                     window=256, k=3, batch_size=2, max_steps=2, out=str(tmp_path / "mlm")))))
+    train(TrainConfig.from_dict(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
+                                            window=256, k=3, batch_size=2, max_steps=2, out=str(tmp_path / "mlm"))))
     mlm = load_checkpoint(tmp_path / "mlm")[0]
-    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(promoters), init_from=str(tmp_path / "mlm"),
-                                        max_steps=1, lr=1e-9, out=str(tmp_path / "init"))))
+    config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(promoters),
+                                               init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
+                                               out=str(tmp_path / "init")))
     train(config)  # k comes from the checkpoint; one step at a negligible learning rate
     init = load_checkpoint(tmp_path / "init")[0]
     assert init.tokenizer == mlm.tokenizer
@@ -228,14 +233,14 @@ def test_a_protein_mlm_initialises_per_residue_classify_but_not_dna(flip_small, 
     chains = fasta(flip_small["sequences"].read_text())
     reference = tmp_path / "chains.fa"
     reference.write_text("".join(f">{name}\n{seq}\n" for name, (_, seq) in chains.items()))
-    train(TrainConfig(**(TINY | dict(task="mlm", alphabet="protein", reference=str(reference), window=128,
-                                     batch_size=2, max_steps=2, out=str(tmp_path / "mlm")))))
+    train(TrainConfig.from_dict(TINY | dict(task="mlm", alphabet="protein", reference=str(reference), window=128,
+                                            batch_size=2, max_steps=2, out=str(tmp_path / "mlm"))))
     mlm = load_checkpoint(tmp_path / "mlm")[0]
     assert type(mlm.tokenizer).__name__ == "ProteinTokenizer" and mlm.tokenizer.k == 1
-    config = TrainConfig(**(TINY | dict(task="classify", sequences=str(flip_small["sequences"]),
-                                        residue_labels=str(flip_small["sampled"]), window=128, batch_size=4,
-                                        init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
-                                        out=str(tmp_path / "init"))))
+    config = TrainConfig.from_dict(TINY | dict(task="classify", sequences=str(flip_small["sequences"]),
+                                               residue_labels=str(flip_small["sampled"]), window=128, batch_size=4,
+                                               init_from=str(tmp_path / "mlm"), max_steps=1, lr=1e-9,
+                                               out=str(tmp_path / "init")))
     train(config)
     init = load_checkpoint(tmp_path / "init")[0]
     for name, weight in mlm.encoder.state_dict().items():
@@ -312,7 +317,7 @@ def test_recipe_validates_with_dry_run(recipe, shared_data, flip, tmp_path):
     (tmp_path / "recipe.yaml").write_text(text)
     report = invoke("--config", tmp_path / "recipe.yaml", "--out", tmp_path / "run", "--dry-run")
     config = report["config"]
-    assert (config["d_model"], config["depth"]) == (256, 6) and report["parameters"] > 1_000_000
+    assert (config["model"]["d_model"], config["model"]["depth"]) == (256, 6) and report["parameters"] > 1_000_000
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
     if config["task"] == "classify":
         assert report["classes"] == (["0", "1"] if recipe == "classify-dna" else ["C", "E", "H"])
@@ -330,5 +335,5 @@ def test_a_recipe_trains_a_few_steps_with_tiny_overrides(shared_data, promoters,
                   "--no-progress", "--out", tmp_path / "run")
     assert done["step"] == 3
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (saved["val_fraction"], saved["d_model"], saved["sequences"]) == (0.2, 32, str(promoters))
+    assert (saved["val_fraction"], saved["model"]["d_model"], saved["sequences"]) == (0.2, 32, str(promoters))
     assert len(train_losses(tmp_path / "run")) == 3

@@ -9,25 +9,15 @@ in one shell command.
 """
 import sys
 
-from genoformer.coords import Interval, merge_intervals, read_bed
+from genoformer.coords import Interval, IntervalSet, read_bed
 
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
-    intervals = merge_intervals(Interval(*iv) for iv in snakemake.params.intervals)
+    wanted = IntervalSet(Interval(*iv) for iv in snakemake.params.intervals)
     confident = snakemake.input.get("confident")
     if confident:
-        # both lists are merged (sorted, disjoint), so one sweep intersects them
-        other = merge_intervals(read_bed(confident, snakemake.params.lengths))
-        both, j = [], 0
-        for iv in intervals:
-            while j < len(other) and (other[j].contig, other[j].end) <= (iv.contig, iv.start):
-                j += 1
-            k = j
-            while k < len(other) and (other[k].contig, other[k].start) < (iv.contig, iv.end):
-                if other[k].contig == iv.contig and max(iv.start, other[k].start) < min(iv.end, other[k].end):
-                    both.append(Interval(iv.contig, max(iv.start, other[k].start), min(iv.end, other[k].end)))
-                k += 1
-        intervals = both
+        wanted = wanted.intersection(IntervalSet(read_bed(confident, snakemake.params.lengths)))
+    intervals = wanted.merged()
     with open(snakemake.output[0], "w") as out:
         out.writelines(iv.to_bed() + "\n" for iv in intervals)
     print(f"{snakemake.output[0]}: {len(intervals)} intervals, {sum(map(len, intervals)):,} bases", file=log)

@@ -1,112 +1,26 @@
-"""LSH attention kernels: angular hashing and chunked attention over hash-sorted tokens.
+"""The memory-efficient LSH chunk attention kernel: a speed and memory trick, not a different function.
 
-Adapted from the Reformer paper (https://openreview.net/pdf?id=rkgNKkHtvB), trax and
-reformer-pytorch, but never materialising all rounds at once: the attention is a custom
-autograd Function that keeps only q, k, v, the sort order, the output and the per-query
-log-sum-exp (as flash attention does) and recomputes chunk scores in backward, one block of
-BLOCK_ROWS queries of one round at a time.  Peak memory is O(T * d) for one (sequence, head)
-piece plus one block's [BLOCK_ROWS, 2 * bucket_size] scores.
+It computes what model/lsh.py's plain reference `chunk_attention` computes (chunks of the hash
+order attending to their window, lsh_chunks.py, rounds combined by log-sum-exp) but never
+materialises all rounds or all chunks at once: a custom autograd Function keeps only q, k, v,
+the sort order, the output and the per-query log-sum-exp (as flash attention does) and recomputes
+chunk scores in backward, one block of BLOCK_ROWS queries of one round at a time.  Peak memory is
+O(T * d) for one (sequence, head) piece plus one block's [BLOCK_ROWS, 2 * bucket_size] scores.
+On CPU, chunks go through torch's fused flash-attention kernels (exact, about twice as fast as
+bmm + softmax).  Adapted from the Reformer paper (https://openreview.net/pdf?id=rkgNKkHtvB),
+trax and reformer-pytorch.
 
-Rounds combine with their log-sum-exp weights, which is exactly a softmax over the union of
-every round's keys with a key counted once per round it appears in (as HF and
-reformer-pytorch do).
+`chunk_attention` is the autograd entry (the Reformer gives it to its LSH layers);
+attention_forward / attention_backward are the no-autograd halves the fast engine calls by hand.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..lsh_chunks import SELF_SCORE, last_chunk, looks_back
 from .workspace import Workspace
-
-FACTORISE_ABOVE = 128  # more buckets than this: hash with two rotations of ~sqrt(n) buckets each
-SELF_SCORE = -5e4  # below any real score (keys are unit vectors), above masked ones; finite in fp16
-
-
-def bucket_factors(length: int, bucket_size: int) -> tuple[int, ...]:
-    """Buckets per round for a sequence of `length` real tokens, as one or two even factors.
-
-    About one bucket per bucket_size tokens, even so angular hashing can use [xR; -xR].
-    Past FACTORISE_ABOVE the count is rounded up to n1 * n2 with n1, n2 even and ~sqrt(n),
-    so hashing costs O(T * sqrt(n) * d) rather than O(T * n * d), which would be O(T^2).
-    """
-    n = max(2, -(-length // bucket_size))
-    n += n % 2
-    if n <= FACTORISE_ABOVE:
-        return (n,)
-    n1 = 2 * math.ceil(math.sqrt(n) / 2)
-    return (n1, 2 * math.ceil(n / n1 / 2))
-
-
-def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
-                 heads: slice | None = None, n_heads: int | None = None) -> Tensor:
-    """Bucket ids in [0, prod(factors)) of x [B, H, T, dh] for each round: LongTensor [B, H, n_hashes, T].
-
-    Angular LSH: bucket = argmax over [xR; -xR] for a random rotation R (one per head and
-    round).  Factorised hashing combines two such hashes as b1 * n2 + b2.  Rotations come from
-    a CPU generator seeded with `seed`, so they do not depend on device, batch or length, and
-    the projection runs in float32 whatever the autocast state.  When x holds only `heads` of a
-    layer's `n_heads`, those heads get the rotations they get when hashed with all the others.
-    """
-    B, H, T, dh = x.shape
-    heads = slice(0, H) if heads is None else heads
-    generator = torch.Generator().manual_seed(seed)
-    with torch.autocast(x.device.type, enabled=False):
-        x = x.detach().float()  # buckets are discrete: nothing to differentiate
-        buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long, device=x.device)
-        for n in factors:
-            rotations = torch.randn(n_heads or H, dh, n_hashes, n // 2, generator=generator)[heads].to(x.device)
-            if x.device.type not in ROUND_BY_ROUND_DEVICES:  # one batched product: [B, H, R, n / 2, T]
-                projected = torch.matmul(rotations.flatten(2).transpose(-1, -2), x.transpose(-1, -2))
-                buckets.mul_(n).add_(_angular_argmax(projected.view(B, H, n_hashes, n // 2, T)))
-                continue
-            # one (sequence, head, round) at a time: [n / 2, T] projections of a few MB, reused from the
-            # heap, with positions last so the reductions run along contiguous memory
-            projected = torch.empty(n // 2, T, device=x.device)
-            for b in range(B):
-                for h in range(H):
-                    for r in range(n_hashes):
-                        torch.mm(rotations[h, :, r].t(), x[b, h].t(), out=projected)
-                        buckets[b, h, r].mul_(n).add_(_angular_argmax(projected))
-    return buckets
-
-
-# Devices that hash one (sequence, head, round) at a time.  On CPU that keeps each projection small
-# enough for glibc's heap (a fresh mmapped tensor page-faults in); on a GPU one batched product
-# is one kernel launch instead of thousands.
-ROUND_BY_ROUND_DEVICES = ("cpu",)
-
-
-def _angular_argmax(projected: Tensor) -> Tensor:
-    """argmax over [p; -p] along dim -2 of projected [..., h, T] (the first on ties, as torch.argmax): [..., T].
-
-    Built from amax/amin along dim -2 and an equality test, which run along contiguous positions;
-    argmax along dim -2 (or along a contiguous last dim of h) is several times slower on CPU."""
-    h = projected.shape[-2]
-    high, low = projected.amax(-2), projected.amin(-2)
-    negative = high < -low  # [p; -p]: the positive half comes first, so it wins a tie
-    best = torch.where(negative, low, high).unsqueeze(-2)
-    # the first column holding best: the largest (h - column) where equal
-    index = torch.uint8 if h < 256 else torch.int32  # bytes where they suffice: a quarter of the traffic
-    reversed_columns = torch.arange(h, 0, -1, dtype=index, device=projected.device)[:, None]
-    first = projected.eq(best).to(index).mul_(reversed_columns).amax(-2)
-    return (h - first.long()).add_(negative.long() * h)
-
-
-def sort_order(buckets: Tensor, real: Tensor, padded_length: int) -> Tensor:
-    """Per round, token indices sorted by (bucket, position), padding last: LongTensor [..., n_hashes, padded_length].
-
-    buckets [B, H, R, T]; real bool [B, T].  Padding (masked or beyond T) goes to a sentinel
-    bucket after every real one, so real tokens fill the first chunks of each round however
-    much padding follows.
-    """
-    B, H, R, T = buckets.shape
-    padding = 2 ** 62  # above any bucket id, and exact as the float F.pad takes
-    keys = F.pad(buckets.masked_fill(~real[:, None, None, :], padding), (0, padded_length - T), value=padding)
-    return keys.argsort(dim=-1, stable=True)
-
 
 KERNEL_SCOPE = "lsh_kernel."  # the prefix of the kernel's buffers in a workspace it is given
 BLOCK_ROWS = 2 ** 13  # query rows per attention call: per-block buffers of a few MB, served from the heap
@@ -122,12 +36,11 @@ def _overlapping(runs: Tensor) -> Tensor:
 
 
 class _Round:
-    """One round's sort order cut into chunks of bucket_size, each seen with the chunk before it.
+    """One round's sort order cut into chunks of bucket_size, each seen with the chunk it looks back to.
 
-    rows [N, T]: global row ids (into [N * T]) in sorted order.  The first chunk of a sequence
-    looks back to that sequence's last chunk holding real tokens (wrapping round, as HF and
-    reformer-pytorch do, but within the round and never into padding-only chunks); when that
-    is the first chunk itself the look-back is masked.  Chunks are attended in blocks of
+    rows [N, T]: global row ids (into [N * T]) in sorted order.  Chunk c's window is chunk c - 1
+    then chunk c; the first chunk's is `lookback` (lsh_chunks.last_chunk of its sequence) then chunk
+    0, masked by _bias where lsh_chunks.looks_back says no.  Chunks are attended in blocks of
     consecutive chunks: a block's keys are gathered as one run of rows [chunk before the block,
     its chunks], whose windows are overlapping strided views of 2 * bucket_size rows.
     """
@@ -285,10 +198,11 @@ def _piece_rows(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | N
 
 
 def _lookback(real: Tensor | None, N: int, T: int, bucket_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Each sequence's last chunk holding real tokens (the first chunk's look-back) and whether that is chunk 0."""
+    """Each sequence's last chunk holding real tokens (the first chunk's look-back) and whether the first chunk
+    does not look back (a lone chunk): the rule of lsh_chunks."""
     length = torch.full((N,), T, device=device) if real is None else real.sum(-1)
-    last = ((length + bucket_size - 1) // bucket_size - 1).clamp(min=0)
-    return last, last == 0
+    last = last_chunk(length, bucket_size)
+    return last, ~looks_back(0, last)
 
 
 def _forward_piece(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool, bs: int,
@@ -433,6 +347,12 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Ten
 def _result(ws: Workspace, fresh: bool, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """A result buffer: new (it outlives the call, as autograd's results do) or ws's `name`."""
     return torch.empty(shape, dtype=dtype, device=ws.device) if fresh else ws.get(name, shape, dtype)
+
+
+def chunk_attention(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tensor | None, causal: bool,
+                    bucket_size: int) -> Tensor:
+    """model.lsh.ChunkAttention by the memory-efficient kernel: [B, H, T, dh] in v's dtype, with autograd."""
+    return LSHAttentionFunction.apply(q, k, v, order, real, causal, bucket_size)
 
 
 class LSHAttentionFunction(torch.autograd.Function):

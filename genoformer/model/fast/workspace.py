@@ -1,11 +1,11 @@
 """Named scratch buffers reused across the calls of one pass.
 
-A fresh tensor of 16 MiB or more comes from mmap and page-faults in on first touch: about
-5 ms per 16 MiB on the 2-core benchmark machine, ten times the cost of writing into memory
-already mapped.  Long-window attention makes many such tensors of the same few shapes (one
-head's [T, dim_head] rows, sorted copies, gradients), so code that runs the same shapes again
-and again (the blocks and rounds of one kernel call, every LSH block and head group of one
-reversible pass, forward and backward) takes them from a Workspace instead.
+A fresh tensor of SHARED_BYTES or more comes from mmap (genoformer.allocator) and page-faults in
+on first touch, many times the cost of writing into memory already mapped (docs/benchmarks.md).
+Long-window attention makes many such tensors of the same few shapes (one head's [T, dim_head]
+rows, sorted copies, gradients), so code that runs the same shapes again and again (the blocks
+and rounds of one kernel call, every LSH block and head group of one reversible pass, forward
+and backward) takes them from a Workspace instead.
 """
 from __future__ import annotations
 

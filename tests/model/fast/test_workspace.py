@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from genoformer.model import workspace as ws_module
-from genoformer.model.workspace import Workspace
+from genoformer.model.fast import workspace as ws_module
+from genoformer.model.fast.workspace import Workspace
 
 
 def test_a_name_reuses_its_buffer_and_grows_when_too_small():

@@ -21,9 +21,11 @@ import torch
 from genoformer.data.datasets import WindowDataset
 from genoformer.errors import CheckpointError
 from genoformer.model.checkpoint import load_checkpoint, resolve
+from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.fasta import Reference
-from genoformer.train.tasks import forward_loss
-from genoformer.train.loop import TrainConfig, resume, train
+from genoformer.model.per_base import PerBaseConfig
+from genoformer.train import TrainConfig, resume, train
+from genoformer.train.losses import forward_loss
 from genoformer.data.windows import tile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -35,8 +37,9 @@ TINY = dict(window=512, k=3, d_model=32, depth=2, heads=2, attention="full", buc
 
 
 def mlm_config(chr20, out, **kw) -> TrainConfig:
-    return TrainConfig(**(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
-                                      out=str(out)) | kw))
+    """A token-level mlm (no stem, no decoder: masked k-mers are the targets); per-base mlm: test_per_base.py."""
+    return TrainConfig.from_dict(TINY | dict(task="mlm", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
+                                             out=str(out), stem=False, decoder=False) | kw)
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -85,23 +88,25 @@ def test_mlm_loss_falls_and_the_checkpoint_reproduces_validation(chr20, tmp_path
 
 
 def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
-    summary = train(TrainConfig(**(TINY | dict(
+    summary = train(TrainConfig.from_dict(TINY | dict(
         task="variant", reference=str(chr20["fasta"]), bam=str(chr20["bam"]), truth_vcf=str(chr20["vcf"]),
-        train_regions=["chr20:10,010,532-10,100,000"], window=256, batch_size=2, max_steps=24, out=str(tmp_path)))))
+        train_regions=["chr20:10,010,532-10,100,000"], window=256, batch_size=2, max_steps=24, out=str(tmp_path))))
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < 0.5 * mean(losses[:5]), losses
     model, meta, _ = load_checkpoint(tmp_path)
-    assert meta["head"] == {"n_classes": 3, "n_evidence": 10, "class_names": ["hom_ref", "het", "hom_alt"]}
-    assert model.fusion is not None and model.fusion.proj.weight.abs().sum() > 0
+    assert meta["head"] == {"n_classes": 3, "n_evidence": len(EVIDENCE_FEATURES),
+                            "evidence_features": list(EVIDENCE_FEATURES), "class_names": ["hom_ref", "het", "hom_alt"]}
+    assert meta["per_base"] == PerBaseConfig().to_dict()  # stem and decoder by default
+    assert model.fusion is None and model.stem.evidence_in.weight.abs().sum() > 0
 
 
 def test_pattern_on_gff_genes_initialised_from_an_mlm_checkpoint(chr20, shared_data, tmp_path):
     train(mlm_config(chr20, tmp_path / "mlm", max_steps=2))
     mlm, _, _ = load_checkpoint(tmp_path / "mlm")
     genome = shared_data / "sarscov2_mt192765" / "genome"
-    config = TrainConfig(**(TINY | dict(
+    config = TrainConfig.from_dict(TINY | dict(
         task="pattern", reference=str(genome / "genome.fasta"), bed=[str(genome / "genome.gff3")],
-        init_from=str(tmp_path / "mlm"), out=str(tmp_path / "pattern"))))
+        init_from=str(tmp_path / "mlm"), out=str(tmp_path / "pattern")))
     # one step at a negligible learning rate: the encoder is still the pre-trained one
     train(dataclasses.replace(config, max_steps=1, lr=1e-9, out=str(tmp_path / "init")))
     init, meta, _ = load_checkpoint(tmp_path / "init")
@@ -114,8 +119,9 @@ def test_pattern_on_gff_genes_initialised_from_an_mlm_checkpoint(chr20, shared_d
 
 
 def test_pattern_on_soft_masked_repeats_needs_no_extra_file(chr20, tmp_path):
-    summary = train(TrainConfig(**(TINY | dict(task="pattern", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN],
-                                               window=256, max_steps=20, out=str(tmp_path)))))
+    summary = train(TrainConfig.from_dict(TINY | dict(task="pattern", reference=str(chr20["fasta"]),
+                                                      train_regions=[MLM_TRAIN], window=256, max_steps=20,
+                                                      out=str(tmp_path))))
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.1, losses
     assert load_checkpoint(tmp_path)[1]["head"]["class_names"] == ["soft_masked"]
@@ -132,8 +138,8 @@ def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_p
 
 DDP_SCRIPT = """
 import json, sys
-from genoformer.train.loop import TrainConfig, train
-config = TrainConfig(**json.loads(sys.argv[1]))
+from genoformer.train import TrainConfig, train
+config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 summary = train(config)
 print("RESULT", json.dumps({"ranks": summary["ranks"], "sha": summary["weights_sha256"], "losses": summary["losses"]}))
 """
@@ -156,7 +162,7 @@ def test_torchrun_two_ranks_match_one_process_with_the_combined_batch(chr20, tmp
     assert results[0]["sha"] == results[1]["sha"]  # both ranks hold identical weights
     meta = json.loads((resolve(tmp_path / "ddp") / "checkpoint.json").read_text())
     assert meta["weights_sha256"] == results[0]["sha"]
-    single = train(TrainConfig(**(kw | dict(batch_size=4, out=str(tmp_path / "one")))))["losses"]
+    single = train(TrainConfig.from_dict(kw | dict(batch_size=4, out=str(tmp_path / "one"))))["losses"]
     ddp = {int(s): v for s, v in results[0]["losses"].items()}
     assert ddp == pytest.approx(single, rel=1e-4, abs=1e-6)
 
@@ -174,7 +180,8 @@ def cli_args(chr20, out, *extra) -> list[str]:
 
 
 def test_sigkill_then_resume_repeats_the_uninterrupted_losses(chr20, tmp_path):
-    train(mlm_config(chr20, tmp_path / "full", max_steps=8, ckpt_every=2, batch_size=2))
+    # the CLI's defaults: a per-base mlm (stem and decoder)
+    train(mlm_config(chr20, tmp_path / "full", max_steps=8, ckpt_every=2, batch_size=2, stem=True, decoder=True))
     steps = ["--max-steps", 8, "--ckpt-every", 2, "--batch-size", 2]
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     args = cli_args(chr20, tmp_path / "killed", *steps)

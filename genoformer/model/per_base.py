@@ -1,0 +1,49 @@
+"""PerBaseConfig: the per-base parts of a GenoModel (convolutional stem, per-base decoder), saved in checkpoints.
+
+A checkpoint without this section is a model from before them: no stem, the k x classes
+projection per token (`LEGACY`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class PerBaseConfig:
+    stem: bool = True  # 1-D convolutions over per-base inputs, pooled onto the tokens and added to their embedding
+    stem_width: int = 64  # channels of the stem (and of its per-base features the decoder reads)
+    decoder: bool = True  # token states laid back onto bases + convolutions (off: k x classes projection per token)
+    decoder_width: int = 64
+    decoder_depth: int = 2  # residual convolution blocks of the decoder
+    dropout: float = 0.0  # in the stem's and decoder's blocks
+
+    def __post_init__(self) -> None:
+        for name in ("stem", "decoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("stem_width", "decoder_width", "decoder_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise UsageError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PerBaseConfig:
+        if not isinstance(values, dict):
+            raise UsageError(f"per-base config must be a JSON object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown per-base config key {unknown[0]!r}",
+                             hint=f"known keys: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+LEGACY = PerBaseConfig(stem=False, decoder=False)

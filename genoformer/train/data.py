@@ -1,0 +1,212 @@
+"""What a run trains on: its inputs opened and checked, turned into datasets, a sampler and class weights.
+
+mlm, variant and pattern read windows of a reference (drawn by a seeded RandomWindowSampler);
+classify reads labelled sequences (data/sequences.py). Every input of another task is refused.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genoformer.coords import Interval, parse_region, read_bed
+from genoformer.data.augment import Augmentation
+from genoformer.data.datasets import SequenceDataset, WindowDataset
+from genoformer.data.samplers import RandomWindowSampler, SequenceSampler
+from genoformer.data.sequences import load_sequence_data, make_tokenizer
+from genoformer.data.windows import check_window_size, tile
+from genoformer.errors import UsageError
+from genoformer.interrupt import raise_if_terminated
+from genoformer.io.evidence import EVIDENCE_FEATURES
+from genoformer.io.variants import GENOTYPES
+from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task
+from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
+from genoformer.train.config import TrainConfig
+
+
+@dataclass
+class TrainData:
+    """What a run trains on: the config with data-dependent defaults resolved, tokenizer, datasets."""
+
+    config: TrainConfig  # alphabet, k (and for classify per_residue) filled in
+    tokenizer: KmerTokenizer | ProteinTokenizer
+    train: WindowDataset | SequenceDataset
+    sampler: RandomWindowSampler | SequenceSampler  # yields items of `train`, feeding all ranks
+    val: WindowDataset | SequenceDataset | None
+    class_names: list[str]
+    n_evidence: int
+    summary: dict  # what --dry-run reports about the data
+    class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
+    augment: Augmentation | None = None  # what the training items go through (validation items never)
+
+    def __post_init__(self) -> None:
+        self.augment = Augmentation(self.tokenizer, rc=self.config.rc_augment, shift=self.config.shift_augment)
+
+    @property
+    def model_task(self) -> str:
+        return head_task(self.config.task, bool(self.config.per_residue))
+
+    @property
+    def head(self) -> dict:
+        head = {"n_classes": 0 if TASKS[self.model_task].head == TOKEN_LOGITS else len(self.class_names),
+                "n_evidence": self.n_evidence, "evidence_features": list(EVIDENCE_FEATURES[:self.n_evidence]),
+                "class_names": self.class_names}
+        if self.config.task == "classify":
+            head |= {"per_residue": bool(self.config.per_residue), "alphabet": self.config.alphabet}
+        return head
+
+
+def collate_fn(dataset: WindowDataset | SequenceDataset):
+    """How `dataset`'s items become a batch: sequences pad to the batch's longest; windows stack."""
+    return getattr(dataset, "collate", _stack)
+
+
+def _stack(items: list[dict]) -> dict:
+    return {key: torch.stack([it[key] for it in items]) for key, v in items[0].items() if isinstance(v, torch.Tensor)}
+
+
+def prepare(config: TrainConfig, tokenizer: KmerTokenizer | ProteinTokenizer | None = None,
+            ranks: int = 1) -> TrainData:
+    """Open and check every input of `config`; `tokenizer` (from --init-from or a resumed run) is kept."""
+    refused = [name for name in config.given_inputs() if name not in TASKS[config.task].inputs]
+    if refused:
+        raise UsageError(f"task {config.task} does not use --{refused[0].replace('_', '-')}")
+    check_window_size(config.window)
+    n_samples = config.max_steps * config.batch_size * config.grad_accum * ranks
+    if config.task == "classify":
+        return _sequence_data(config, tokenizer, n_samples)
+    return _window_data(config, tokenizer, n_samples)
+
+
+def _tokenizer(config: TrainConfig, alphabet: str, fixed: KmerTokenizer | ProteinTokenizer | None):
+    """A new tokenizer for `alphabet`, or the checkpoint's (`fixed`) after checking it fits."""
+    if fixed is None:
+        return make_tokenizer(alphabet, config.k, config.stride)
+    if fixed.kind != alphabet:
+        raise UsageError(f"the checkpoint's tokenizer reads {fixed.kind} but the {config.task} inputs are {alphabet}")
+    if config.k not in (None, fixed.k) or config.stride not in (None, fixed.stride):
+        raise UsageError(f"k {config.k} / stride {config.stride} differ from the checkpoint's tokenizer "
+                         f"(k {fixed.k}, stride {fixed.stride})", hint="leave out --k and --stride")
+    return fixed
+
+
+def _sequence_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
+    if config.sequences is None:
+        raise UsageError("task classify needs --sequences (labelled FASTA or seq,label CSV)")
+    data = load_sequence_data(config.sequences, val_sequences=config.val_sequences, val_fraction=config.val_fraction,
+                              val_tag=config.val_tag, exclude_tag=config.exclude_tag, label_field=config.label_field,
+                              residue_labels=config.residue_labels, residue_mask=config.residue_mask,
+                              per_residue=config.per_residue, alphabet=config.alphabet, seed=config.seed)
+    tokenizer = _tokenizer(config, data.alphabet, fixed)
+    if config.window < tokenizer.k:
+        raise UsageError(f"window {config.window:,} is smaller than k = {tokenizer.k}: not one k-mer fits")
+    config = dataclasses.replace(config, alphabet=data.alphabet, per_residue=data.per_residue, k=tokenizer.k)
+    train_ds = SequenceDataset(data.train, tokenizer, data.class_names, config.window)
+    val_ds = SequenceDataset(data.val, tokenizer, data.class_names, config.window) if data.val else None
+    summary = {"train_sequences": len(train_ds), "val_sequences": len(val_ds) if val_ds else 0,
+               "longest": max(train_ds.lengths), "alphabet": data.alphabet, "per_residue": data.per_residue}
+    return TrainData(config, tokenizer, train_ds, SequenceSampler(len(train_ds), n_samples, seed=config.seed),
+                     val_ds, data.class_names, 0, summary)
+
+
+def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
+    from genoformer.io.alignments import Alignments
+    from genoformer.io.fasta import Reference
+    from genoformer.io.tracks import Tracks
+    from genoformer.io.variants import TruthVariants
+
+    if config.reference is None:
+        raise UsageError("give a reference FASTA (--reference)")
+    if config.task == "variant" and (config.bam is None or config.truth_vcf is None):
+        raise UsageError("task variant needs --bam (read evidence) and --truth-vcf (labels)")
+    if config.task != "mlm" and config.alphabet not in (None, "dna"):
+        raise UsageError(f"task {config.task} reads DNA; --alphabet {config.alphabet} is for mlm and classify")
+    tokenizer = _tokenizer(config, config.alphabet or "dna", fixed)
+    config = dataclasses.replace(config, alphabet=tokenizer.kind, k=tokenizer.k)
+    if config.window < tokenizer.k:
+        raise UsageError(f"window {config.window:,} is smaller than k = {tokenizer.k}: not one k-mer fits")
+    ref = Reference(config.reference, alphabet=tokenizer.kind)
+    train_iv = _regions(config.train_regions, ref.contigs, "training")
+    val_iv = _regions(config.val_regions, ref.contigs, "validation")
+    if val_iv is not None:
+        clash = _overlap(val_iv, train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()])
+        if clash is not None:
+            raise UsageError(f"validation regions overlap the training regions at {clash.to_region()}",
+                             hint="give --train-regions and --val-regions that do not share bases")
+    sources: dict = {}
+    if config.task == "variant":
+        sources["variants"] = TruthVariants(config.truth_vcf, ref)
+        sources["confident"] = read_bed(config.confident_bed, ref.contigs) if config.confident_bed else None
+    if config.bam is not None:
+        sources["alignments"] = Alignments(config.bam, ref)
+    class_names: list[str] = list(GENOTYPES) if config.task == "variant" else []
+    if config.task == "pattern":
+        if config.bed:
+            sources["tracks"] = Tracks.from_files(config.bed, ref.contigs)
+            class_names = sources["tracks"].class_names
+        else:
+            class_names = ["soft_masked"]
+    sampler = RandomWindowSampler(train_iv, config.window, n_samples, seed=config.seed, contig_lengths=ref.contigs)
+    train_ds = WindowDataset(ref, [], tokenizer, **sources)
+    val_ds = None
+    if val_iv is not None:
+        windows = tile(val_iv, config.window, contig_lengths=ref.contigs)[:config.val_windows]
+        val_ds = WindowDataset(ref, windows, tokenizer, **sources)
+    n_evidence = len(EVIDENCE_FEATURES) if config.bam is not None else 0
+    train_bases = sum(len(iv) for iv in train_iv) if train_iv else sum(ref.contigs.values())
+    summary = {"train_bases": train_bases, "val_windows": len(val_ds) if val_ds else 0}
+    weights = None
+    if config.class_weights == "balanced":
+        counts = genotype_counts(sources["variants"], train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()],
+                                 sources["confident"])
+        if not sum(counts):
+            raise UsageError("class-weights balanced: no scored bases in the training regions",
+                             hint="check --train-regions against --confident-bed")
+        # a genotype absent from the training regions is weighted as the rarest present one
+        weights = [sum(counts) / (len(counts) * (c or min(n for n in counts if n))) for c in counts]
+        summary["genotype_counts"] = dict(zip(class_names, counts))
+    elif config.class_weights != "none":
+        weights = list(config.class_weights)
+    if weights is not None:
+        summary["class_weights"] = dict(zip(class_names, weights))
+    return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary, weights)
+
+
+def genotype_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
+                    chunk: int = 1 << 20) -> list[int]:
+    """Scored bases of each genotype (hom_ref, het, hom_alt) inside `intervals`, as the loss sees them."""
+    by_contig: dict[str, list[Interval]] = {}
+    for iv in sorted(confident or [], key=lambda iv: (iv.contig, iv.start)):
+        by_contig.setdefault(iv.contig, []).append(iv)
+    counts = np.zeros(len(GENOTYPES), dtype=np.int64)
+    for iv in intervals:
+        for start in range(iv.start, iv.end, chunk):
+            raise_if_terminated()
+            end = min(start + chunk, iv.end)
+            near = None if confident is None else \
+                [c for c in by_contig.get(iv.contig, []) if c.start < end and start < c.end]
+            labels = variants.labels(iv.contig, start, end, near)
+            counts += np.bincount(labels.genotype[labels.mask], minlength=len(GENOTYPES))[:len(GENOTYPES)]
+    return [int(c) for c in counts]
+
+
+def _regions(specs: list[str] | None, contigs: dict[str, int], what: str) -> list[Interval] | None:
+    if specs is None:
+        return None
+    out: list[Interval] = []
+    for spec in specs:
+        out += read_bed(spec, contigs) if Path(spec).is_file() else [parse_region(spec, contigs)]
+    if not out:
+        raise UsageError(f"{what} regions are empty ({', '.join(specs)} holds no intervals)")
+    return out
+
+
+def _overlap(a: list[Interval], b: list[Interval]) -> Interval | None:
+    for x in a:
+        for y in b:
+            if x.contig == y.contig and x.start < y.end and y.start < x.end:
+                return Interval(x.contig, max(x.start, y.start), min(x.end, y.end))
+    return None
