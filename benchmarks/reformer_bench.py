@@ -9,6 +9,11 @@ reformer_pytorch (pip install reformer-pytorch transformers psutil), randomly in
     python benchmarks/reformer_bench.py --quick                  # smoke run, seconds per part
     python benchmarks/reformer_bench.py --part peers --json peers.json
     python benchmarks/reformer_bench.py --part million --device cuda --bf16
+    python benchmarks/reformer_bench.py --part peers --tokens 65536 --baseline-root ../old-checkout
+
+--baseline-root adds "genoformer@base" rows: the same measurements of another checkout of genoformer
+(e.g. `git worktree add ../old-checkout REV`), interleaved in the same run, so a refactor is judged by
+ratios measured together rather than against figures from another day.
 """
 from __future__ import annotations
 
@@ -36,8 +41,8 @@ def build(spec: dict):
 
     d, heads, depth, T, V = spec["d_model"], spec["heads"], spec["depth"], spec["tokens"], spec["vocab"]
     bucket, n_hashes = spec["bucket"], spec["n_hashes"]
-    if spec["impl"] == "genoformer":
-        sys.path.insert(0, str(ROOT))
+    if spec["impl"].startswith("genoformer"):
+        sys.path.insert(0, spec.get("root") or str(ROOT))
         from genoformer.model import Reformer, ReformerConfig
 
         # local attention sees 2 * window_size keys per query, LSH 2 * bucket_size per round: the same
@@ -99,7 +104,7 @@ def measure(spec: dict) -> dict:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     if spec["mmap_threshold"]:  # the same allocator setting for every implementation (genoformer/allocator.py)
-        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, spec.get("root") or str(ROOT))
         from genoformer.allocator import mmap_large_tensors
 
         if not mmap_large_tensors(spec["mmap_threshold"]):
@@ -193,6 +198,18 @@ def run_all(specs: list[dict], args) -> list[dict]:
     return rows
 
 
+def with_baseline(args, specs: list[dict]) -> list[dict]:
+    """Each genoformer spec followed by the same spec for --baseline-root's checkout (when given)."""
+    if not args.baseline_root:
+        return specs
+    out = []
+    for spec in specs:
+        out.append(spec)
+        if spec["impl"] == "genoformer":
+            out.append(spec | {"impl": "genoformer@base", "root": str(Path(args.baseline_root).resolve())})
+    return out
+
+
 def label(spec: dict) -> str:
     extra = "" if spec["reversible"] else " plain"
     return f"{spec['impl']}/{spec['attention']}{extra} {spec['step']} T={spec['tokens']} depth={spec['depth']}"
@@ -200,10 +217,10 @@ def label(spec: dict) -> str:
 
 def table(title: str, rows: list[dict]) -> None:
     print(f"\n## {title}")
-    print(f"{'impl':<11}{'attn':<7}{'step':<7}{'rev':<5}{'depth':>6}{'tokens':>9}{'step s':>10}"
+    print(f"{'impl':<16}{'attn':<7}{'step':<7}{'rev':<5}{'depth':>6}{'tokens':>9}{'step s':>10}"
           f"{'tok/s':>10}{'us/tok':>9}{'peak MB':>10}{'setup MB':>10}")
     for r in rows:
-        head = f"{r['impl']:<11}{r['attention'] if r['impl'] == 'genoformer' else '-':<7}{r['step']:<7}" \
+        head = f"{r['impl']:<16}{r['attention'] if r['impl'].startswith('genoformer') else '-':<7}{r['step']:<7}" \
                f"{'y' if r['reversible'] else 'n':<5}{r['depth']:>6}{r['tokens']:>9}"
         if "error" in r:
             print(f"{head}  {r['error']}")
@@ -226,7 +243,7 @@ def peers(args) -> dict:
                   for impl, attn in (("hf", "lsh"), ("lucid", "lsh"), ("genoformer", "lsh"), ("genoformer", "local"))]
         specs += [spec_for(args, impl=impl, attention=attn, tokens=T, step="infer")
                   for impl, attn in (("genoformer", "lsh"), ("genoformer", "local"), ("sdpa", "full"))]
-    rows = run_all(specs, args)
+    rows = run_all(with_baseline(args, specs), args)
     table("peers: one training step (forward + backward) and inference", rows)
     T = lengths[-1]
     ours, local = find(rows, impl="genoformer", attention="lsh", tokens=T, step="train"), \
@@ -242,6 +259,10 @@ def peers(args) -> dict:
         find(rows, impl="sdpa", tokens=T, step="infer")
     if lsh_inf and sdpa_inf:
         ratios["lsh_inference_speedup_vs_sdpa"] = sdpa_inf["step_s"] / lsh_inf["step_s"]
+    base = find(rows, impl="genoformer@base", attention="lsh", tokens=T, step="train")
+    if ours and base:
+        ratios["step_over_baseline_checkout"] = ours["step_s"] / base["step_s"]
+        ratios["peak_over_baseline_checkout"] = ours["peak_rss_mb"] / base["peak_rss_mb"]
     print(f"\nat {T} tokens (goals: speed >= 4, memory <= 0.2, lsh/local <= 1.25): "
           + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     return {"rows": rows, "ratios": ratios}
@@ -261,13 +282,13 @@ def depths(args) -> dict:
     sweep = [2, 4] if args.quick else args.depths
     specs = [spec_for(args, attention=args.depth_attention, tokens=T, depth=depth, reversible=rev)
              for depth in sweep for rev in (True, False) if rev or depth <= args.plain_max_depth]
-    rows = run_all(specs, args)
+    rows = run_all(with_baseline(args, specs), args)
     table(f"depth sweep at {T} tokens: reversible vs plain residual", rows)
     key = "cuda_peak_mb" if args.device == "cuda" else "peak_rss_mb"
     ratios = {}
     for rev in (True, False):
         deepest = max(d for d in sweep if rev or d <= args.plain_max_depth)
-        lo, hi = find(rows, depth=sweep[0], reversible=rev), find(rows, depth=deepest, reversible=rev)
+        lo, hi = (find(rows, impl="genoformer", depth=d, reversible=rev) for d in (sweep[0], deepest))
         if lo and hi and deepest > sweep[0]:
             ratios[f"{'reversible' if rev else 'plain'}_peak_{deepest}_over_{sweep[0]}"] = hi[key] / lo[key]
     print("\n(goal: reversible <= 1.2) " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
@@ -277,7 +298,7 @@ def depths(args) -> dict:
 def million(args) -> dict:
     T = 4096 if args.quick else MILLION_TOKENS
     spec = spec_for(args, tokens=T, depth=6, step="adamw", warmup=0)
-    rows = run_all([spec], args)
+    rows = run_all(with_baseline(args, [spec]), args)
     table(f"one AdamW training step of the default DNA model on {T} tokens (1 Mb as 6-mers)", rows)
     row = rows[0]
     if "error" not in row:
@@ -314,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="deepest plain-residual run (its activations grow with depth)")
     parser.add_argument("--depth-attention", default="lsh", choices=["lsh", "local", "full"])
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--baseline-root", help="another genoformer checkout to measure beside this one")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

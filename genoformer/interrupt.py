@@ -1,5 +1,6 @@
 """SIGTERM (a scheduler cancelling the job) as SystemExit(143), and SIGINT (Ctrl-C) as
-KeyboardInterrupt, delivered reliably.
+KeyboardInterrupt, delivered reliably; and `deferred()`, a block that SIGINT/SIGTERM do not cut in two
+(a training step's update, a checkpoint written on the way out).
 
 Python runs a signal handler at the next bytecode of the main thread.  When that bytecode
 belongs to a weakref callback or a `__del__`, the handler's exception is swallowed ("Exception
@@ -9,23 +10,27 @@ and every long loop calls `raise_if_terminated()` once per window, step or block
 Neither runs while the main thread is inside one long C call (a forward pass over a huge window:
 no bytecode runs until it returns). So a watchdog thread also hears the signal, through the
 wakeup fd that Python's own C-level handler writes to at once, and if the process is still
-alive GRACE_S seconds later it ends it with os._exit(143). The cleanup the main thread had not
-reached by then is what a SIGKILL would skip too; outputs are written so that this never leaves
-one that looks complete.
+alive GRACE_S seconds later it ends it with os._exit(143). Time inside a `deferred()` block does
+not count: the block (a checkpoint written on the way out) finishes, then the grace starts again.
+The cleanup the main thread had not reached by then is what a SIGKILL would skip too; outputs are
+written so that this never leaves one that looks complete.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 EXIT_CODE = 143
 GRACE_S = 0.8  # the normal path (cleanup, then interpreter exit) gets this long before the watchdog
 _terminated = False  # SIGTERM arrived
 _interrupted = False  # SIGINT arrived
 _installed = False
+_deferring = 0  # deferred() blocks open in the main thread: the watchdog waits for them
 _default_unraisablehook = sys.unraisablehook
 
 
@@ -50,14 +55,19 @@ def _unraisablehook(unraisable) -> None:
 
 
 def _watchdog(wakeup: int) -> None:
-    """Wait for SIGTERM's byte on the wakeup pipe; then give the main thread GRACE_S to exit."""
+    """Wait for SIGTERM's byte on the wakeup pipe; then give the main thread GRACE_S outside deferred blocks
+    to exit."""
     while True:
         got = os.read(wakeup, 64)
         if not got:
             return
         if signal.SIGTERM in got:
             break
-    time.sleep(GRACE_S)
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < GRACE_S:
+        time.sleep(0.05)
+        if _deferring:
+            quiet_since = time.monotonic()
     if not sys.is_finalizing():  # still not on its way out: stuck in a C call, or the exception was lost
         try:
             os.set_blocking(2, False)  # a full stderr pipe must not keep the process alive
@@ -113,3 +123,29 @@ def raise_if_terminated() -> None:
         raise SystemExit(EXIT_CODE)
     if _interrupted:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Run the block whole: a SIGINT or SIGTERM arriving inside it is raised again as it ends (by the
+    handler in force outside, which for install()'s handlers records it as well).
+
+    Outside the main thread (where handlers cannot be set) the block runs unprotected. The SIGTERM
+    watchdog waits while the block runs.
+    """
+    global _deferring
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # the handler in force outside the block takes it

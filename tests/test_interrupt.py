@@ -114,6 +114,57 @@ def test_a_forked_child_terminated_does_not_end_its_parent():
     assert proc.returncode == 0 and proc.stdout == "parent alive 143\n", proc.stderr
 
 
+def test_a_signal_inside_a_deferred_block_arrives_when_it_ends():
+    proc = _run("""
+        import os, signal
+        from genoformer import interrupt
+
+        interrupt.install()
+        try:
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+                print("block finished", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted after the block", flush=True)
+        try:  # recorded like any SIGINT: a loop check raises it again
+            interrupt.raise_if_terminated()
+        except KeyboardInterrupt:
+            print("recorded", flush=True)
+        interrupt._interrupted = False
+        outside = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with interrupt.deferred():
+            pass
+        print("handlers restored:", (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == outside,
+              flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+    """)
+    assert proc.stdout.splitlines() == ["block finished", "interrupted after the block", "recorded",
+                                       "handlers restored: True"]
+    assert proc.returncode == 143, proc.stderr
+
+
+def test_the_watchdog_lets_a_deferred_block_finish():
+    """A checkpoint written on the way out (train, inside deferred()) may take longer than the watchdog's grace."""
+    proc = _run("""
+        import os, signal, time
+        from genoformer import interrupt
+
+        interrupt.install()
+        try:
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(3 * interrupt.GRACE_S)  # the watchdog has heard the signal all this while
+                print("block finished", flush=True)
+        except SystemExit as stop:
+            print("exit", stop.code, "after the block", flush=True)
+            raise
+    """)
+    assert proc.stdout.splitlines() == ["block finished", "exit 143 after the block"], proc.stderr
+    assert proc.returncode == 143 and "terminated" not in proc.stderr, proc.stderr
+
+
 def test_sigint_landing_in_a_finalizer_still_interrupts_the_job():
     proc = _run("""
         import os, signal

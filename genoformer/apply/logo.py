@@ -1,4 +1,4 @@
-"""A sequence-logo-style picture of per-base importance (matplotlib, the [plot] extra).
+"""A sequence-logo-style picture of per-base importance (matplotlib).
 
 Top: importance along the whole region. Bottom: the `width` consecutive bases with the largest
 summed |importance|, each drawn as its reference letter, as tall as its importance (below the
@@ -16,12 +16,13 @@ COLOURS = {"A": "#109648", "C": "#255C99", "G": "#F7B32B", "T": "#D62839"}
 
 
 def require_matplotlib() -> None:
-    """OutputError (an environment problem, exit 4) when matplotlib is not installed."""
+    """OutputError (an environment problem, exit 4) when matplotlib is missing (a dependency of genoformer; a
+    broken environment can still lack it)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise OutputError("matplotlib is not installed; it draws the logo pictures",
-                          hint='pip install "genoformer[plot]", or add --no-logo') from None
+                          hint='pip install matplotlib (or "genoformer[plot]"), or add --no-logo') from None
 
 
 def top_stretch(values: np.ndarray, width: int) -> int:

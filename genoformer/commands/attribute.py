@@ -5,13 +5,15 @@ import json
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE, RUN_OR_CHECKPOINT
 from genoformer.coords import REGION
+from genoformer.devices import DEVICES
 
-_file = click.Path(exists=True, dir_okay=False)
+_file = INPUT_FILE
 
 
 @click.command()
-@click.option("--model", required=True, type=click.Path(exists=True),
+@click.option("--model", required=True, type=RUN_OR_CHECKPOINT,
               help="Run or checkpoint folder: a pattern, per-residue classify or classify model (DNA, no reads).")
 @click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip).")
 @click.option("--region", required=True, type=REGION,
@@ -26,10 +28,11 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--margin", type=int, help="Per-base models: bases dropped at each window edge, as predict  "
                                          "[default: window/4; 0 halves the ISM cost]")
 @click.option("--batch-size", type=int, help="Changed windows per forward pass  [default: about 256 kb of windows]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto: a CUDA GPU when there is one, else the CPU.")
 @click.option("--hash-seed", type=int, default=0, show_default=True, help="Seed of the LSH rotations (recorded).")
 @click.option("--logo/--no-logo", default=True, show_default=True,
-              help="Draw PREFIX.<class>.logo.png (needs matplotlib: pip install \"genoformer[plot]\").")
+              help="Draw PREFIX.<class>.logo.png.")
 @click.option("--logo-width", type=int, default=40, show_default=True, help="Bases shown as letters in the logo.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (only once the new ones are complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")

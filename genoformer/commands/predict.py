@@ -6,15 +6,16 @@ import json
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE, RUN_OR_CHECKPOINT
 from genoformer.coords import REGION
 from genoformer.devices import DEVICES
 from genoformer.errors import UsageError
 
-_file = click.Path(exists=True, dir_okay=False)
+_file = INPUT_FILE
 
 
 @click.command()
-@click.option("--model", required=True, type=click.Path(exists=True),
+@click.option("--model", required=True, type=RUN_OR_CHECKPOINT,
               help="Run folder (its latest checkpoint) or checkpoint folder: a variant, pattern or per-residue "
                    "classify model with --reference; a classify model with --sequences.")
 @click.option("--reference", type=_file, help="Reference FASTA (plain or bgzip) the model reads.")
@@ -35,7 +36,8 @@ _file = click.Path(exists=True, dir_okay=False)
 @click.option("--margin", type=int, help="Bases of context dropped at each window edge  [default: window/4]")
 @click.option("--batch-size", type=int, help="Windows (--sequences: sequences) per forward pass  "
                                              "[default: about 256 kb of windows; 64 kb of sequences]")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto: a CUDA GPU when there is one, else the CPU.")
 @click.option("--hash-seed", type=int, default=0, show_default=True,
               help="Seed of the LSH rotations (recorded in the output; same seed, same predictions).")
 @click.option("--rc-average", is_flag=True, help="Also run each window on the reverse strand and average (DNA models).")

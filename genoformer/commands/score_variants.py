@@ -5,11 +5,14 @@ import json
 
 import click
 
-_file = click.Path(exists=True, dir_okay=False)
+from genoformer.commands.paths import INPUT_FILE, RUN_OR_CHECKPOINT
+from genoformer.devices import DEVICES
+
+_file = INPUT_FILE
 
 
 @click.command("score-variants")
-@click.option("--model", required=True, type=click.Path(exists=True),
+@click.option("--model", required=True, type=RUN_OR_CHECKPOINT,
               help="Run or checkpoint folder: a pattern, per-residue classify, classify (with --window) or mlm "
                    "model. Models that read aligned reads are refused (no reads carry the ALT allele).")
 @click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip) the VCF is on.")
@@ -25,7 +28,8 @@ _file = click.Path(exists=True, dir_okay=False)
                    "variant base), or summed over each window.")
 @click.option("--rc-average", is_flag=True, help="Average with the reverse-complement strand's predictions.")
 @click.option("--batch-size", type=int, help="Windows per forward pass  [default: about 256 kb of windows]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="auto: a CUDA GPU when there is one, else the CPU.")
 @click.option("--hash-seed", type=int, default=0, show_default=True, help="Seed of the LSH rotations (recorded).")
 @click.option("--force", is_flag=True, help="Replace existing outputs (only once the new ones are complete).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .positions import Rotary, apply_rotary, resolve_rotary
+from .sizing import piece_size
 
 
 def mask_value(dtype: torch.dtype) -> float:
@@ -98,6 +99,7 @@ class LocalAttention(_ProjectedAttention):
 
 
 CHUNK_SCORES = 2 ** 22  # score elements per chunk of blocks: caps the working memory of local attention
+LARGE_CHUNK_SCORES = 2 ** 26  # on an accelerator (sizing.py): 256 MiB of float32 scores
 
 
 class _LocalAttentionFunction(torch.autograd.Function):
@@ -151,7 +153,7 @@ def _stats_dtype(q: Tensor) -> torch.dtype:
 
 def _block_chunks(q: Tensor) -> list[tuple[int, int]]:
     B, n, w, H, _ = q.shape
-    step = max(1, CHUNK_SCORES // (B * H * w * 2 * w))
+    step = max(1, piece_size(q.device, CHUNK_SCORES, LARGE_CHUNK_SCORES) // (B * H * w * 2 * w))
     return [(start, min(start + step, n)) for start in range(0, n, step)]
 
 

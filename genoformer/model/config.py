@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,12 @@ class ReformerConfig:
     @property
     def dim_head(self) -> int:
         return self.d_model // self.heads
+
+    @property
+    def length_multiple(self) -> int:
+        """The encoder pads every sequence to a multiple of this: 2 * bucket_size for LSH, window_size for local."""
+        multiples = {"lsh": 2 * self.bucket_size, "local": self.window_size, "full": 1}
+        return math.lcm(*(multiples[k] for k in self.attention_kinds))
 
     @property
     def attention_kinds(self) -> list[str]:

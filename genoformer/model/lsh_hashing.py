@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .sizing import small_pieces
+
 FACTORISE_ABOVE = 128  # more buckets than this: hash with two rotations of ~sqrt(n) buckets each
 
 
@@ -50,12 +52,13 @@ def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
         buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long, device=x.device)
         for n in factors:
             rotations = torch.randn(n_heads or H, dh, n_hashes, n // 2, generator=generator)[heads].to(x.device)
-            if x.device.type not in ROUND_BY_ROUND_DEVICES:  # one batched product: [B, H, R, n / 2, T]
+            if not small_pieces(x.device):  # one batched product: [B, H, R, n / 2, T]
                 projected = torch.matmul(rotations.flatten(2).transpose(-1, -2), x.transpose(-1, -2))
                 buckets.mul_(n).add_(_angular_argmax(projected.view(B, H, n_hashes, n // 2, T)))
                 continue
-            # one (sequence, head, round) at a time: [n / 2, T] projections of a few MB, reused from the
-            # heap, with positions last so the reductions run along contiguous memory
+            # small pieces (sizing.py): one (sequence, head, round) at a time, [n / 2, T] projections of a few
+            # MB reused from the heap, positions last so the reductions run along contiguous memory; on a
+            # GPU the one batched product above is one kernel launch instead of thousands
             projected = torch.empty(n // 2, T, device=x.device)
             for b in range(B):
                 for h in range(H):
@@ -63,12 +66,6 @@ def hash_buckets(x: Tensor, factors: tuple[int, ...], n_hashes: int, seed: int,
                         torch.mm(rotations[h, :, r].t(), x[b, h].t(), out=projected)
                         buckets[b, h, r].mul_(n).add_(_angular_argmax(projected))
     return buckets
-
-
-# Devices that hash one (sequence, head, round) at a time.  On CPU that keeps each projection small
-# enough for glibc's heap (a fresh mmapped tensor page-faults in); on a GPU one batched product
-# is one kernel launch instead of thousands.
-ROUND_BY_ROUND_DEVICES = ("cpu",)
 
 
 def _angular_argmax(projected: Tensor) -> Tensor:

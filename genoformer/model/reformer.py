@@ -14,7 +14,6 @@ memory-efficient kernel.  tests/model/fast holds every fast piece to the plain p
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +60,7 @@ class Reformer(nn.Module):
                 self.lsh_attention[i] = attention
         self.layers = ReversibleSequence(blocks, engine=FastEngine())
         self.norm = nn.LayerNorm(d)
-        multiples = {"lsh": 2 * config.bucket_size, "local": config.window_size, "full": 1}
-        self.length_multiple = math.lcm(*(multiples[k] for k in config.attention_kinds))
+        self.length_multiple = config.length_multiple
         self.set_hash_seed(config.hash_seed)
 
     def lsh_layers(self) -> list[int]:

@@ -22,6 +22,8 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from .sizing import piece_size
+
 
 class RngState:
     """The global CPU generator state and, for CUDA tensors, that device's generator state."""
@@ -54,6 +56,7 @@ class AutocastState:
 
 
 G_CHUNK_TOKENS = 2048  # feed-forward hidden [2048, 4 * 256] float32 = 8 MiB at the default width
+LARGE_G_CHUNK_TOKENS = 2 ** 16  # on an accelerator (sizing.py): 256 MiB, 16 chunks for a 1 Mb window at k = 1
 
 
 class ReversibleBlock(nn.Module):
@@ -62,8 +65,8 @@ class ReversibleBlock(nn.Module):
     g must be position-wise (a pre-norm feed-forward): it runs over sequence chunks, in the
     forward pass and in the backward recompute alike, so its wide hidden activations never exist
     for the whole sequence at once.  Chunks: at least `g_chunks`, and enough that none holds more
-    than G_CHUNK_TOKENS tokens (over the batch), so a million-token window is chunked without
-    being told to.
+    than G_CHUNK_TOKENS tokens (over the batch; LARGE_G_CHUNK_TOKENS on an accelerator, sizing.py), so
+    a million-token window is chunked without being told to.
     """
 
     def __init__(self, f: nn.Module, g: nn.Module, *, g_chunks: int = 1):
@@ -79,7 +82,8 @@ class ReversibleBlock(nn.Module):
     def g_bounds(self, y1: Tensor) -> list[int]:
         """Sequence positions where g's chunks of y1 [B, T, d] start, and T at the end."""
         B, T = y1.shape[:2]
-        chunks = min(max(self.g_chunks, -(-B * T // G_CHUNK_TOKENS)), max(T, 1))
+        tokens = piece_size(y1.device, G_CHUNK_TOKENS, LARGE_G_CHUNK_TOKENS)
+        chunks = min(max(self.g_chunks, -(-B * T // tokens)), max(T, 1))
         size = -(-T // chunks)
         return list(range(0, T, size)) + [T] if T else [0, 0]
 

@@ -84,3 +84,21 @@ def padding_mask(B: int, T: int, seed: int) -> torch.Tensor:
     mask = torch.rand(B, T, generator=g) > 0.25
     mask[0] = True
     return mask
+
+
+def hash_by_definition(x: torch.Tensor, factors: tuple[int, ...], n_hashes: int, seed: int):
+    """Buckets [B, H, n_hashes, T] of x [B, H, T, dh] as argmax over [xR; -xR] for the rotations R drawn from `seed`
+    (combined factor by factor as b1 * n2 + b2), computed in x's dtype on the CPU; and each token's margin, the
+    smallest gap between the best and the second best projection over the factors (0 at a tie)."""
+    generator = torch.Generator().manual_seed(seed)
+    B, H, T, dh = x.shape
+    buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long)
+    margin = torch.full((B, H, n_hashes, T), float("inf"), dtype=x.dtype)
+    for n in factors:
+        rotations = torch.randn(H, dh, n_hashes * (n // 2), generator=generator).to(x.dtype)
+        projected = torch.einsum("bhtd,hdr->bhtr", x, rotations).view(B, H, T, n_hashes, n // 2)
+        both = torch.cat([projected, -projected], -1).transpose(2, 3)  # [B, H, R, T, n]
+        buckets = buckets * n + both.argmax(-1)
+        top = both.topk(2, dim=-1).values
+        margin = torch.minimum(margin, top[..., 0] - top[..., 1])
+    return buckets, margin

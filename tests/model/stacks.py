@@ -32,8 +32,8 @@ def run(seq: ReversibleSequence, x: torch.Tensor, mask, reversible: bool, seed: 
     y1, y2 = seq(x, x, reversible=reversible, mask=mask)
     assert ("ReversibleFunction" in type(y1.grad_fn).__name__) == reversible
     weights = torch.Generator().manual_seed(99)
-    w1 = torch.randn(y1.shape, generator=weights, dtype=torch.float64).to(y1.dtype)
-    w2 = torch.randn(y2.shape, generator=weights, dtype=torch.float64).to(y2.dtype)
+    w1 = torch.randn(y1.shape, generator=weights, dtype=torch.float64).to(y1)  # y1's dtype and device
+    w2 = torch.randn(y2.shape, generator=weights, dtype=torch.float64).to(y2)
     ((y1 * w1).sum() + (y2 * w2).sum()).backward()
     grads = [x.grad] + [p.grad for p in seq.parameters()]
     return torch.cat([y1, y2]).detach(), grads
@@ -44,7 +44,7 @@ def run_autocast(seq: ReversibleSequence, x: torch.Tensor, mask: torch.Tensor, r
     seq.zero_grad(set_to_none=True)
     xx = x.clone().requires_grad_()
     torch.manual_seed(0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
         y1, y2 = seq(xx, xx, reversible=reversible, mask=mask)
     (y1.float().square().sum() + y2.float().sum()).backward()
     return [xx.grad] + [p.grad for p in seq.parameters()]

@@ -5,8 +5,9 @@ import math
 
 import pytest
 import torch
+from lsh_refs import hash_by_definition
 
-from genoformer.model import lsh_hashing
+from genoformer.model import sizing
 from genoformer.model.lsh import LSHSelfAttention
 from genoformer.model.lsh_hashing import bucket_factors, hash_buckets
 from genoformer.model.lsh_inspect import inspect
@@ -28,25 +29,15 @@ def test_angular_hashing_is_scale_invariant_and_antipodal():
 
 @pytest.mark.parametrize("round_by_round", [True, False])  # the CPU path, and the batched one GPUs take
 def test_hash_buckets_match_the_argmax_definition_ties_included(monkeypatch, round_by_round):
-    """Buckets against argmax over [xR; -xR] written out here, with exact ties (zero and repeated
+    """Buckets against argmax over [xR; -xR] written out (lsh_refs.py), with exact ties (zero and repeated
     vectors) and more than 256 buckets per factor (the wide index path)."""
-    def by_definition(x, factors, n_hashes, seed):
-        generator = torch.Generator().manual_seed(seed)
-        B, H, T, dh = x.shape
-        buckets = torch.zeros(B, H, n_hashes, T, dtype=torch.long)
-        for n in factors:
-            rotations = torch.randn(H, dh, n_hashes * (n // 2), generator=generator)
-            projected = torch.einsum("bhtd,hdr->bhtr", x, rotations).view(B, H, T, n_hashes, n // 2)
-            buckets = buckets * n + torch.cat([projected, -projected], -1).argmax(-1).transpose(-1, -2)
-        return buckets
-
-    monkeypatch.setattr(lsh_hashing, "ROUND_BY_ROUND_DEVICES", ("cpu",) if round_by_round else ())
+    monkeypatch.setattr(sizing, "SMALL_PIECE_DEVICES", ("cpu",) if round_by_round else ())
     x = torch.randn(2, 3, 40, 8)
     x[0, 0, :5] = 0.0  # every projection ties
     x[1, 2, 10:20] = x[1, 2, 9]
     x[0, 1] = torch.randint(-1, 2, (40, 8)).float()  # small integers: ties between +p and -p
     for factors in [(2,), (8,), (6, 10), (600,), (514, 4)]:
-        assert torch.equal(hash_buckets(x, factors, 3, seed=7), by_definition(x, factors, 3, seed=7)), factors
+        assert torch.equal(hash_buckets(x, factors, 3, seed=7), hash_by_definition(x, factors, 3, seed=7)[0]), factors
 
 
 def test_large_bucket_counts_hash_factorised_in_range_and_balanced():

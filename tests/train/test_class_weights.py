@@ -18,7 +18,7 @@ from genoformer.io.variants import TruthVariants
 from genoformer.simulate.genome import simulate
 from genoformer.train import TrainConfig, dry_run
 from genoformer.train.config import parse_class_weights
-from genoformer.train.data import genotype_counts
+from genoformer.train.labels import genotype_counts
 from genoformer.train.losses import forward_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -85,7 +85,9 @@ def test_balanced_weights_in_dry_run(example, tmp_path):
                          out=str(tmp_path / "run"))
     data = dry_run(config)["data"]
     counts = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
-    assert data["genotype_counts"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
+    assert data["label_counts"]["training regions"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
+    assert data["label_counts"]["validation windows"] == dict(zip(
+        ["hom_ref", "het", "hom_alt"], pysam_counts(example.truth_vcf, example.confident_bed, "chrB", 12000)))
     for name, n in zip(["hom_ref", "het", "hom_alt"], counts):
         assert data["class_weights"][name] == pytest.approx(sum(counts) / (3 * n))
 

@@ -20,11 +20,13 @@ from ..lsh import UNIT_EPS, Hashed, LSHSelfAttention, unit_length_grad
 from ..positions import Rotary, resolve_rotary, rotate
 from ..prenorm import PreNorm
 from ..reversible import RngState, accumulate, grads_of
+from ..sizing import piece_size
 from .by_hand import BranchGrads, ByHand
 from .lsh_kernels import KERNEL_SCOPE, attention_backward, attention_forward, padded_real
 from .workspace import Workspace
 
 GROUP_ROWS = 2 ** 16  # tokens x heads run at once (head_groups)
+LARGE_GROUP_ROWS = 2 ** 22  # on an accelerator (sizing.py): the 4 heads of a 1 Mb window at k = 1 in one group
 
 
 class KeptAttention(NamedTuple):
@@ -35,10 +37,10 @@ class KeptAttention(NamedTuple):
     lse: Tensor
 
 
-def head_groups(attention: LSHSelfAttention, batch: int, length: int) -> list[slice]:
-    """Heads run together: at long lengths the layer's intermediates are ~8 [B, T, d_model] tensors, a group's
-    a fraction."""
-    per = max(1, GROUP_ROWS // max(batch * length, 1))
+def head_groups(attention: LSHSelfAttention, batch: int, length: int, device: torch.device) -> list[slice]:
+    """Heads run together on `device`: at long lengths the layer's intermediates are ~8 [B, T, d_model] tensors,
+    a group's a fraction."""
+    per = max(1, piece_size(device, GROUP_ROWS, LARGE_GROUP_ROWS) // max(batch * length, 1))
     return [slice(h, min(h + per, attention.heads)) for h in range(0, attention.heads, per)]
 
 
@@ -71,7 +73,8 @@ class PreNormLSH(ByHand):
                         rotary: Rotary | None = None) -> Tensor:
         attention, normed = self.attention, self.norm(x)
         if full_precision(normed):
-            groups = head_groups(attention, *x.shape[:2]) if self.can_run_by_hand(x) else [slice(0, attention.heads)]
+            groups = (head_groups(attention, *x.shape[:2], x.device) if self.can_run_by_hand(x)
+                      else [slice(0, attention.heads)])
             out = project_by_heads(attention, normed, mask, positions, rotary, groups, keep,
                                    Workspace(x.device) if workspace is None else workspace)
         else:
@@ -103,7 +106,7 @@ class PreNormLSH(ByHand):
         else:
             totals = [None] * len(inner_params)
         d_inner = None
-        for i, group in enumerate(head_groups(attention, *x.shape[:2])):
+        for i, group in enumerate(head_groups(attention, *x.shape[:2], x.device)):
             columns = attention.rows(group)
             share = weight[:, columns].t()  # the output projection's rows for this group's columns
             if by_hand:

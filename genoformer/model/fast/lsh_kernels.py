@@ -7,8 +7,9 @@ the sort order, the output and the per-query log-sum-exp (as flash attention doe
 chunk scores in backward, one block of BLOCK_ROWS queries of one round at a time.  Peak memory is
 O(T * d) for one (sequence, head) piece plus one block's [BLOCK_ROWS, 2 * bucket_size] scores.
 On CPU, chunks go through torch's fused flash-attention kernels (exact, about twice as fast as
-bmm + softmax).  Adapted from the Reformer paper (https://openreview.net/pdf?id=rkgNKkHtvB),
-trax and reformer-pytorch.
+bmm + softmax); on a GPU through batched matmuls and a log-sum-exp, in the large pieces and blocks
+of sizing.py (a few launches per round rather than thousands).  Adapted from the Reformer paper
+(https://openreview.net/pdf?id=rkgNKkHtvB), trax and reformer-pytorch.
 
 `chunk_attention` is the autograd entry (the Reformer gives it to its LSH layers);
 attention_forward / attention_backward are the no-autograd halves the fast engine calls by hand.
@@ -20,10 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..lsh_chunks import SELF_SCORE, last_chunk, looks_back
+from ..sizing import piece_size, small_pieces
 from .workspace import Workspace
 
 KERNEL_SCOPE = "lsh_kernel."  # the prefix of the kernel's buffers in a workspace it is given
 BLOCK_ROWS = 2 ** 13  # query rows per attention call: per-block buffers of a few MB, served from the heap
+LARGE_BLOCK_ROWS = 2 ** 19  # on an accelerator (sizing.py): [rows, 2 * 64] float32 scores of 256 MiB
 
 
 def _overlapping(runs: Tensor) -> Tensor:
@@ -54,7 +57,7 @@ class _Round:
 
     def blocks(self):
         """(first chunk, end chunk) of each block: about BLOCK_ROWS query rows over all N sequences."""
-        step = max(1, BLOCK_ROWS // (self.n * self.bs))
+        step = max(1, piece_size(self.rows.device, BLOCK_ROWS, LARGE_BLOCK_ROWS) // (self.n * self.bs))
         for c0 in range(0, self.chunks, step):
             yield c0, min(c0 + step, self.chunks)
 
@@ -104,8 +107,11 @@ def _bias(rnd: _Round, c0: int, c1: int, real: Tensor | None, lookback_masked: T
 
 def _fused(device: torch.device, dtype: torch.dtype) -> bool:
     """Use torch's fused CPU flash-attention kernels?  Exact, and about twice as fast as bmm +
-    softmax on CPU; they take an additive bias and return (and accept) the log-sum-exp."""
-    return (USE_FUSED_CPU and device.type == "cpu" and dtype in (torch.float32, torch.float64, torch.bfloat16)
+    softmax on CPU; they take an additive bias and return (and accept) the log-sum-exp.  CPU tensors
+    only, and only with the CPU's small pieces (sizing.py), so that a CPU run with the accelerator's
+    sizing takes the matmul path a GPU takes."""
+    return (USE_FUSED_CPU and device.type == "cpu" and small_pieces(device)
+            and dtype in (torch.float32, torch.float64, torch.bfloat16)
             and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"))
 
 
@@ -144,21 +150,24 @@ def _attend_backward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float
 
 
 SLICE_ROWS = 2 ** 16  # (sequence, head) rows attended per piece: caps the per-piece buffers, not the result
+LARGE_SLICE_ROWS = 2 ** 22  # on an accelerator (sizing.py): the 4 heads of a 1 Mb window at k = 1 in one piece
 
 
-def _slices(B: int, H: int, Tp: int):
-    """(batch slice, head slice) pieces of about SLICE_ROWS rows: whole sequences when they fit, else head groups.
+def _slices(B: int, H: int, Tp: int, device: torch.device):
+    """(batch slice, head slice) pieces of about SLICE_ROWS rows on `device` (LARGE_SLICE_ROWS on an accelerator):
+    whole sequences when they fit, else head groups.
 
     Heads are independent, so attending a few at a time changes nothing but the size of the
     per-piece buffers (q|k|v rows, gradients), which would otherwise be several times the input.
     """
+    rows = piece_size(device, SLICE_ROWS, LARGE_SLICE_ROWS)
     per_sequence = H * Tp
-    if per_sequence <= SLICE_ROWS:
-        step = max(1, SLICE_ROWS // per_sequence)
+    if per_sequence <= rows:
+        step = max(1, rows // per_sequence)
         for b in range(0, B, step):
             yield slice(b, min(b + step, B)), slice(0, H)
         return
-    step = max(1, SLICE_ROWS // Tp)
+    step = max(1, rows // Tp)
     for b in range(B):
         for h in range(0, H, step):
             yield slice(b, b + 1), slice(h, min(h + step, H))
@@ -300,7 +309,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Tens
     acc = torch.promote_types(q.dtype, torch.float32)
     ws = ws.scope(KERNEL_SCOPE)
     out, lse = _result(ws, fresh, "result_out", (B, H, Tp, dh), acc), _result(ws, fresh, "result_lse", (B, H, Tp), acc)
-    for sb, sh in _slices(B, H, Tp):
+    for sb, sh in _slices(B, H, Tp, q.device):
         rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
         n = rows[0].shape[0]
         _forward_piece(*rows, piece_order, piece_real, causal, bucket_size, out[sb, sh].view(n, dh),
@@ -326,7 +335,7 @@ def attention_backward(q: Tensor, k: Tensor, v: Tensor, order: Tensor, real: Ten
     # padding, and the inputs' dtype is the accumulation dtype), else into per-piece buffers
     direct = Tp == T and q.dtype == acc
     grads = [_result(ws, fresh, f"result_d{name}", (B, H, T, dh), q.dtype) for name in "qkv"]  # every row written
-    for sb, sh in _slices(B, H, Tp):
+    for sb, sh in _slices(B, H, Tp, q.device):
         rows, piece_order, piece_real = _piece_rows(q, k, v, order, real, sb, sh, Tp, ws)
         n = rows[0].shape[0]
         piece_grad_out = padded[sb, sh].view(n, dh)

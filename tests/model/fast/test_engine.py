@@ -39,7 +39,7 @@ def test_lsh_recomputed_a_head_group_at_a_time_matches_plain_residual(monkeypatc
     torch.manual_seed(0)
     seq = fast_stack(["lsh", "local", "lsh"], 0.0).double().train()
     x, mask = inputs()
-    groups = fast_lsh.head_groups(seq.blocks[0].f.fn, *x.shape[:2])
+    groups = fast_lsh.head_groups(seq.blocks[0].f.fn, *x.shape[:2], x.device)
     assert len(groups) == {1: 4, 192: 2, 2 ** 16: 1}[group_rows]
     assert_same(run(seq, x, mask, reversible=False), run(seq, x, mask, reversible=True), tol=1e-6)
 
@@ -68,7 +68,7 @@ def test_last_lsh_blocks_reuse_their_forward_attention_in_backward(monkeypatch, 
     torch.manual_seed(0)
     seq = fast_stack(["lsh", "lsh", "local", "lsh"], 0.0).double().train()
     x, mask = inputs()
-    groups = len(fast_lsh.head_groups(seq.blocks[0].f.fn, *x.shape[:2]))
+    groups = len(fast_lsh.head_groups(seq.blocks[0].f.fn, *x.shape[:2], x.device))
     plain = run(seq, x, mask, reversible=False)
     calls.update(forward=0, hash=0)
     rev = run(seq, x, mask, reversible=True)
@@ -96,7 +96,7 @@ def test_one_workspace_serves_every_lsh_block_forward_and_backward(monkeypatch):
     plain = run(seq, x, mask, reversible=False)
     assert seen == []  # with autograd on, the plain stack attends through the layers' kernel
     rev = run(seq, x, mask, reversible=True)
-    groups = len(fast_lsh.head_groups(seq.blocks[0].f.fn, *x.shape[:2]))
+    groups = len(fast_lsh.head_groups(seq.blocks[0].f.fn, *x.shape[:2], x.device))
     assert len(seen) == 2 * 3 * groups  # three LSH blocks, forward and backward, each group
     assert len({id(w) for w in seen}) == 1
     assert_same(plain, rev, tol=1e-6)
@@ -201,7 +201,7 @@ def test_the_default_reformer_runs_its_blocks_by_hand_on_cpu_float32(monkeypatch
         count_calls(monkeypatch, owner, name, calls, key)
     tokens = torch.randint(1, 12, (2, 40))
     model(tokens).square().sum().backward()
-    groups = len(fast_lsh.head_groups(model.lsh_attention[0], 2, 48))  # 40 tokens padded to 48
+    groups = len(fast_lsh.head_groups(model.lsh_attention[0], 2, 48, torch.device("cpu")))  # 40 tokens padded to 48
     assert calls == {"lsh forward": 3, "lsh backward": 3, "lsh heads forward": 3, "lsh heads backward": 3 * groups,
                      "ff backward": 3, "ff chunk backward": 3}
     calls.clear()

@@ -94,7 +94,7 @@ def test_forward_by_head_groups_equals_autograd_forward(monkeypatch, causal, gro
     expected = m(x.clone().requires_grad_(), mask, positions)
     after_expected = torch.get_rng_state()
     torch.set_rng_state(state)
-    groups = head_groups(m, 2, 45)
+    groups = head_groups(m, 2, 45, torch.device("cpu"))
     assert len(groups) == {1: 4, 2 ** 16: 1}[group_rows]
     got = project_by_heads(m, x, mask, positions, None, groups, None, Workspace(x.device))
     assert torch.equal(torch.get_rng_state(), after_expected)

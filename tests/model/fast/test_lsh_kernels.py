@@ -103,7 +103,7 @@ def assert_setting_changes_nothing(monkeypatch, name: str, value: int, masked: b
 @pytest.mark.parametrize("masked", [False, True])
 def test_attending_in_pieces_changes_nothing(monkeypatch, rows, masked):
     monkeypatch.setattr(lsh_kernels, "SLICE_ROWS", rows)
-    assert len(list(lsh_kernels._slices(3, 4, 48))) == {48: 12, 96: 6, 2 ** 16: 1}[rows]
+    assert len(list(lsh_kernels._slices(3, 4, 48, torch.device("cpu")))) == {48: 12, 96: 6, 2 ** 16: 1}[rows]
     assert_setting_changes_nothing(monkeypatch, "SLICE_ROWS", rows, masked, seed=2)
 
 
