@@ -22,6 +22,7 @@ from genoformer.outputs import hdf5_unusable
 
 # name -> "module:attribute" of the click.Command
 COMMANDS = {
+    "attribute": "genoformer.commands.attribute:attribute",
     "buckets": "genoformer.commands.buckets:buckets",
     "calibrate": "genoformer.commands.calibrate:calibrate",
     "evaluate": "genoformer.commands.evaluate:evaluate",
@@ -29,6 +30,7 @@ COMMANDS = {
     "info": "genoformer.commands.info:info",
     "merge": "genoformer.commands.merge:merge",
     "predict": "genoformer.commands.predict:predict",
+    "score-variants": "genoformer.commands.score_variants:score_variants",
     "simulate": "genoformer.commands.simulate:simulate",
     "train": "genoformer.commands.train:train",
 }
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group and map exceptions to the exit-code contract."""
     interrupt.install()
     mmap_large_tensors()
+    try:
+        _main(argv)
+    except SystemExit as exit_:
+        if exit_.code == interrupt.EXIT_CODE:  # SIGTERM, its cleanup done on the way here
+            interrupt.exit_now()
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="genoformer", standalone_mode=False)
     except GenoformerError as err:

@@ -1,4 +1,4 @@
-"""--device is chosen one way for train, predict and buckets: the same names, the same refusal of cuda
+"""--device is chosen one way for every command that runs a model: the same names, the same refusal of cuda
 without a GPU, and bf16 autocast on CUDA only."""
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from genoformer.buckets.run import load_model
+from genoformer.commands.attribute import attribute as attribute_command
 from genoformer.commands.buckets import buckets as buckets_command
 from genoformer.commands.predict import predict as predict_command
+from genoformer.commands.score_variants import score_variants as score_variants_command
 from genoformer.commands.train import train as train_command
 from genoformer.devices import DEVICES, autocast, check_device, resolve_device
 from genoformer.errors import UsageError
@@ -18,7 +20,7 @@ GPU = torch.cuda.is_available()
 
 
 def test_every_command_offers_the_same_devices():
-    for command in (train_command, predict_command, buckets_command):
+    for command in (train_command, predict_command, buckets_command, score_variants_command, attribute_command):
         assert tuple(next(p for p in command.params if p.name == "device").type.choices) == DEVICES
 
 

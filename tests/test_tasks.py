@@ -99,8 +99,9 @@ def test_predict_writes_exactly_the_per_base_tasks_with_their_activation(task, t
     config = PredictConfig(model=str(tmp_path / "run"), reference=str(reference), out=str(tmp_path / "p.h5"),
                            device="cpu", progress=False)
     if task not in PREDICTED:
-        assert TASKS[task].predict is None
-        with pytest.raises(UsageError, match=f"this {task} model .* has nothing per-base to write"):
+        assert TASKS[task].head in (TOKEN_LOGITS, PER_SEQUENCE)
+        refusal = "labels whole sequences" if TASKS[task].head == PER_SEQUENCE else "has nothing per-base to write"
+        with pytest.raises(UsageError, match=f"this {task} model .*{refusal}|a {task} model {refusal}"):
             predict(config)
         assert not (tmp_path / "p.h5").exists()
         return
@@ -108,7 +109,7 @@ def test_predict_writes_exactly_the_per_base_tasks_with_their_activation(task, t
     probs = read_predictions(tmp_path / "p.h5", "chrA").probs.astype(np.float64)
     assert probs.shape == (200, N_CLASSES) and ((probs > 0) & (probs < 1)).all()
     sums = probs.sum(1)
-    if TASKS[task].predict == SOFTMAX:  # genotypes exclude each other
+    if TASKS[task].activation == SOFTMAX:  # genotypes (residue classes) exclude each other
         np.testing.assert_allclose(sums, 1, atol=3e-3)
     else:
-        assert TASKS[task].predict == SIGMOID and np.abs(sums - 1).max() > 0.05  # classes on their own
+        assert TASKS[task].activation == SIGMOID and np.abs(sums - 1).max() > 0.05  # classes on their own

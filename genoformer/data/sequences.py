@@ -102,8 +102,16 @@ def _residue_labels(text: str) -> list[str]:
     return text.split() if any(c.isspace() for c in text.strip()) else list(text.strip())
 
 
-def _read_csv(path: Path, label_field: str) -> LabelledSequences:
-    out = LabelledSequences(str(path))
+@dataclass(frozen=True)
+class SequenceRecord:
+    """One sequence of a file; `where` ("line 12" / "record x (line 3)") places it for error messages."""
+    name: str
+    where: str
+    sequence: str
+    label: str | None  # None where the file has no label for it (iter_sequences only)
+
+
+def _csv_records(path: Path, label_field: str, require_label: bool) -> Iterator[SequenceRecord]:
     delimiter = "\t" if path.name.removesuffix(".gz").endswith(".tsv") else ","
     try:
         with _open_text(path) as fh:
@@ -114,28 +122,37 @@ def _read_csv(path: Path, label_field: str) -> LabelledSequences:
             if seq_col is None:
                 raise InputError(f"{path}: no sequence column (looked for {', '.join(SEQUENCE_COLUMNS)}; "
                                  f"columns: {', '.join(header) or 'none'})")
-            if label_field not in header:
+            if label_field not in header and require_label:
                 raise InputError(f"{path}: no {label_field!r} label column (columns: {', '.join(header)})",
                                  hint="name the label column with --label-field")
-            label_col = header.index(label_field)
+            label_col = header.index(label_field) if label_field in header else None
             id_col = lower.index("id") if "id" in lower else None
+            last_col = max(c for c in (seq_col, label_col, id_col) if c is not None)
             for line_no, row in enumerate(rows, 2):
                 if not row or not "".join(row).strip():
                     continue
-                if len(row) <= max(seq_col, label_col):
+                if len(row) <= last_col:
                     raise InputError(f"{path}: line {line_no}: {len(row)} fields, expected {len(header)}")
-                out.names.append(row[id_col] if id_col is not None else f"line {line_no}")
-                out.where.append(f"line {line_no}")
-                out.sequences.append("".join(row[seq_col].split()))  # CB513 spaces residues
-                out.labels.append(row[label_col].strip())
-                out.masks.append(None)
-                out.tags.append({})
+                yield SequenceRecord(row[id_col] if id_col is not None else f"line {line_no}", f"line {line_no}",
+                                     "".join(row[seq_col].split()),  # CB513 spaces residues
+                                     row[label_col].strip() if label_col is not None else None)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text CSV file (binary content)") from None
     except csv.Error as e:
         raise InputError(f"{path}: not a valid CSV file ({e})") from None
     except (OSError, EOFError) as e:
         raise InputError(f"{path}: cannot read ({e})") from None
+
+
+def _read_csv(path: Path, label_field: str) -> LabelledSequences:
+    out = LabelledSequences(str(path))
+    for record in _csv_records(path, label_field, require_label=True):
+        out.names.append(record.name)
+        out.where.append(record.where)
+        out.sequences.append(record.sequence)
+        out.labels.append(record.label)
+        out.masks.append(None)
+        out.tags.append({})
     return out
 
 
@@ -213,6 +230,22 @@ def read_sequences(path: str, *, label_field: str = "label", residue_labels: str
                                  hint=None if residue_labels else "per-sequence labels? then drop --per-residue")
     seqs.per_residue = per_residue
     return seqs
+
+
+def iter_sequences(path: str, label_field: str = "label") -> Iterator[SequenceRecord]:
+    """Stream the sequences of a CSV/TSV or FASTA (plain or gzipped) to label them: labels optional.
+
+    A CSV needs only its sequence column; a FASTA label comes only from a `label_field=` header
+    tag, and the id is kept whole ('>sp|P69905|HBA' is a name here, not 'sp|P69905' labelled HBA).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such sequence file")
+    if _is_table(p):
+        yield from _csv_records(p, label_field, require_label=False)
+        return
+    for name, tags, seq, line_no in _fasta_records(p):
+        yield SequenceRecord(name, f"record {name} (line {line_no})", seq, tags.get(label_field))
 
 
 def detect_alphabet(seqs: LabelledSequences) -> str:

@@ -40,5 +40,5 @@ class PerBaseDecoder(nn.Module):
             x = x + self.skip(skip[:, :n_bases])
         x = x * keep
         for block in self.blocks:
-            x = block(x) * keep
+            x = block(x, keep) * keep
         return self.out(self.norm(x))

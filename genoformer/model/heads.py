@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..io.evidence import BASE_COLUMNS, PILEUP_FEATURES, Evidence
-from ..tasks import PER_SEQUENCE, TASKS, TOKEN_LOGITS
+from ..tasks import PER_SEQUENCE, SIGMOID, SOFTMAX, TASKS, TOKEN_LOGITS
 from ..tokenize import KmerTokenizer, ProteinTokenizer
 from .config import ReformerConfig
 from .decoder import PerBaseDecoder
@@ -216,3 +216,14 @@ def batch_inputs(batch: dict, device: torch.device | str) -> dict:
     inputs = {"tokens": batch["tokens"].to(device), "token_mask": batch["token_mask"].to(device),
               "valid": batch["valid"].to(device), "n_bases": batch["valid"].shape[1]}
     return inputs | {key: batch[key].to(device) for key in ("evidence", "bases", "soft_mask") if key in batch}
+
+
+def activate(task: str, logits: Tensor) -> Tensor:
+    """Class probabilities from a head's logits, with the task's activation (genoformer.tasks): a softmax
+    over the classes or independent sigmoids, as the task was trained."""
+    activation = TASKS[task].activation
+    if activation == SOFTMAX:
+        return logits.softmax(-1)
+    if activation == SIGMOID:
+        return logits.sigmoid()
+    raise ValueError(f"a {task} model's output has no class probabilities")

@@ -37,7 +37,11 @@ def convolve(conv: nn.Conv1d, x: Tensor) -> Tensor:
 
 
 class ConvBlock(nn.Module):
-    """x + dropout(conv(gelu(norm(x)))) over bases: [B, W, C] -> [B, W, C], 'same' zero padding."""
+    """x + dropout(conv(gelu(norm(x)))) over bases: [B, W, C] -> [B, W, C], 'same' zero padding.
+
+    `keep` [B, W, 1] (0 at padding bases): the convolution reads padding bases as zeros, as it reads the
+    bases past a sequence's end, so a padded sequence gets what it gets alone (norm(0) is the norm's
+    bias, and gelu of it is not 0 once the model is trained)."""
 
     def __init__(self, width: int, kernel: int, dropout: float = 0.0):
         super().__init__()
@@ -45,8 +49,8 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.drop(convolve(self.conv, F.gelu(self.norm(x)).transpose(1, 2)).transpose(1, 2))
+    def forward(self, x: Tensor, keep: Tensor | float = 1) -> Tensor:
+        return x + self.drop(convolve(self.conv, (F.gelu(self.norm(x)) * keep).transpose(1, 2)).transpose(1, 2))
 
 
 class EvidenceScaling(nn.Module):
@@ -92,9 +96,11 @@ class Stem(nn.Module):
     def forward(self, bases: Tensor, soft_mask: Tensor | None = None, evidence: Tensor | None = None,
                 valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B, W = bases.shape
-        keep = torch.ones(B, W, 1, device=bases.device) if valid is None else valid[..., None].float()
-        letters = F.one_hot(bases.long().clamp(0, self.n_letters - 1), self.n_letters).float()
-        masked = torch.zeros(B, W, 1, device=bases.device) if soft_mask is None else soft_mask[..., None].float()
+        dtype = self.sequence_in.weight.dtype  # float32, or the model's dtype when it is converted (.double())
+        keep = torch.ones(B, W, 1, device=bases.device, dtype=dtype) if valid is None else valid[..., None].to(dtype)
+        letters = F.one_hot(bases.long().clamp(0, self.n_letters - 1), self.n_letters).to(dtype)
+        masked = torch.zeros(B, W, 1, device=bases.device, dtype=dtype) if soft_mask is None \
+            else soft_mask[..., None].to(dtype)
         x = convolve(self.sequence_in, (torch.cat((letters, masked), -1) * keep).transpose(1, 2))
         if self.evidence_in is not None:
             if evidence is None:
@@ -102,7 +108,7 @@ class Stem(nn.Module):
             x = x + convolve(self.evidence_in, (self.evidence(evidence) * keep).to(x.dtype).transpose(1, 2))
         x = x.transpose(1, 2) * keep
         for block in self.blocks:
-            x = block(x) * keep
+            x = block(x, keep) * keep
         n_tokens = self.tokenizer.n_tokens(W)
         # the last k-mer may run past the window: its missing bases contribute zeros
         covered = (n_tokens - 1) * self.tokenizer.stride + self.tokenizer.k

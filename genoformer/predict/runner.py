@@ -50,10 +50,10 @@ from genoformer.io.checksums import contig_md5s
 from genoformer.io.evidence import BASE_COLUMNS, Evidence
 from genoformer.io.predictions import partial_path
 from genoformer.io.variant_classes import check_variant_classes, forward_strand
-from genoformer.model.heads import batch_inputs
+from genoformer.model.heads import activate, batch_inputs
 from genoformer.predict.grid import PlannedWindow, grid_step, iter_planned, plan_windows
 from genoformer.predict.writer import PredictionWriter
-from genoformer.tasks import PREDICTED, SOFTMAX, TASKS
+from genoformer.tasks import PER_SEQUENCE, PREDICTED, TASKS, TRAIN_TASKS
 from genoformer.data.windows import regions
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ class PredictConfig:
         if not isinstance(self.rc_average, bool):
             raise UsageError(f"rc-average must be true or false, got {self.rc_average!r}")
         if not self.model or not self.reference:
-            raise UsageError("give a model (--model) and a reference FASTA (--reference)")
+            raise UsageError("give a model (--model) and a reference FASTA (--reference)",
+                             hint="for a classify model, give the sequences to label with --sequences")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,10 +105,17 @@ def _load_model(path: str, hash_seed: int):
 
     model, meta, _ = load_checkpoint(path, hash_seed=hash_seed)
     task = TASKS[meta["task"]]  # load_checkpoint refuses a task that is not in the registry
-    if task.predict is None:
-        raise UsageError(f"{path}: predict writes {' and '.join(PREDICTED)} models; this {task.name} model "
+    if task.head == PER_SEQUENCE:
+        # its recorded window is the longest sequence it accepted (1 Mb unless set): tiling a reference
+        # with it ran for hours and wrote one label broadcast over every base
+        raise UsageError(f"{path}: a {task.name} model labels whole sequences, not the bases of a reference",
+                         hint="give the sequences with --sequences FILE (FASTA or CSV) instead of --reference")
+    if not task.per_base:
+        written = ", ".join(PREDICTED[:-1]) + f" and {PREDICTED[-1]}"
+        trainable = "|".join(name for name in PREDICTED if name in TRAIN_TASKS)
+        raise UsageError(f"{path}: predict writes {written} models; this {task.name} model "
                          f"({task.about}) has nothing per-base to write",
-                         hint=f"fine-tune it first: genoformer train --task {'|'.join(PREDICTED)} --init-from ...")
+                         hint=f"fine-tune it first: genoformer train --task {trainable} --init-from ...")
     return model, meta
 
 
@@ -339,7 +347,8 @@ class _Runner:
         return batch, list(zip(probs, extras))
 
     def _forward(self, items: list[dict]) -> list[np.ndarray]:
-        """float32 [W, C] probabilities per item: softmax (variant genotypes), sigmoid (pattern classes)."""
+        """float32 [W, C] probabilities per item, with the task's activation (softmax: variant genotypes,
+        residue classes; sigmoid: pattern classes)."""
         probs = self._probabilities(items)
         if not self.rc_average:
             return probs
@@ -358,5 +367,4 @@ class _Runner:
         except torch.cuda.OutOfMemoryError:
             raise OutputError(f"GPU out of memory on a batch of {len(items)} windows of {self.window:,} bases",
                               hint="reduce --batch-size or --window") from None
-        probs = logits.softmax(-1) if TASKS[self.task].predict == SOFTMAX else logits.sigmoid()
-        return list(probs.cpu().numpy())
+        return list(activate(self.task, logits).cpu().numpy())

@@ -25,7 +25,7 @@ from genoformer.data.datasets import IGNORE_INDEX
 from genoformer.io.evidence import Evidence
 from genoformer.io.variant_classes import variant_class
 from genoformer.model.heads import batch_inputs, mlm_letters
-from genoformer.model.layout import bases_of_tokens
+from genoformer.model.layout import covering_tokens, spelled_bases
 from genoformer.tokenize import MASK_ID
 
 # a base is a candidate when at least this share of its reads show one other allele: about where
@@ -118,18 +118,7 @@ def hidden_bases(masked: Tensor, valid: Tensor, tokenizer) -> tuple[Tensor, Tens
     B, W = valid.shape
     owner = torch.from_numpy(tokenizer.token_of_base(W))
     bases = masked[:, owner] & valid
-    covered = bases_of_tokens(tokenizer, masked.shape[1])  # (T, k), may run past W
-    padded = F.pad(bases, (0, max(int(covered.max()) + 1 - W, 0)))
-    return bases, padded[:, covered].any(-1)
-
-
-def spelled_bases(masked: Tensor, valid: Tensor, tokenizer) -> Tensor:
-    """bool [B, W]: the real bases that the masked tokens [B, T] spell (all k of each)."""
-    B, W = valid.shape
-    covered = bases_of_tokens(tokenizer, masked.shape[1])  # (T, k), may run past W
-    hits = torch.zeros(B, max(W, int(covered.max()) + 1), dtype=torch.int64)
-    hits.index_add_(1, covered.flatten(), masked.repeat_interleave(tokenizer.k, dim=1).long())
-    return (hits[:, :W] > 0) & valid
+    return bases, covering_tokens(bases, masked.shape[1], tokenizer)
 
 
 def _masked_bases_loss(model, tokenizer, batch: dict, inputs: dict, masked: Tensor,

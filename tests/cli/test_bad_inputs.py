@@ -144,6 +144,11 @@ MISSING_INPUT = {
     "merge": ["merge", "{tmp}/a.h5", "--out", "{tmp}/m.h5", "--expect-regions", "{missing}"],
     "buckets": ["buckets", "--model", "{missing}", "--reference", "{missing}", "--region", "c:1-2",
                 "--out", "{tmp}/b"],
+    "predict --sequences": ["predict", "--model", "{missing}", "--sequences", "{missing}", "--out", "{tmp}/p.h5"],
+    "score-variants": ["score-variants", "--model", "{missing}", "--reference", "{missing}", "--vcf", "{missing}",
+                       "--out", "{tmp}/s"],
+    "attribute": ["attribute", "--model", "{missing}", "--reference", "{missing}", "--region", "c:1-2",
+                  "--out", "{tmp}/a"],
 }
 
 
@@ -419,7 +424,8 @@ def test_help_and_info_never_import_torch():
     """D5: `genoformer --help`, `info` and the help of the commands run without the torch stack (fast; no GPU
     libraries needed), `train --help` too although it shows TrainConfig's defaults."""
     code = ("import sys; from genoformer.cli import main\n"
-            "for argv in (['--help'], ['info', '--help'], ['export', '--help'], ['train', '--help']):\n"
+            "for argv in (['--help'], ['info', '--help'], ['export', '--help'], ['train', '--help'],\n"
+            "             ['score-variants', '--help'], ['attribute', '--help']):\n"
             "    try: main(argv)\n"
             "    except SystemExit: pass\n"
             "print('torch' in sys.modules)")
