@@ -55,3 +55,12 @@ class OutputError(GenoformerError, OSError):
 
 class NumericalError(GenoformerError, ArithmeticError):
     exit_code = 5
+
+
+def refuse_unknown(values, known, what: str, shown=None) -> None:
+    """UsageError naming the first of `values`' keys not in `known` ("unknown {what} 'x'"), with the
+    known names (`shown`, default `known`) as its hint: every config's from_dict says it the same way."""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UsageError(f"unknown {what} {unknown[0]!r}",
+                         hint=f"known: {', '.join(sorted(known if shown is None else shown))}")

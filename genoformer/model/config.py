@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, refuse_unknown
 from ..outputs import write_text
 
 ATTENTION_KINDS = ("lsh", "local", "full")
@@ -78,10 +78,7 @@ class ReformerConfig:
     def from_dict(cls, values: dict) -> ReformerConfig:
         if not isinstance(values, dict):
             raise UsageError(f"config must be a JSON object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown config key {unknown[0]!r}", hint=f"known keys: {', '.join(sorted(known))}")
+        refuse_unknown(values, {f.name for f in dataclasses.fields(cls)}, "config key")
         if "vocab_size" not in values:
             raise UsageError("config needs vocab_size")
         return cls(**values)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ..errors import UsageError, refuse_unknown
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,7 @@ class PerBaseConfig:
     def from_dict(cls, values: dict) -> PerBaseConfig:
         if not isinstance(values, dict):
             raise UsageError(f"per-base config must be a JSON object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown per-base config key {unknown[0]!r}",
-                             hint=f"known keys: {', '.join(sorted(known))}")
+        refuse_unknown(values, {f.name for f in dataclasses.fields(cls)}, "per-base config key")
         return cls(**values)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from genoformer.devices import check_device
-from genoformer.errors import UsageError
+from genoformer.errors import UsageError, refuse_unknown
 from genoformer.io.variant_classes import VARIANT_CLASSES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.per_base import PerBaseConfig
@@ -204,10 +204,7 @@ class TrainConfig:
         """A config from option names (underscores) to values; model options flat or under `model`."""
         values = nest_model_options(values)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"unknown training option {unknown[0]!r}",
-                             hint=f"known: {', '.join(sorted(known | set(MODEL_OPTIONS)))}")
+        refuse_unknown(values, known, "training option", known | set(MODEL_OPTIONS))
         return cls(**values)
 
     def given_inputs(self) -> list[str]:
