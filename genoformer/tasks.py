@@ -45,7 +45,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("variant", "per-base genotypes from reads and a truth VCF", PER_BASE,
          _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights"), "f1", predict=SOFTMAX),
     Task("pattern", "per-base classes from BED/GFF tracks or soft-masked repeats", PER_BASE,
-         _WINDOWS + ("bam", "bed"), "auprc", predict=SIGMOID),
+         _WINDOWS + ("bam", "bed", "class_weights"), "auprc", predict=SIGMOID),
     Task("classify", "one label per labelled sequence, or per residue", PER_SEQUENCE, _SEQUENCES, "accuracy"),
     Task("classify_residues", "one label per residue of labelled sequences", PER_RESIDUE, _SEQUENCES, "accuracy",
          trained_by="classify"),

@@ -71,7 +71,8 @@ _regions_help = "Region strings (chr20:10,000,001-10,100,000) or BED files; repe
               "windows (DNA; default off).")
 @click.option("--shift-augment", type=int, help="Shift each training item by 0..N bases (default 0).")
 @click.option("--class-weights", help="variant: loss weight per genotype: none (default), balanced "
-              "(inverse frequency over the scored training bases) or hom_ref,het,hom_alt numbers (1,50,50).")
+              "(inverse frequency over the scored training bases) or hom_ref,het,hom_alt numbers (1,50,50). "
+              "pattern: none (default) or balanced (each class's bases weighted n_negative / n_positive).")
 @click.option("--max-steps", type=int)
 @click.option("--stop-after", type=int, help="Stop with a checkpoint at this step "
               "(the schedule still spans max-steps).")

@@ -142,7 +142,8 @@ class TrainConfig:
     val_every: int = 200
     val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
     # variant: weight of each genotype in the loss. "none"; "balanced" (n / (3 n_class), counted over the
-    # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt
+    # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt.
+    # pattern: "none" or "balanced" (each class's positive bases weighted n_negative / n_positive)
     class_weights: str | list[float] = "none"
     ckpt_every: int = 500
     out: str = "run"
@@ -183,10 +184,13 @@ class TrainConfig:
             raise UsageError(f"rc-augment must be true or false, got {self.rc_augment!r}")
         if isinstance(self.shift_augment, bool) or not isinstance(self.shift_augment, int) or self.shift_augment < 0:
             raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
+        if self.task == "pattern" and not (isinstance(self.class_weights, str) and
+                                           self.class_weights.strip().lower() in ("none", "balanced")):
+            raise UsageError(f"class-weights for the pattern task must be none or balanced, got {self.class_weights!r}")
         self.class_weights = parse_class_weights(self.class_weights)
         if self.class_weights != "none" and "class_weights" not in TASKS[self.task].inputs:
             weighted = [name for name, task in TASKS.items() if "class_weights" in task.inputs]
-            raise UsageError(f"class-weights apply to the {' and '.join(weighted)} task, not {self.task}")
+            raise UsageError(f"class-weights apply to the {' and '.join(weighted)} tasks, not {self.task}")
 
     @classmethod
     def from_dict(cls, values: Mapping) -> TrainConfig:

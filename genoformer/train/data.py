@@ -23,7 +23,7 @@ from genoformer.interrupt import raise_if_terminated
 from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variants import GENOTYPES
 from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task
-from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
+from genoformer.tokenize import KmerTokenizer, ProteinTokenizer, soft_mask
 from genoformer.train.config import TrainConfig
 
 
@@ -39,7 +39,7 @@ class TrainData:
     class_names: list[str]
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
-    class_weights: list[float] | None = None  # variant: the loss weight of each genotype, resolved
+    class_weights: list[float] | None = None  # variant: each genotype's loss weight; pattern: each class's positives
     augment: Augmentation | None = None  # what the training items go through (validation items never)
 
     def __post_init__(self) -> None:
@@ -159,9 +159,17 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     train_bases = sum(len(iv) for iv in train_iv) if train_iv else sum(ref.contigs.values())
     summary = {"train_bases": train_bases, "val_windows": len(val_ds) if val_ds else 0}
     weights = None
-    if config.class_weights == "balanced":
-        counts = genotype_counts(sources["variants"], train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()],
-                                 sources["confident"])
+    train_or_all = train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()]
+    if config.class_weights == "balanced" and config.task == "pattern":
+        positives, bases = class_counts(sources.get("tracks"), ref, train_or_all)
+        if not all(positives) or not all(n < bases for n in positives):
+            empty = class_names[next(i for i, n in enumerate(positives) if not n or n == bases)]
+            raise UsageError(f"class-weights balanced: class {empty!r} covers no base or every base of the "
+                             "training regions", hint="check --train-regions against the tracks")
+        weights = [(bases - n) / n for n in positives]
+        summary["class_bases"] = dict(zip(class_names, positives))
+    elif config.class_weights == "balanced":
+        counts = genotype_counts(sources["variants"], train_or_all, sources["confident"])
         if not sum(counts):
             raise UsageError("class-weights balanced: no scored bases in the training regions",
                              hint="check --train-regions against --confident-bed")
@@ -191,6 +199,22 @@ def genotype_counts(variants, intervals: list[Interval], confident: list[Interva
             labels = variants.labels(iv.contig, start, end, near)
             counts += np.bincount(labels.genotype[labels.mask], minlength=len(GENOTYPES))[:len(GENOTYPES)]
     return [int(c) for c in counts]
+
+
+def class_counts(tracks, ref, intervals: list[Interval], chunk: int = 1 << 20) -> tuple[list[int], int]:
+    """(bases of each pattern class, bases in all) inside `intervals`: the tracks' classes, or without
+    tracks the soft-masked (lowercase) bases of `ref`."""
+    positives, bases = None, 0
+    for iv in intervals:
+        for start in range(iv.start, iv.end, chunk):
+            raise_if_terminated()
+            end = min(start + chunk, iv.end)
+            mask = tracks.mask(iv.contig, start, end) if tracks is not None else \
+                soft_mask(ref.fetch(iv.contig, start, end))[:, None]
+            counts = mask.sum(0)
+            positives = counts if positives is None else positives + counts
+            bases += end - start
+    return [int(n) for n in positives], bases
 
 
 def _regions(specs: list[str] | None, contigs: dict[str, int], what: str) -> list[Interval] | None:

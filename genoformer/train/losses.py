@@ -7,7 +7,9 @@ mlm: contiguous spans of real tokens are masked. With the per-base decoder, thei
   [MASK] (and the bases they spell N, for a stem) and their k-mers are the targets.
 variant: per-base genotype (hom_ref / het / hom_alt); cross-entropy where labelled (-100 elsewhere:
   padding, outside the confident BED), optionally weighted per genotype (--class-weights).
-pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
+pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases, optionally
+  with each class's positive bases weighted (--class-weights balanced: a rare track's few bases count
+  as much as all the others, so the model does not settle on "never").
 classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
   residues); cross-entropy.
 """
@@ -45,6 +47,8 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
 
     variant: `class_weights` [3] weights each genotype's bases; the mean is over the weights
     (cross_entropy's convention), so the loss scale does not depend on a batch's mix of genotypes.
+    pattern: `class_weights` [classes] weights each class's positive bases (BCE's pos_weight); the mean is
+    over bases and classes.
     """
     tokens, token_mask = batch["tokens"], batch["token_mask"]
     inputs = batch_inputs(batch, device)
@@ -78,7 +82,7 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         return loss, {"logits": logits.detach(), "target": target}
     target = (batch["tracks"] if "tracks" in batch else batch["soft_mask"][..., None].float()).to(device)
     valid = batch["valid"].to(device)
-    loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid])
+    loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid], pos_weight=class_weights)
     return loss, {"logits": logits[valid].detach(), "target": target[valid]}
 
 
