@@ -171,7 +171,8 @@ def measure(args, folder: Path, seed: int, options: dict, steps: int) -> Measure
             bits, info["source"] = val["bits_per_base"], "the training code's bits_per_base"
         else:
             bits, info["test_bases_scored"] = masked_bits_per_base(
-                load_checkpoint(config.out)[0], Reference(FASTA), scored_region(args), config.window, config.mask_span, seed)
+                load_checkpoint(config.out)[0], Reference(FASTA), scored_region(args), config.window, config.mask_span,
+                seed)
             info["source"] = "computed here from the checkpoint: a token-level model"
     return Measurement(f"bits per base, {args.score_on} region", bits, baselines, higher_is_better=False,
                        detail={"genoformer": info, "markov": markov})
@@ -229,7 +230,8 @@ def main() -> None:
                           "model": {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads",
                                                                   "bucket_size", "n_hashes", "attention", "lr",
                                                                   "batch_size")},
-                          "score_on": args.score_on, "passes": PASSES, "seeds": args.seeds, "steps": steps, "calibrated_s_per_step": per_step,
+                          "score_on": args.score_on, "passes": PASSES, "seeds": args.seeds, "steps": steps,
+                          "calibrated_s_per_step": per_step,
                           "baseline_only": args.baseline_only, "command": " ".join(sys.argv), "summary": summary,
                           "runs": [dataclasses.asdict(r) for r in runs]})
 

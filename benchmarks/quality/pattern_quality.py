@@ -167,7 +167,8 @@ def main() -> None:
                           "model": {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads",
                                                                   "bucket_size", "n_hashes", "attention", "lr",
                                                                   "batch_size")},
-                          "score_on": args.score_on, "seeds": args.seeds, "steps": steps, "calibrated_s_per_step": per_step,
+                          "score_on": args.score_on, "seeds": args.seeds, "steps": steps,
+                          "calibrated_s_per_step": per_step,
                           "baseline_only": args.baseline_only, "command": " ".join(sys.argv), "summary": summary,
                           "runs": [dataclasses.asdict(r) for r in runs]})
 

@@ -174,7 +174,8 @@ def test_pattern_balanced_weights_against_hand_counts(tracked, tmp_path):
     assert data["class_bases"] == {"soft_masked": masked}
     assert data["class_weights"]["soft_masked"] == pytest.approx((n - masked) / masked)
     with pytest.raises(UsageError, match="covers no base"):  # no island base in chrA:1-4800
-        dry_run(TrainConfig(**base | {"train_regions": ["chrA:1-4800"]}, bed=[str(b) for b in beds], out=str(tmp_path / "x")))
+        dry_run(TrainConfig(**base | {"train_regions": ["chrA:1-4800"]}, bed=[str(b) for b in beds],
+                            out=str(tmp_path / "x")))
 
 
 def test_pattern_weighted_loss_by_hand():
