@@ -507,6 +507,7 @@ def test_merge_seeds_joins_runs_and_recomputes_the_spread():
     assert (row["mean"], row["min"], row["max"]) == pytest.approx((0.5, 0.3, 0.7))
     assert row["baseline"] == pytest.approx(0.45)
     assert (row["diff"], row["diff_min"], row["diff_max"]) == pytest.approx((0.05, -0.15, 0.2))
-    for bad in ([result(0, 0.5, 0.4), result(0, 0.3, 0.45)], [result(0, 0.5, 0.4), result(1, 0.3, 0.45) | {"steps": 5}]):
+    twice, other_steps = result(0, 0.3, 0.45), result(1, 0.3, 0.45) | {"steps": 5}
+    for bad in ([result(0, 0.5, 0.4), twice], [result(0, 0.5, 0.4), other_steps]):
         with pytest.raises(SystemExit):
             merge(bad)
