@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pysam
@@ -17,6 +18,7 @@ from genoformer.interrupt import raise_if_terminated
 from genoformer.io.alignments import Alignments, ReadFilters
 from genoformer.io.evidence import Evidence
 from genoformer.io.fasta import Reference
+from genoformer.io.tracks import Tracks
 from genoformer.io.variants import TruthVariants
 from genoformer.tokenize import KmerTokenizer
 
@@ -69,6 +71,16 @@ def _read_counts(alignments: Alignments, iv: Interval) -> dict:
             "mean_depth": depth_sum / len(iv) if len(iv) else 0.0}
 
 
+def _bed_counts(path: str | os.PathLike, contigs: dict[str, int]) -> dict:
+    """Intervals and bases of a BED file, or per feature type of a GFF3/GTF (read as `train --bed` reads it)."""
+    if Path(str(path).removesuffix(".gz")).suffix.lower() not in (".gff", ".gff3", ".gtf", ".txt"):
+        ivs = read_bed(path, contigs)
+        return {"path": str(path), "intervals": len(ivs), "bases": sum(len(iv) for iv in ivs)}
+    classes = Tracks.from_files([path], contigs).counts()
+    return {"path": str(path), "intervals": sum(c["intervals"] for c in classes.values()),
+            "bases": sum(c["bases"] for c in classes.values()), "classes": classes}
+
+
 def summarize(reference: str | os.PathLike, bam: str | os.PathLike | None = None,
               vcf: str | os.PathLike | None = None, bed: str | os.PathLike | None = None,
               region: str | None = None, filters: ReadFilters = ReadFilters(),
@@ -116,8 +128,7 @@ def summarize(reference: str | os.PathLike, bam: str | os.PathLike | None = None
                            "indels_or_complex": sum(n for k, n in kinds.items() if k != "snv"),
                            "by_genotype": dict(sorted(genotypes.items()))}
     if bed is not None:
-        ivs = read_bed(bed, ref.contigs)
-        out["bed"] = {"path": str(bed), "intervals": len(ivs), "bases": sum(len(iv) for iv in ivs)}
+        out["bed"] = _bed_counts(bed, ref.contigs)
     return out
 
 
@@ -143,4 +154,6 @@ def format_summary(summary: dict) -> str:
     if "bed" in summary:
         b = summary["bed"]
         lines.append(f"bed        {b['path']}: {b['intervals']:,} intervals, {b['bases']:,} bp")
+        for name, c in b.get("classes", {}).items():
+            lines.append(f"  {name:<18}{c['intervals']:>10,} intervals, {c['bases']:,} bp")
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 A Task says what it reads (the TrainConfig fields only some tasks use; giving another task's is a
 usage error), which head the model grows on the encoder, which validation metric picks the best
-checkpoint, and whether `predict` writes it per base (and with which activation).
+checkpoint, whether `predict` writes it per base (and with which activation), the training options
+whose default differs for it (`defaults`: the one place to retune them), and the recipe a CPU run
+should start from.
 
 `--task` offers the trainable tasks. A head task such as classify_residues is not chosen on the
 command line: `--task classify` grows it when the labels are per residue; it is what the checkpoint
@@ -12,7 +14,8 @@ validation and predict follow from this entry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 # head kinds: what the model's output describes
 TOKEN_LOGITS = "token logits"  # [B, T, vocab]: one distribution per token (with the per-base decoder: letters per base)
@@ -38,14 +41,25 @@ class Task:
     higher_is_better: bool = True
     predict: str | None = None  # SOFTMAX or SIGMOID: `predict` writes it per base; None: refused
     trained_by: str | None = None  # a head task: the --task that grows it when the labels call for it
+    defaults: Mapping[str, object] = field(default_factory=dict)  # TrainConfig options unset by the user
+    cpu_recipe: str | None = None  # pipelines/ recipe sized for a CPU, named when a run would take hours
+
+
+# variant: one token per base (the base and its reads' evidence meet in one position) and genotype weights
+# (non-ref bases are ~1/1000: unweighted, every setting learns "all hom_ref" and calls nothing);
+# docs/benchmarks.md, "Variant calls": k 1 + balanced finds 45/45 SNVs where k 6 or no weights find 0-19
+_VARIANT_DEFAULTS = {"k": 1, "class_weights": "balanced"}
 
 
 TASKS: dict[str, Task] = {task.name: task for task in (
     Task("mlm", "masked k-mer modelling, pre-training without labels", TOKEN_LOGITS, _WINDOWS, "accuracy"),
     Task("variant", "per-base genotypes from reads and a truth VCF", PER_BASE,
-         _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights"), "f1", predict=SOFTMAX),
+         _WINDOWS + ("bam", "truth_vcf", "confident_bed", "class_weights"), "f1", predict=SOFTMAX,
+         defaults=_VARIANT_DEFAULTS, cpu_recipe="pipelines/variant-cpu.yaml"),
+    # pattern picks on AUROC: AUPRC follows prevalence (a class on 98 % of bases scores ~0.98 AUPRC at chance)
     Task("pattern", "per-base classes from BED/GFF tracks or soft-masked repeats", PER_BASE,
-         _WINDOWS + ("bam", "bed", "class_weights"), "auprc", predict=SIGMOID),
+         _WINDOWS + ("bam", "bed", "class_weights"), "auroc", predict=SIGMOID,
+         cpu_recipe="pipelines/pattern-cpu.yaml"),
     Task("classify", "one label per labelled sequence, or per residue", PER_SEQUENCE, _SEQUENCES, "accuracy"),
     Task("classify_residues", "one label per residue of labelled sequences", PER_RESIDUE, _SEQUENCES, "accuracy",
          trained_by="classify"),
@@ -54,6 +68,11 @@ TASKS: dict[str, Task] = {task.name: task for task in (
 TRAIN_TASKS = tuple(name for name, task in TASKS.items() if task.trained_by is None)  # the --task choices
 PREDICTED = tuple(name for name, task in TASKS.items() if task.predict is not None)
 TASK_INPUTS = tuple(dict.fromkeys(name for task in TASKS.values() for name in task.inputs))
+
+
+def task_default(task: str, name: str, otherwise=None):
+    """The default of training option `name` for `task` (Task.defaults), or `otherwise`."""
+    return TASKS[task].defaults.get(name, otherwise)
 
 
 def head_task(task: str, per_residue: bool = False) -> str:

@@ -5,10 +5,11 @@
 #
 # Simulates a genome (chrA 500 kb, chrB 30 kb) with a sample's SNVs and small indels and 30x Illumina-like
 # reads, trains a small `variant` model on chrA (validated on chrB), predicts chrB, exports VCF calls
-# and scores them against the truth inside the confident regions. A few minutes on a 4-core laptop CPU.
+# and scores them against the truth inside the confident regions. About a minute and a half on an idle
+# 2-core CPU (benchmarks/quickstart_bench.py measures it).
 # OUT_DIR must not exist or be empty. Settings are environment variables (defaults in brackets):
-#   QUICKSTART_STEPS [300]  QUICKSTART_BATCH [8]  QUICKSTART_LR [3e-3]  QUICKSTART_D_MODEL [64]
-#   QUICKSTART_DEPTH [2]  QUICKSTART_WINDOW [1536]  QUICKSTART_K [1]  QUICKSTART_CLASS_WEIGHTS [1,30,30]
+#   QUICKSTART_STEPS [60]  QUICKSTART_BATCH [8]  QUICKSTART_LR [1e-2]  QUICKSTART_D_MODEL [64]
+#   QUICKSTART_DEPTH [2]  QUICKSTART_WINDOW [1536]  QUICKSTART_K [1]  QUICKSTART_CLASS_WEIGHTS [balanced]
 #   QUICKSTART_SEED [0]  QUICKSTART_CONTIGS ["chrA:500000 chrB:30000"; the last is held out]
 #   QUICKSTART_COVERAGE [30]  QUICKSTART_PROGRESS [1; 0 hides the progress bars]
 #   GENOFORMER [genoformer]: the command to run (e.g. "python -m genoformer")
@@ -24,17 +25,20 @@ if [[ -e $out && -n $(ls -A "$out" 2>/dev/null) ]]; then
     exit 4
 fi
 
-steps=${QUICKSTART_STEPS:-300}
+# 60 steps at a high learning rate: the scores of 300 steps at 3e-3 (SNV F1 1.000, indel F1 0.800) at a
+# fifth of the cost (benchmarks/results/quickstart.json; seeds 1 and 2 score SNV F1 1.000 and 0.970)
+steps=${QUICKSTART_STEPS:-60}
 batch=${QUICKSTART_BATCH:-8}
-lr=${QUICKSTART_LR:-3e-3}
+lr=${QUICKSTART_LR:-1e-2}
 d_model=${QUICKSTART_D_MODEL:-64}
 depth=${QUICKSTART_DEPTH:-2}
 window=${QUICKSTART_WINDOW:-1536}
 # one token per base: the reference base and its reads' evidence meet in one position, so a small model
 # learns genotypes in a few hundred steps (with 6-mers it must also learn which of a token's 6 bases varies)
 k=${QUICKSTART_K:-1}
-# non-ref bases are ~1/1000: without weights the model predicts hom_ref everywhere
-class_weights=${QUICKSTART_CLASS_WEIGHTS:-1,30,30}
+# non-ref bases are ~1/1000: without weights the model predicts hom_ref everywhere (balanced: the
+# variant task's default, the inverse frequency of each genotype over the training bases)
+class_weights=${QUICKSTART_CLASS_WEIGHTS:-balanced}
 seed=${QUICKSTART_SEED:-0}
 coverage=${QUICKSTART_COVERAGE:-30}
 # a long training contig: ~480 variants to learn from instead of ~50, at the same cost per step
@@ -71,7 +75,7 @@ step "2/5 train: variant model on ${train_contigs[*]%:*}, validated on $held_out
     "${train_args[@]}" --val-regions "$held_out" --val-windows "$val_windows" \
     --window "$window" --k "$k" --d-model "$d_model" --depth "$depth" --heads 4 --bucket-size 32 --n-hashes 2 \
     --attention local,lsh --class-weights "$class_weights" --max-steps "$steps" --batch-size "$batch" \
-    --lr "$lr" --val-every "$(( steps < 50 ? steps : 50 ))" --seed "$seed" $progress \
+    --lr "$lr" --val-every "$(( steps < 30 ? steps : 30 ))" --seed "$seed" $progress \
     --out "$out/variant-run" >"$out/train-summary.json"
 
 step "3/5 predict: per-base genotype probabilities on $held_out -> $out/predictions.h5"

@@ -51,17 +51,22 @@ def tiny_variant_model(chr20, tmp_path_factory) -> Path:
                        attention="lsh")
 
 
+def _tiny_pattern(chr20) -> dict:
+    return dict(task="pattern", reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
+                bed=[str(SHARED_DATA / "annotations_hg19" / "cpg_islands_hg19_ucsc.txt")], attention=["local", "lsh"])
+
+
 @pytest.fixture(scope="session")
 def tiny_pattern_model(chr20, tmp_path_factory) -> Path:
-    """A run folder: a tiny `pattern` model (soft-masked repeats, mixed local/LSH layers, no reads)."""
-    return _train_tiny(tmp_path_factory.mktemp("models") / "pattern", task="pattern",
-                       reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
-                       attention=["local", "lsh"])
+    """A run folder: a tiny `pattern` model (UCSC CpG islands, mixed local/LSH layers, no reads).
+
+    Not soft-masked repeats: the chr20 test reference has no lowercase base, so that class has no positive.
+    """
+    return _train_tiny(tmp_path_factory.mktemp("models") / "pattern", **_tiny_pattern(chr20))
 
 
 @pytest.fixture(scope="session")
 def tiny_local_lsh_model(chr20, tmp_path_factory) -> Path:
     """tiny_pattern_model without the per-base stem and decoder: its LSH layer hashes the k-mer embeddings."""
-    return _train_tiny(tmp_path_factory.mktemp("models") / "local_lsh", task="pattern",
-                       reference=str(chr20["fasta"]), train_regions=["chr20:10,000,001-10,900,000"],
-                       attention=["local", "lsh"], stem=False, decoder=False)
+    return _train_tiny(tmp_path_factory.mktemp("models") / "local_lsh", **_tiny_pattern(chr20), stem=False,
+                       decoder=False)

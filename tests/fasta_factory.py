@@ -162,7 +162,16 @@ def bam_as_fasta(folder: Path) -> Malformed:
     header = pysam.AlignmentHeader.from_dict({"SQ": [{"SN": "chr1", "LN": 100}]})
     with pysam.AlignmentFile(str(path), "wb", header=header):
         pass
-    return Malformed(path, None, r"a BAM file \(NUL byte")
+    return Malformed(path, None, r"a BAM file \(aligned reads\), not a FASTA reference")
+
+
+def bam_given_as_reference(folder: Path) -> Malformed:
+    """A BAM under its own name (reads.bam) given as the reference: what it is, not "rename it to .gz"."""
+    path = Path(folder) / "reads.bam"
+    header = pysam.AlignmentHeader.from_dict({"SQ": [{"SN": "chr1", "LN": 100}]})
+    with pysam.AlignmentFile(str(path), "wb", header=header):
+        pass
+    return Malformed(path, None, r"a BAM file \(aligned reads\), not a FASTA reference")
 
 
 def empty_header(folder: Path) -> Malformed:
@@ -186,7 +195,7 @@ def x_in_dna(folder: Path) -> Malformed:
 MALFORMED = {f.__name__: f for f in (
     empty_file, only_blank_lines, no_header, comment_line, duplicate_names, short_line, long_line,
     blank_line_inside, cr_only, mixed_line_endings, tab_in_sequence, space_in_sequence, plain_gzip,
-    binary, bam_as_fasta, empty_header, protein_as_dna, gap_in_dna, x_in_dna)}
+    binary, bam_as_fasta, bam_given_as_reference, empty_header, protein_as_dna, gap_in_dna, x_in_dna)}
 
 
 def empty_records(folder: Path) -> Path:

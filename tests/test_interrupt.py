@@ -69,6 +69,37 @@ def test_sigterm_in_ordinary_code_exits_143_at_once():
     assert proc.stdout == "exit 143\n", proc.stderr
 
 
+def test_a_signal_inside_a_deferred_block_arrives_when_it_ends():
+    proc = _run("""
+        import os, signal
+        from genoformer import interrupt
+
+        interrupt.install()
+        try:
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+                print("block finished", flush=True)
+        except KeyboardInterrupt:
+            print("interrupted after the block", flush=True)
+        try:  # recorded like any SIGINT: a loop check raises it again
+            interrupt.raise_if_terminated()
+        except KeyboardInterrupt:
+            print("recorded", flush=True)
+        interrupt._interrupted = False
+        outside = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with interrupt.deferred():
+            pass
+        print("handlers restored:", (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == outside,
+              flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+    """)
+    assert proc.stdout.splitlines() == ["block finished", "interrupted after the block", "recorded",
+                                       "handlers restored: True"]
+    assert proc.returncode == 143, proc.stderr
+
+
 def test_sigint_landing_in_a_finalizer_still_interrupts_the_job():
     proc = _run("""
         import os, signal

@@ -79,7 +79,7 @@ def test_track_lines_check(tmp_path, terminated):
 
 
 def test_genotype_count_chunks_check(terminated):
-    from genoformer.train.data import genotype_counts
+    from genoformer.train.labels import genotype_counts
 
     _stops(lambda: genotype_counts(None, [Interval("chr1", 0, 10)], None))
 

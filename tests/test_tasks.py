@@ -71,7 +71,8 @@ def _outputs(task: str) -> list[dict]:
     """Validation outputs of the shape losses.forward_loss returns for `task`, with every class present."""
     gen = torch.Generator().manual_seed(0)
     if task == "pattern":  # the real bases' logits and 0/1 targets, [N, classes]
-        return [{"logits": torch.randn(30, 2, generator=gen), "target": torch.arange(60).view(30, 2).remainder(2.0)}]
+        # both classes hold positives and negatives (rows alternate), so AUROC and AUPRC are defined
+        return [{"logits": torch.randn(30, 2, generator=gen), "target": (torch.arange(60).view(30, 2) // 2).remainder(2.0)}]
     n_classes = TOKENIZER.vocab_size if task == "mlm" else N_CLASSES
     shape = (4,) if task == "classify" else (2, 10)
     return [{"logits": torch.randn(*shape, n_classes, generator=gen),

@@ -4,10 +4,12 @@ The model reads ONE window of its training length W (the checkpoint's train_conf
 contains the region: W bases centred on the region, clipped to the contig (a contig shorter than
 W gives one window padded at its end, as in training). So the buckets are those the model uses on
 a full window (bucket counts follow the number of real tokens, so a short window would hash into
-fewer, different buckets), and queries in the region see keys anywhere in that window. A region
-longer than W is refused: buckets of different windows never meet, so there is no one map to show.
-The window start is moved down to a multiple of the token stride when the region still fits, so
-tokens sit on the contig's k-mer grid (that of whole-contig windows).
+fewer, different buckets), and queries in the region see keys anywhere in that window. `genoformer
+buckets` cuts a region longer than W into consecutive pieces of W bases, one window each: buckets of
+different windows never meet, so each window's files go to their own folder (window_1/, ...) and the
+picture draws the windows side by side with their boundaries marked. The window start is moved down
+to a multiple of the token stride when the region still fits, so tokens sit on the contig's k-mer
+grid (that of whole-contig windows).
 
 Token i of a window starting at s covers bases [s + i*stride, s + i*stride + k) and owns the last
 `stride` of them (token 0 owns its k; tokenize.py), so every base has one bucket: its owner's.
@@ -17,6 +19,7 @@ evidence fusion of older models) enter the embedding exactly as in the model's f
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -201,7 +204,8 @@ def _check_out(out: Path, force: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror or e})") from None
-    existing = [name for name in OUTPUT_NAMES if (out / name).exists()] + sorted(p.name for p in out.glob("query_*"))
+    existing = [name for name in OUTPUT_NAMES if (out / name).exists()] + \
+        sorted(p.name for pattern in ("query_*", "window_*") for p in out.glob(pattern))
     if existing and not force:
         raise OutputError(f"{out}: already holds buckets outputs ({', '.join(existing[:3])})",
                           hint="pass --force to overwrite them, or give another --out")
@@ -223,52 +227,74 @@ def run_buckets(config: BucketsConfig) -> dict[str, list[Path]]:
     ref = Reference(config.reference)
     region = ref.region(config.region)
     queries = [parse_position(q, ref.contigs) for q in config.queries]
-    window = analysis_window(region, int(meta["train_config"]["window"]), ref.contigs[region.contig],
-                             net.tokenizer.stride)
     for contig, position in queries:
         if contig != region.contig or not region.start <= position < region.end:
             raise UsageError(f"query {contig}:{position + 1:,} is outside the region {region.to_region()}")
-    tracks = {"soft_masked": soft_mask(ref.fetch_interval(region))}
-    if config.tracks:
-        annotation = Tracks.from_files(config.tracks, ref.contigs)
-        masks = annotation.mask(region.contig, region.start, region.end)
-        tracks |= {re.sub(r"\s+", "_", name): masks[:, i] for i, name in enumerate(annotation.class_names)}
+    annotation = Tracks.from_files(config.tracks, ref.contigs) if config.tracks else None
 
-    bmap = bucket_map(config.model, config.reference, region, bam=config.bam, layers=config.layers,
-                      heads=config.heads, rounds=config.rounds, hash_seed=config.hash_seed, top_k=config.top_k,
-                      model=(net, meta))
-    log.info("%s: read in the model's window %s (%s bases, %s real; %d tokens, %d buckets per round)",
-             region.to_region(), Interval(window.contig, window.start, window.end).to_region(),
-             f"{len(window):,}", f"{window.n_valid:,}", bmap.n_tokens, bmap.n_buckets)
-    settings = dataclasses.asdict(config)
+    def masks(iv: Interval) -> dict[str, np.ndarray]:
+        """name -> bool per base of `iv`: soft-masked bases, then each annotation class."""
+        found = {"soft_masked": soft_mask(ref.fetch_interval(iv))}
+        if annotation is not None:
+            per_class = annotation.mask(iv.contig, iv.start, iv.end)
+            found |= {re.sub(r"\s+", "_", name): per_class[:, i] for i, name in enumerate(annotation.class_names)}
+        return found
+
     written: dict[str, list[Path]] = {}
     try:
-        _write_outputs(bmap, config, settings, tracks, queries, out, written)
+        _write_outputs(config, (net, meta), ref, region, queries, masks, out, written)
     except BaseException:
         # a failed run (a full disk, an interrupt) leaves none of its files: a set of outputs with
         # some missing would look like a finished run's
         for path in (p for paths in written.values() for p in paths):
             path.unlink(missing_ok=True)
+        for folder in out.glob("window_*"):
+            with contextlib.suppress(OSError):  # only the folders left empty
+                folder.rmdir()
         raise
     return written
 
 
-def _write_outputs(bmap, config: BucketsConfig, settings: dict, tracks: dict, queries: list, out: Path,
-                   written: dict[str, list[Path]]) -> None:
-    """Write every output file into `out`, recording each in `written` as soon as it is there."""
+def _write_outputs(config: BucketsConfig, model: tuple, ref, region: Interval, queries: list, masks,
+                   out: Path, written: dict[str, list[Path]]) -> None:
+    """Write every output file into `out` (a region longer than the model's window: one window_N/ folder per
+    window, the plots drawing them side by side), recording each file in `written` as soon as it is there."""
     from genoformer.buckets import files as bucket_files
     from genoformer.buckets.stats import summarize
 
-    written["h5"] = [bucket_files.write_h5(bmap, out / "buckets.h5", top_k=config.top_k, config=settings)]
-    written["bed"] = bucket_files.write_bed(bmap, out / ("buckets.bed.gz" if config.bgzip else "buckets.bed"),
-                                            bgzip=config.bgzip)
-    written["summary"] = [bucket_files.write_summary(summarize(bmap, tracks), out / "summary.tsv")]
+    size = int(model[1]["train_config"]["window"])
+    pieces = [Interval(region.contig, s, min(s + size, region.end)) for s in range(region.start, region.end, size)]
+    tracks = masks(region)
+    settings = dataclasses.asdict(config)
+    bmaps = []
+    for i, piece in enumerate(pieces, start=1):
+        bmap = bucket_map(config.model, config.reference, piece, bam=config.bam, layers=config.layers,
+                          heads=config.heads, rounds=config.rounds, hash_seed=config.hash_seed, top_k=config.top_k,
+                          model=model)
+        window = bmap.window
+        log.info("%s: read in the model's window %s (%s bases, %s real; %d tokens, %d buckets per round)",
+                 piece.to_region(), Interval(window.contig, window.start, window.end).to_region(),
+                 f"{len(window):,}", f"{window.n_valid:,}", bmap.n_tokens, bmap.n_buckets)
+        folder = out if len(pieces) == 1 else out / f"window_{i}"
+        folder.mkdir(exist_ok=True)
+        part = slice(piece.start - region.start, piece.end - region.start)
+        suffix = "" if len(pieces) == 1 else f" window {i}"
+        written[f"h5{suffix}"] = [bucket_files.write_h5(bmap, folder / "buckets.h5", top_k=config.top_k,
+                                                        config=settings)]
+        written[f"bed{suffix}"] = bucket_files.write_bed(
+            bmap, folder / ("buckets.bed.gz" if config.bgzip else "buckets.bed"), bgzip=config.bgzip)
+        written[f"summary{suffix}"] = [bucket_files.write_summary(
+            summarize(bmap, {name: mask[part] for name, mask in tracks.items()}), folder / "summary.tsv")]
+        bmaps.append(bmap)
     if config.plots:
         from genoformer.buckets import plots
 
-        written["plot"] = plots.track_plot(bmap, tracks, out / "buckets")
+        written["plot"] = plots.track_plot(bmaps, tracks, out / "buckets", sequence=ref.fetch_interval(region))
         for contig, position in queries:
-            written[f"query {contig}:{position + 1}"] = plots.query_plot(bmap, position,
-                                                                         plots.query_stem(out, contig, position))
+            bmap = next(b for b in bmaps if b.region.start <= position < b.region.end)
+            seen = Interval(contig, bmap.window.start, bmap.window.valid_end)
+            written[f"query {contig}:{position + 1}"] = plots.query_plot(
+                bmap, position, plots.query_stem(out, contig, position), tracks=masks(seen),
+                sequence=ref.fetch_interval(seen))
     settings_json = (json.dumps(settings, indent=2) + "\n").encode()
     written["config"] = [bucket_files.write_bytes(out / "config.json", settings_json)]

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE, RUN_OR_CHECKPOINT
 from genoformer.coords import REGION
 from genoformer.devices import DEVICES
 
-_file = click.Path(exists=True, dir_okay=False)
+_file = INPUT_FILE
 
 
 @click.command()
-@click.option("--model", required=True, type=click.Path(exists=True),
+@click.option("--model", required=True, type=RUN_OR_CHECKPOINT,
               help="Run folder (its latest checkpoint) or checkpoint folder.")
 @click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip).")
 @click.option("--bam", type=_file, help="Indexed BAM/CRAM, for models that fuse read evidence.")
 @click.option("--region", required=True, type=REGION,
-              help="samtools-style, 1-based: chr20:10,000,001-10,020,000; at most the model's window long.")
+              help="samtools-style, 1-based: chr20:10,000,001-10,020,000; a region longer than the model's window "
+                   "is cut into windows (files per window in window_N/, drawn side by side).")
 @click.option("--layer", "layers", type=int, multiple=True, help="LSH layer (0-based); repeat. Default: all.")
 @click.option("--head", "heads", type=int, multiple=True, help="Attention head (0-based); repeat. Default: all.")
 @click.option("--round", "rounds", type=int, multiple=True, help="Hashing round (0-based); repeat. Default: all.")
@@ -36,7 +38,8 @@ def buckets(layers, heads, rounds, queries, tracks, **options):
     """Which tokens of a region each LSH layer hashes together, and what chosen bases attend to.
 
     Writes buckets.h5, buckets.bed, summary.tsv, buckets.png/.svg and query_*.png/.svg into --out
-    (see docs/buckets.md) and prints where each file is. The region is read inside one model window.
+    (see docs/buckets.md) and prints where each file is. The region is read inside one model window;
+    a longer region window by window, each window's files in window_N/.
     """
     from genoformer.buckets.run import BucketsConfig, run_buckets
 

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE_PATH
 from genoformer.coords import REGION
 from genoformer.errors import UsageError
 
-_file = click.Path(exists=True, dir_okay=False, path_type=Path)  # missing input: exit 2 (RELIABILITY A1)
+_file = INPUT_FILE_PATH
 
 
 @click.command()

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE, INPUT_FILE_PATH
 from genoformer.coords import REGION
 
 _out = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command()
-@click.argument("predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PREDS.h5")
+@click.argument("predictions", type=INPUT_FILE_PATH, metavar="PREDS.h5")
 @click.option("--vcf", type=_out, metavar="PATH",
               help="Variant calls: .vcf.gz (bgzipped, tabix-indexed) or .vcf. Variant predictions only.")
 @click.option("--bed", type=_out, metavar="PATH",
@@ -30,7 +31,7 @@ _out = click.Path(dir_okay=False, path_type=Path)
 @click.option("--digits", type=click.IntRange(0, 4), default=2, show_default=True,
               help="bedGraph: decimals the probabilities are rounded to.")
 @click.option("--sample", metavar="NAME", help="VCF sample name  [default: the BAM's SM, else SAMPLE]")
-@click.option("--reference", type=click.Path(exists=True, dir_okay=False), metavar="FA",
+@click.option("--reference", type=INPUT_FILE, metavar="FA",
               help="Reference FASTA for VCF REF bases  [default: the one recorded in PREDS.h5]")
 @click.option("--region", "regions", type=REGION, multiple=True,
               help="Export only this region (1-based, chr20:10,000,001-10,100,000); repeatable.")

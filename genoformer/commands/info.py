@@ -5,16 +5,18 @@ import json
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE
 from genoformer.coords import REGION
 
-_file = click.Path(exists=True, dir_okay=False, readable=True)
+_file = INPUT_FILE
 
 
 @click.command()
 @click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip).")
 @click.option("--bam", type=_file, help="Coordinate-sorted, indexed BAM/CRAM.")
 @click.option("--vcf", type=_file, help="Indexed truth VCF/BCF (one sample).")
-@click.option("--bed", type=_file, help="BED intervals (e.g. confident regions).")
+@click.option("--bed", type=_file, help="BED intervals (e.g. confident regions), or GFF3/GTF/UCSC .txt annotation "
+              "(counted per feature type, as train --bed reads it).")
 @click.option("--region", type=REGION, help="samtools-style region, 1-based: chr20:10,000,001-10,100,000.")
 @click.option("--min-mapq", default=0, show_default=True, help="Reads below this MAPQ are not counted.")
 @click.option("--k", type=int, help="Also check the sequence as DNA and count k-mer tokens (k 1..8).")

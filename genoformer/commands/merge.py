@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE
 from genoformer.coords import REGION
 
 
@@ -15,7 +16,7 @@ from genoformer.coords import REGION
                 metavar="SHARD.h5...")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="SAMPLE.h5",
               help="Merged predictions file (written to a temp name, renamed when complete).")
-@click.option("--expect-regions", "expect_bed", type=click.Path(exists=True, dir_okay=False), metavar="BED",
+@click.option("--expect-regions", "expect_bed", type=INPUT_FILE, metavar="BED",
               help="Refuse unless every base of these BED intervals (0-based) is covered by a shard.")
 @click.option("--expect-region", "expect_regions", multiple=True, type=REGION, metavar="REGION",
               help="Refuse unless this region (1-based, e.g. chr20:10,000,001-10,100,000) is covered; repeatable.")

@@ -5,14 +5,15 @@ import json
 
 import click
 
+from genoformer.commands.paths import INPUT_FILE, RUN_OR_CHECKPOINT
 from genoformer.coords import REGION
 from genoformer.devices import DEVICES
 
-_file = click.Path(exists=True, dir_okay=False)
+_file = INPUT_FILE
 
 
 @click.command()
-@click.option("--model", required=True, type=click.Path(exists=True),
+@click.option("--model", required=True, type=RUN_OR_CHECKPOINT,
               help="Run folder (its latest checkpoint) or checkpoint folder of a variant/pattern model.")
 @click.option("--reference", required=True, type=_file, help="Reference FASTA (plain or bgzip) the model reads.")
 @click.option("--bam", type=_file, help="Indexed BAM/CRAM of the sample; required exactly when the model uses reads.")

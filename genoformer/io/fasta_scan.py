@@ -34,6 +34,10 @@ _BAD = np.ones(256, bool)
 _BAD[list(_OK_BYTES)] = False
 _REWRAP = "rewrap to one line length, e.g. `seqkit seq -w 60 in.fa > out.fa`"
 _COMPRESSED = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"PK\x03\x04": "zip"}
+# other genomics files given as the reference: their content's first bytes (BGZF decompressed) -> what
+_NOT_FASTA = {b"BAM\x01": ("a BAM file (aligned reads)", "--bam"), b"CRAM": ("a CRAM file (aligned reads)", "--bam"),
+              b"BCF\x02": ("a BCF file (variants)", "--truth-vcf"),
+              b"##fileformat=VCF": ("a VCF file (variants)", "--truth-vcf")}
 
 
 def cache_dir() -> Path:
@@ -59,6 +63,7 @@ def sniff(path: Path) -> bool:
         raise FastaError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not head:
         raise FastaError(f"{path}: empty file (0 bytes), no FASTA records")
+    _refuse_other_format(path, head)
     for magic, kind in _COMPRESSED.items():
         if head.startswith(magic):
             raise FastaError(f"{path}: {kind}-compressed; only plain or bgzip-compressed FASTA can be indexed",
@@ -76,6 +81,22 @@ def sniff(path: Path) -> bool:
         raise FastaError(f"{path}: bgzip-compressed but its name does not end in .gz or .bgz",
                          hint="rename it to end in .gz")
     return True
+
+
+def _refuse_other_format(path: Path, head: bytes) -> None:
+    """FastaError naming the kind of file when `path` holds reads or variants rather than a FASTA."""
+    content = head
+    if _is_bgzf_header(head):
+        try:
+            with open(path, "rb") as fh:
+                block = fh.read(struct.unpack_from("<H", head, 16)[0] + 1)
+            content = zlib.decompressobj(wbits=31).decompress(block, 64)
+        except (OSError, zlib.error):
+            return  # the scan reports a broken block with its offset
+    for magic, (what, option) in _NOT_FASTA.items():
+        if content.startswith(magic):
+            raise FastaError(f"{path}: {what}, not a FASTA reference",
+                             hint=f"give the reference FASTA as --reference (and this file as {option})")
 
 
 def _is_bgzf_header(head: bytes) -> bool:

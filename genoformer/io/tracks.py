@@ -144,6 +144,11 @@ class Tracks:
     def class_names(self) -> list[str]:
         return list(self._classes)
 
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per class: its intervals (after merging overlapping and adjacent ones) and the bases they cover."""
+        return {name: {"intervals": sum(len(bases.arrays(contig)[0]) for contig in bases.contigs), "bases": len(bases)}
+                for name, bases in self._classes.items()}
+
     def mask(self, contig: str, start: int, end: int) -> np.ndarray:
         """bool [end - start, n_classes]: which classes cover each base of contig:[start, end)."""
         if self.contig_lengths is not None:

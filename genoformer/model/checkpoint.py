@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from genoformer.tokenize import tokenizer_from_dict
 FORMAT, FORMAT_VERSION = "genoformer-checkpoint", 1
 WEIGHTS, META, STATE = "model.safetensors", "checkpoint.json", "state.pt"
 LATEST, BEST = "latest.json", "best.json"
+_STEP_NAME = re.compile(r"step-[0-9]{8}")  # a checkpoint folder's name: the step, zero-padded
 
 
 def versions() -> dict[str, str]:
@@ -75,14 +77,22 @@ def set_pointer(run_dir: str | os.PathLike, pointer: str, folder: Path, metric: 
 
 
 def read_pointer(run_dir: str | os.PathLike, pointer: str = LATEST) -> dict | None:
+    """RUN/checkpoints/<pointer>'s body, None when there is none; CheckpointError (naming the file) when it is
+    unreadable or names anything but a checkpoint folder of this run (checkpoints/step-NNNNNNNN/)."""
     path = Path(run_dir) / "checkpoints" / pointer
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
         body = json.loads(path.read_text())
-        return body if isinstance(body, dict) and isinstance(body.get("checkpoint"), str) else None
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint pointer ({type(e).__name__})") from None
+    name = body.get("checkpoint") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not _STEP_NAME.fullmatch(name):
+        raise CheckpointError(f"{path}: points at {name!r}, not a checkpoint folder of this run "
+                              "(step-NNNNNNNN inside its checkpoints/)")
+    if not (path.parent / name / META).is_file():
+        raise CheckpointError(f"{path}: points at {name}, which is not in {path.parent}")
+    return body
 
 
 def prune(run_dir: str | os.PathLike) -> None:
@@ -103,7 +113,7 @@ def resolve(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path}: no such run or checkpoint folder")
     pointer = read_pointer(path, LATEST)
     if pointer is None:
-        raise CheckpointError(f"{path}: not a genoformer run folder (no readable checkpoints/{LATEST})")
+        raise CheckpointError(f"{path}: not a genoformer run folder (no checkpoints/{LATEST})")
     return path / "checkpoints" / pointer["checkpoint"]
 
 

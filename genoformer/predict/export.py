@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from genoformer.errors import UsageError
+from genoformer.errors import OutputError, UsageError
 from genoformer.io.predictions import PredictionsFile, open_predictions
 from genoformer.outputs import refuse_existing
 from genoformer.predict.export_bed import export_bed, export_bedgraph
@@ -27,9 +27,21 @@ log = logging.getLogger(__name__)
 BLOCK = 1 << 20  # bases read at a time (a multiple of the file's chunk length)
 
 
+def _make_folder(path: str | None) -> None:
+    """Create an output's folder, as predict does for its --out."""
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create its folder {Path(path).parent} ({e.strerror or e})") from None
+
+
 def export(config: ExportConfig, command: str | None = None) -> dict:
     """Write the outputs of `config`; returns a summary (counts per output)."""
     outputs = [p for p in (config.vcf, config.bed) if p]
+    for path in [*outputs, config.bedgraph]:
+        _make_folder(path)
     for path in outputs:
         refuse_existing(path, config.force)
     with open_predictions(config.predictions) as preds:

@@ -17,7 +17,7 @@ from genoformer.errors import UsageError
 from genoformer.io.variants import GENOTYPES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.per_base import PerBaseConfig
-from genoformer.tasks import TASK_INPUTS, TASKS, TRAIN_TASKS
+from genoformer.tasks import TASK_INPUTS, TASKS, TRAIN_TASKS, task_default
 
 # ReformerConfig fields a run does not choose: the tokenizer fixes vocab_size and pad_token_id, and
 # training draws fresh LSH rotations every step (predict and buckets fix hash_seed for inference)
@@ -26,7 +26,7 @@ _DEFAULT = {f.name: f.default for f in dataclasses.fields(ReformerConfig)}
 _PER_BASE = {f.name: f.default for f in dataclasses.fields(PerBaseConfig)}
 
 # what a resumed run may change (max_steps re-spans the schedule); the rest comes from the checkpoint
-RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every", "ckpt_every")
+RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every", "ckpt_every", "ckpt_minutes")
 
 
 @dataclass
@@ -121,7 +121,7 @@ class TrainConfig:
     per_residue: bool | None = None  # classify: None = from the labels
     alphabet: str | None = None  # dna | protein; None: dna for windows, detected for sequences
     window: int = 1_000_000  # classify: the longest sequence (longer ones are cut to it)
-    k: int | None = None  # None: 6 for DNA, 1 for protein, or the --init-from checkpoint's
+    k: int | None = None  # None: the task's default (tasks.py), else 6 for DNA, 1 for protein; or --init-from's
     stride: int | None = None
     model: ModelConfig = field(default_factory=ModelConfig)  # a mapping is read as ModelConfig.from_dict
     max_steps: int = 1000
@@ -143,9 +143,11 @@ class TrainConfig:
     val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
     # variant: weight of each genotype in the loss. "none"; "balanced" (n / (3 n_class), counted over the
     # scored training bases: non-ref bases are ~1/1000); or three numbers hom_ref,het,hom_alt.
-    # pattern: "none" or "balanced" (each class's positive bases weighted n_negative / n_positive)
-    class_weights: str | list[float] = "none"
+    # pattern: "none" or "balanced" (each class's positive bases weighted n_negative / n_positive).
+    # None: the task's default (tasks.py), "none" for tasks without weights
+    class_weights: str | list[float] | None = None
     ckpt_every: int = 500
+    ckpt_minutes: float = 10.0  # also checkpoint when this long has passed since the last one (0: never)
     out: str = "run"
     init_from: str | None = None
     progress: bool = True
@@ -179,11 +181,16 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
         if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0):
             raise UsageError("lr and grad-clip must be > 0, mask-fraction in (0, 1)")
+        if isinstance(self.ckpt_minutes, bool) or not isinstance(self.ckpt_minutes, (int, float)) \
+                or not self.ckpt_minutes >= 0:
+            raise UsageError(f"ckpt-minutes must be a number >= 0 (0: no timed checkpoints), got {self.ckpt_minutes!r}")
         check_device(self.device)
         if not isinstance(self.rc_augment, bool):
             raise UsageError(f"rc-augment must be true or false, got {self.rc_augment!r}")
         if isinstance(self.shift_augment, bool) or not isinstance(self.shift_augment, int) or self.shift_augment < 0:
             raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
+        if self.class_weights is None:
+            self.class_weights = task_default(self.task, "class_weights", "none")
         if self.task == "pattern" and not (isinstance(self.class_weights, str) and
                                            self.class_weights.strip().lower() in ("none", "balanced")):
             raise UsageError(f"class-weights for the pattern task must be none or balanced, got {self.class_weights!r}")
@@ -209,7 +216,7 @@ class TrainConfig:
 
 
 _DEFAULT_INPUTS = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
-                   for f in dataclasses.fields(TrainConfig) if f.name in TASK_INPUTS}
+                   for f in dataclasses.fields(TrainConfig) if f.name in TASK_INPUTS} | {"class_weights": "none"}
 
 
 def nest_model_options(values: Mapping) -> dict:

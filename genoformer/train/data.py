@@ -6,10 +6,10 @@ classify reads labelled sequences (data/sequences.py). Every input of another ta
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from genoformer.coords import Interval, parse_region, read_bed
@@ -19,12 +19,14 @@ from genoformer.data.samplers import RandomWindowSampler, SequenceSampler
 from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
-from genoformer.interrupt import raise_if_terminated
 from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variants import GENOTYPES
-from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task
-from genoformer.tokenize import KmerTokenizer, ProteinTokenizer, soft_mask
+from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task, task_default
+from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.train.config import TrainConfig
+from genoformer.train.labels import check_track_labels, check_variant_labels, log_counts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,7 +86,8 @@ def prepare(config: TrainConfig, tokenizer: KmerTokenizer | ProteinTokenizer | N
 def _tokenizer(config: TrainConfig, alphabet: str, fixed: KmerTokenizer | ProteinTokenizer | None):
     """A new tokenizer for `alphabet`, or the checkpoint's (`fixed`) after checking it fits."""
     if fixed is None:
-        return make_tokenizer(alphabet, config.k, config.stride)
+        k = config.k if config.k is not None else task_default(config.task, "k")
+        return make_tokenizer(alphabet, k, config.stride)
     if fixed.kind != alphabet:
         raise UsageError(f"the checkpoint's tokenizer reads {fixed.kind} but the {config.task} inputs are {alphabet}")
     if config.k not in (None, fixed.k) or config.stride not in (None, fixed.stride):
@@ -131,6 +134,14 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     ref = Reference(config.reference, alphabet=tokenizer.kind)
     train_iv = _regions(config.train_regions, ref.contigs, "training")
     val_iv = _regions(config.val_regions, ref.contigs, "validation")
+    training = train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items() if n]
+    longest = max(training, key=len)
+    notes = []  # said once every input has passed its checks: a failing run prints its error alone
+    if config.window > len(longest) >= tokenizer.k:
+        # a longer window would be padding only (and a 1 Mb default costs minutes a step on a 30 kb genome)
+        notes.append(f"window {config.window:,} is longer than the longest training region ({longest.to_region()}, "
+                     f"{len(longest):,} bases): using window {len(longest):,}")
+        config = dataclasses.replace(config, window=len(longest))
     if val_iv is not None:
         clash = _overlap(val_iv, train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()])
         if clash is not None:
@@ -152,30 +163,30 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     sampler = RandomWindowSampler(train_iv, config.window, n_samples, seed=config.seed, contig_lengths=ref.contigs)
     train_ds = WindowDataset(ref, [], tokenizer, **sources)
     val_ds = None
+    splits = {"training regions": training}
     if val_iv is not None:
         windows = tile(val_iv, config.window, contig_lengths=ref.contigs)[:config.val_windows]
         val_ds = WindowDataset(ref, windows, tokenizer, **sources)
+        splits["validation windows"] = [w.to_interval() for w in windows if w.n_valid]
     n_evidence = len(EVIDENCE_FEATURES) if config.bam is not None else 0
-    train_bases = sum(len(iv) for iv in train_iv) if train_iv else sum(ref.contigs.values())
-    summary = {"train_bases": train_bases, "val_windows": len(val_ds) if val_ds else 0}
+    summary = {"train_bases": sum(len(iv) for iv in training), "val_windows": len(val_ds) if val_ds else 0}
+    counts = _label_counts(config, class_names, ref, sources, splits)
+    for note in notes:
+        log.info("%s", note)
+    if counts:
+        log_counts(class_names, counts, splits, per_base=config.task == "pattern")
+        summary["label_counts"] = {split: dict(zip(class_names, n)) for split, n in counts.items()}
     weights = None
-    train_or_all = train_iv or [Interval(c, 0, n) for c, n in ref.contigs.items()]
     if config.class_weights == "balanced" and config.task == "pattern":
-        positives, bases = class_counts(sources.get("tracks"), ref, train_or_all)
-        if not all(positives) or not all(n < bases for n in positives):
-            empty = class_names[next(i for i, n in enumerate(positives) if not n or n == bases)]
-            raise UsageError(f"class-weights balanced: class {empty!r} covers no base or every base of the "
-                             "training regions", hint="check --train-regions against the tracks")
-        weights = [(bases - n) / n for n in positives]
-        summary["class_bases"] = dict(zip(class_names, positives))
+        # each class's positive bases weigh as much as its negative ones; a class on no training base
+        # (log_counts warns) or on every one has nothing to balance: weight 1
+        bases = summary["train_bases"]
+        weights = [(bases - n) / n if 0 < n < bases else 1.0 for n in counts["training regions"]]
     elif config.class_weights == "balanced":
-        counts = genotype_counts(sources["variants"], train_or_all, sources["confident"])
-        if not sum(counts):
-            raise UsageError("class-weights balanced: no scored bases in the training regions",
-                             hint="check --train-regions against --confident-bed")
+        train_counts = counts["training regions"]
         # a genotype absent from the training regions is weighted as the rarest present one
-        weights = [sum(counts) / (len(counts) * (c or min(n for n in counts if n))) for c in counts]
-        summary["genotype_counts"] = dict(zip(class_names, counts))
+        weights = [sum(train_counts) / (len(train_counts) * (c or min(n for n in train_counts if n)))
+                   for c in train_counts]
     elif config.class_weights != "none":
         weights = list(config.class_weights)
     if weights is not None:
@@ -183,38 +194,16 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary, weights)
 
 
-def genotype_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
-                    chunk: int = 1 << 20) -> list[int]:
-    """Scored bases of each genotype (hom_ref, het, hom_alt) inside `intervals`, as the loss sees them."""
-    by_contig: dict[str, list[Interval]] = {}
-    for iv in sorted(confident or [], key=lambda iv: (iv.contig, iv.start)):
-        by_contig.setdefault(iv.contig, []).append(iv)
-    counts = np.zeros(len(GENOTYPES), dtype=np.int64)
-    for iv in intervals:
-        for start in range(iv.start, iv.end, chunk):
-            raise_if_terminated()
-            end = min(start + chunk, iv.end)
-            near = None if confident is None else \
-                [c for c in by_contig.get(iv.contig, []) if c.start < end and start < c.end]
-            labels = variants.labels(iv.contig, start, end, near)
-            counts += np.bincount(labels.genotype[labels.mask], minlength=len(GENOTYPES))[:len(GENOTYPES)]
-    return [int(c) for c in counts]
-
-
-def class_counts(tracks, ref, intervals: list[Interval], chunk: int = 1 << 20) -> tuple[list[int], int]:
-    """(bases of each pattern class, bases in all) inside `intervals`: the tracks' classes, or without
-    tracks the soft-masked (lowercase) bases of `ref`."""
-    positives, bases = None, 0
-    for iv in intervals:
-        for start in range(iv.start, iv.end, chunk):
-            raise_if_terminated()
-            end = min(start + chunk, iv.end)
-            mask = tracks.mask(iv.contig, start, end) if tracks is not None else \
-                soft_mask(ref.fetch(iv.contig, start, end))[:, None]
-            counts = mask.sum(0)
-            positives = counts if positives is None else positives + counts
-            bases += end - start
-    return [int(n) for n in positives], bases
+def _label_counts(config: TrainConfig, class_names: list[str], ref, sources: dict,
+                  splits: dict[str, list]) -> dict[str, list[int]]:
+    """Bases of each class per split (labels.py), checked to hold positives; {} for mlm (no labels)."""
+    if config.task == "variant":
+        return check_variant_labels(sources["variants"], sources["confident"], config.confident_bed, splits)
+    if config.task == "pattern":
+        tracks = sources.get("tracks")
+        source = ", ".join(config.bed) if tracks is not None else f"{config.reference} (soft-masked bases)"
+        return check_track_labels(class_names, ref, tracks, splits, source)
+    return {}
 
 
 def _regions(specs: list[str] | None, contigs: dict[str, int], what: str) -> list[Interval] | None:

@@ -340,7 +340,7 @@ def test_cli_prints_each_file(synthetic, lsh_model, tmp_path):
 
 
 @pytest.mark.parametrize("extra, code, needle", [
-    (["--region", "mid:1-1,537"], 2, r"1,537 bases, longer than the model's window of 1,536"),
+    (["--region", "mid:1-5,001"], 3, r"past the end of mid|5,000"),
     (["--layer", "2"], 2, r"layer 2 is out of range: the model has 2 layers"),
 ])
 def test_cli_bad_selection(synthetic, lsh_model, tmp_path, extra, code, needle):
@@ -385,3 +385,28 @@ def test_cli_model_without_lsh_layers(synthetic, full_model, tmp_path):
 def test_local_layer_is_not_lsh(synthetic, tiny_pattern_model):
     with pytest.raises(UsageError, match="layer 0 is not an LSH layer; the model's LSH layers are 1"):
         bucket_map(tiny_pattern_model, synthetic, "mid:1-1,000", layers=[0])
+
+
+def test_a_region_longer_than_a_window_is_cut_into_windows_drawn_side_by_side(synthetic, lsh_model, tmp_path):
+    out = tmp_path / "out"
+    written = run_buckets(BucketsConfig(model=str(lsh_model), reference=str(synthetic), region="mid:1-5,000",
+                                        queries=["mid:3,500"], out=str(out), device="cpu"))
+    pieces = [(0, 1536), (1536, 3072), (3072, 4608), (4608, 5000)]  # windows of the model's 1,536 bases
+    assert sorted(p.name for p in out.glob("window_*")) == [f"window_{i}" for i in range(1, 5)]
+    net = load_model(lsh_model, "cpu", 0)
+    for i, (start, end) in enumerate(pieces, start=1):
+        got = read_buckets(out / f"window_{i}" / "buckets.h5")
+        alone = bucket_map(lsh_model, synthetic, Interval("mid", start, end), model=net)
+        assert (got.region.start, got.region.end) == (start, end)
+        np.testing.assert_array_equal(got.buckets, alone.buckets)  # each window's buckets are its own
+        assert (out / f"window_{i}" / "summary.tsv").is_file() and (out / f"window_{i}" / "buckets.bed").is_file()
+    # the picture names what it draws (matplotlib's SVG keeps each text as a comment beside its glyphs)
+    svg = (out / "buckets.svg").read_text()
+    for text in ("4 model windows", "window 2", "window 4", "bucket id", "GC", "repeats (soft-masked)"):
+        assert text in svg, text
+    query_svg = (out / "query_mid_3500.svg").read_text()
+    assert "GC" in query_svg and "repeats (soft-masked)" in query_svg and "arc colour: head" in query_svg
+    assert {p.name for p in written["plot"]} == {"buckets.png", "buckets.svg"}
+    again = run_cli("buckets", "--model", lsh_model, "--reference", synthetic, "--region", "mid:1-5,000",
+                    "--out", out)
+    assert_clean_failure(again, 4, "already holds buckets outputs")

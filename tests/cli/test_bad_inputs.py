@@ -6,7 +6,7 @@ BAD_INPUTS is the htslib faidx.tst-style table of case, command, exit code and m
 
 | row | fault                                  | tested by                                                        |
 |-----|----------------------------------------|------------------------------------------------------------------|
-| A1  | FASTA missing                          | here: test_missing_reference_is_a_usage_error                    |
+| A1  | FASTA missing (any input: exit 3)      | here: test_a_missing_input_is_bad_input_data (every command)     |
 | A2  | zero bytes, no '>'                     | here: test_malformed_fasta[empty_file, no_header]                |
 | A3  | text before '>', binary, plain gzip    | here: test_malformed_fasta[no_header, binary, plain_gzip]        |
 | A4  | duplicate names                        | here: test_malformed_fasta[duplicate_names]                      |
@@ -49,7 +49,7 @@ BAD_INPUTS is the htslib faidx.tst-style table of case, command, exit code and m
 | E3  | NaN in weights                         | model/test_reformer: test_load_rejects_damaged_checkpoints       |
 | E4  | kill during a save                     | model/test_checkpoint: test_a_failed_save_leaves_...; SIGKILL    |
 | E5  | disk full during a save                | cli/test_full_disk: test_train_on_a_full_disk                    |
-| E6  | exact resume                           | train/test_loop: test_sigkill_then_resume_repeats_the_...        |
+| E6  | exact resume                           | train/test_loop: test_sigkill_then_...; train/test_run_folder    |
 | E7  | --resume of nothing                    | here: BAD_INPUTS "E7 ..."                                        |
 | F1  | output exists                          | predict/test_predict: test_bad_inputs_fail_cleanly; test_merge   |
 | F2  | SIGKILL mid-write                      | predict/test_predict: test_sigterm_sigkill_then_resume_...       |
@@ -60,7 +60,7 @@ BAD_INPUTS is the htslib faidx.tst-style table of case, command, exit code and m
 | F7  | provenance                             | predict/test_predict: test_schema_provenance_and_read_evidence   |
 | F8  | resumable predict                      | predict/test_predict: test_sigterm_sigkill_then_resume_...       |
 | F*  | damaged predictions files              | cli/test_hdf5_fuzz (export, merge); BAD_INPUTS "F ..."           |
-| G1  | Ctrl-C                                 | here: test_sigint_exits_130_and_keeps_the_partial                |
+| G1  | Ctrl-C                                 | here: test_sigint_exits_130_...; train/test_run_folder (resume)  |
 | G2  | SIGTERM                                | test_interrupt, test_interrupt_loops; predict SIGTERM test       |
 | G3  | SIGKILL                                | as F2 and E6                                                     |
 | G4  | CUDA out of memory                     | here: test_gpu_out_of_memory_is_an_output_error (raised by hand) |
@@ -122,7 +122,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, *needles:
 
 FASTA_CASES = ["empty_file", "no_header", "duplicate_names", "short_line", "long_line", "blank_line_inside",
                "cr_only", "tab_in_sequence", "space_in_sequence", "plain_gzip", "binary", "empty_header",
-               "bam_as_fasta"]
+               "bam_as_fasta", "bam_given_as_reference"]
 
 
 @pytest.mark.parametrize("case", FASTA_CASES)
@@ -134,9 +134,30 @@ def test_malformed_fasta(tmp_path, case):
         assert re.search(rf"\bline {bad.line}\b|lines [0-9, and]*\b{bad.line}\b", proc.stderr), proc.stderr
 
 
-def test_missing_reference_is_a_usage_error(tmp_path):
-    proc = run_cli("info", "--reference", tmp_path / "nope.fa")
-    assert_clean_failure(proc, 2, "nope.fa")
+# one missing input per command: every command reads its files through commands/paths.py
+MISSING_INPUT = {
+    "info": ["info", "--reference", "{missing}"],
+    "train": ["train", "--task", "mlm", "--reference", "{missing}"],
+    "predict": ["predict", "--model", "{missing}", "--reference", "{missing}", "--out", "{tmp}/p.h5"],
+    "export": ["export", "{missing}", "--vcf", "{tmp}/c.vcf.gz"],
+    "evaluate": ["evaluate", "--calls", "{missing}", "--truth-vcf", "{missing}"],
+    "merge": ["merge", "{tmp}/a.h5", "--out", "{tmp}/m.h5", "--expect-regions", "{missing}"],
+    "buckets": ["buckets", "--model", "{missing}", "--reference", "{missing}", "--region", "c:1-2",
+                "--out", "{tmp}/b"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(MISSING_INPUT))
+def test_a_missing_input_is_bad_input_data(tmp_path, command):
+    missing = tmp_path / "nope.fa"
+    args = [a.format(missing=missing, tmp=tmp_path) for a in MISSING_INPUT[command]]
+    proc = run_cli(*args)
+    assert_clean_failure(proc, 3, "nope.fa: no such (file|folder)")
+    assert not missing.exists() and not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_folder_given_as_an_input_file(tmp_path):
+    assert_clean_failure(run_cli("info", "--reference", tmp_path), 3, "is a folder, expected a file")
 
 
 def test_protein_given_as_dna_for_tokenising(tmp_path):
@@ -363,7 +384,7 @@ def test_run_folder_on_a_read_only_file_system(small_disk, chr20):
     """An output folder that cannot be created is exit 4, not a crash (was exit 1)."""
     disk = small_disk("64k", "ro")
     proc = run_cli(*_train(chr20, disk, "--max-steps", 1))
-    assert_clean_failure(proc, 4, r"run: cannot create the run folder \(Read-only file system\)")
+    assert_clean_failure(proc, 4, r"run: cannot create or lock the run folder \(Read-only file system\)")
 
 
 def test_class_names_that_are_no_file_names(tiny_predictions, tmp_path):
@@ -394,9 +415,10 @@ def test_class_names_that_are_no_file_names(tiny_predictions, tmp_path):
 
 
 def test_help_and_info_never_import_torch():
-    """D5: `genoformer --help` and `info` run without the torch stack (fast; no GPU libraries needed)."""
+    """D5: `genoformer --help`, `info` and the help of the commands run without the torch stack (fast; no GPU
+    libraries needed), `train --help` too although it shows TrainConfig's defaults."""
     code = ("import sys; from genoformer.cli import main\n"
-            "for argv in (['--help'], ['info', '--help'], ['export', '--help']):\n"
+            "for argv in (['--help'], ['info', '--help'], ['export', '--help'], ['train', '--help']):\n"
             "    try: main(argv)\n"
             "    except SystemExit: pass\n"
             "print('torch' in sys.modules)")

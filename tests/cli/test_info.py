@@ -67,3 +67,26 @@ def test_info_whole_reference_sarscov2(shared_data):
     assert out["region"] is None
     assert out["sequence"] == [{"name": "MT192765.1", "start": 0, "end": len(seq), "length": len(seq),
                                 "n_bases": seq.upper().count("N"), "soft_masked_bases": 0}]
+
+
+def test_info_reads_gff_annotation_as_train_does(shared_data):
+    genome = shared_data / "sarscov2_mt192765" / "genome"
+    out = run_info("--reference", genome / "genome.fasta", "--bed", genome / "genome.gff3")
+    # counted independently: merge each feature type's 1-based inclusive intervals by hand
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for line in (genome / "genome.gff3").read_text().splitlines():
+        fields = line.split("\t")
+        if line.startswith("#") or len(fields) != 9:
+            continue
+        spans.setdefault(fields[2], []).append((int(fields[3]) - 1, int(fields[4])))
+    want = {}
+    for name, ivs in spans.items():
+        merged: list[list[int]] = []
+        for s, e in sorted(ivs):
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        want[name] = {"intervals": len(merged), "bases": sum(e - s for s, e in merged)}
+    assert out["bed"]["classes"] == want and "CDS" in want
+    assert out["bed"]["bases"] == sum(c["bases"] for c in want.values())

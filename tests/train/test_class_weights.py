@@ -18,7 +18,7 @@ from genoformer.io.variants import TruthVariants
 from genoformer.simulate.genome import simulate
 from genoformer.train import TrainConfig, dry_run
 from genoformer.train.config import parse_class_weights
-from genoformer.train.data import genotype_counts
+from genoformer.train.labels import genotype_counts
 from genoformer.train.losses import forward_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -85,7 +85,9 @@ def test_balanced_weights_in_dry_run(example, tmp_path):
                          out=str(tmp_path / "run"))
     data = dry_run(config)["data"]
     counts = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
-    assert data["genotype_counts"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
+    assert data["label_counts"]["training regions"] == dict(zip(["hom_ref", "het", "hom_alt"], counts))
+    assert data["label_counts"]["validation windows"] == dict(zip(
+        ["hom_ref", "het", "hom_alt"], pysam_counts(example.truth_vcf, example.confident_bed, "chrB", 12000)))
     for name, n in zip(["hom_ref", "het", "hom_alt"], counts):
         assert data["class_weights"][name] == pytest.approx(sum(counts) / (3 * n))
 
@@ -166,16 +168,17 @@ def test_pattern_balanced_weights_against_hand_counts(tracked, tmp_path):
     for c, s, e, name in rows:
         by_hand[name] = by_hand.get(name, 0) + max(0, min(e, region[1]) - max(s, region[0]))
     data = dry_run(TrainConfig(**base, bed=[str(b) for b in beds], out=str(tmp_path / "bed")))["data"]
-    assert data["class_bases"] == by_hand
+    assert data["label_counts"]["training regions"] == by_hand
     for name, p in by_hand.items():
         assert data["class_weights"][name] == pytest.approx((n - p) / p)
     masked = int(lower[region[0]:region[1]].sum())  # no BED: the soft-masked bases are the class
     data = dry_run(TrainConfig(**base, out=str(tmp_path / "soft")))["data"]
-    assert data["class_bases"] == {"soft_masked": masked}
+    assert data["label_counts"]["training regions"] == {"soft_masked": masked}
     assert data["class_weights"]["soft_masked"] == pytest.approx((n - masked) / masked)
-    with pytest.raises(UsageError, match="covers no base"):  # no island base in chrA:1-4800
-        dry_run(TrainConfig(**base | {"train_regions": ["chrA:1-4800"]}, bed=[str(b) for b in beds],
-                            out=str(tmp_path / "x")))
+    # no island base in chrA:1-4800: nothing to balance, weight 1
+    data = dry_run(TrainConfig(**base | {"train_regions": ["chrA:1-4800"]}, bed=[str(b) for b in beds],
+                               out=str(tmp_path / "x")))["data"]
+    assert data["class_weights"]["island"] == 1.0 and data["class_weights"]["exon"] > 1
 
 
 def test_pattern_weighted_loss_by_hand():

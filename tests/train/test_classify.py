@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from genoformer.cli import cli
@@ -23,6 +24,7 @@ from genoformer.errors import UsageError
 from genoformer.model.checkpoint import load_checkpoint
 from genoformer.model.heads import batch_inputs
 from genoformer.data.sequences import read_sequences, split
+from genoformer.simulate.genome import simulate
 from genoformer.train import TrainConfig, resume, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -308,23 +310,34 @@ def test_every_task_has_a_recipe():
         set(RECIPES)
 
 
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> Path:
+    """The simulated example (`genoformer simulate --out example`), for the recipe that learns soft-masking."""
+    return simulate(tmp_path_factory.mktemp("sim") / "example", 0).reference.parent
+
+
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_validates_with_dry_run(recipe, shared_data, flip, tmp_path):
+def test_recipe_validates_with_dry_run(recipe, shared_data, flip, simulated, tmp_path):
     """Each recipe, paths pointed at the real data, checks out without training; real defaults kept."""
     data = f"{shared_data}/"
-    text = (ROOT / "pipelines" / f"{recipe}.yaml").read_text().replace("../shared/data/", data)
-    text = text.replace("data/flip/splits/", f"{flip}/")
+    raw = (ROOT / "pipelines" / f"{recipe}.yaml").read_text()
+    text = raw.replace("../shared/data/", data).replace("data/flip/splits/", f"{flip}/")
+    text = text.replace("reference: example/", f"reference: {simulated}/")
     (tmp_path / "recipe.yaml").write_text(text)
     report = invoke("--config", tmp_path / "recipe.yaml", "--out", tmp_path / "run", "--dry-run")
-    config = report["config"]
-    assert (config["model"]["d_model"], config["model"]["depth"]) == (256, 6) and report["parameters"] > 1_000_000
+    config, written = report["config"], yaml.safe_load(raw)
+    assert (config["model"]["d_model"], config["model"]["depth"]) == (written["d-model"], written["depth"])
+    assert report["parameters"] > (1_000_000 if written["d-model"] == 256 else 50_000)
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
     if config["task"] == "classify":
         assert report["classes"] == (["0", "1"] if recipe == "classify-dna" else ["C", "E", "H"])
         expected = {"classify-dna": (7227, 1807), "classify-protein": (9712, 1080)}[recipe]
         assert (report["data"]["train_sequences"], report["data"]["val_sequences"]) == expected
-    else:
-        assert config["window"] == 1_000_000 and report["data"]["train_bases"] > 80_000
+    else:  # one training region each: the window is clipped to it
+        assert config["window"] == min(written["window"], report["data"]["train_bases"])
+        assert report["data"]["train_bases"] > 50_000 and report["estimate"]["seconds_per_step"] > 0
+        for split, counts in report["data"].get("label_counts", {}).items():
+            assert sum(list(counts.values())[1:] if config["task"] == "variant" else counts.values()), split
 
 
 def test_a_recipe_trains_a_few_steps_with_tiny_overrides(shared_data, promoters, tmp_path):

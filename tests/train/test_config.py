@@ -137,6 +137,24 @@ def test_a_run_saved_with_a_flat_train_config_resumes(reference, tmp_path):
     assert not set(OLD_FLAT) & set(recorded)
 
 
+def test_every_train_option_has_help_and_shows_its_default():
+    config = TrainConfig()  # the defaults a run really gets
+    text = " ".join(CliRunner().invoke(train_command, ["--help"], terminal_width=400).output.split())
+    options = [p for p in train_command.params if p.name != "help"]
+    assert text.count("[default: ") == len(options)
+    for param in options:
+        assert param.help and isinstance(param.show_default, str) and param.show_default, param.name
+        name = {"recipe": "config"}.get(param.name, param.name)
+        value = getattr(config.model, name, getattr(config, name, None))
+        if isinstance(value, bool) or value is None or isinstance(value, list) or name == "class_weights":
+            continue  # said in words (bidirectional, the whole reference, ...)
+        shown = param.show_default.split(" ")[0].rstrip(",") if name == "window" else param.show_default
+        parsed = type(value)(shown.replace(",", "")) if isinstance(value, (int, float)) else shown
+        assert parsed == value, (name, param.show_default, value)
+        assert f"[default: {param.show_default}]" in text
+    assert TrainConfig(task="variant").class_weights == "balanced" and "balanced for variant" in text
+
+
 def test_a_run_saved_before_the_per_base_options_resumes(reference, tmp_path):
     """Runs saved before the stem and decoder: no per_base section, no per-base options; their models had neither."""
     model = dict(d_model=16, depth=2, heads=2, bucket_size=4, n_hashes=2, attention="lsh", stem=False, decoder=False)

@@ -27,6 +27,7 @@ from genoformer.model.per_base import PerBaseConfig
 from genoformer.train import TrainConfig, resume, train
 from genoformer.train.losses import forward_loss
 from genoformer.data.windows import tile
+from genoformer.simulate.genome import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure  # noqa: E402
@@ -90,7 +91,8 @@ def test_mlm_loss_falls_and_the_checkpoint_reproduces_validation(chr20, tmp_path
 def test_variant_loss_falls_with_read_evidence(chr20, tmp_path):
     summary = train(TrainConfig.from_dict(TINY | dict(
         task="variant", reference=str(chr20["fasta"]), bam=str(chr20["bam"]), truth_vcf=str(chr20["vcf"]),
-        train_regions=["chr20:10,010,532-10,100,000"], window=256, batch_size=2, max_steps=24, out=str(tmp_path))))
+        train_regions=["chr20:10,010,532-10,100,000"], window=256, batch_size=2, max_steps=24, class_weights="none",
+        out=str(tmp_path))))
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < 0.5 * mean(losses[:5]), losses
     model, meta, _ = load_checkpoint(tmp_path)
@@ -118,13 +120,14 @@ def test_pattern_on_gff_genes_initialised_from_an_mlm_checkpoint(chr20, shared_d
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.2, losses
 
 
-def test_pattern_on_soft_masked_repeats_needs_no_extra_file(chr20, tmp_path):
-    summary = train(TrainConfig.from_dict(TINY | dict(task="pattern", reference=str(chr20["fasta"]),
-                                                      train_regions=[MLM_TRAIN], window=256, max_steps=20,
-                                                      out=str(tmp_path))))
+def test_pattern_on_soft_masked_repeats_needs_no_extra_file(tmp_path):
+    # the simulated genome: lowercase repeats (the chr20 test reference has no lowercase base)
+    example = simulate(tmp_path / "example", 0, contigs=(("chrA", 20000),))
+    summary = train(TrainConfig.from_dict(TINY | dict(task="pattern", reference=str(example.reference),
+                                                      window=256, max_steps=20, out=str(tmp_path / "run"))))
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.1, losses
-    assert load_checkpoint(tmp_path)[1]["head"]["class_names"] == ["soft_masked"]
+    assert load_checkpoint(tmp_path / "run")[1]["head"]["class_names"] == ["soft_masked"]
 
 
 def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_path):
@@ -145,13 +148,13 @@ print("RESULT", json.dumps({"ranks": summary["ranks"], "sha": summary["weights_s
 """
 
 
-def test_torchrun_two_ranks_match_one_process_with_the_combined_batch(chr20, tmp_path):
+def test_torchrun_two_ranks_match_one_process_with_the_combined_batch(chr20, shared_data, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     # pattern on full windows: every rank's mean loss covers equally many bases, so the mean of the
     # ranks' gradients is the gradient of one process reading both halves of the batch
     kw = TINY | dict(task="pattern", reference=str(chr20["fasta"]), train_regions=[MLM_TRAIN], window=256,
-                     max_steps=4, ckpt_every=2)
+                     bed=[str(shared_data / "annotations_hg19" / "cpg_islands_hg19_ucsc.txt")], max_steps=4, ckpt_every=2)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
                            json.dumps(kw | dict(batch_size=2, out=str(tmp_path / "ddp")))],
