@@ -66,7 +66,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (
          defaults=_VARIANT_DEFAULTS, cpu_recipe="pipelines/variant-cpu.yaml"),
     # pattern picks on AUROC: AUPRC follows prevalence (a class on 98 % of bases scores ~0.98 AUPRC at chance)
     Task("pattern", "per-base classes from BED/GFF tracks or soft-masked repeats", PER_BASE,
-         _WINDOWS + ("bam", "bed"), "auroc", activation=SIGMOID, cpu_recipe="pipelines/pattern-cpu.yaml"),
+         _WINDOWS + ("bam", "bed", "class_weights"), "auroc", activation=SIGMOID, cpu_recipe="pipelines/pattern-cpu.yaml"),
     Task("classify", "one label per labelled sequence, or per residue", PER_SEQUENCE, _SEQUENCES, "accuracy",
          activation=SOFTMAX),
     Task("classify_residues", "one label per residue of labelled sequences", PER_RESIDUE, _SEQUENCES, "accuracy",

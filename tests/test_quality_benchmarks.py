@@ -459,8 +459,8 @@ def test_long_range_model_calls_read_each_site_of_its_window(tmp_path):
     ("variant_quality", ["--settings", "simulated", "--seeds", "0,1,2", "--k", "1", "--sim-contig-length", "50000"]),
     ("classify_quality", ["--budget", "2m", "--baseline-only"]),
     ("protein_ss_quality", ["--budget", "400", "--window", "256"]),
-    ("mlm_quality", ["--k", "1", "--window", "512", "--seeds", "0,1"]),
-    ("pattern_quality", ["--budget", "5", "--attention", "local"]),
+    ("mlm_quality", ["--k", "1", "--window", "512", "--seeds", "0,1", "--score-on", "validation"]),
+    ("pattern_quality", ["--budget", "5", "--attention", "local", "--score-on", "validation"]),
     ("long_range_quality", ["--distances", "100,1000", "--windows", "256,2048", "--attentions", "lsh,local"]),
     ("attention_quality", ["--tasks", "classify", "--seeds", "0,1"]),
 ])
@@ -489,3 +489,25 @@ def test_ablation_grid_and_arguments():
     assert args.seeds == [0, 1, 2] and args.window == 1024 and len(args.grid_rows) == 3
     with pytest.raises(SystemExit):
         parse(["--benchmark", "nope"])
+
+
+def test_merge_seeds_joins_runs_and_recomputes_the_spread():
+    from merge_seeds import merge
+
+    def result(seed: int, model: float, base: float) -> dict:
+        run = {"metric": "AUPRC", "genoformer": model, "baselines": {"LR": base, "majority": 0.1},
+               "higher_is_better": True, "detail": {"seed": seed}, "also": []}
+        return {"benchmark": "ablation_pattern", "steps": 400, "baseline": "LR", "seeds": [seed], "machine": {},
+                "command": f"seed {seed}", "results": [{"options": {"k": 6}, "runs": [run]}]}
+
+    merged = merge([result(0, 0.5, 0.4), result(1, 0.3, 0.45), result(2, 0.7, 0.5)])
+    assert merged["seeds"] == [0, 1, 2] and len(merged["results"][0]["runs"]) == 3
+    (row,) = merged["rows"]
+    assert row["options"] == "k=6" and row["seeds"] == 3
+    assert (row["mean"], row["min"], row["max"]) == pytest.approx((0.5, 0.3, 0.7))
+    assert row["baseline"] == pytest.approx(0.45)
+    assert (row["diff"], row["diff_min"], row["diff_max"]) == pytest.approx((0.05, -0.15, 0.2))
+    twice, other_steps = result(0, 0.3, 0.45), result(1, 0.3, 0.45) | {"steps": 5}
+    for bad in ([result(0, 0.5, 0.4), twice], [result(0, 0.5, 0.4), other_steps]):
+        with pytest.raises(SystemExit):
+            merge(bad)

@@ -4,6 +4,8 @@ Real sequence of the chr20 FASTA (../shared/data/variant_chr20_na12878), split i
 - test: chr20:10,600,001-10,700,000 (scored; nothing trains or is chosen on it);
 - validation: chr20:10,500,001-10,600,000 (the Markov smoothing is chosen on it);
 - training: the rest of the real sequence (TRAIN_REGIONS, 1.125 Mb).
+`--score-on validation` scores both models on the validation region instead (the Markov smoothing is
+still chosen there): the split to choose genoformer's settings on, leaving the test region unseen.
 
 genoformer: `genoformer.train` with task mlm on the training regions, validating once, after the
 last step, on the windows tiling the test region (it chooses nothing, so this is the score). The
@@ -134,8 +136,13 @@ def masked_bits_per_base(model, ref: Reference, region: str, window: int, span: 
     return total / bases, bases
 
 
+def scored_region(args) -> str:
+    return VAL_REGION if args.score_on == "validation" else TEST_REGION
+
+
 def mlm_config(args, out: Path, seed: int, options: dict) -> TrainConfig:
-    config = TrainConfig(task="mlm", reference=str(FASTA), train_regions=TRAIN_REGIONS, val_regions=[TEST_REGION],
+    config = TrainConfig(task="mlm", reference=str(FASTA), train_regions=TRAIN_REGIONS,
+                         val_regions=[scored_region(args)],
                          val_windows=math.ceil(100_000 / args.window), window=args.window, k=args.k,
                          model=model_options(args), lr=args.lr, batch_size=args.batch_size,
                          max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed, device="cpu", out=str(out),
@@ -150,7 +157,8 @@ def reported(metrics_csv: Path) -> dict[str, float]:
 
 def measure(args, folder: Path, seed: int, options: dict, steps: int) -> Measurement:
     markov = markov_baseline()
-    baselines = {f"Markov order {k}": markov["orders"][k]["test_bits"] for k in (HEADLINE_ORDER, 0)}
+    column = "val_bits" if args.score_on == "validation" else "test_bits"
+    baselines = {f"Markov order {k}": markov["orders"][k][column] for k in (HEADLINE_ORDER, 0)}
     info, bits = None, None
     if not args.baseline_only:
         config = mlm_config(args, folder / f"mlm-seed{seed}-{time.monotonic_ns()}", seed, options)
@@ -163,9 +171,10 @@ def measure(args, folder: Path, seed: int, options: dict, steps: int) -> Measure
             bits, info["source"] = val["bits_per_base"], "the training code's bits_per_base"
         else:
             bits, info["test_bases_scored"] = masked_bits_per_base(
-                load_checkpoint(config.out)[0], Reference(FASTA), TEST_REGION, config.window, config.mask_span, seed)
+                load_checkpoint(config.out)[0], Reference(FASTA), scored_region(args), config.window, config.mask_span,
+                seed)
             info["source"] = "computed here from the checkpoint: a token-level model"
-    return Measurement("bits per base, test region", bits, baselines, higher_is_better=False,
+    return Measurement(f"bits per base, {args.score_on} region", bits, baselines, higher_is_better=False,
                        detail={"genoformer": info, "markov": markov})
 
 
@@ -178,6 +187,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--window", type=int, default=1024, help="training and scoring window in bases")
     ap.add_argument("--k", type=int, default=1, help="k-mer size (stride k: bits per base needs non-overlapping tokens)")
     add_model_args(ap, d_model=64, batch_size=8)
+    ap.add_argument("--score-on", choices=("test", "validation"), default="test",
+                    help="region both models are scored on (validation: to choose settings, the test region unseen)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -203,7 +214,7 @@ def main() -> None:
             tmp.cleanup()
     markov = runs[0].detail["markov"]
     print(f"train {', '.join(TRAIN_REGIONS)} ({markov['train_bases']:,} bases, both strands for Markov); "
-          f"validation {VAL_REGION}; test {TEST_REGION}; budget {args.budget}")
+          f"validation {VAL_REGION}; test {TEST_REGION}; scored on the {args.score_on} region; budget {args.budget}")
     print(table([{"model": f"Markov order {r['order']}", "smoothing": r["smoothing"], "val": r["val_bits"],
                   "test": r["test_bits"]} for r in markov["orders"]],
                 [("model", "model", ""), ("smoothing", "smoothing (chosen on validation)", ""),
@@ -211,7 +222,7 @@ def main() -> None:
     for seed, run in zip(args.seeds, runs):
         if run.genoformer is not None:
             g = run.detail["genoformer"]
-            print(f"seed {seed}: genoformer mlm ({args.attention}, k {args.k}, {g['steps']} steps): test "
+            print(f"seed {seed}: genoformer mlm ({args.attention}, k {args.k}, {g['steps']} steps): {args.score_on} "
                   f"{run.genoformer:.4f} bits/base ({g['source']})")
     summary = print_summary(runs, args.seeds)
     save_json(args.json, {"benchmark": "mlm_quality", "budget": str(args.budget), "machine": machine(),
@@ -219,7 +230,8 @@ def main() -> None:
                           "model": {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads",
                                                                   "bucket_size", "n_hashes", "attention", "lr",
                                                                   "batch_size")},
-                          "passes": PASSES, "seeds": args.seeds, "steps": steps, "calibrated_s_per_step": per_step,
+                          "score_on": args.score_on, "passes": PASSES, "seeds": args.seeds, "steps": steps,
+                          "calibrated_s_per_step": per_step,
                           "baseline_only": args.baseline_only, "command": " ".join(sys.argv), "summary": summary,
                           "runs": [dataclasses.asdict(r) for r in runs]})
 

@@ -111,7 +111,8 @@ def option(*decls, **kw):
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "
         "the scored training bases) or seven numbers, hom_ref then snv, insertion, deletion x het, hom_alt "
-        "(1,30,30,30,30,30,30).")
+        "(1,30,30,30,30,30,30). pattern: none or balanced (each class's bases weighted "
+        "n_negative / n_positive over the training regions).")
 @option("--candidate-weight", type=float, help="variant: loss weight of candidate bases, where at least 10 % "
         "of the reads show another base, a deletion or an insertion (1: as any base).")
 @option("--max-steps", type=int, help="Optimizer steps of the run (the learning-rate schedule spans them).")

@@ -143,6 +143,7 @@ class TrainConfig:
     val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
     # variant: weight of each class in the loss. "none"; "balanced" (n / (7 n_class), counted over the
     # scored training bases: non-ref bases are ~1/1000); or seven numbers, one per VARIANT_CLASSES class.
+    # pattern: "none" or "balanced" (each class's positive bases weighted n_negative / n_positive).
     # None: the task's default (tasks.py), "none" for tasks without weights
     class_weights: str | list[float] | None = None
     # variant: loss weight of candidate bases, where reads show another allele (train/losses.py); 1: as any base
@@ -192,6 +193,9 @@ class TrainConfig:
             raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
         if self.class_weights is None:
             self.class_weights = task_default(self.task, "class_weights", "none")
+        if self.task == "pattern" and not (isinstance(self.class_weights, str) and
+                                           self.class_weights.strip().lower() in ("none", "balanced")):
+            raise UsageError(f"class-weights for the pattern task must be none or balanced, got {self.class_weights!r}")
         self.class_weights = parse_class_weights(self.class_weights)
         for name, unset in (("class_weights", "none"), ("candidate_weight", 1)):
             if getattr(self, name) != unset and name not in TASKS[self.task].inputs:

@@ -41,7 +41,7 @@ class TrainData:
     class_names: list[str]
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
-    class_weights: list[float] | None = None  # variant: the loss weight of each class, resolved
+    class_weights: list[float] | None = None  # variant: each class's loss weight; pattern: each class's positives
     augment: Augmentation | None = None  # what the training items go through (validation items never)
 
     def __post_init__(self) -> None:
@@ -177,7 +177,12 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
         log_counts(class_names, counts, splits, per_base=config.task == "pattern")
         summary["label_counts"] = {split: dict(zip(class_names, n)) for split, n in counts.items()}
     weights = None
-    if config.class_weights == "balanced":
+    if config.class_weights == "balanced" and config.task == "pattern":
+        # each class's positive bases weigh as much as its negative ones; a class on no training base
+        # (log_counts warns) or on every one has nothing to balance: weight 1
+        bases = summary["train_bases"]
+        weights = [(bases - n) / n if 0 < n < bases else 1.0 for n in counts["training regions"]]
+    elif config.class_weights == "balanced":
         train_counts = counts["training regions"]
         # a class absent from the training regions is weighted as the rarest present one
         weights = [sum(train_counts) / (len(train_counts) * (c or min(n for n in train_counts if n)))

@@ -11,7 +11,9 @@ variant: per-base class (io.variant_classes: hom_ref, or variant type x genotype
   and, on candidate bases (reads showing another allele, `candidate_bases`), by --candidate-weight:
   nearly every base is hom_ref with no read against it, and those teach little once learnt, while
   the few bases where reads disagree hold every variant and every error that looks like one.
-pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases.
+pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases, optionally
+  with each class's positive bases weighted (--class-weights balanced: a rare track's few bases count
+  as much as all the others, so the model does not settle on "never").
 classify: one class per sequence (pooled logits), or per residue (-100 at padding and masked
   residues); cross-entropy.
 """
@@ -56,6 +58,8 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
     variant: `class_weights` [7] weights each class's bases and `candidate_weight` the candidate
     bases (`candidate_bases`, read from the batch's evidence); the mean is over the weights
     (cross_entropy's convention), so the loss scale does not depend on a batch's mix of bases.
+    pattern: `class_weights` [classes] weights each class's positive bases (BCE's pos_weight); the mean is
+    over bases and classes.
     """
     tokens, token_mask = batch["tokens"], batch["token_mask"]
     inputs = batch_inputs(batch, device)
@@ -99,7 +103,7 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         return loss, {"logits": logits.detach(), "target": target}
     target = (batch["tracks"] if "tracks" in batch else batch["soft_mask"][..., None].float()).to(device)
     valid = batch["valid"].to(device)
-    loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid])
+    loss = F.binary_cross_entropy_with_logits(logits[valid], target[valid], pos_weight=class_weights)
     return loss, {"logits": logits[valid].detach(), "target": target[valid]}
 
 

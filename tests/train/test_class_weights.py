@@ -66,7 +66,7 @@ def test_parse_class_weights():
     for bad in ("1,2", "1,50,50", "a,b,c,d,e,f,g", "1,-1,1,1,1,1,1", "0,0,0,0,0,0,0", "1,nan,1,1,1,1,1", "inverse"):
         with pytest.raises(UsageError, match="class-weights"):
             parse_class_weights(bad)
-    with pytest.raises(UsageError, match="variant task"):
+    with pytest.raises(UsageError, match="variant and pattern tasks"):
         TrainConfig(task="mlm", class_weights="balanced")
 
 
@@ -131,7 +131,8 @@ def test_weighted_loss_by_hand():
     assert float(unweighted) == pytest.approx(-logp[scored.numpy(), target[scored].numpy()].mean(), rel=1e-5)
 
 
-@pytest.mark.parametrize("value, needle", [("1,2", "class-weights must be"), ("balanced", "variant task")])
+@pytest.mark.parametrize("value, needle", [("1,2", "class-weights must be"),
+                                           ("balanced", "variant and pattern tasks")])
 def test_cli_bad_class_weights(example, tmp_path, value, needle):
     task = "variant" if value != "balanced" else "mlm"
     args = ["--task", task, "--reference", str(example.reference), "--class-weights", value,
@@ -141,3 +142,86 @@ def test_cli_bad_class_weights(example, tmp_path, value, needle):
     proc = subprocess.run([sys.executable, "-m", "genoformer", "train", *args], capture_output=True, text=True)
     assert_clean_failure(proc, 2, needle)
     assert not (tmp_path / "run").exists()
+
+
+# --- pattern: each class's positive bases weighted n_negative / n_positive -------------------------------------
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """A seeded genome with soft-masked runs and two BED files (one class each), and the masks written by hand."""
+    folder = tmp_path_factory.mktemp("pattern_cw")
+    rng = np.random.default_rng(3)
+    letters = rng.choice(list("ACGT"), 6000)
+    lower = np.zeros(6000, dtype=bool)
+    for start in (100, 2500, 4100):
+        lower[start:start + 150 + start // 50] = True
+    seq = "".join(b.lower() if low else b for b, low in zip(letters, lower))
+    from fasta_factory import write_fasta
+    fasta = write_fasta(folder / "genome.fa", {"chrA": seq})
+    rows = [("chrA", 300, 420, "exon"), ("chrA", 1000, 1100, "exon"), ("chrA", 5000, 5600, "island")]
+    beds = []
+    for name in ("exon", "island"):
+        beds.append(folder / f"{name}.bed")
+        beds[-1].write_text("".join(f"{c}\t{s}\t{e}\n" for c, s, e, n in rows if n == name))
+    return fasta, beds, lower, rows
+
+
+def test_pattern_balanced_weights_against_hand_counts(tracked, tmp_path):
+    fasta, beds, lower, rows = tracked
+    region = (500, 5300)  # 1-based chrA:501-5300 cuts the first exon out and the island in half
+    base = dict(task="pattern", reference=str(fasta), train_regions=[f"chrA:{region[0] + 1}-{region[1]}"],
+                window=512, k=1, model=dict(d_model=16, depth=1, heads=2, attention="full"), class_weights="balanced")
+    n = region[1] - region[0]
+    by_hand = {}
+    for c, s, e, name in rows:
+        by_hand[name] = by_hand.get(name, 0) + max(0, min(e, region[1]) - max(s, region[0]))
+    data = dry_run(TrainConfig(**base, bed=[str(b) for b in beds], out=str(tmp_path / "bed")))["data"]
+    assert data["label_counts"]["training regions"] == by_hand
+    for name, p in by_hand.items():
+        assert data["class_weights"][name] == pytest.approx((n - p) / p)
+    masked = int(lower[region[0]:region[1]].sum())  # no BED: the soft-masked bases are the class
+    data = dry_run(TrainConfig(**base, out=str(tmp_path / "soft")))["data"]
+    assert data["label_counts"]["training regions"] == {"soft_masked": masked}
+    assert data["class_weights"]["soft_masked"] == pytest.approx((n - masked) / masked)
+    # no island base in chrA:1-4800: nothing to balance, weight 1
+    data = dry_run(TrainConfig(**base | {"train_regions": ["chrA:1-4800"]}, bed=[str(b) for b in beds],
+                               out=str(tmp_path / "x")))["data"]
+    assert data["class_weights"]["island"] == 1.0 and data["class_weights"]["exon"] > 1
+
+
+def test_pattern_weighted_loss_by_hand():
+    torch.manual_seed(1)
+
+    class Logits(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, tokens, token_mask, n_bases=None, valid=None, bases=None, soft_mask=None):
+            return self.logits
+
+    logits = torch.randn(2, 5, 2)
+    tracks = (torch.rand(2, 5, 2) < 0.3).float()
+    valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    batch = {"tokens": torch.zeros(2, 5, dtype=torch.long), "token_mask": torch.ones(2, 5, dtype=torch.bool),
+             "valid": valid, "tracks": tracks}
+    w = [7.0, 0.5]
+    loss, _ = forward_loss(Logits(logits), "pattern", batch, torch.device("cpu"), class_weights=torch.tensor(w))
+    total, count = 0.0, 0
+    for b in range(2):
+        for i in range(5):
+            if not valid[b, i]:
+                continue
+            for c in range(2):
+                x, y = float(logits[b, i, c]), float(tracks[b, i, c])
+                p = 1 / (1 + np.exp(-x))
+                total -= w[c] * y * np.log(p) + (1 - y) * np.log(1 - p)
+                count += 1
+    assert float(loss) == pytest.approx(total / count, rel=1e-5)
+
+
+def test_pattern_class_weights_refused_forms():
+    for bad in ("1,2,3", [1.0, 2.0]):
+        with pytest.raises(UsageError, match="pattern task must be none or balanced"):
+            TrainConfig(task="pattern", class_weights=bad)
+    assert TrainConfig(task="pattern", class_weights="Balanced").class_weights == "balanced"
