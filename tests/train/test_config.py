@@ -176,3 +176,11 @@ def test_a_run_saved_before_the_per_base_options_resumes(reference, tmp_path):
     recorded = json.loads((tmp_path / "old" / "config.json").read_text())["model"]
     assert recorded["stem"] is False and recorded["decoder"] is False
     assert load_checkpoint(tmp_path / "old")[1]["per_base"] == LEGACY.to_dict()
+
+
+@pytest.mark.parametrize("lr", [1e38, 1.5])
+def test_a_learning_rate_above_one_is_refused_before_training(lr):
+    # 1e38 used to overflow float32 inside AdamW's update: an internal error (exit 1) instead of exit 2
+    with pytest.raises(UsageError, match="lr must be at most 1"):
+        TrainConfig.from_dict({"task": "mlm", "reference": "ref.fa", "lr": lr})
+    assert TrainConfig.from_dict({"task": "mlm", "reference": "ref.fa", "lr": 1.0}).lr == 1.0
