@@ -27,7 +27,9 @@ _PER_BASE = {f.name: f.default for f in dataclasses.fields(PerBaseConfig)}
 
 # what a resumed run may change (max_steps re-spans the schedule); the rest comes from the checkpoint
 RESUME_OVERRIDES = ("max_steps", "stop_after", "device", "progress", "val_every", "ckpt_every", "ckpt_minutes")
-MAX_LR = 1.0  # the largest learning rate a config accepts (see TrainConfig's checks)
+# the largest learning rate AdamW can apply in float32: its first step is lr / (1 - beta1) = 10 lr, and
+# float32 ends at 3.4e38 (above it the update overflows inside the optimizer, before any loss is seen)
+MAX_LR = 3.4e37
 
 
 @dataclass
@@ -184,11 +186,9 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
         if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0 and self.candidate_weight > 0):
             raise UsageError("lr, grad-clip and candidate-weight must be > 0, mask-fraction in (0, 1)")
-        # AdamW moves every weight by about lr a step: above 1 a model only diverges, and far above it the
-        # step itself overflows float32 inside the optimizer instead of reaching the loss's finiteness check
         if self.lr > MAX_LR:
-            raise UsageError(f"lr must be at most {MAX_LR:g} (AdamW moves each weight by about lr a step), "
-                             f"got {self.lr:g}")
+            raise UsageError(f"lr must be at most {MAX_LR:g}: AdamW's update overflows float32 above it "
+                             f"(useful rates are below 1), got {self.lr:g}")
         if isinstance(self.ckpt_minutes, bool) or not isinstance(self.ckpt_minutes, (int, float)) \
                 or not self.ckpt_minutes >= 0:
             raise UsageError(f"ckpt-minutes must be a number >= 0 (0: no timed checkpoints), got {self.ckpt_minutes!r}")
