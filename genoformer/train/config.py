@@ -206,8 +206,8 @@ class TrainConfig:
         for name, unset in (("class_weights", "none"), ("candidate_weight", 1)):
             if getattr(self, name) != unset and name not in TASKS[self.task].inputs:
                 weighted = [task_name for task_name, task in TASKS.items() if name in task.inputs]
-                raise UsageError(f"{name.replace('_', '-')} applies to the {' and '.join(weighted)} task only, "
-                                 f"not {self.task}")
+                raise UsageError(f"{name.replace('_', '-')} applies to the {' and '.join(weighted)} "
+                                 f"task{'s' if len(weighted) > 1 else ''} only, not {self.task}")
 
     @classmethod
     def from_dict(cls, values: Mapping) -> TrainConfig:
