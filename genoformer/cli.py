@@ -87,12 +87,9 @@ def _main(argv: list[str] | None) -> None:
         if err.hint:
             click.echo(f"hint: {err.hint}", err=True)
         _exit(err.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("error: interrupted", err=True)
-        _exit(130)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        _exit(130)
+        interrupt.exit_now(interrupt.SIGINT_EXIT_CODE)
     except click.ClickException as err:
         err.show()
         _exit(err.exit_code)

@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 
 EXIT_CODE = 143
+SIGINT_EXIT_CODE = 130
 GRACE_S = 0.8  # the normal path (cleanup, then interpreter exit) gets this long before the watchdog
 _terminated = False  # SIGTERM arrived
 _interrupted = False  # SIGINT arrived
@@ -105,15 +106,18 @@ def install() -> None:
     _installed = True
 
 
-def exit_now() -> None:
-    """End the process with 143 once SystemExit(143) has unwound (every cleanup done), skipping interpreter
-    teardown: unloading torch alone takes seconds on a busy machine, and nothing there is ours to clean."""
+def exit_now(code: int = EXIT_CODE) -> None:
+    """End the process with `code` (143 SIGTERM, 130 Ctrl-C) once the interruption has unwound (every cleanup
+    done), skipping interpreter teardown: unloading torch alone takes seconds on a busy machine, nothing there
+    is ours to clean, and a signal arriving during it would end the process by that signal instead (a CI run
+    once saw -2, not 130). Later SIGINTs are ignored from here on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(EXIT_CODE)
+    os._exit(code)
 
 
 def raise_if_terminated() -> None:
