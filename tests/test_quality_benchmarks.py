@@ -473,6 +473,25 @@ def test_script_arguments_parse(script, argv):
     assert exit_info.value.code == 2
 
 
+def test_variant_threshold_is_chosen_on_validation_unless_given():
+    import variant_quality
+
+    parse = variant_quality.parser().parse_args
+    assert parse([]).threshold is None and parse(["--threshold", "validation"]).threshold is None
+    assert parse(["--threshold", "0.3"]).threshold == 0.3
+    for bad in ("0", "1.5", "high"):
+        with pytest.raises(SystemExit):
+            parse(["--threshold", bad])
+    train, val, scored = (parse_region(r) for r in (variant_quality.TRAIN_REGION, variant_quality.VAL_REGION,
+                                                    variant_quality.EVAL_REGION))
+    assert train[1] < val[0] and scored[1] < train[0]  # validation after training, the scored region before it
+
+
+def parse_region(region: str) -> tuple[int, int]:
+    start, end = region.split(":")[1].replace(",", "").split("-")
+    return int(start), int(end)
+
+
 def test_ablation_grid_and_arguments():
     from ablation import grid_from, parse
 

@@ -9,9 +9,8 @@ genoformer's score, the benchmark's headline baseline on the same data, and geno
   gives 2 x 3 rows);
 - --grid JSON: an explicit list of option dicts ('[{"k": 1}, {"k": 6, "attention": "full"}]'), or
   @FILE holding one.
-An option TrainConfig does not know stops the run before anything trains, naming it. stem, decoder
-and rc_augment are the model options being added to TrainConfig; until they exist, vary k and
-attention.
+An option TrainConfig does not know stops the run before anything trains, naming it (any model option
+of train's, e.g. stem, decoder, evidence_scaling, rc_augment, k, attention).
 
 Benchmarks: variant (the real setting of variant_quality.py), variant_simulated, classify, protein,
 mlm, pattern. Every option of the chosen benchmark's script is accepted too (e.g. --window,
@@ -47,9 +46,11 @@ from quality_common import (
 )
 
 from genoformer.errors import UsageError
+from genoformer.io.evidence import EVIDENCE_SCALINGS
 
 OPTIONS: dict[str, list] = {"k": [1, 6], "attention": ["lsh", "local", "full"], "stem": [False, True],
-                            "decoder": [False, True], "rc_augment": [False, True]}
+                            "decoder": [False, True], "rc_augment": [False, True],
+                            "evidence_scaling": list(EVIDENCE_SCALINGS)}
 
 
 @dataclasses.dataclass(frozen=True)

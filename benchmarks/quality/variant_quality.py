@@ -4,15 +4,18 @@ Every caller sees the same reads (DeepVariant's NA12878 chr20:10.0-10.1 Mb BAM) 
 the same `genoformer.evaluate.variants` against the GIAB truth (variant_callers.py holds the
 plain callers and the scorer):
 
-- real: a small `variant` model (LSH attention by default) trains on chr20:10,010,532-10,100,000
-  (no validation: nothing is chosen on the scored region), then `predict` over the evaluation
-  region chr20:10,000,847-10,010,531 -> `export` (VCF; --threshold) -> `evaluate` inside the
-  confident BED (49 truth variants). Headline: F1 over all variants, next to bcftools and the
-  allele-fraction rule on the same region.
+- real: a small `variant` model (LSH attention by default) trains on chr20:10,010,532-10,090,000,
+  then `predict` over the evaluation region chr20:10,000,847-10,010,531 -> `export` (VCF) ->
+  `evaluate` inside the confident BED (49 truth variants). Headline: F1 over all variants, next to
+  bcftools and the allele-fraction rule on the same region. The export threshold is chosen on the
+  validation region chr20:10,090,001-10,100,000 (the rest of the training stretch, never trained
+  on; scored against all its truth records): the threshold of THRESHOLDS with the best F1 over all
+  variants there (ties: the higher). Nothing is chosen on the scored region; `--threshold 0.5`
+  fixes it instead.
 - simulated: a model trained only on the first contig of a simulated genome (`genoformer
   simulate`, --sim-* options: by default 3 x 500 kb, ~50x, insert ~N(320, 70) like this BAM, one
   variant per 500 bp, 40 % of them indels, seeded by the run's seed), its QUAL and GQ calibrated
-  on the calls of the second (`genoformer calibrate`), is scored twice: on the held-out last
+  on the calls of the second (`genoformer calibrate`, at the threshold chosen there as above), is scored twice: on the held-out last
   contig (its simulated truth, inside its confident BED) and over
   chr20:10,000,001-10,100,000 of the real reads against ALL the truth variants there (221
   records; no confident BED). Recall is exact there; precision is approximate, since outside
@@ -26,13 +29,15 @@ The model's defaults are k 6 and window 4,096; on the real setting `--k 1 --wind
 --class-weights balanced` is what learns within minutes (docs/benchmarks.md).
 
     python benchmarks/quality/variant_quality.py [--settings real,simulated] [--budget 6m|300]
-        [--seeds 0,1,2] [--k 1 --window 1024] [--class-weights balanced] [--baseline-only] [--json PATH]
+        [--seeds 0,1,2] [--k 1 --window 1024] [--class-weights balanced] [--candidate-weight 100]
+        [--threshold validation|0.5] [--baseline-only] [--json PATH]
         [--no-stem] [--no-decoder] [--rc-augment] [--rc-average]
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,23 +66,28 @@ from quality_common import (
 )
 from variant_callers import KINDS, allele_fraction_calls, bcftools_calls, score
 
+from genoformer.io.evidence import EVIDENCE_SCALINGS
 from genoformer.predict.calibration import fit_calibration
 from genoformer.predict.export import ExportConfig, export
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.simulate.genome import SimulatedExample, simulate
 
-TRAIN_REGION = "chr20:10,010,532-10,100,000"
+TRAIN_REGION = "chr20:10,010,532-10,090,000"
+VAL_REGION = "chr20:10,090,001-10,100,000"  # the rest of the training stretch: picks the export threshold
 EVAL_REGION = "chr20:10,000,847-10,010,531"
 ALL_REGION = "chr20:10,000,001-10,100,000"  # every truth variant (10,000,117-10,099,832)
 BCFTOOLS, ALLELE_FRACTION = "bcftools call -mv", "allele fraction (SNV only)"
 SETTINGS = ("real", "simulated")
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the export thresholds the validation chooses from
 SIM_INSERT = (320, 70)  # mean, sd of the simulated fragments: this BAM's proper pairs have median 319, sd 73
 
 
 def variant_config(args, out: Path, seed: int, options: dict, **inputs) -> TrainConfig:
-    model = dataclasses.replace(model_options(args), stem=args.stem, decoder=args.decoder)
+    model = dataclasses.replace(model_options(args), stem=args.stem, decoder=args.decoder,
+                                evidence_scaling=args.evidence_scaling)
     config = TrainConfig(task="variant", window=args.window, k=args.k, model=model, lr=args.lr,
-                         batch_size=args.batch_size, class_weights=args.class_weights, rc_augment=args.rc_augment,
+                         batch_size=args.batch_size, class_weights=args.class_weights,
+                         candidate_weight=args.candidate_weight, rc_augment=args.rc_augment,
                          max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed, device="cpu", out=str(out),
                          progress=False, **inputs)
     return with_options(config, options)
@@ -103,6 +113,27 @@ def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
         variant_rate=args.sim_variant_rate, indel_fraction=args.sim_indel_fraction)
 
 
+def choose_threshold(run: str, region: str, folder: Path, reference: Path, bam: Path, truth: Path,
+                     confident: Path | None) -> tuple[float, Path, list[dict]]:
+    """(the threshold of THRESHOLDS with the best F1 over all variants of `region`, ties to the higher; the
+    predictions there; each threshold's scores)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    preds = folder / "validation.h5"
+    predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
+                          device="cpu", progress=False))
+    rows = []
+    for threshold in THRESHOLDS:
+        vcf = folder / f"validation-{threshold}.vcf.gz"
+        export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold, progress=False),
+               command="benchmarks/quality/variant_quality.py")
+        scored = score(f"threshold {threshold}", vcf, [region], confident, truth, reference)
+        rows.append({"threshold": threshold} | {k: scored[k] for k in ("all_f1", "snv_f1", "indel_f1",
+                                                                     "all_genotype_concordance")})
+    best = max(rows, key=lambda r: (-1 if r["all_f1"] is None or math.isnan(r["all_f1"]) else r["all_f1"],
+                                    r["threshold"]))
+    return best["threshold"], preds, rows
+
+
 def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_average: bool = False,
                      reference: Path = FASTA, bam: Path = BAM, calibration: Path | None = None
                      ) -> tuple[dict[str, Path], dict]:
@@ -113,7 +144,7 @@ def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_a
     started = time.perf_counter()
     predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
                           device="cpu", rc_average=rc_average, progress=False))
-    info = {"predict_seconds": time.perf_counter() - started}
+    info = {"threshold": threshold, "predict_seconds": time.perf_counter() - started}
     started = time.perf_counter()
     exported = export(ExportConfig(predictions=str(preds), vcf=str(vcf), threshold=threshold,
                                    calibration=calibration and str(calibration), progress=False),
@@ -122,13 +153,9 @@ def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_a
     return {"calibrated" if calibration else "uncalibrated": vcf}, info
 
 
-def calibrate_on(run: str, region: str, ex: SimulatedExample, threshold: float, folder: Path) -> tuple[Path, dict]:
-    """Predict the validation contig of the simulated genome and fit QUAL and GQ scales to its calls."""
-    folder.mkdir(parents=True, exist_ok=True)
-    predict(PredictConfig(model=run, reference=str(ex.reference), bam=str(ex.reads), regions=[region],
-                          out=str(folder / "validation.h5"), device="cpu", progress=False))
-    calibration = fit_calibration(str(folder / "validation.h5"), str(ex.truth_vcf), str(ex.confident_bed),
-                                  threshold=threshold)
+def calibrate_on(predictions: Path, ex: SimulatedExample, threshold: float, folder: Path) -> tuple[Path, dict]:
+    """Fit QUAL and GQ scales to the calls in `predictions` (of the simulated genome's validation contig)."""
+    calibration = fit_calibration(str(predictions), str(ex.truth_vcf), str(ex.confident_bed), threshold=threshold)
     calibration.save(folder / "calibration.json")
     return folder / "calibration.json", {"qual_scale": calibration.qual_scale, "gq_scale": calibration.gq_scale,
                                          **calibration.fitted_on}
@@ -168,16 +195,22 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
         validation, held_out = "sim2", f"sim{args.sim_contigs}"
         vcfs, info = {}, None
         if config is not None:
-            calibration, fitted = calibrate_on(run, validation, ex, args.threshold, sub / "validation")
+            threshold, preds, trained["validation"] = _threshold(args, run, validation, sub / "validation",
+                                                                 ex.reference, ex.reads, ex.truth_vcf,
+                                                                 ex.confident_bed)
+            calibration, fitted = calibrate_on(preds, ex, threshold, sub / "validation")
             trained["calibration"] = fitted
-            vcfs, info = genoformer_calls(run, held_out, args.threshold, sub / "held-out", args.rc_average,
+            vcfs, info = genoformer_calls(run, held_out, threshold, sub / "held-out", args.rc_average,
                                           ex.reference, ex.reads, calibration)
         parts["held_out"] = _compared(label, held_out, ex.confident_bed, sub / "held-out", vcfs, info, False,
                                       ex.truth_vcf, ex.reference, ex.reads)
     region, confident = (EVAL_REGION, CONFIDENT) if setting == "real" else (ALL_REGION, None)
     vcfs, info = {}, None
     if config is not None:
-        vcfs, info = genoformer_calls(run, region, args.threshold, sub / "real", args.rc_average,
+        if setting == "real":
+            threshold, _, trained["validation"] = _threshold(args, run, VAL_REGION, sub / "validation", FASTA, BAM,
+                                                             TRUTH, None)
+        vcfs, info = genoformer_calls(run, region, threshold, sub / "real", args.rc_average,
                                       calibration=calibration)
     parts["real"] = _compared(label, region, confident, sub / "real", vcfs, info, setting == "real")
     n_model = parts["real"]["model_rows"]
@@ -208,6 +241,20 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
                                       held[0].get("gq_calibration_error"), {}, higher_is_better=False))
     return dataclasses.replace(scores[0], also=scores[1:],
                                detail={"setting": setting, "training": trained, "parts": parts})
+
+
+def _threshold(args, run: str, region: str, folder: Path, reference: Path, bam: Path, truth: Path,
+               confident: Path | None) -> tuple[float, Path | None, list[dict]]:
+    """--threshold, or (None) the one chosen on `region`: (threshold, the predictions there or None, scores)."""
+    if args.threshold is not None:
+        if confident is None:  # nothing else reads the validation predictions
+            return args.threshold, None, []
+        folder.mkdir(parents=True, exist_ok=True)
+        preds = folder / "validation.h5"
+        predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
+                              device="cpu", progress=False))
+        return args.threshold, preds, []
+    return choose_threshold(run, region, folder, reference, bam, truth, confident)
 
 
 def measure_real(args, folder: Path, seed: int, options: dict, steps: int) -> Measurement:
@@ -271,10 +318,16 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--k", type=int, default=6, help="k-mer size (1: one token per base)")
     add_model_args(ap, d_model=64, batch_size=4)
     ap.add_argument("--class-weights", default="none", help="variant loss weights: none, balanced or w0,w1,w2")
-    ap.add_argument("--threshold", type=float, default=0.5, help="export: P(non-ref) that calls a base")
+    ap.add_argument("--threshold", type=parse_threshold, default=None,
+                    help="export: P(non-ref) that calls a base, or 'validation' (default): the best of THRESHOLDS "
+                         "on the validation region")
+    ap.add_argument("--candidate-weight", type=float, default=1.0,
+                    help="loss weight of bases whose reads show another allele (train --candidate-weight)")
     ap.add_argument("--no-stem", dest="stem", action="store_false", help="ablation: no per-base stem")
     ap.add_argument("--no-decoder", dest="decoder", action="store_false",
                     help="ablation: k x classes per token instead of the per-base decoder")
+    ap.add_argument("--evidence-scaling", choices=EVIDENCE_SCALINGS, default="weighed",
+                    help="read evidence into the stem (train --evidence-scaling)")
     ap.add_argument("--rc-augment", action="store_true", help="train on the reverse strand of half the windows")
     ap.add_argument("--rc-average", action="store_true", help="predict: average with the reverse strand")
     ap.add_argument("--sim-contigs", type=int, default=3,
@@ -284,6 +337,19 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sim-variant-rate", type=float, default=1 / 500, help="simulated setting: variants a base")
     ap.add_argument("--sim-indel-fraction", type=float, default=0.4,
                     help="simulated setting: share of variants that are indels (500 kb contig: ~400 indels)")
+
+
+def parse_threshold(text: str) -> float | None:
+    """A threshold in (0, 1], or None for "validation" (chosen on the validation region)."""
+    if text == "validation":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"threshold {text}: give a number in (0, 1] or 'validation'")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -319,13 +385,14 @@ def main() -> None:
         if tmp is not None:
             tmp.cleanup()
     model = {k: getattr(args, k) for k in ("window", "k", "d_model", "depth", "heads", "bucket_size", "n_hashes",
-                                             "attention", "lr", "batch_size", "class_weights", "threshold",
-                                             "stem", "decoder", "rc_augment", "rc_average",
+                                             "attention", "lr", "batch_size", "class_weights", "candidate_weight",
+                                             "threshold",
+                                             "stem", "decoder", "evidence_scaling", "rc_augment", "rc_average",
                                              "sim_contigs", "sim_contig_length", "sim_coverage", "sim_variant_rate",
                                              "sim_indel_fraction")}
     save_json(args.json, {"benchmark": "variant_quality", "budget": str(args.budget), "machine": machine(),
-                          "train_region": TRAIN_REGION, "eval_region": EVAL_REGION, "all_region": ALL_REGION,
-                          "model": model, "seeds": args.seeds, "baseline_only": args.baseline_only,
+                          "train_region": TRAIN_REGION, "val_region": VAL_REGION, "eval_region": EVAL_REGION, "all_region": ALL_REGION,
+                          "thresholds": THRESHOLDS, "model": model, "seeds": args.seeds, "baseline_only": args.baseline_only,
                           "command": " ".join(sys.argv), "settings": results})
 
 

@@ -9,6 +9,7 @@ import click
 from genoformer.commands.paths import INPUT_FILE
 from genoformer.devices import DEVICES
 from genoformer.errors import UsageError
+from genoformer.io.evidence import EVIDENCE_SCALINGS
 from genoformer.tasks import TASKS, TRAIN_TASKS
 
 _file = INPUT_FILE
@@ -107,6 +108,8 @@ def option(*decls, **kw):
         "k x classes; mlm: masked k-mers as targets).")
 @option("--decoder-width", type=int, help="Channels of the decoder.")
 @option("--decoder-depth", type=int, help="Convolution blocks of the decoder.")
+@option("--evidence-scaling", type=click.Choice(EVIDENCE_SCALINGS), help="Read evidence into the stem: 'weighed' "
+        "(a mean over the alt or ref reads times their share of depth) or 'share' (models saved before it).")
 @option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "

@@ -49,3 +49,16 @@ EVIDENCE_UNITS: dict[str, str] = {
     "deletion_starts": "count", "mean_deletion_length": "length", "mean_insertion_length": "length",
     "soft_clips": "count",
 }
+# columns that are means over some of the reads, and the column saying how many reads that is: a mean over one
+# read in fifty reads as strongly as one over all fifty unless it is weighed by that share (model/stem.py)
+EVIDENCE_MEAN_OVER: dict[str, str] = {
+    "ref_base_quality": "ref_fraction", "ref_mapping_quality": "ref_fraction",
+    "ref_forward_fraction": "ref_fraction", "alt_base_quality": "alt_fraction",
+    "alt_mapping_quality": "alt_fraction", "alt_forward_fraction": "alt_fraction",
+    "mean_deletion_length": "deletion_starts", "mean_insertion_length": "insertions",
+}
+# how a model's stem scales the columns (model/stem.py EvidenceScaling). "share": each by its unit alone (models
+# saved before "weighed"). "weighed": a column of EVIDENCE_MEAN_OVER then times its reads' share of depth, so
+# one stray alt read of fifty is a small input, not a full-size alt quality ("share" models called variants
+# wherever one read differed)
+EVIDENCE_SCALINGS = ("share", "weighed")

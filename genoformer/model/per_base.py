@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UsageError, refuse_unknown
+from ..io.evidence import EVIDENCE_SCALINGS
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class PerBaseConfig:
     decoder_width: int = 64
     decoder_depth: int = 2  # residual convolution blocks of the decoder
     dropout: float = 0.0  # in the stem's and decoder's blocks
+    evidence_scaling: str = "weighed"  # how the stem scales read evidence (stem.EVIDENCE_SCALINGS)
 
     def __post_init__(self) -> None:
         for name in ("stem", "decoder"):
@@ -28,6 +30,9 @@ class PerBaseConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.evidence_scaling not in EVIDENCE_SCALINGS:
+            raise UsageError(f"evidence-scaling must be one of {', '.join(EVIDENCE_SCALINGS)}, "
+                             f"got {self.evidence_scaling!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise UsageError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
 
@@ -36,10 +41,11 @@ class PerBaseConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> PerBaseConfig:
+        """The section as a checkpoint saved it (one saved before evidence_scaling existed scaled by "share")."""
         if not isinstance(values, dict):
             raise UsageError(f"per-base config must be a JSON object, got {type(values).__name__}")
         refuse_unknown(values, {f.name for f in dataclasses.fields(cls)}, "per-base config key")
-        return cls(**values)
+        return cls(**({"evidence_scaling": "share"} | values))
 
 
 LEGACY = PerBaseConfig(stem=False, decoder=False)

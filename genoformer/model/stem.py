@@ -3,7 +3,8 @@
 As in the conv towers of Enformer, Borzoi and AlphaGenome, a few 1-D convolutions read the
 per-base inputs before attention: the one-hot letter (A C G T N for DNA, the protein alphabet
 for residues), the soft-mask bit and, for read-based tasks, the per-base read evidence scaled
-by what each column measures (io.evidence.EVIDENCE_UNITS). A convolution with kernel k and
+by what each column measures (io.evidence.EVIDENCE_UNITS) and, for a mean over some of the reads,
+weighed by their share (io.evidence.EVIDENCE_MEAN_OVER: EVIDENCE_SCALINGS). A convolution with kernel k and
 stride `stride` then pools them onto the token grid (token i reads bases [i*stride, i*stride + k),
 exactly the bases its k-mer spells), and the result is added to the k-mer embedding, so the
 encoder's first layer already sees each base's own evidence. The per-base features also feed the
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io.evidence import EVIDENCE_FEATURES, EVIDENCE_UNITS
+from ..io.evidence import EVIDENCE_FEATURES, EVIDENCE_MEAN_OVER, EVIDENCE_SCALINGS, EVIDENCE_UNITS
 from ..tokenize import KmerTokenizer, ProteinTokenizer
 
 INPUT_KERNEL, BLOCK_KERNEL, STEM_BLOCKS = 9, 5, 2
@@ -55,13 +56,21 @@ class ConvBlock(nn.Module):
 
 class EvidenceScaling(nn.Module):
     """evidence [B, W, >= n] -> [B, W, n] of the first n columns, each scaled by its unit:
-    depth and lengths log1p, read counts as a share of depth, qualities / 60, fractions as they are."""
+    depth and lengths log1p, read counts as a share of depth, qualities / 60, fractions as they are;
+    with `scaling` "weighed", a mean over some of the reads then times their share (EVIDENCE_SCALINGS)."""
 
-    def __init__(self, n_features: int):
+    def __init__(self, n_features: int, scaling: str = "weighed"):
         super().__init__()
+        if scaling not in EVIDENCE_SCALINGS:
+            raise ValueError(f"evidence scaling {scaling!r}: choose from {', '.join(EVIDENCE_SCALINGS)}")
         names = EVIDENCE_FEATURES[:n_features]
         units = [EVIDENCE_UNITS[name] for name in names]
         self.n_features = n_features
+        weighed = [scaling == "weighed" and EVIDENCE_MEAN_OVER.get(name) in names for name in names]
+        self.register_buffer("weighed", torch.tensor(weighed), persistent=False)
+        self.register_buffer("share_of", torch.tensor([names.index(EVIDENCE_MEAN_OVER[name]) if w else i
+                                                       for i, (name, w) in enumerate(zip(names, weighed))]),
+                             persistent=False)
         self.depth = names.index("depth") if "depth" in names else None
         for unit in ("count", "quality"):
             self.register_buffer(unit, torch.tensor([u == unit for u in units]), persistent=False)
@@ -74,7 +83,7 @@ class EvidenceScaling(nn.Module):
         out = torch.where(self.quality, ev / QUALITY_SCALE, out)
         if self.depth is not None:
             out = torch.where(self.count, ev / ev[..., self.depth:self.depth + 1].clamp_min(1), out)
-        return out
+        return torch.where(self.weighed, out * out[..., self.share_of], out)
 
 
 class Stem(nn.Module):
@@ -82,12 +91,12 @@ class Stem(nn.Module):
     token embeddings [B, T, d_model] for the T = tokenizer.n_tokens(W) tokens)."""
 
     def __init__(self, tokenizer: KmerTokenizer | ProteinTokenizer, d_model: int, width: int,
-                 n_evidence: int = 0, dropout: float = 0.0):
+                 n_evidence: int = 0, dropout: float = 0.0, evidence_scaling: str = "weighed"):
         super().__init__()
         self.tokenizer, self.n_letters, self.width = tokenizer, len(tokenizer.alphabet), width
         self.sequence_in = nn.Conv1d(self.n_letters + 1, width, INPUT_KERNEL, padding=INPUT_KERNEL // 2)
         # a separate input convolution for the reads, so an mlm stem (no reads) transfers to a variant model
-        self.evidence = EvidenceScaling(n_evidence) if n_evidence else None
+        self.evidence = EvidenceScaling(n_evidence, evidence_scaling) if n_evidence else None
         self.evidence_in = nn.Conv1d(n_evidence, width, INPUT_KERNEL, padding=INPUT_KERNEL // 2) \
             if n_evidence else None
         self.blocks = nn.ModuleList([ConvBlock(width, BLOCK_KERNEL, dropout) for _ in range(STEM_BLOCKS)])

@@ -28,7 +28,8 @@ from genoformer.errors import InputError, UsageError
 from genoformer.outputs import write_text
 
 FORMAT = "genoformer-calibration"
-SCALES = np.exp(np.linspace(np.log(0.05), np.log(20), 2001))  # the scales searched
+SCALE_RANGE = (0.05, 20.0)  # the scales searched
+SCALE_TOLERANCE = 1e-4  # relative: the search stops when the bracket is this narrow
 
 
 @dataclass
@@ -57,12 +58,31 @@ class Calibration:
 
 
 def fit_scale(phred: np.ndarray, wrong: np.ndarray) -> float:
-    """The scale s maximising the likelihood of `wrong` [n] under P(wrong) = 10^(-s x phred / 10)."""
+    """The scale s in SCALE_RANGE maximising the likelihood of `wrong` [n] under P(wrong) = 10^(-s x phred / 10).
+
+    The log-likelihood is concave in s (a linear term per wrong call, log(1 - e^(-a s)) per right one), so a
+    golden-section search finds its maximum with O(n) memory, whatever the number of calls."""
     phred = np.append(np.asarray(phred, dtype=np.float64), np.max(phred, initial=0.0))
     wrong = np.append(np.asarray(wrong, dtype=bool), True)  # the pseudo-call: wrong at the largest phred
-    error = np.clip(10 ** (-SCALES[:, None] * phred[None, :] / 10), 1e-12, 1 - 1e-12)
-    loglik = np.where(wrong[None, :], np.log(error), np.log1p(-error)).sum(1)
-    return float(SCALES[int(np.argmax(loglik))])
+
+    def loglik(log_scale: float) -> float:
+        error = np.clip(10 ** (-np.exp(log_scale) * phred / 10), 1e-12, 1 - 1e-12)
+        return float(np.where(wrong, np.log(error), np.log1p(-error)).sum())
+
+    golden = (np.sqrt(5) - 1) / 2
+    lo, hi = np.log(SCALE_RANGE[0]), np.log(SCALE_RANGE[1])
+    a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
+    fa, fb = loglik(a), loglik(b)
+    while hi - lo > SCALE_TOLERANCE:
+        if fa < fb:
+            lo, a, fa = a, b, fb
+            b = lo + golden * (hi - lo)
+            fb = loglik(b)
+        else:
+            hi, b, fb = b, a, fa
+            a = hi - golden * (hi - lo)
+            fa = loglik(a)
+    return float(np.exp((lo + hi) / 2))
 
 
 def fit_calibration(predictions: str, truth_vcf: str, confident_bed: str | None = None,

@@ -68,6 +68,13 @@ def test_fit_scale_recovers_a_known_scale():
     wrong = rng.random(len(phred)) < 10 ** (-0.6 * phred / 10)  # the scores are 1 / 0.6 too confident
     assert fit_scale(phred, wrong) == pytest.approx(0.6, rel=0.05)
     assert fit_scale(phred, np.zeros(len(phred), bool)) > 1  # nothing wrong: more confident, yet finite
+    # the search finds the maximum a brute-force grid over the likelihood finds
+    phred, wrong = phred[:3000], rng.random(3000) < 10 ** (-2.5 * phred[:3000] / 10)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 4001))
+    p, w = np.append(phred, phred.max()), np.append(wrong, True)
+    error = np.clip(10 ** (-grid[:, None] * p / 10), 1e-12, 1 - 1e-12)
+    best = grid[np.argmax(np.where(w, np.log(error), np.log1p(-error)).sum(1))]
+    assert fit_scale(phred, wrong) == pytest.approx(best, rel=2e-3)
 
 
 def test_export_applies_the_calibration_and_bad_files_fail(tmp_path):

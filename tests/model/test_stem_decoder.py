@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from genoformer.errors import CheckpointError
+from genoformer.errors import CheckpointError, UsageError
 from genoformer.io.evidence import EVIDENCE_FEATURES, EVIDENCE_UNITS
 from genoformer.model import ReformerConfig
 from genoformer.model.checkpoint import META, load_checkpoint, save_checkpoint
@@ -76,7 +76,7 @@ def test_decoder_gives_each_base_exactly_one_prediction_from_its_owner(k, stride
 
 
 def test_evidence_scaling_by_unit():
-    scale = EvidenceScaling(len(EVIDENCE_FEATURES))
+    scale = EvidenceScaling(len(EVIDENCE_FEATURES), "share")
     ev = torch.zeros(1, 2, len(EVIDENCE_FEATURES))
     col = {name: i for i, name in enumerate(EVIDENCE_FEATURES)}
     ev[0, 0, col["depth"]], ev[0, 0, col["A"]], ev[0, 0, col["mean_base_quality"]] = 40, 10, 30
@@ -87,6 +87,45 @@ def test_evidence_scaling_by_unit():
     assert out[col["mean_insertion_length"]] == pytest.approx(np.log1p(3))
     assert not scale(ev)[0, 1].any()  # no reads: all zero, no division by zero
     assert set(EVIDENCE_UNITS) == set(EVIDENCE_FEATURES)
+
+
+def test_weighed_scaling_tells_one_stray_read_from_a_heterozygous_site(chr20):
+    """NA12878: at a base where 1 read of >= 30 shows another base the alt reads' mean quality is as high as at a
+    GIAB heterozygous SNV; weighed by the alt share it is a small input there, and each weighed column is its
+    "share" value times its reads' share of depth (computed here from the raw columns)."""
+    import pysam
+
+    from genoformer.io.alignments import Alignments
+    from genoformer.io.evidence import EVIDENCE_MEAN_OVER, Evidence
+    from genoformer.io.fasta import Reference
+
+    start, end = 10_000_000, 10_010_000
+    with Reference(chr20["fasta"]) as reference:
+        ev = Alignments(chr20["bam"], reference).evidence("chr20", start, end)
+    with pysam.VariantFile(str(chr20["vcf"])) as vcf:
+        het = [r.pos - 1 - start for r in vcf.fetch("chr20", start, end)
+               if len(r.ref) == len(r.alts[0]) == 1 and sorted(r.samples[0]["GT"]) == [0, 1]]
+    depth = ev[:, Evidence.depth]
+    stray = np.nonzero((np.round(ev[:, Evidence.alt_fraction] * depth) == 1) & (depth >= 30))[0]
+    assert len(het) >= 10 and len(stray) >= 50
+    share = EvidenceScaling(len(EVIDENCE_FEATURES), "share")(torch.from_numpy(ev)[None])[0].numpy()
+    weighed = EvidenceScaling(len(EVIDENCE_FEATURES), "weighed")(torch.from_numpy(ev)[None])[0].numpy()
+    alt_q = Evidence.alt_base_quality
+    assert np.median(share[stray, alt_q]) > 0.5 * np.median(share[het, alt_q])  # the defect "weighed" removes
+    assert weighed[stray, alt_q].max() < 0.05 < 0.15 < weighed[het, alt_q].min()
+    for name, over in EVIDENCE_MEAN_OVER.items():
+        col, n = Evidence[name], ev[:, Evidence[over]]
+        fraction = n if over.endswith("fraction") else np.divide(n, depth, out=np.zeros_like(n), where=depth > 0)
+        np.testing.assert_allclose(weighed[:, col], share[:, col] * fraction, rtol=1e-6, atol=1e-7)
+    untouched = [c for c in range(len(EVIDENCE_FEATURES)) if EVIDENCE_FEATURES[c] not in EVIDENCE_MEAN_OVER]
+    np.testing.assert_array_equal(weighed[:, untouched], share[:, untouched])
+
+
+def test_checkpoints_without_evidence_scaling_read_by_share():
+    assert PerBaseConfig.from_dict({"stem": True}).evidence_scaling == "share"
+    assert PerBaseConfig().evidence_scaling == "weighed"
+    with pytest.raises(UsageError, match="evidence-scaling"):
+        PerBaseConfig(evidence_scaling="log")
 
 
 SMALL = PerBaseConfig(stem_width=8, decoder_width=8, decoder_depth=1)

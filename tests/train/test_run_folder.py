@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from genoformer.errors import CheckpointError
 from genoformer.model.checkpoint import resolve
 from genoformer.train import train
 
@@ -140,12 +141,16 @@ def tiny_run(chr20, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("target", ["../../../etc", "../../other/checkpoints/step-00000002", "step-00000099", 7])
-def test_a_pointer_must_name_a_checkpoint_of_its_own_run(chr20, tiny_run, tmp_path, target):
+def test_a_pointer_must_name_a_checkpoint_of_its_own_run(chr20, tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     shutil.copytree(tiny_run, tmp_path / "other")
-    (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": target}))
+    pointer = run / "checkpoints" / "latest.json"
+    for target in ("../../other/checkpoints/step-00000002", "step-00000099", 7, "../../../etc"):
+        pointer.write_text(json.dumps({"checkpoint": target}))
+        with pytest.raises(CheckpointError, match="latest.json.*points at"):
+            resolve(run)
+    # the last through both commands that read a run (one line, exit 3)
     for proc in (run_cli("train", "--resume", run),
                  run_cli("predict", "--model", run, "--reference", chr20["fasta"], "--out", tmp_path / "p.h5")):
         assert_clean_failure(proc, 3, "latest.json", "points at")
