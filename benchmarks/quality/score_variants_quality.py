@@ -8,6 +8,11 @@ and SNVs at random bases at least 50 bp from any motif are neutral. Each is scor
 by -diff: AUROC of breaking vs neutral (goal >= 0.9), per motif and over all, also with
 --rc-average; the scoring rate (variants/s, CPU) is reported with it.
 
+Baseline in the same run (window_baseline.py): L2 logistic regression on the one-hot bases of a
++-15-base window, fitted on the same training contigs and motifs.bed track to predict whether a base
+lies in a motif, scores each SNV the same way (diff of the motif probability at the variant base,
+ranked by -diff); "genoformer - baseline" is the model's -diff row minus the baseline's, per seed.
+
     python benchmarks/quality/score_variants_quality.py [--budget 600|8m] [--seeds 0,1,2] [--contigs 50 --held-out 10]
 """
 from __future__ import annotations
@@ -15,12 +20,14 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from quality_common import (TrainConfig, add_common_args, add_model_args, machine, model_options, save_json,
+from quality_common import (TrainConfig, add_common_args, add_model_args, machine, minus, model_options, save_json,
                             spread, steps_for, table, train, work_dir)
+from window_baseline import VALIDATION_CONTIGS, contig_data, fit_motif_model, score_snvs
 
 from genoformer.apply.variants import ScoreConfig, score_variants
 from genoformer.simulate.genome import MOTIFS, simulate
@@ -80,8 +87,22 @@ def rank(rows: list[dict], key: str) -> dict[str, float]:
     return out
 
 
+def baseline(example, train_names: list[str], variants: list[tuple], seed: int) -> tuple[dict, dict]:
+    """The window logistic regression's AUROC row (-diff) and what to keep of its fit."""
+    start = time.perf_counter()
+    fit, val = train_names[:-VALIDATION_CONTIGS], train_names[-VALIDATION_CONTIGS:]
+    model = fit_motif_model(contig_data(example.reference, example.motifs_bed, fit),
+                            contig_data(example.reference, example.motifs_bed, val), seed=seed)
+    diffs = score_snvs(model, example.reference, variants)
+    aurocs = rank([{"id": f"{v[4]}_{i}", "diff": d} for i, (v, d) in enumerate(zip(variants, diffs))], "diff")
+    detail = {"l2": model.l2, "grid": model.grid, "fit_bases": model.fit_bases,
+              "background_kept": model.background_kept, "fit_contigs": len(fit), "validation_contigs": val,
+              "seconds": time.perf_counter() - start}
+    return aurocs, detail
+
+
 def run(args, folder: Path, seed: int) -> dict:
-    """One seed: simulate, train, score with and without --rc-average; the AUROC rows."""
+    """One seed: simulate, train, score with and without --rc-average, fit and score the baseline; the AUROC rows."""
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"c{i:03d}" for i in range(args.contigs)]
     example = simulate(folder / "example", seed=seed, contigs=[(n, 10_000) for n in names], coverage=0.1,
@@ -108,12 +129,17 @@ def run(args, folder: Path, seed: int) -> dict:
             results[f"{key}{' rc' if rc else ''}"] = aurocs
             rows.append({"seed": seed, "score": f"-{key.split('_')[0]}" + (" (rc-average)" if rc else ""), **aurocs,
                          "variants_per_s": summary["variants_per_s"]})
+    base, base_detail = baseline(example, train_names, variants, seed)
+    rows.append({"seed": seed, "score": "baseline -diff (window logistic)", **base, "variants_per_s": None})
+    rows.append({"seed": seed, "score": "genoformer - baseline (-diff)", "variants_per_s": None,
+                 **{k: minus(results["diff_motifs"][k], base[k]) for k in base}})
     counts = {kind: sum(v[4] == kind for v in variants) for kind in [*MOTIFS, "neutral"]}
     print(f"seed {seed}: pattern model ({args.attention}, d_model {args.d_model}, depth {args.depth}, "
           f"k {args.k}/{args.stride}, window {args.window}), {trained['step']} steps on {len(train_names)} contigs; "
-          f"SNVs on {args.held_out} held-out contigs: {counts}", flush=True)
+          f"SNVs on {args.held_out} held-out contigs: {counts}; baseline l2 {base_detail['l2']:g}, "
+          f"fitted in {base_detail['seconds']:.0f} s", flush=True)
     return {"seed": seed, "steps": trained["step"], "train_seconds": trained["seconds"], "snvs": counts,
-            "auroc": results, "rows": rows}
+            "auroc": results | {"baseline diff": base}, "baseline": base_detail, "rows": rows}
 
 
 def summary(runs: list[dict]) -> list[dict]:
@@ -121,8 +147,10 @@ def summary(runs: list[dict]) -> list[dict]:
     out = []
     for i, first in enumerate(runs[0]["rows"]):
         for key in ("all motifs", *MOTIFS, "variants_per_s"):
-            out.append({"score": first["score"], "of": f"AUROC {key}" if key != "variants_per_s" else "variants/s",
-                        **spread([r["rows"][i][key] for r in runs])})
+            values = spread([r["rows"][i][key] for r in runs])
+            if values["n"]:  # the baseline rows have no scoring rate
+                out.append({"score": first["score"], "of": f"AUROC {key}" if key != "variants_per_s" else "variants/s",
+                            **values})
     return out
 
 
