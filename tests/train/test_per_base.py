@@ -59,7 +59,7 @@ def test_stem_and_decoder_call_a_planted_het_snv_that_the_token_head_misses(snv_
     train_sample, test_sample = snv_samples
     common = dict(task="variant", reference=str(train_sample["reference"]), bam=str(train_sample["bam"]),
                   truth_vcf=str(train_sample["vcf"]), window=256, k=6, d_model=32, depth=1, heads=2, attention="full",
-                  lr=3e-3, warmup_steps=3, batch_size=4, max_steps=40, class_weights=[1] + [10] * 6,
+                  lr=3e-3, warmup_steps=3, batch_size=4, max_steps=60, class_weights=[1] + [10] * 6,
                   val_every=10 ** 6, ckpt_every=10 ** 6, progress=False, device="cpu")
     others = np.setdiff1d(np.arange(400), [150, 290])
     train(TrainConfig.from_dict(common | dict(out=str(tmp_path / "per_base"))))  # stem and decoder: the defaults
