@@ -117,7 +117,8 @@ def option(*decls, **kw):
         "(1,30,30,30,30,30,30). pattern: none or balanced (each class's bases weighted "
         "n_negative / n_positive over the training regions).")
 @option("--candidate-weight", type=float, help="variant: loss weight of candidate bases, where at least 10 % "
-        "of the reads show another base, a deletion or an insertion (1: as any base).")
+        "of the reads show another base, a deletion or an insertion (1: as any base). Other than 1, "
+        "--class-weights defaults to none.")
 @option("--max-steps", type=int, help="Optimizer steps of the run (the learning-rate schedule spans them).")
 @option("--stop-after", type=int, help="Stop with a checkpoint at this step (the schedule still spans max-steps).")
 @option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay to a tenth).")

@@ -199,7 +199,10 @@ class TrainConfig:
         if isinstance(self.shift_augment, bool) or not isinstance(self.shift_augment, int) or self.shift_augment < 0:
             raise UsageError(f"shift-augment must be a non-negative number of bases, got {self.shift_augment!r}")
         if self.class_weights is None:
-            self.class_weights = task_default(self.task, "class_weights", "none")
+            # the candidate weight replaces the task's default class weights: with both, a non-reference base
+            # outweighs a reference one ~10^5 times and the model calls every base (docs/benchmarks.md)
+            self.class_weights = "none" if self.candidate_weight != 1 else \
+                task_default(self.task, "class_weights", "none")
         if self.task == "pattern" and not (isinstance(self.class_weights, str) and
                                            self.class_weights.strip().lower() in ("none", "balanced")):
             raise UsageError(f"class-weights for the pattern task must be none or balanced, got {self.class_weights!r}")

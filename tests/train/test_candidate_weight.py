@@ -110,3 +110,13 @@ def test_cli_bad_candidate_weight(example, tmp_path, task, value, needle):
     proc = subprocess.run([sys.executable, "-m", "genoformer", "train", *args], capture_output=True, text=True)
     assert_clean_failure(proc, 2, needle)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_candidate_weight_replaces_the_default_class_weights():
+    from genoformer.train import TrainConfig
+
+    base = dict(task="variant", reference="r.fa", bam="r.bam", truth_vcf="t.vcf")
+    assert TrainConfig(**base).class_weights == "balanced"  # the task's default
+    assert TrainConfig(**base, candidate_weight=100).class_weights == "none"
+    given = TrainConfig(**base, candidate_weight=100, class_weights="balanced").class_weights
+    assert given == "balanced"  # given, it stays
