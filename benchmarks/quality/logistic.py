@@ -7,7 +7,7 @@ does not depend on a seed. Two inputs:
   standard deviation (the scaler is part of the model);
 - `fit_onehot_logistic(codes, n_symbols, y, l2)`: one-hot features given as symbol codes
   [N, positions] (a residue window), each position and symbol its own weight row, so the N x
-  positions x symbols one-hot matrix is never built.
+  positions x symbols one-hot matrix is never built; `SymbolWindows` makes those codes from sequences.
 """
 from __future__ import annotations
 
@@ -94,3 +94,24 @@ def fit_onehot_logistic(codes: np.ndarray, n_symbols: int, y: np.ndarray, l2: fl
     bias = torch.zeros(n_classes, dtype=DTYPE, requires_grad=True)
     _minimise([weight, bias], lambda: _onehot_scores(weight, bias, c), labels, l2, max_iter)
     return OneHotLogistic(weight.detach(), bias.detach())
+
+
+class SymbolWindows:
+    """Window codes over an alphabet for `fit_onehot_logistic`: each letter of `alphabet` (either case) is its
+    index, any other letter `other`, a position past either end of the sequence `outside`."""
+
+    def __init__(self, alphabet: str):
+        self.alphabet = alphabet
+        self.other, self.outside, self.n_symbols = len(alphabet), len(alphabet) + 1, len(alphabet) + 2
+        self._code = np.full(256, self.other, dtype=np.int64)
+        for i, letter in enumerate(alphabet):
+            self._code[ord(letter.upper())] = self._code[ord(letter.lower())] = i
+
+    def codes(self, sequence: str) -> np.ndarray:
+        return self._code[np.frombuffer(sequence.encode("ascii"), np.uint8)]
+
+    def windows(self, sequence: str, half: int) -> np.ndarray:
+        """int [L, 2*half+1]: the codes of each position's window, `outside` past either end."""
+        pad = np.full(half, self.outside)
+        padded = np.concatenate([pad, self.codes(sequence), pad])
+        return np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1).copy()

@@ -17,30 +17,23 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from logistic import OneHotLogistic, fit_onehot_logistic
+from logistic import OneHotLogistic, SymbolWindows, fit_onehot_logistic
 
 from genoformer.data.sequences import LabelledSequences
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
-OTHER, OUTSIDE = len(AMINO_ACIDS), len(AMINO_ACIDS) + 1
-N_SYMBOLS = len(AMINO_ACIDS) + 2
+SYMBOLS = SymbolWindows(AMINO_ACIDS)
+OTHER, OUTSIDE, N_SYMBOLS = SYMBOLS.other, SYMBOLS.outside, SYMBOLS.n_symbols
 HALF_WINDOW = 7
 L2_GRID = (1e-5, 1e-4, 1e-3)
 MAX_FIT_RESIDUES = 500_000
 
-_CODE = np.full(256, OTHER, dtype=np.int64)
-for _i, _a in enumerate(AMINO_ACIDS.encode()):
-    _CODE[_a] = _CODE[_a + 32] = _i
-
-
-def residue_codes(sequence: str) -> np.ndarray:
-    return _CODE[np.frombuffer(sequence.encode("ascii"), np.uint8)]
+residue_codes = SYMBOLS.codes
 
 
 def windows(sequence: str, half: int = HALF_WINDOW) -> np.ndarray:
     """int [L, 2*half+1]: the symbol codes of each residue's window, OUTSIDE past either end."""
-    padded = np.concatenate([np.full(half, OUTSIDE), residue_codes(sequence), np.full(half, OUTSIDE)])
-    return np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1).copy()
+    return SYMBOLS.windows(sequence, half)
 
 
 def scored_residues(chains: LabelledSequences, half: int = HALF_WINDOW) -> tuple[np.ndarray, np.ndarray]:

@@ -22,30 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from logistic import OneHotLogistic, fit_onehot_logistic
+from logistic import OneHotLogistic, SymbolWindows, fit_onehot_logistic
 
 BASES = "ACGT"
-OTHER, OUTSIDE = len(BASES), len(BASES) + 1
-N_SYMBOLS = len(BASES) + 2
+SYMBOLS = SymbolWindows(BASES)
+OTHER, OUTSIDE, N_SYMBOLS = SYMBOLS.other, SYMBOLS.outside, SYMBOLS.n_symbols
 HALF_WINDOW = 15
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
 MAX_FIT_BACKGROUND = 100_000
 VALIDATION_CONTIGS = 2
 MOTIF = 1  # the class index of "in a motif"
 
-_CODE = np.full(256, OTHER, dtype=np.int64)
-for _i, _b in enumerate(BASES.encode()):
-    _CODE[_b] = _CODE[_b + 32] = _i
-
-
-def base_codes(sequence: str) -> np.ndarray:
-    return _CODE[np.frombuffer(sequence.encode("ascii"), np.uint8)]
+base_codes = SYMBOLS.codes
 
 
 def windows(sequence: str, half: int = HALF_WINDOW) -> np.ndarray:
     """int [L, 2*half+1]: the symbol codes of each base's window, OUTSIDE past either contig end."""
-    padded = np.concatenate([np.full(half, OUTSIDE), base_codes(sequence), np.full(half, OUTSIDE)])
-    return np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1).copy()
+    return SYMBOLS.windows(sequence, half)
 
 
 def motif_bases(motifs_bed: Path, lengths: dict[str, int]) -> dict[str, np.ndarray]:
