@@ -59,6 +59,5 @@ EVIDENCE_MEAN_OVER: dict[str, str] = {
 }
 # how a model's stem scales the columns (model/stem.py EvidenceScaling). "share": each by its unit alone (models
 # saved before "weighed"). "weighed": a column of EVIDENCE_MEAN_OVER then times its reads' share of depth, so
-# one stray alt read of fifty is a small input, not a full-size alt quality ("share" models called variants
-# wherever one read differed)
+# one stray alt read of fifty is a small input, not an alt quality as large as a heterozygous site's
 EVIDENCE_SCALINGS = ("share", "weighed")

@@ -127,7 +127,7 @@ class GenoModel(nn.Module):
         self.encoder = Reformer(config)
         d = config.d_model
         self.stem = Stem(tokenizer, d, per_base.stem_width, n_evidence, per_base.dropout,
-                                per_base.evidence_scaling) if per_base.stem else None
+                         per_base.evidence_scaling) if per_base.stem else None
         # without the stem, read evidence enters through the per-token fusion
         self.fusion = EvidenceFusion(d, tokenizer, n_evidence) if n_evidence and self.stem is None else None
         skip = per_base.stem_width if per_base.stem else 0

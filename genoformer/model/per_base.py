@@ -20,7 +20,7 @@ class PerBaseConfig:
     decoder_width: int = 64
     decoder_depth: int = 2  # residual convolution blocks of the decoder
     dropout: float = 0.0  # in the stem's and decoder's blocks
-    evidence_scaling: str = "weighed"  # how the stem scales read evidence (stem.EVIDENCE_SCALINGS)
+    evidence_scaling: str = "weighed"  # how the stem scales read evidence (io.evidence.EVIDENCE_SCALINGS)
 
     def __post_init__(self) -> None:
         for name in ("stem", "decoder"):
