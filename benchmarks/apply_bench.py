@@ -48,6 +48,8 @@ SHAPES = [
     {"name": "d64 x2, k1, local", "d_model": 64, "depth": 2, "k": 1, "stride": 1, "attention": "local"},
     {"name": "d64 x2, k6/3, lsh", "d_model": 64, "depth": 2, "k": 6, "stride": 3, "attention": "lsh"},
     {"name": "d128 x4, k6/3, local", "d_model": 128, "depth": 4, "k": 6, "stride": 3, "attention": "local"},
+    # pipelines/pattern-cpu.yaml's shape (its window is 4,096; the benchmark's window is WINDOW)
+    {"name": "pattern-cpu: d64 x2, k6, local", "d_model": 64, "depth": 2, "k": 6, "stride": 6, "attention": "local"},
 ]
 WINDOW = 1536
 

@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")
+# Bases per forward pass when no --batch-size is given. A GPU wants large batches. On the CPU, batches
+# of 100k+ bases ran 1.4-1.6x slower per base than ~16 windows of 1-4 kb (docs/benchmarks.md, "Batch
+# size on the CPU"): glibc maps tensors that large afresh and unmaps them at every free, so page
+# faults cost as much as the arithmetic.
+BATCH_BASES_CPU = 32_768
+BATCH_BASES_GPU = 262_144
 
 
 def check_device(name: str) -> str:
@@ -41,3 +47,8 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     import torch
 
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def default_batch(n_bases: int, device: torch.device) -> int:
+    """Sequences of `n_bases` per forward pass on `device` when the user gives no batch size."""
+    return max(1, (BATCH_BASES_CPU if device.type == "cpu" else BATCH_BASES_GPU) // n_bases)

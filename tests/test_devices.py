@@ -11,7 +11,7 @@ from genoformer.commands.buckets import buckets as buckets_command
 from genoformer.commands.predict import predict as predict_command
 from genoformer.commands.score_variants import score_variants as score_variants_command
 from genoformer.commands.train import train as train_command
-from genoformer.devices import DEVICES, autocast, check_device, resolve_device
+from genoformer.devices import DEVICES, autocast, check_device, default_batch, resolve_device
 from genoformer.errors import UsageError
 from genoformer.predict.runner import PredictConfig
 from genoformer.train import TrainConfig
@@ -58,3 +58,10 @@ def test_the_cpu_runs_float32_under_autocast():
     x = torch.ones(4, 4)
     with autocast(torch.device("cpu")):
         assert (x @ x).dtype == torch.float32
+
+
+def test_default_batches_are_small_on_the_cpu_and_never_empty():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert default_batch(1536, cpu) == 21 and default_batch(1536, gpu) == 170
+    assert default_batch(4096, cpu) == 8
+    assert default_batch(1_000_000, cpu) == default_batch(1_000_000, gpu) == 1

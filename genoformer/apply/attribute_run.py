@@ -25,6 +25,7 @@ from genoformer.apply.logo import draw_logo, require_matplotlib
 from genoformer.apply.model import AppliedModel, check_dna, load_model, refuse_reads
 from genoformer.apply.provenance import provenance
 from genoformer.coords import Interval
+from genoformer.devices import default_batch
 from genoformer.errors import UsageError
 from genoformer.io.checksums import contig_md5s
 from genoformer.outputs import hdf5_output, refuse_existing, staged
@@ -33,7 +34,6 @@ from genoformer.predict.grid import grid_step
 FORMAT, FORMAT_VERSION = "genoformer-attributions", 1
 MAX_REGION = 10_000
 METHODS = ("ism", "grad_input")
-BATCH_BASES = 262_144  # default batch: about this many bases of changed windows per forward pass
 _FILE_NAME = re.compile(r"[^0-9A-Za-z_.-]")
 
 
@@ -131,7 +131,7 @@ def run_attribute(config: AttributeConfig) -> dict:
         bases = reference.fetch(region.contig, region.start, region.end)
         md5 = contig_md5s(reference, [region.contig])[region.contig]
     is_mutated = attr.mutated(bases)
-    batch = config.batch_size or max(1, BATCH_BASES // inputs[0].n_bases)
+    batch = config.batch_size or default_batch(inputs[0].n_bases, am.device)
     results, baseline, bases_run = {}, None, 0
     if "ism" in config.methods:
         total = sum(sum(1 for _ in attr.changes(t, region)) for t in inputs)

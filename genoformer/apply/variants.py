@@ -47,13 +47,13 @@ from genoformer.apply.score_files import ScoreFiles
 from genoformer.apply.scorers import MlmScorer, WindowScorer
 from genoformer.apply.vcf import Variant, read_variants, scorable
 from genoformer.apply.windows import differing
+from genoformer.devices import default_batch
 from genoformer.errors import UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
 from genoformer.outputs import refuse_existing
 
 AGGREGATES = ("allele", "window")
-BATCH_BASES = 262_144  # default batch: about this many bases of windows per forward pass
 STATUS = {
     "scored": "scored",
     "not_sequence": "symbolic, breakend, '*' or missing ALT: nothing to put in the window",
@@ -72,7 +72,7 @@ class ScoreConfig:
     window: int | None = None  # None: the model's training window (classify models need it given)
     aggregate: str = "allele"
     rc_average: bool = False
-    batch_size: int | None = None  # windows per forward pass; None: about BATCH_BASES bases
+    batch_size: int | None = None  # windows per forward pass; None: devices.default_batch
     device: str = "auto"
     hash_seed: int = 0
     force: bool = False
@@ -144,7 +144,7 @@ def score_variants(config: ScoreConfig) -> dict:
     with Reference(config.reference) as reference:
         variants = read_variants(config.vcf, reference)
         scorer = _scorer(am, reference, window, config)
-        batch = config.batch_size or max(1, BATCH_BASES // window)
+        batch = config.batch_size or default_batch(window, am.device)
         md5 = contig_md5s(reference, sorted({v.contig for v in variants}, key=list(reference.contigs).index))
         attrs = provenance(am, config, {"vcf": config.vcf}) | {
             "reference": str(Path(config.reference).resolve()), "window": window}

@@ -27,7 +27,8 @@ _file = INPUT_FILE
 @click.option("--window", type=int, help="Per-base models: window in bases  [default: the model's training window]")
 @click.option("--margin", type=int, help="Per-base models: bases dropped at each window edge, as predict  "
                                          "[default: window/4; 0 halves the ISM cost]")
-@click.option("--batch-size", type=int, help="Changed windows per forward pass  [default: about 256 kb of windows]")
+@click.option("--batch-size", type=int, help="Changed windows per forward pass  "
+                                             "[default: about 32 kb of windows on the CPU, 256 kb on a GPU]")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto: a CUDA GPU when there is one, else the CPU.")
 @click.option("--hash-seed", type=int, default=0, show_default=True, help="Seed of the LSH rotations (recorded).")

@@ -35,7 +35,8 @@ _file = INPUT_FILE
 @click.option("--window", type=int, help="Window in bases  [default: the model's training window]")
 @click.option("--margin", type=int, help="Bases of context dropped at each window edge  [default: window/4]")
 @click.option("--batch-size", type=int, help="Windows (--sequences: sequences) per forward pass  "
-                                             "[default: about 256 kb of windows; 64 kb of sequences]")
+                                             "[default: about 32 kb of windows on the CPU, 256 kb on a GPU; 64 kb "
+                                             "of sequences]")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto: a CUDA GPU when there is one, else the CPU.")
 @click.option("--hash-seed", type=int, default=0, show_default=True,

@@ -27,7 +27,8 @@ _file = INPUT_FILE
               help="Per-base models: diff of the probabilities averaged over the allele's bases (an SNV: the "
                    "variant base), or summed over each window.")
 @click.option("--rc-average", is_flag=True, help="Average with the reverse-complement strand's predictions.")
-@click.option("--batch-size", type=int, help="Windows per forward pass  [default: about 256 kb of windows]")
+@click.option("--batch-size", type=int, help="Windows per forward pass  "
+                                             "[default: about 32 kb of windows on the CPU, 256 kb on a GPU]")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="auto: a CUDA GPU when there is one, else the CPU.")
 @click.option("--hash-seed", type=int, default=0, show_default=True, help="Seed of the LSH rotations (recorded).")

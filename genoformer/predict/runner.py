@@ -43,7 +43,7 @@ from genoformer import __version__
 from genoformer.coords import Interval, parse_region, read_bed
 from genoformer.data.augment import reverse_complement_item
 from genoformer.data.datasets import WindowDataset
-from genoformer.devices import autocast, check_device, resolve_device
+from genoformer.devices import autocast, check_device, default_batch, resolve_device
 from genoformer.errors import FastaError, InputError, NumericalError, OutputError, UsageError
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.checksums import contig_md5s
@@ -58,7 +58,6 @@ from genoformer.data.windows import regions
 
 log = logging.getLogger(__name__)
 
-BATCH_BASES = 262_144  # default batch: about this many bases per forward pass
 _MODEL_INPUTS = ("tokens", "token_mask", "valid", "bases", "soft_mask", "evidence")  # item keys the model reads
 
 
@@ -73,7 +72,7 @@ class PredictConfig:
     regions_bed: str | None = None
     window: int | None = None  # None: the model's training window
     margin: int | None = None  # None: window // 4, rounded down to the token stride
-    batch_size: int | None = None  # None: about BATCH_BASES bases per batch
+    batch_size: int | None = None  # None: devices.default_batch
     device: str = "auto"
     hash_seed: int = 0  # fixes the LSH rotations; recorded in the output
     rc_average: bool = False  # DNA models: average each window's output with its reverse strand's
@@ -185,8 +184,8 @@ def predict(config: PredictConfig) -> dict:
         raise UsageError(f"{config.model}: --rc-average reverse-complements DNA; this model reads {tokenizer.kind}")
     margin = config.margin if config.margin is not None else window // 4 // tokenizer.stride * tokenizer.stride
     step = grid_step(window, margin, tokenizer.stride)
-    batch_size = config.batch_size or max(1, BATCH_BASES // window)
     device = resolve_device(config.device)
+    batch_size = config.batch_size or default_batch(window, device)
 
     reference = _open_reference(config.reference, model, config.model)
     alignments = None
