@@ -67,7 +67,7 @@ from quality_common import (
 from variant_callers import KINDS, allele_fraction_calls, bcftools_calls, score
 
 from genoformer.io.evidence import EVIDENCE_SCALINGS
-from genoformer.predict.calibration import fit_calibration
+from genoformer.predict.calibrate import fit_calibration
 from genoformer.predict.export import ExportConfig, export
 from genoformer.predict.runner import PredictConfig, predict
 from genoformer.simulate.genome import SimulatedExample, simulate

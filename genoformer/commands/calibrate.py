@@ -35,7 +35,7 @@ def calibrate(predictions: Path, truth_vcf: Path, confident_bed, regions, thresh
     writes calibrated QUAL and GQ. Prints the scales and the counts they were fitted on.
     """
     from genoformer.outputs import refuse_existing
-    from genoformer.predict.calibration import fit_calibration
+    from genoformer.predict.calibrate import fit_calibration
 
     refuse_existing(out, force)
     calibration = fit_calibration(str(predictions), str(truth_vcf), confident_bed and str(confident_bed),

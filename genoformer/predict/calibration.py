@@ -1,10 +1,9 @@
-"""Calibrated QUAL and GQ: fitted on calls in held-out (validation) windows, applied by export.
+"""Calibrated QUAL and GQ: the scales and their file, fitted by predict.calibrate, applied by export.
 
 A model trained with class weights, or briefly, is over- or under-confident: QUAL = phred(P(hom_ref))
-and GQ = phred(1 - P(GT)) then do not say how often a call is wrong. `fit_calibration` exports the
-calls of predictions over windows the model never trained on (export's own path, so the same calls),
-matches their alleles to the truth (evaluate.callsets: normalised, left-aligned) and fits one scale
-per score, a temperature on the phred scale (log-odds calibration with no offset):
+and GQ = phred(1 - P(GT)) then do not say how often a call is wrong. predict.calibrate fits one
+scale per score on calls in windows the model never trained on, a temperature on the phred scale
+(log-odds calibration with no offset):
 
     P(wrong) = 10^(-scale x phred / 10)
 
@@ -18,13 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from genoformer.errors import InputError, UsageError
+from genoformer.errors import InputError
 from genoformer.outputs import write_text
 
 FORMAT = "genoformer-calibration"
@@ -83,39 +81,3 @@ def fit_scale(phred: np.ndarray, wrong: np.ndarray) -> float:
             a = hi - golden * (hi - lo)
             fa = loglik(a)
     return float(np.exp((lo + hi) / 2))
-
-
-def fit_calibration(predictions: str, truth_vcf: str, confident_bed: str | None = None,
-                    regions: list[str] | None = None, threshold: float = 0.5, bam: str | None = None) -> Calibration:
-    """Export the calls of `predictions` (inside `regions`), score them against the truth (inside
-    `confident_bed`) and fit both scales (see the module docstring)."""
-    from genoformer.coords import IntervalSet, read_bed
-    from genoformer.evaluate.callsets import read_callset
-    from genoformer.io.fasta import Reference
-    from genoformer.io.predictions import open_predictions
-    from genoformer.predict.export import ExportConfig, export
-
-    with open_predictions(predictions) as preds:
-        reference_path = preds.attrs.get("reference")
-        covered = IntervalSet(preds.covered_blocks(regions or [], 1 << 20))  # the truth is scored here only
-    with tempfile.TemporaryDirectory(prefix="genoformer-calibrate-") as tmp:
-        calls = Path(tmp) / "calls.vcf"
-        export(ExportConfig(predictions=predictions, vcf=str(calls), threshold=threshold, bam=bam,
-                            regions=regions or [], progress=False), command="genoformer calibrate")
-        reference = Reference(reference_path)  # export checked it against the predictions
-        scored = [covered]
-        if confident_bed:
-            scored.append(IntervalSet(read_bed(confident_bed, reference.contigs)))
-        found = read_callset(calls, reference=reference, regions=scored)
-        truth = read_callset(truth_vcf, reference=reference, regions=scored)
-    alleles = [a for a in found.alleles if None not in found.quality[a]]
-    if not alleles:
-        raise UsageError(f"{predictions}: no calls to calibrate on", hint="predict held-out windows with variants")
-    qual, gq = (np.array([found.quality[a][i] for a in alleles], dtype=np.float64) for i in (0, 1))
-    false = np.array([a not in truth.alleles for a in alleles])
-    wrong_genotype = np.array([a not in truth.alleles or truth.alleles[a] != found.alleles[a] for a in alleles])
-    return Calibration(fit_scale(qual, false), fit_scale(gq, wrong_genotype),
-                       {"predictions": str(Path(predictions).resolve()), "truth_vcf": str(truth_vcf),
-                        "confident_bed": confident_bed, "regions": regions or [], "threshold": threshold,
-                        "calls": len(alleles), "false_positives": int(false.sum()),
-                        "wrong_genotypes": int(wrong_genotype.sum()), "truth_alleles": len(truth.alleles)})
