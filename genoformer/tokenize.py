@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
 from genoformer.errors import InputError, UsageError
+from genoformer.io.json_files import read_json
 from genoformer.outputs import write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")
@@ -249,12 +249,7 @@ class _KmerTokenizer:
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> _KmerTokenizer:
-        try:
-            d = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read tokenizer JSON ({exc.strerror or exc})") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not a tokenizer JSON file ({exc})") from exc
+        d = read_json(path, "a tokenizer")
         try:
             return cls.from_dict(d)
         except (InputError, UsageError) as exc:

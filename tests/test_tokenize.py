@@ -203,7 +203,7 @@ def test_json_round_trip_gives_identical_encodings(tmp_path_factory, seq, ks):
 def test_bad_tokenizer_json_raises_input_error(tmp_path):
     path = tmp_path / "t.json"
     path.write_text("{not json")
-    with pytest.raises(InputError, match="t.json: not a tokenizer JSON"):
+    with pytest.raises(InputError, match="t.json: not valid JSON, expected a tokenizer"):
         KmerTokenizer.load_json(path)
     with pytest.raises(InputError, match="no-such.json: cannot read"):
         KmerTokenizer.load_json(tmp_path / "no-such.json")

@@ -29,6 +29,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from genoformer import __version__
 from genoformer.errors import CheckpointError, InputError, UsageError
+from genoformer.io.json_files import read_json
 from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
@@ -82,10 +83,7 @@ def read_pointer(run_dir: str | os.PathLike, pointer: str = LATEST) -> dict | No
     path = Path(run_dir) / "checkpoints" / pointer
     if not path.exists():
         return None
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint pointer ({type(e).__name__})") from None
+    body = read_json(path, "a checkpoint pointer", CheckpointError)
     name = body.get("checkpoint") if isinstance(body, dict) else None
     if not isinstance(name, str) or not _STEP_NAME.fullmatch(name):
         raise CheckpointError(f"{path}: points at {name!r}, not a checkpoint folder of this run "
@@ -169,12 +167,7 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False, device
 
 
 def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (ValueError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: not valid JSON (corrupt checkpoint)") from None
+    meta = read_json(path, "a checkpoint's metadata (corrupt checkpoint)", CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a genoformer checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:

@@ -6,9 +6,9 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..errors import InputError, UsageError, refuse_unknown
+from ..errors import UsageError, refuse_unknown
+from ..io.json_files import read_json
 from ..outputs import write_text
 
 ATTENTION_KINDS = ("lsh", "local", "full")
@@ -91,14 +91,7 @@ class ReformerConfig:
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> ReformerConfig:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise InputError(f"{path}: cannot read config ({e.strerror or e})") from None
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        values = read_json(path, "a model config")
         try:
             return cls.from_dict(values)
         except UsageError as e:

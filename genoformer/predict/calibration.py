@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from genoformer.errors import InputError
+from genoformer.io.json_files import read_json
 from genoformer.outputs import write_text
 
 FORMAT = "genoformer-calibration"
@@ -41,12 +41,7 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
-        try:
-            data = json.loads(Path(path).read_text())
-        except OSError as e:
-            raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-        except ValueError:
-            raise InputError(f"{path}: not a calibration file (not JSON)") from None
+        data = read_json(path, "a calibration file")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InputError(f"{path}: not a genoformer calibration file", hint="write one with genoformer calibrate")
         scales = [data.get("qual_scale"), data.get("gq_scale")]

@@ -224,7 +224,7 @@ def test_config_rejects_unknown_keys_and_bad_json(tmp_path):
         ReformerConfig.from_dict({**small().to_dict(), "n_layers": 3})
     path = tmp_path / "c.json"
     path.write_text("{not json")
-    with pytest.raises(UsageError, match="c.json"):
+    with pytest.raises(InputError, match="c.json: not valid JSON, expected a model config"):  # bad data: exit 3
         ReformerConfig.load_json(path)
     with pytest.raises(InputError):
         ReformerConfig.load_json(tmp_path / "missing.json")
