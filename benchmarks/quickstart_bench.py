@@ -1,12 +1,15 @@
-"""The README quick start end to end: how long each of its five stages takes, and the scores it ends with.
+"""The README's first command end to end: how long each stage takes, and the scores it ends with.
 
-Runs `bash pipelines/quickstart.sh` into a temporary folder with its defaults (or QUICKSTART_* settings
-given as --env NAME=VALUE) and times every stage from the "== k/5" lines it prints on stderr. Wall
+Runs `bash pipelines/quickstart.sh` (simulate, train, predict, export, evaluate) or, with --script
+starter, `bash pipelines/starter.sh` (the shipped starter model: simulate, predict, export, evaluate)
+into a temporary folder with its defaults (or settings given as --env NAME=VALUE) and times every
+stage from the "== k/n" lines it prints on stderr. Wall
 seconds depend on what else the machine runs; CPU seconds (user + system over all the stages'
 processes) do not, and bound the wall time of an idle machine from above when the stages use at most
 one core each on average. The load average before and after says how idle the machine was.
 
-    python benchmarks/quickstart_bench.py [--env QUICKSTART_STEPS=100 ...] [--json benchmarks/results/quickstart.json]
+    python benchmarks/quickstart_bench.py [--script quickstart|starter] [--env QUICKSTART_STEPS=100 ...]
+        [--json benchmarks/results/quickstart.json]
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "pipelines" / "quickstart.sh"
+SCRIPTS = {"quickstart": ROOT / "pipelines" / "quickstart.sh", "starter": ROOT / "pipelines" / "starter.sh"}
 
 
 def cpu_seconds() -> float:
@@ -30,12 +33,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(env: dict[str, str]) -> dict:
+def run(script: str, env: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "quickstart"
+        out = Path(tmp) / script
         load_before = os.getloadavg()
         cpu0, t0 = cpu_seconds(), time.perf_counter()
-        proc = subprocess.Popen(["bash", str(SCRIPT), str(out)], env=os.environ | env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(["bash", str(SCRIPTS[script]), str(out)], env=os.environ | env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, bufsize=1)
         stages, current, started = [], None, t0
         for line in proc.stderr:  # "== 2/5 train: ..." opens a stage; everything else is the stage's log
@@ -50,26 +53,30 @@ def run(env: dict[str, str]) -> dict:
         if current is not None:
             stages.append({"stage": current, "seconds": end - started})
         if proc.returncode != 0:
-            sys.exit(f"quickstart failed (exit {proc.returncode}):\n{stdout}")
+            sys.exit(f"{script} failed (exit {proc.returncode}):\n{stdout}")
         scores = json.loads((out / "evaluation.json").read_text())
-        train = json.loads((out / "variant-run" / "summary.json").read_text())
-        config = json.loads((out / "variant-run" / "config.json").read_text())
-    return {"wall_seconds": end - t0, "cpu_seconds": cpu_seconds() - cpu0, "stages": stages,
-            "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "train_steps": train["step"], "train_seconds": train["seconds"],
-            "settings": {key: config[key] for key in ("window", "k", "batch_size", "max_steps", "lr", "class_weights")}
-            | {"model": config["model"]},
+        trained = {}
+        if (out / "variant-run").is_dir():  # the starter trains nothing
+            train = json.loads((out / "variant-run" / "summary.json").read_text())
+            config = json.loads((out / "variant-run" / "config.json").read_text())
+            trained = {"train_steps": train["step"], "train_seconds": train["seconds"],
+                       "settings": {key: config[key] for key in ("window", "k", "batch_size", "max_steps", "lr",
+                                                                 "class_weights")} | {"model": config["model"]}}
+    return {"script": script, "wall_seconds": end - t0, "cpu_seconds": cpu_seconds() - cpu0, "stages": stages,
+            "load_average_before": load_before, "load_average_after": os.getloadavg()} | trained | {
             "snv": {k: scores["snv"][k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")},
             "indel": {k: scores["indel"][k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a QUICKSTART_* setting")
+    ap.add_argument("--script", choices=sorted(SCRIPTS), default="quickstart")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting of the script (QUICKSTART_*, STARTER_*)")
     ap.add_argument("--json", help="also write the result here (e.g. benchmarks/results/quickstart.json)")
     args = ap.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
-    result = run(env | {"QUICKSTART_PROGRESS": "0"})
+    result = run(args.script, env | {"QUICKSTART_PROGRESS": "0", "STARTER_PROGRESS": "0"})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     result |= {"env": env, "commit": commit.stdout.strip(), "date": time.strftime("%Y-%m-%d"),
                "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),

@@ -1,8 +1,8 @@
 """Models shipped inside the package, found by name: `--model starter-variant` is the run folder
 genoformer/pretrained/starter-variant/ (checkpoints/latest.json -> step-N/, as `train` writes it).
 
-None ships yet (a starter model needs the per-base stem/decoder work); this is where they go and how
-a name finds one. A path that exists always wins over a name.
+Each ships with its MODEL_CARD.md (data, command, scores) and the recipe that trained it
+(`starter-variant`: pipelines/starter-variant.sh). A path that exists always wins over a name.
 """
 from __future__ import annotations
 
