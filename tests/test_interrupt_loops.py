@@ -79,9 +79,9 @@ def test_track_lines_check(tmp_path, terminated):
 
 
 def test_genotype_count_chunks_check(terminated):
-    from genoformer.train.labels import genotype_counts
+    from genoformer.train.labels import class_counts
 
-    _stops(lambda: genotype_counts(None, [Interval("chr1", 0, 10)], None))
+    _stops(lambda: class_counts(None, [Interval("chr1", 0, 10)], None))
 
 
 def test_bam_writing_checks(tmp_path, terminated):

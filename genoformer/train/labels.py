@@ -37,7 +37,7 @@ def _chunks(intervals: list[Interval], chunk: int = CHUNK):
             yield Interval(iv.contig, start, min(start + chunk, iv.end))
 
 
-def genotype_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
+def class_counts(variants, intervals: list[Interval], confident: list[Interval] | None,
                     chunk: int = CHUNK) -> list[int]:
     """Scored bases of each VARIANT_CLASSES class inside `intervals`, as the loss sees them."""
     by_contig: dict[str, list[Interval]] = {}
@@ -55,11 +55,11 @@ def genotype_counts(variants, intervals: list[Interval], confident: list[Interva
 
 def check_variant_labels(variants, confident: list[Interval] | None, confident_path: str | None,
                          splits: dict[str, list[Interval]]) -> dict[str, list[int]]:
-    """Genotype counts of each split ("training regions", "validation windows": intervals); VariantError
-    when a split has no het or hom_alt base."""
+    """Scored bases per VARIANT_CLASSES class of each split ("training regions", "validation windows":
+    intervals); VariantError when a split has no het or hom_alt base."""
     counts = {}
     for split, intervals in splits.items():
-        counts[split] = genotype_counts(variants, intervals, confident)
+        counts[split] = class_counts(variants, intervals, confident)
         if not sum(counts[split][1:]):
             raise VariantError(f"{variants.path}: no het or hom_alt base to learn from in the {split} "
                                f"({where(intervals)}): {_why_no_variants(variants, intervals, confident, confident_path)}",

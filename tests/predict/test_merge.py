@@ -13,16 +13,17 @@ import pytest
 from cli.test_bad_inputs import assert_clean_failure, run_cli
 from genoformer.coords import Interval
 from genoformer.errors import InputError
+from genoformer.io.variant_classes import VARIANT_CLASSES
 
 LENGTHS = {"chrA": 5_000, "chrB": 3_000}
-CLASSES = ["hom_ref", "het", "hom_alt"]
+CLASSES = list(VARIANT_CLASSES)  # the layout predict writes
 
 
 def _truth(contig: str) -> dict[str, np.ndarray]:
     """Per-base arrays over a whole contig, as one predict run over everything would write them."""
     rng = np.random.default_rng(len(contig) * 1000 + LENGTHS[contig])
     n = LENGTHS[contig]
-    probs = rng.dirichlet(np.ones(3), size=n).astype(np.float16)
+    probs = rng.dirichlet(np.ones(len(CLASSES)), size=n).astype(np.float16)
     return {"variant/probs": probs,
             "variant/alt": rng.choice(np.frombuffer(b"\0ACGT", np.uint8), size=n),
             "variant/depth": rng.integers(0, 60, size=n).astype(np.uint16),

@@ -19,7 +19,7 @@ from genoformer.io.variants import TruthVariants
 from genoformer.simulate.genome import simulate
 from genoformer.train import TrainConfig, dry_run
 from genoformer.train.config import parse_class_weights
-from genoformer.train.labels import genotype_counts
+from genoformer.train.labels import class_counts
 from genoformer.train.losses import forward_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -77,9 +77,9 @@ def test_genotype_counts_match_pysam(example):
     expected = pysam_counts(example.truth_vcf, example.confident_bed, "chrA", 20000)
     assert all(n > 0 for n in expected[:4]) and expected[5] > 0
     # small chunks: variants and confident intervals cut at chunk edges count once
-    assert genotype_counts(truth, [Interval("chrA", 0, 20000)], confident, chunk=997) == expected
+    assert class_counts(truth, [Interval("chrA", 0, 20000)], confident, chunk=997) == expected
     # without a confident BED every base is scored
-    assert sum(genotype_counts(truth, [Interval("chrA", 0, 20000)], None)) == 20000
+    assert sum(class_counts(truth, [Interval("chrA", 0, 20000)], None)) == 20000
 
 
 def test_balanced_weights_in_dry_run(example, tmp_path):
