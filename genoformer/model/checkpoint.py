@@ -29,8 +29,8 @@ from safetensors.torch import save as safetensors_bytes
 
 from genoformer import __version__
 from genoformer.errors import CheckpointError, InputError, UsageError
-from genoformer.io.json_files import read_json
 from genoformer.io.evidence import EVIDENCE_FEATURES
+from genoformer.io.json_files import read_json
 from genoformer.model.config import ReformerConfig
 from genoformer.model.heads import GenoModel
 from genoformer.model.per_base import LEGACY, PerBaseConfig
@@ -167,7 +167,7 @@ def load_checkpoint(path: str | os.PathLike, *, with_state: bool = False, device
 
 
 def _read_meta(path: Path) -> dict:
-    meta = read_json(path, "a checkpoint's metadata (corrupt checkpoint)", CheckpointError)
+    meta = read_json(path, "a checkpoint's metadata", CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a genoformer checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
