@@ -52,6 +52,7 @@ def test_reliability_and_precision_by_hand(tmp_path):
     assert bands["10-19"]["observed_phred"] == pytest.approx(-10 * math.log10(0.5 / 20))
     # only the 10-19 band has >= 20 calls
     assert result.quality.calibration_error == pytest.approx(abs(15 - (-10 * math.log10(0.5 / 20))))
+    assert result.quality.calibration_error_points == pytest.approx(100 * 10 ** -1.5)  # observed 0 of 20 wrong
     # QUAL: the 10 false positives (5-14) rank below every true call (30-59); deciles of 4 calls
     assert [d["precision"] for d in result.quality.deciles] == [0.0, 0.0, 0.5] + [1.0] * 7
     pr = (tmp_path / "q.pr.tsv").read_text().splitlines()
