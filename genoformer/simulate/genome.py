@@ -365,9 +365,11 @@ parameters and what was planted. BED files are 0-based half-open; the VCF is 1-b
 reference.fa(.fai)   random genome, regional GC, CpG-depleted outside CpG islands;
                      lowercase = soft-masked repeats (repeats.bed); one 1 kb N run
 reads.bam(.bai)      {pairs} read pairs, {read_length} bp, ~{coverage}x, insert
-                     ~N({insert_mean}, {insert_sd}); TRUE alignments, MAPQ 60, RG/SM SIM1;
+                     ~N({insert_mean}, {insert_sd}); TRUE alignments (a read ending near an
+                     indel aligned as a local aligner would), MAPQ 60, RG/SM SIM1;
                      substitution errors drawn from each base's quality
-truth.vcf.gz(.tbi)   {n_variants} phased SNVs and 1-10 bp indels, sample SIM1
+truth.vcf.gz(.tbi)   {n_variants} phased SNVs and 1-10 bp indels (half of the indels in
+                     tandem repeats), sample SIM1
 confident.bed        where the truth is complete: contigs minus N and 200 bp ends
 motifs.bed           planted TATA boxes (TATAAAAG) and CTCF-like cores (CCGCGNGGNGGCAG)
 cpg_islands.bed      CpG islands: GC >= 0.6 and CpG observed/expected >= 0.6
