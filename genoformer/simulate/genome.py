@@ -22,7 +22,10 @@
   TRUE ones, taken from the haplotype -> reference coordinate map (M, I, D; soft clip where a
   read starts or ends inside an insertion), MAPQ 60, except that a read ending close to an indel
   is aligned as a local aligner would (without the indel, soft-clipped, where that scores
-  higher: simulate/reads.py). Fragments touching N are skipped.
+  higher: simulate/reads.py). Two artefacts of real reads are planted, as a caller must learn to
+  ignore them: 5 % of each contig lies in 1-3 kb stretches onto which a 2 %-diverged paralog's reads
+  map at MAPQ 0-30 (at 0.3x the depth), and at one position in 2,000 a fifth to a half of one
+  strand's reads read a wrong base. Fragments touching N are skipped.
 - confident.bed (each contig minus its N runs and 200 bp at each end), motifs.bed,
   cpg_islands.bed, repeats.bed (0-based half-open), manifest.json and README.txt.
 
@@ -367,7 +370,9 @@ reference.fa(.fai)   random genome, regional GC, CpG-depleted outside CpG island
 reads.bam(.bai)      {pairs} read pairs, {read_length} bp, ~{coverage}x, insert
                      ~N({insert_mean}, {insert_sd}); TRUE alignments (a read ending near an
                      indel aligned as a local aligner would), MAPQ 60, RG/SM SIM1;
-                     substitution errors drawn from each base's quality
+                     substitution errors drawn from each base's quality; planted
+                     artefacts: a paralog's reads (names *_paralog_*, MAPQ 0-30) and
+                     strand-specific errors (simulate/reads.py)
 truth.vcf.gz(.tbi)   {n_variants} phased SNVs and 1-10 bp indels (half of the indels in
                      tandem repeats), sample SIM1
 confident.bed        where the truth is complete: contigs minus N and 200 bp ends

@@ -1,6 +1,7 @@
-"""Reads near indels align as a local aligner would (simulate/reads.py `_local`), and half the indels change
-the copies of a tandem repeat (simulate/genome.py): hand-made reads, and the simulated example checked with
-pysam and bcftools."""
+"""What makes simulated reads look like real ones: reads near indels align as a local aligner would
+(simulate/reads.py `_local`), half the indels change the copies of a tandem repeat (simulate/genome.py), a
+diverged paralog's reads mismap at low MAPQ, and strand-specific errors: hand-made reads, and the simulated
+example checked with pysam and bcftools."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from pysam import bcftools
 
 from genoformer.simulate.genome import REPEAT_LENGTH, simulate
-from genoformer.simulate.reads import _cigar, _local
+from genoformer.simulate.reads import PARALOG_MAPQ, PARALOG_SHARE, _cigar, _local
 
 REF = np.frombuffer(b"ACGTACGGTCATTTGACCATGCAAGTCCGATAGCTAGGCTAACGTAGCTAGGGATCCAGT", np.uint8)
 
@@ -108,3 +109,46 @@ def test_a_het_insertion_in_a_repeat_shows_in_the_reads_that_span_it_only(exampl
     assert len(shares) > 15
     assert not any(show and not spans for spans, show in spanning)  # only spanning reads show it
     assert np.mean(shares) < 0.47  # below the half of all reads that true alignments gave
+
+
+def test_a_paralogs_reads_map_at_low_mapq_and_show_its_differences_at_a_minority_of_the_reads(example):
+    with pysam.AlignmentFile(str(example.reads)) as bam, pysam.FastaFile(str(example.reference)) as fa:
+        genome = fa.fetch("chrA").upper()
+        paralog = [r for r in bam.fetch("chrA") if "_paralog_" in r.query_name]
+        covered = np.zeros(len(genome), bool)
+        differs: dict = {}
+        for r in paralog:
+            assert PARALOG_MAPQ[0] <= r.mapping_quality <= PARALOG_MAPQ[1] and r.cigarstring == "101M"
+            covered[r.reference_start:r.reference_end] = True
+            for q, p in r.get_aligned_pairs(matches_only=True):
+                if r.query_sequence[q] != genome[p] and r.query_qualities[q] >= 30:
+                    differs[(p, r.query_sequence[q])] = differs.get((p, r.query_sequence[q]), 0) + 1
+        assert 0.5 * PARALOG_SHARE < covered.mean() < 1.5 * PARALOG_SHARE
+        fixed = [(p, b) for (p, b), n in differs.items() if n >= 4]  # the paralog's own differences
+        assert len(fixed) > 20
+        shares, mapqs = [], []
+        for p, b in fixed[:30]:
+            for column in bam.pileup("chrA", p, p + 1, truncate=True, min_base_quality=0):
+                reads = [(x.alignment.query_sequence[x.query_position], x.alignment.mapping_quality)
+                         for x in column.pileups if x.query_position is not None]
+            alt = [mapq for base, mapq in reads if base == b]
+            shares.append(len(alt) / len(reads))
+            mapqs.append(np.mean(alt))
+    assert 0.1 < np.median(shares) < 0.4 and max(mapqs) <= PARALOG_MAPQ[1]
+
+
+def test_strand_specific_errors_pile_up_on_one_strand(example):
+    with pysam.AlignmentFile(str(example.reads)) as bam, pysam.FastaFile(str(example.reference)) as fa, \
+            pysam.VariantFile(str(example.truth_vcf)) as vcf:
+        genome = fa.fetch("chrA").upper()
+        variants = {r.start + i for r in vcf for i in range(len(r.ref))}
+        wrong: dict = {}
+        for r in bam.fetch("chrA"):
+            if "_paralog_" in r.query_name:
+                continue
+            for q, p in r.get_aligned_pairs(matches_only=True):
+                if r.query_sequence[q] != genome[p] and p not in variants:
+                    wrong.setdefault((p, r.query_sequence[q]), []).append(r.is_reverse)
+    piles = [strands for strands in wrong.values() if len(strands) >= 4]
+    assert len(piles) > 10
+    assert np.mean([len(set(strands)) == 1 for strands in piles]) > 0.9  # all on one strand
