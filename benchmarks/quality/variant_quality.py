@@ -154,11 +154,10 @@ def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_a
 
 
 def calibrate_on(predictions: Path, ex: SimulatedExample, threshold: float, folder: Path) -> tuple[Path, dict]:
-    """Fit QUAL and GQ scales to the calls in `predictions` (of the simulated genome's validation contig)."""
+    """Fit QUAL and GQ to the calls in `predictions` (of the simulated genome's validation contig)."""
     calibration = fit_calibration(str(predictions), str(ex.truth_vcf), str(ex.confident_bed), threshold=threshold)
     calibration.save(folder / "calibration.json")
-    return folder / "calibration.json", {"qual_scale": calibration.qual_scale, "gq_scale": calibration.gq_scale,
-                                         **calibration.fitted_on}
+    return folder / "calibration.json", {"qual": calibration.qual, "gq": calibration.gq, **calibration.fitted_on}
 
 
 def _train(config: TrainConfig, steps: int) -> dict:
