@@ -23,8 +23,8 @@
   read starts or ends inside an insertion), MAPQ 60, except that a read ending close to an indel
   is aligned as a local aligner would (without the indel, soft-clipped, where that scores
   higher: simulate/reads.py). Two artefacts of real reads are planted, as a caller must learn to
-  ignore them: 5 % of each contig lies in 1-3 kb stretches onto which a 2 %-diverged paralog's reads
-  map at MAPQ 0-30 (at 0.3x the depth), and at one position in 2,000 a fifth to a half of one
+  ignore them: 2 % of each contig lies in 1-3 kb stretches onto which a 1 %-diverged paralog's reads
+  map at MAPQ 0-30 (at 0.3x the depth), and at one position in 10,000 a fifth to a half of one
   strand's reads read a wrong base. Fragments touching N are skipped.
 - confident.bed (each contig minus its N runs and 200 bp at each end), motifs.bed,
   cpg_islands.bed, repeats.bed (0-based half-open), manifest.json and README.txt.

@@ -28,9 +28,11 @@ MAPQ = 60
 # artefacts of real reads a caller must learn to ignore, as the false SNVs of a model trained without them show
 # (NA12878 chr20: alt reads on one strand only, or at low MAPQ): stretches of each contig (PARALOG_SHARE of it)
 # whose diverged paralog's reads (PARALOG_DEPTH of the stretch's depth) map onto them at low MAPQ, and positions
-# where a share of the reads of one strand read a wrong base (systematic, strand-specific sequencing errors)
-PARALOG_SHARE, PARALOG_STRETCH, PARALOG_DIVERGENCE, PARALOG_DEPTH, PARALOG_MAPQ = 0.05, (1_000, 3_000), 0.02, 0.3, (0, 30)
-STRAND_ERROR_RATE, STRAND_ERROR = 1 / 2_000, (0.2, 0.5)
+# where a share of the reads of one strand read a wrong base (systematic, strand-specific sequencing errors).
+# Their rates give ~2-3 artefact sites per 10 kb, as many as `bcftools call` makes false SNVs per 10 kb on
+# NA12878's chr20:10.0-10.1 Mb (18 in 100 kb)
+PARALOG_SHARE, PARALOG_STRETCH, PARALOG_DIVERGENCE, PARALOG_DEPTH, PARALOG_MAPQ = 0.02, (1_000, 3_000), 0.01, 0.3, (0, 30)
+STRAND_ERROR_RATE, STRAND_ERROR = 1 / 10_000, (0.2, 0.5)
 # BWA-MEM's default scores: a local alignment keeps an indel only when the bases past it pay for the gap
 MATCH, GAP_OPEN, GAP_EXTEND, CLIP = 1, 6, 1, 5
 

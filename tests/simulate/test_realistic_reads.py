@@ -58,7 +58,7 @@ def test_inside_a_repeat_the_read_aligns_without_the_indel_as_far_as_it_matches(
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
-    return simulate(tmp_path_factory.mktemp("sim") / "ex", seed=5, contigs=(("chrA", 120_000),), coverage=30,
+    return simulate(tmp_path_factory.mktemp("sim") / "ex", seed=5, contigs=(("chrA", 400_000),), coverage=20,
                     variant_rate=1 / 200, indel_fraction=0.5)
 
 
@@ -103,7 +103,8 @@ def test_a_het_insertion_in_a_repeat_shows_in_the_reads_that_span_it_only(exampl
                     # a read whose aligned part ends before the repeat is over cannot show the insertion
                     spans = aln.reference_start < r.start and aln.reference_end > r.start + 1 + run
                     shows.append(read.indel == len(alt) - 1)
-                    if sum(op in (1, 2) for op, _ in aln.cigartuples) == 1:  # several indels keep their truth
+                    # reads with several indels, or ending inside another insertion, keep their true alignment
+                    if sum(op in (1, 2) for op, _ in aln.cigartuples) == 1 and aln.cigartuples[-1][0] != 4:
                         spanning.append((spans, shows[-1]))
             shares.append(np.mean(shows))
     assert len(shares) > 15
