@@ -35,7 +35,7 @@ echo "== 2/2 train -> $out/variant-run" >&2
     --truth-vcf "$out/example/truth.vcf.gz" --confident-bed "$out/example/confident.bed" \
     --train-regions chrA --val-regions chrB --val-windows 66 \
     --window "$window" --k 1 --d-model 64 --depth 2 --heads 4 --bucket-size 32 --n-hashes 2 \
-    --attention local,lsh --class-weights balanced --max-steps 400 --batch-size 8 --lr 1e-2 \
+    --attention local,lsh --class-weights balanced --max-steps 400 --batch-size 8 --lr 1e-3 \
     --val-every 100 --seed 7 --no-progress --out "$out/variant-run" >"$out/train-summary.json"
 
 if [[ -n $install ]]; then

@@ -83,5 +83,6 @@ def score(name: str, vcf: Path, regions: list[str], confident_bed: Path | None, 
     if result.quality is not None:  # calls with QUAL and GQ: does QUAL rank them, does GQ mean what it says
         row |= {"qual_decile_precision": [d["precision"] for d in result.quality.deciles],
                 "gq_calibration_error": result.quality.calibration_error,
+                "gq_calibration_error_points": result.quality.calibration_error_points,
                 "gq_reliability": result.quality.reliability}
     return row

@@ -154,11 +154,10 @@ def genoformer_calls(run: str, region: str, threshold: float, folder: Path, rc_a
 
 
 def calibrate_on(predictions: Path, ex: SimulatedExample, threshold: float, folder: Path) -> tuple[Path, dict]:
-    """Fit QUAL and GQ scales to the calls in `predictions` (of the simulated genome's validation contig)."""
+    """Fit QUAL and GQ to the calls in `predictions` (of the simulated genome's validation contig)."""
     calibration = fit_calibration(str(predictions), str(ex.truth_vcf), str(ex.confident_bed), threshold=threshold)
     calibration.save(folder / "calibration.json")
-    return folder / "calibration.json", {"qual_scale": calibration.qual_scale, "gq_scale": calibration.gq_scale,
-                                         **calibration.fitted_on}
+    return folder / "calibration.json", {"qual": calibration.qual, "gq": calibration.gq, **calibration.fitted_on}
 
 
 def _train(config: TrainConfig, steps: int) -> dict:
@@ -237,8 +236,10 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
                                      ("SNV recall", "snv_recall"), ("all F1", "all_f1"),
                                      ("genotype concordance", "all_genotype_concordance"))]
         if n_model:
-            scores.append(Measurement("held-out simulated contig: GQ calibration error (phred)",
-                                      held[0].get("gq_calibration_error"), {}, higher_is_better=False))
+            scores += [Measurement(f"held-out simulated contig: GQ calibration error ({unit})",
+                                   held[0].get(key), {}, higher_is_better=False)
+                       for unit, key in (("phred", "gq_calibration_error"),
+                                         ("points of error rate", "gq_calibration_error_points"))]
     return dataclasses.replace(scores[0], also=scores[1:],
                                detail={"setting": setting, "training": trained, "parts": parts})
 
@@ -305,7 +306,8 @@ def print_setting(setting: str, seed: int, run: Measurement, budget) -> None:
             if "qual_decile_precision" in row:
                 deciles = " ".join(f"{p:.3f}" for p in row["qual_decile_precision"])
                 print(f"  {row['caller']}: precision by QUAL decile (low to high) {deciles}; GQ calibration error "
-                      f"{row['gq_calibration_error']:.1f} phred (bands with >= 20 calls)")
+                      f"{row['gq_calibration_error']:.1f} phred, {row['gq_calibration_error_points']:.2f} points of "
+                      "error rate (bands with >= 20 calls)")
 
 
 MEASURES = {"real": measure_real, "simulated": measure_simulated}

@@ -27,12 +27,12 @@ _file = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 def calibrate(predictions: Path, truth_vcf: Path, confident_bed, regions, threshold: float, bam, out: Path,
               force: bool) -> None:
-    """Fit QUAL and GQ scales to the calls of variant predictions over windows the model never trained on.
+    """Fit QUAL and GQ to the calls of variant predictions over windows the model never trained on.
 
     \b
-    The calls are export's; each scale makes P(wrong) = 10^(-scale x phred / 10) fit what the truth
-    says: a false positive for QUAL, a wrong genotype for GQ. `export --calibration JSON` then
-    writes calibrated QUAL and GQ. Prints the scales and the counts they were fitted on.
+    The calls are export's; each score gets an isotonic map from its raw phred to the phred of the error
+    rate the truth shows: false positives for QUAL, wrong genotypes for GQ. `export --calibration JSON`
+    then writes calibrated QUAL and GQ. Prints the maps' sizes and the counts they were fitted on.
     """
     from genoformer.outputs import refuse_existing
     from genoformer.predict.calibrate import fit_calibration
@@ -42,5 +42,5 @@ def calibrate(predictions: Path, truth_vcf: Path, confident_bed, regions, thresh
                                   list(regions), threshold, bam)
     calibration.save(out)
     counts = {k: calibration.fitted_on[k] for k in ("calls", "false_positives", "wrong_genotypes", "truth_alleles")}
-    click.echo(json.dumps({"out": str(out), "qual_scale": calibration.qual_scale, "gq_scale": calibration.gq_scale,
+    click.echo(json.dumps({"out": str(out), "qual_knots": len(calibration.qual), "gq_knots": len(calibration.gq),
                            **counts}))

@@ -37,7 +37,7 @@ _out = click.Path(dir_okay=False, path_type=Path)
 @click.option("--bam", type=click.Path(exists=True, dir_okay=False), metavar="BAM",
               help="VCF: reads that pick each call's allele  [default: the BAM recorded in PREDS.h5]")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), metavar="JSON",
-              help="VCF: scale QUAL and GQ as `genoformer calibrate` fitted them on held-out calls.")
+              help="VCF: map QUAL and GQ as `genoformer calibrate` fitted them on held-out calls.")
 @click.option("--region", "regions", type=REGION, multiple=True,
               help="Export only this region (1-based, chr20:10,000,001-10,100,000); repeatable.")
 @click.option("--force", is_flag=True, help="Replace existing outputs (only once the new ones are complete).")
@@ -52,7 +52,7 @@ def export(predictions: Path, vcf, gvcf, bed, bedgraph, classes, threshold, min_
     bases, and the reads pick each allele (a hom_alt call with two alleles is one 1/2 record).
     Records are left-aligned and trimmed as `bcftools norm -f REF` leaves them.
     GQ = phred(1 - P(GT)) capped at 99, QUAL = phred(P(hom_ref)), FORMAT/CP the class probabilities;
-    --calibration scales QUAL and GQ (genoformer calibrate).
+    --calibration maps QUAL and GQ (genoformer calibrate: isotonic, fitted on held-out calls).
     Prints a JSON summary (records written and calls skipped) on stdout.
     """
     from genoformer.predict.export import ExportConfig

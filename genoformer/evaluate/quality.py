@@ -5,7 +5,9 @@ Every scored call allele (evaluate.callsets) carries its record's QUAL and GQ:
   10^(-GQ/10); observed error = the share whose genotype is wrong (a false positive, or a true
   positive of the other zygosity). Both also as phred; `calibration_error` is the mean of
   |predicted - observed| phred over bands with at least MIN_BAND alleles (an observed error of 0
-  counts as 0.5 errors, so its phred stays finite);
+  counts as 0.5 errors, so its phred stays finite), and `calibration_error_points` the mean of
+  |predicted - observed| error rate there, in percentage points (phred is the stricter: it weighs
+  0.1 % against 0.01 % as much as 10 % against 1 %);
 - precision-recall over QUAL: alleles sorted by QUAL, high first; at each distinct QUAL, the
   precision and recall of the alleles at or above it;
 - QUAL deciles: alleles in ten equal groups by QUAL, low to high, and the precision of each
@@ -40,10 +42,12 @@ class QualityReport:
     pr: list[dict]  # per distinct QUAL, high to low: calls at or above, precision, recall
     deciles: list[dict]  # per QUAL decile, low to high: QUAL range, calls, precision
     calibration_error: float  # mean |predicted - observed| phred over bands with >= MIN_BAND calls
+    calibration_error_points: float  # mean |predicted - observed| error rate there, percentage points
 
     def as_dict(self) -> dict:
         return {"reliability": self.reliability, "qual_deciles": self.deciles,
-                "gq_calibration_error": self.calibration_error}
+                "gq_calibration_error": self.calibration_error,
+                "gq_calibration_error_points": self.calibration_error_points}
 
     def table(self) -> str:
         rows = [f"{'GQ band':<9}{'calls':>7}{'predicted error':>17}{'observed error':>16}{'predicted GQ':>14}"
@@ -53,7 +57,8 @@ class QualityReport:
                 rows.append(f"{b['band']:<9}{b['calls']:>7}{b['predicted_error']:>17.4f}{b['observed_error']:>16.4f}"
                             f"{b['predicted_phred']:>14.1f}{b['observed_phred']:>13.1f}")
         rows.append(f"GQ calibration error (bands with >= {MIN_BAND} calls): "
-                    + ("-" if math.isnan(self.calibration_error) else f"{self.calibration_error:.1f} phred"))
+                    + ("-" if math.isnan(self.calibration_error) else
+                       f"{self.calibration_error:.1f} phred, {self.calibration_error_points:.2f} points of error rate"))
         rows.append("precision by QUAL decile (low to high): "
                     + " ".join("-" if math.isnan(d["precision"]) else f"{d['precision']:.3f}" for d in self.deciles))
         return "\n".join(rows)
@@ -105,8 +110,8 @@ def quality_report(calls: Mapping[Allele, str], quality: Mapping[Allele, tuple],
     gq = np.array([g for _, _, g in scored], dtype=np.float64)
     true = np.array([a in truth for a, _, _ in scored])
     right = np.array([a in truth and truth[a] == calls[a] for a, _, _ in scored])
-    return QualityReport(_reliability(gq, right), _pr(qual, true, len(truth)), _deciles(qual, true),
-                         _calibration_error(_reliability(gq, right)))
+    bands = _reliability(gq, right)
+    return QualityReport(bands, _pr(qual, true, len(truth)), _deciles(qual, true), *_calibration_errors(bands))
 
 
 def _reliability(gq: np.ndarray, right: np.ndarray) -> list[dict]:
@@ -123,9 +128,14 @@ def _reliability(gq: np.ndarray, right: np.ndarray) -> list[dict]:
     return out
 
 
-def _calibration_error(bands: list[dict]) -> float:
-    used = [abs(b["predicted_phred"] - b["observed_phred"]) for b in bands if b["calls"] >= MIN_BAND]
-    return float(np.mean(used)) if used else math.nan
+def _calibration_errors(bands: list[dict]) -> tuple[float, float]:
+    """(mean |predicted - observed| phred, the same in percentage points of error rate) over the bands with
+    at least MIN_BAND calls."""
+    used = [b for b in bands if b["calls"] >= MIN_BAND]
+    if not used:
+        return math.nan, math.nan
+    return (float(np.mean([abs(b["predicted_phred"] - b["observed_phred"]) for b in used])),
+            float(np.mean([100 * abs(b["predicted_error"] - b["observed_error"]) for b in used])))
 
 
 def _pr(qual: np.ndarray, true: np.ndarray, n_truth: int) -> list[dict]:

@@ -2,7 +2,7 @@
 
 The calls are export's own (the same path, so the same calls) from predictions over windows the model
 never trained on; their alleles are matched to the truth by evaluate.callsets (normalised,
-left-aligned), and each scale is fitted by calibration.fit_scale.
+left-aligned), and each score's isotonic map is fitted by calibration.fit.
 """
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from genoformer.errors import UsageError
 from genoformer.evaluate.callsets import read_callset
 from genoformer.io.fasta import Reference
 from genoformer.io.predictions import open_predictions
-from genoformer.predict.calibration import Calibration, fit_scale
+from genoformer.predict.calibration import Calibration, fit
 from genoformer.predict.export import ExportConfig, export
 
 
 def fit_calibration(predictions: str, truth_vcf: str, confident_bed: str | None = None,
                     regions: list[str] | None = None, threshold: float = 0.5, bam: str | None = None) -> Calibration:
     """Export the calls of `predictions` (inside `regions`), score them against the truth (inside
-    `confident_bed`) and fit both scales (see predict.calibration)."""
+    `confident_bed`) and fit both scores' maps (see predict.calibration)."""
     with open_predictions(predictions) as preds:
         reference_path = preds.attrs.get("reference")
         covered = IntervalSet(preds.covered_blocks(regions or [], 1 << 20))  # the truth is scored here only
@@ -43,7 +43,7 @@ def fit_calibration(predictions: str, truth_vcf: str, confident_bed: str | None 
     qual, gq = (np.array([found.quality[a][i] for a in alleles], dtype=np.float64) for i in (0, 1))
     false = np.array([a not in truth.alleles for a in alleles])
     wrong_genotype = np.array([a not in truth.alleles or truth.alleles[a] != found.alleles[a] for a in alleles])
-    return Calibration(fit_scale(qual, false), fit_scale(gq, wrong_genotype),
+    return Calibration(fit(qual, false), fit(gq, wrong_genotype),
                        {"predictions": str(Path(predictions).resolve()), "truth_vcf": str(truth_vcf),
                         "confident_bed": confident_bed, "regions": regions or [], "threshold": threshold,
                         "calls": len(alleles), "false_positives": int(false.sum()),

@@ -13,6 +13,10 @@
    beside a variant would otherwise write that base's sequencing errors). A hom_alt call whose reads
    also show a second allele (at least SECOND_ALLELE of the first one's reads) at the same site is
    multi-allelic: one record with both ALTs, GT 1/2.
+   The genotype and the record's probabilities are the mean over the bases the first allele's labels
+   sit on (Allele.span: the substituted or deleted bases, an insertion's anchor), not over the event:
+   a model whose call bleeds onto the base beside a deletion (its anchor, where the reads' deletions
+   start) gives that base a het-looking mixture, and averaging it in called hom deletions het.
 4. Records: REF spans every allele's bases, checked against the reference; the record is
    normalised as `bcftools norm -f REF` would leave it (genoformer.normalise). Several events
    that give a record at the same position are one record (the one with the larger QUAL).
@@ -42,6 +46,13 @@ class Event:
     end: int
     kind: str  # snv, insertion, deletion
     probs: np.ndarray  # [n_classes]: the mean class probabilities of its bases
+    near: np.ndarray  # [n, n_classes]: the probabilities of the bases of window(event) inside the piece
+    near_start: int  # the position of near[0]
+
+    def probs_over(self, start: int, end: int) -> np.ndarray:
+        """The mean class probabilities of bases [start, end) (those inside `near`); `probs` when none is."""
+        lo, hi = max(start - self.near_start, 0), min(end - self.near_start, len(self.near))
+        return self.near[lo:hi].mean(0) if hi > lo else self.probs
 
 
 @dataclass
@@ -84,11 +95,12 @@ def events(start: int, probs: np.ndarray, covered: np.ndarray, threshold: float)
     if not called.any():
         return []
     types = np.where(called, base_types(probs), 0)
+    spans = [(int(s), int(e), "deletion") for s, e in zip(*runs(types == 3))]
+    spans += [(int(i), int(i) + 1, TYPES[types[i]]) for i in np.flatnonzero((types == 1) | (types == 2))]
     found = []
-    for s, e in zip(*runs(types == 3)):
-        found.append(Event(start + int(s), start + int(e), "deletion", probs[s:e].mean(0)))
-    for i in np.flatnonzero((types == 1) | (types == 2)):
-        found.append(Event(start + int(i), start + int(i) + 1, TYPES[types[i]], probs[i]))
+    for s, e, kind in spans:
+        lo, hi = max(s - NEAR, 0), e + NEAR
+        found.append(Event(start + s, start + e, kind, probs[s:e].mean(0), probs[lo:hi], start + lo))
     return sorted(found, key=lambda ev: ev.start)
 
 
@@ -115,7 +127,8 @@ def record_of(contig: str, event: Event, site: SiteReads, fetch) -> Record | Non
     if first is None:
         return None
     chosen = [first]
-    hom = event.probs[HOM_CLASSES].sum() > event.probs[HET_CLASSES].sum()
+    probs = event.probs_over(*first.span)
+    hom = probs[HOM_CLASSES].sum() > probs[HET_CLASSES].sum()
     if hom:
         lo, hi = first.span
         for other in ranked:
@@ -127,7 +140,7 @@ def record_of(contig: str, event: Event, site: SiteReads, fetch) -> Record | Non
     pos, alleles = _joined(chosen, fetch)
     pos, alleles = normalise_record(pos, alleles, fetch)
     depths = (site.reference_reads, *(site.alleles[a] for a in chosen))
-    return Record(contig, pos, alleles, gt, event.probs, site.depth, depths)
+    return Record(contig, pos, alleles, gt, probs, site.depth, depths)
 
 
 def _overlaps(allele: Allele, event: Event, margin: int) -> bool:

@@ -16,10 +16,11 @@ def phred(p: np.ndarray | float) -> np.ndarray:
     return -10 * np.log10(np.maximum(p, MIN_P))
 
 
-def genotype_quality(p_called: np.ndarray | float, scale: float = 1.0) -> np.ndarray:
-    """GQ: phred of the probability that the called genotype is wrong (times a calibration's `scale`),
-    rounded, capped at MAX_GQ."""
-    return np.minimum(np.rint(scale * phred(1 - np.asarray(p_called, dtype=np.float64))), MAX_GQ).astype(int)
+def genotype_quality(p_called: np.ndarray | float, calibrated=None) -> np.ndarray:
+    """GQ: phred of the probability that the called genotype is wrong (through `calibrated`, a calibration's
+    map of it, when given), rounded, capped at MAX_GQ."""
+    raw = phred(1 - np.asarray(p_called, dtype=np.float64))
+    return np.minimum(np.rint(raw if calibrated is None else calibrated(raw)), MAX_GQ).astype(int)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class ExportConfig:
     sample: str | None = None  # VCF sample name (default: the BAM's SM, else SAMPLE)
     reference: str | None = None  # default: the reference recorded in the predictions file
     bam: str | None = None  # VCF: the reads that pick each call's allele; default: the predicted BAM
-    calibration: str | None = None  # VCF: `genoformer calibrate`'s JSON: scales QUAL and GQ
+    calibration: str | None = None  # VCF: `genoformer calibrate`'s JSON: maps QUAL and GQ
     regions: list[str] = field(default_factory=list)  # samtools-style, 1-based; default: everything covered
     force: bool = False
     progress: bool = True

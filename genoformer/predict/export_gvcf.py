@@ -55,8 +55,8 @@ class GvcfSink:
     """Takes each block's per-base reference GQ and depth, then the records in order; writes records and
     reference blocks interleaved, every covered base once."""
 
-    def __init__(self, out, write, reference, gq_scale: float = 1.0):
-        self.out, self.write, self.reference, self.gq_scale = out, write, reference, gq_scale
+    def __init__(self, out, write, reference, calibrated_gq=None):
+        self.out, self.write, self.reference, self.calibrated_gq = out, write, reference, calibrated_gq
         self.contig: str | None = None
         self.origin = 0  # contig position of the arrays' first row
         self.next = 0  # first base not yet written (by a block or a record)
@@ -74,7 +74,7 @@ class GvcfSink:
         gap = iv.start - (self.origin + len(self.covered))  # uncovered bases between two pieces
         depth = p.depth if p.depth is not None else np.zeros(len(p.covered))
         self.covered = np.concatenate([self.covered, np.zeros(gap, bool), p.covered])
-        self.gq = np.concatenate([self.gq, np.zeros(gap, np.int64), genotype_quality(p.probs[:, 0], self.gq_scale)])
+        self.gq = np.concatenate([self.gq, np.zeros(gap, np.int64), genotype_quality(p.probs[:, 0], self.calibrated_gq)])
         self.depth = np.concatenate([self.depth, np.zeros(gap, np.int64), depth.astype(np.int64)])
         self.probs = np.concatenate([self.probs, np.zeros((gap, p.probs.shape[1]), np.float32), p.probs])
 

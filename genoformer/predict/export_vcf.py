@@ -7,8 +7,8 @@ hom_alt call with a second allele in its reads is one multi-allelic record (GT 1
 normalised (left-aligned, parsimonious: `bcftools norm -f REF` leaves them unchanged), their REF
 is the reference's bases, and there is one record per position.
 
-- QUAL = phred(P(hom_ref)) (at most 100 unscaled); GQ = phred(1 - P(GT)) capped at 99, both times the scales
-  of --calibration (predict.calibration: fitted on held-out calls) when given; P(GT) the summed
+- QUAL = phred(P(hom_ref)) (at most 100 uncalibrated); GQ = phred(1 - P(GT)) capped at 99, both mapped by
+  --calibration (an isotonic map, predict.calibration: fitted on held-out calls) when given; P(GT) the summed
   probability of the het classes for 0/1 and of the hom_alt classes for 1/1 and 1/2; records with
   GQ < min_gq get FILTER LowGQ;
 - FORMAT/DP: reads over the site; FORMAT/AD: reads with no allele there, then each ALT's reads;
@@ -171,7 +171,7 @@ def export_vcf(preds: PredictionsFile, config: ExportConfig, blocks: list[Interv
                     out.write(_vcf_record(out, rec, config=config, counts=counts, calibration=calibration,
                                           non_ref=non_ref))
 
-                sink = GvcfSink(out, write, reference, calibration.gq_scale) if gvcf else _VcfSink(write)
+                sink = GvcfSink(out, write, reference, calibration.gq_of) if gvcf else _VcfSink(write)
                 pending = _Pending(sink, counts)
                 for iv, p in _whole_runs(preds, config, blocks, block, bar, order):
                     pending.flush(iv.contig, iv.start - FLUSH_MARGIN)
@@ -262,7 +262,7 @@ def _whole_runs(preds: PredictionsFile, config: ExportConfig, blocks: list[Inter
 def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, calibration: Calibration,
                 non_ref: bool = False):
     """The VCF record of `rec`; with `non_ref` (a gVCF) its ALTs end with <*> and it carries PL."""
-    gq = int(genotype_quality(rec.p_genotype, calibration.gq_scale))
+    gq = int(genotype_quality(rec.p_genotype, calibration.gq_of))
     counts.low_gq += gq < config.min_gq
     counts.records += 1
     counts.multi_allelic += len(rec.alleles) > 2
@@ -271,7 +271,7 @@ def _vcf_record(out, rec: Record, *, config: ExportConfig, counts: _CallCounts, 
         kind = "snvs" if len(alt) == len(ref) else "insertions" if len(alt) > len(ref) else "deletions"
         setattr(counts, kind, getattr(counts, kind) + 1)
     vcf = out.new_record(contig=rec.contig, start=rec.pos, alleles=rec.alleles + (NON_REF,) * non_ref,
-                         qual=round(float(phred(rec.p_hom_ref)) * calibration.qual_scale, 2),
+                         qual=round(float(calibration.qual_of(phred(rec.p_hom_ref))), 2),
                          filter="LowGQ" if gq < config.min_gq else "PASS")
     sample = vcf.samples[0]
     sample["GT"] = rec.gt

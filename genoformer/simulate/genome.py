@@ -11,13 +11,21 @@
   first contig.
 - truth.vcf.gz (+ .tbi), sample SIM1: SNVs (transitions:transversions 2:1) and 1-10 bp
   insertions and deletions, het (0|1 or 1|0) or hom-alt (1|1), >= 15 bp apart, only inside
-  confident regions. Indels carry the preceding base and are left-aligned.
+  confident regions. Half the indels add or remove one or two copies of the unit of a tandem
+  repeat written there (8-24 bp homopolymers and 2-4 bp units, as most short indels in real
+  genomes do); the others are random sequence. Indels carry the preceding base and are
+  left-aligned.
 - reads.bam (+ .bai): read pairs drawn uniformly from the two haplotypes, fragment length
   ~ Normal(insert_mean, insert_sd), read 1 on the forward strand for half the fragments (an FR
   library). Phred qualities start high and decay along the read, with noise and occasional
   low-quality bases; each base is substituted with probability 10^(-Q/10). Alignments are the
   TRUE ones, taken from the haplotype -> reference coordinate map (M, I, D; soft clip where a
-  read starts or ends inside an insertion), MAPQ 60. Fragments touching N are skipped.
+  read starts or ends inside an insertion), MAPQ 60, except that a read ending close to an indel
+  is aligned as a local aligner would (without the indel, soft-clipped, where that scores
+  higher: simulate/reads.py). Two artefacts of real reads are planted, as a caller must learn to
+  ignore them: 2 % of each contig lies in 1-3 kb stretches onto which a 1 %-diverged paralog's reads
+  map at MAPQ 0-30 (at 0.3x the depth), and at one position in 10,000 a fifth to a half of one
+  strand's reads read a wrong base. Fragments touching N are skipped.
 - confident.bed (each contig minus its N runs and 200 bp at each end), motifs.bed,
   cpg_islands.bed, repeats.bed (0-based half-open), manifest.json and README.txt.
 
@@ -51,6 +59,12 @@ EDGE = 200          # bp at contig ends left out of confident regions: coverage 
 N_RUN = 1000
 MIN_SPACING = 15    # between variants, and between a variant and N
 MAX_INDEL = 10
+# the share of indels that add or remove copies of a tandem repeat's unit, as most short indels in real genomes do
+# (a het one there shows in the reads that span the repeat, not in half of all reads); the repeat is written
+# into the reference: its unit of 1-4 bases (with these probabilities), REPEAT_LENGTH bases long
+REPEAT_SHARE = 0.5
+REPEAT_UNITS = (0.4, 0.3, 0.15, 0.15)
+REPEAT_LENGTH = (8, 25)
 MIN_CONTIG = 10_000  # room for every planted feature with space between them
 
 _COMPLEMENT = np.arange(256, dtype=np.uint8)
@@ -131,7 +145,7 @@ def _build(ex: SimulatedExample, p: dict) -> None:
         seq, rows = _make_contig(rng, length, family, with_n=i == 0)
         seqs[name] = seq
         tracks += [(name, *row) for row in rows]
-        variants += [(name, *v) for v in _variants(rng, seq, p)]
+        variants += [(name, *v) for v in _variants(rng, seq, p, rows)]
         confident += [(name, s, e) for s, e in _confident(seq)]
     write_fasta(ex.reference, seqs)
     _write_vcf(ex.truth_vcf, seqs, variants)
@@ -230,8 +244,9 @@ def _confident(seq: np.ndarray) -> list[tuple[int, int]]:
 
 # variants ------------------------------------------------------------------------------------
 
-def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
-    """Truth variants as (pos, ref, alt, (allele hap 1, allele hap 2)), sorted, 0-based pos."""
+def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict, features: list[tuple]):
+    """Truth variants as (pos, ref, alt, (allele hap 1, allele hap 2)), sorted, 0-based pos. Indels in a
+    repeat write the repeat into `seq` first (away from the planted `features`)."""
     upper = UPPER[seq]
     is_n = np.concatenate([[0], np.cumsum(upper == ord("N"))])
     idx = np.arange(EDGE, seq.size - EDGE)
@@ -247,7 +262,15 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
         ref, alt = r, None
         if rng.random() < p["indel_fraction"]:
             size = min(int(rng.geometric(0.4)), MAX_INDEL)
-            if rng.random() < 0.5:  # insertion: left-aligned, its last base is not the anchor
+            insertion = rng.random() < 0.5
+            in_repeat = _plant_repeat(rng, seq, pos, features) if rng.random() < REPEAT_SHARE else None
+            if in_repeat is not None:  # one or two copies more or fewer of the repeat's unit
+                start, unit, copies = in_repeat
+                upper[start:start + len(unit) * copies] = UPPER[seq[start:start + len(unit) * copies]]
+                k = int(rng.integers(1, 3))
+                ref, alt = (r, r + unit * k) if insertion else (r + unit * k, r)
+                last = start + len(unit) * copies
+            elif insertion:  # random sequence, left-aligned: its last base is not the anchor
                 ins = ACGT[rng.integers(0, 4, size)]
                 if ins[-1] == upper[pos]:
                     ins[-1] = ACGT[(INDEX[upper[pos]] + rng.integers(1, 4)) % 4]
@@ -266,6 +289,24 @@ def _variants(rng: np.random.Generator, seq: np.ndarray, p: dict):
             gt = (1, 1)
         out.append((pos, ref, alt, gt))
     return out
+
+
+def _plant_repeat(rng: np.random.Generator, seq: np.ndarray, pos: int, features: list[tuple]
+                  ) -> tuple[int, str, int] | None:
+    """Write a tandem repeat into `seq` right after `pos`, where an indel will change its copies:
+    (start, unit, copies); None where it would touch a planted feature, N or a contig's edge. The unit's
+    last base differs from the base at `pos`, so an indel anchored there is left-aligned."""
+    u = int(rng.choice(4, p=REPEAT_UNITS)) + 1
+    copies = max(3, int(rng.integers(*REPEAT_LENGTH)) // u)
+    unit = ACGT[rng.integers(0, 4, u)]
+    while unit[-1] == UPPER[seq[pos]] or (u > 1 and np.unique(unit).size == 1):
+        unit = ACGT[rng.integers(0, 4, u)]
+    start, end = pos + 1, pos + 1 + u * copies
+    if end + MIN_SPACING > seq.size - EDGE or (UPPER[seq[pos:end + MIN_SPACING]] == ord("N")).any() or \
+            any(s < end and pos < e for s, e, *_ in features):
+        return None
+    seq[start:end] = np.tile(unit, copies)
+    return start, unit.tobytes().decode(), copies
 
 
 # writers -------------------------------------------------------------------------------------
@@ -327,9 +368,13 @@ parameters and what was planted. BED files are 0-based half-open; the VCF is 1-b
 reference.fa(.fai)   random genome, regional GC, CpG-depleted outside CpG islands;
                      lowercase = soft-masked repeats (repeats.bed); one 1 kb N run
 reads.bam(.bai)      {pairs} read pairs, {read_length} bp, ~{coverage}x, insert
-                     ~N({insert_mean}, {insert_sd}); TRUE alignments, MAPQ 60, RG/SM SIM1;
-                     substitution errors drawn from each base's quality
-truth.vcf.gz(.tbi)   {n_variants} phased SNVs and 1-10 bp indels, sample SIM1
+                     ~N({insert_mean}, {insert_sd}); TRUE alignments (a read ending near an
+                     indel aligned as a local aligner would), MAPQ 60, RG/SM SIM1;
+                     substitution errors drawn from each base's quality; planted
+                     artefacts: a paralog's reads (names *_paralog_*, MAPQ 0-30) and
+                     strand-specific errors (simulate/reads.py)
+truth.vcf.gz(.tbi)   {n_variants} phased SNVs and 1-10 bp indels (half of the indels in
+                     tandem repeats), sample SIM1
 confident.bed        where the truth is complete: contigs minus N and 200 bp ends
 motifs.bed           planted TATA boxes (TATAAAAG) and CTCF-like cores (CCGCGNGGNGGCAG)
 cpg_islands.bed      CpG islands: GC >= 0.6 and CpG observed/expected >= 0.6

@@ -14,7 +14,7 @@ import pytest
 from cli.test_bad_inputs import assert_clean_failure, run_cli
 from genoformer.errors import InputError
 from genoformer.evaluate.variants import EvaluateConfig, evaluate
-from genoformer.predict.calibration import Calibration, fit_scale
+from genoformer.predict.calibration import Calibration, fit
 
 
 def _vcf(path, rows, gq=True):
@@ -52,6 +52,7 @@ def test_reliability_and_precision_by_hand(tmp_path):
     assert bands["10-19"]["observed_phred"] == pytest.approx(-10 * math.log10(0.5 / 20))
     # only the 10-19 band has >= 20 calls
     assert result.quality.calibration_error == pytest.approx(abs(15 - (-10 * math.log10(0.5 / 20))))
+    assert result.quality.calibration_error_points == pytest.approx(100 * 10 ** -1.5)  # observed 0 of 20 wrong
     # QUAL: the 10 false positives (5-14) rank below every true call (30-59); deciles of 4 calls
     assert [d["precision"] for d in result.quality.deciles] == [0.0, 0.0, 0.5] + [1.0] * 7
     pr = (tmp_path / "q.pr.tsv").read_text().splitlines()
@@ -62,26 +63,29 @@ def test_reliability_and_precision_by_hand(tmp_path):
     assert "GQ calibration error" in result.table()
 
 
-def test_fit_scale_recovers_a_known_scale():
+def test_fit_is_isotonic_and_matches_the_error_rates_it_saw():
     rng = np.random.default_rng(0)
-    phred = rng.uniform(0, 40, 50_000)
-    wrong = rng.random(len(phred)) < 10 ** (-0.6 * phred / 10)  # the scores are 1 / 0.6 too confident
-    assert fit_scale(phred, wrong) == pytest.approx(0.6, rel=0.05)
-    assert fit_scale(phred, np.zeros(len(phred), bool)) > 1  # nothing wrong: more confident, yet finite
-    # the search finds the maximum a brute-force grid over the likelihood finds
-    phred, wrong = phred[:3000], rng.random(3000) < 10 ** (-2.5 * phred[:3000] / 10)
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 4001))
-    p, w = np.append(phred, phred.max()), np.append(wrong, True)
-    error = np.clip(10 ** (-grid[:, None] * p / 10), 1e-12, 1 - 1e-12)
-    best = grid[np.argmax(np.where(w, np.log(error), np.log1p(-error)).sum(1))]
-    assert fit_scale(phred, wrong) == pytest.approx(best, rel=2e-3)
+    # two kinds of calls, as false calls at low scores meet true ones above: wrong 70 % at raw 2-8, 1 % at 10-20
+    low, high = rng.uniform(2, 8, 4000), rng.uniform(10, 20, 20_000)
+    phred = np.concatenate([low, high])
+    wrong = np.concatenate([rng.random(low.size) < 0.7, rng.random(high.size) < 0.01])
+    knots = np.array(fit(phred, wrong))
+    assert (np.diff(knots[:, 0]) > 0).all() and (np.diff(knots[:, 1]) >= 0).all()
+    cal = Calibration(gq=knots.tolist())
+    for raw, rate in ((5.0, 0.7), (15.0, 0.01)):
+        assert 10 ** (-cal.gq_of(raw) / 10) == pytest.approx(rate, rel=0.15)
+    # no error at all: finite, and as confident as the calls' number allows
+    knots = fit(np.full(99, 30.0), np.zeros(99, bool))
+    assert knots == [[30.0, pytest.approx(-10 * math.log10(0.5 / 100))]]
+    # a set that is right more often at low scores than at high ones pools into one block
+    assert len(fit(np.array([1.0, 2.0, 3.0, 4.0]), np.array([False, False, True, True]))) == 1
 
 
 def test_export_applies_the_calibration_and_bad_files_fail(tmp_path):
     from evaluate.test_export_evaluate import _three_contig_file
 
     _three_contig_file(tmp_path)
-    Calibration(qual_scale=2.0, gq_scale=0.5).save(tmp_path / "cal.json")
+    Calibration(qual=[[0.0, 0.0], [100.0, 200.0]], gq=[[0.0, 3.0], [100.0, 53.0]]).save(tmp_path / "cal.json")
     proc = run_cli("export", tmp_path / "p.h5", "--vcf", tmp_path / "c.vcf", "--calibration", tmp_path / "cal.json",
                    "--no-progress")
     assert proc.returncode == 0, proc.stderr
@@ -92,7 +96,15 @@ def test_export_applies_the_calibration_and_bad_files_fail(tmp_path):
     assert len(records) == 3
     for r in records:
         assert r.qual == pytest.approx(2.0 * -10 * math.log10(p[0]), abs=0.01)
-        assert r.samples[0]["GQ"] == round(0.5 * -10 * math.log10(1 - p[[1, 3, 5]].sum()))
+        assert r.samples[0]["GQ"] == round(0.5 * -10 * math.log10(1 - p[[1, 3, 5]].sum()) + 3.0)
+    old = tmp_path / "old.json"  # the first files: one scale per score
+    old.write_text(json.dumps({"format": "genoformer-calibration", "qual_scale": 2, "gq_scale": 0.5}))
+    assert Calibration.load(old).qual_of(20.0) == pytest.approx(40.0)
+    assert Calibration.load(old).gq_of(20.0) == pytest.approx(10.0)
+    unordered = tmp_path / "unordered.json"
+    unordered.write_text(json.dumps({"format": "genoformer-calibration", "qual": [[0, 5], [10, 1]], "gq": [[0, 0]]}))
+    with pytest.raises(InputError, match="qual must be a list"):
+        Calibration.load(unordered)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "genoformer-calibration", "qual_scale": -1, "gq_scale": 1}))
     with pytest.raises(InputError, match="qual_scale"):
@@ -125,14 +137,12 @@ def test_calibrate_command_fits_on_held_out_calls(tmp_path):
     summary = json.loads(proc.stdout)
     assert (summary["calls"], summary["false_positives"], summary["wrong_genotypes"], summary["truth_alleles"]) == \
         (24, 0, 6, 24)
-    # P(GT) = 0.94 + 0.01 + 0.01 summed over the variant types: GQ = round(phred(0.04)) = 14 claims 4 %
-    # wrong genotypes where 25 % were: the scale comes out below 1
-    wrong = np.array([True] * 6 + [False] * 18)
-    assert summary["gq_scale"] == pytest.approx(fit_scale(np.full(24, 14.0), wrong))
-    assert summary["gq_scale"] < 1
-    # QUAL = phred(0.01) = 20, no false positive: only the pseudo-call is wrong, 1 in 25
-    assert summary["qual_scale"] == pytest.approx(fit_scale(np.full(24, 20.0), np.zeros(24, bool)))
-    assert 10 ** (-summary["qual_scale"] * 2) == pytest.approx(1 / 25, rel=0.01)
-    assert Calibration.load(tmp_path / "cal.json").gq_scale == pytest.approx(summary["gq_scale"])
+    # P(GT) = 0.94 + 0.01 + 0.01 summed over the variant types: GQ = phred(0.04) = 14 claims 4 % wrong
+    # genotypes where 25 % were: calibrated, 14 says (6 + 0.5) / 25
+    loaded = Calibration.load(tmp_path / "cal.json")
+    assert (summary["qual_knots"], summary["gq_knots"]) == (1, 1)
+    assert 10 ** (-loaded.gq_of(14.0) / 10) == pytest.approx(6.5 / 25, rel=0.02)
+    # QUAL = phred(0.01) = 20, no false positive: 0.5 in 25
+    assert 10 ** (-loaded.qual_of(20.0) / 10) == pytest.approx(0.5 / 25, rel=0.02)
     proc = run_cli("calibrate", tmp_path / "p.h5", "--truth-vcf", files["vcf"], "--out", tmp_path / "cal.json")
     assert_clean_failure(proc, 4, "cal.json")  # exists: not replaced without --force

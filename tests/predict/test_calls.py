@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import h5py
 import numpy as np
 import pysam
 import pytest
@@ -85,6 +86,31 @@ def test_planted_sites_give_exact_records(sample):
     with pysam.VariantFile(str(out)) as vcf:
         ad = {r.pos: r.samples[0]["AD"] for r in vcf}
     assert ad[451][1] > 0 and ad[451][2] > 0 and ad[201][0] == 0
+
+
+def test_a_call_bleeding_onto_neighbours_keeps_the_genotype_of_the_alleles_bases(sample, tmp_path):
+    """A model that calls the bases either side of a deletion too (its anchor, where the reads' deletions
+    start, and the base after) with a het-looking mixture: the genotype comes from the deleted bases."""
+    with h5py.File(sample["preds"]) as f:
+        probs = f["contigs/c/variant/probs"][:].astype(np.float64)
+    het, hom = VARIANT_CLASSES.index("deletion_het"), VARIANT_CLASSES.index("deletion_hom_alt")
+    bleed = np.full(len(VARIANT_CLASSES), 0.01 / (len(VARIANT_CLASSES) - 1))
+    bleed[het] = 0.99
+    probs[[199, 200, 204, 205]] = bleed  # around the hom deletion of 201-203
+    probs[[299, 301]] = probs[201]  # a hom-looking mixture beside the het deletion at 300
+    assert probs[199:206, het].mean() > probs[199:206, hom].mean()  # the event's mean alone would say het
+    preds = tmp_path / "bleeding.h5"
+    write_predictions(preds, {"c": N}, {"c": {"span": (0, N), "covered": np.ones(N, bool), "probs": probs}},
+                      task="variant", classes=list(VARIANT_CLASSES), reference=str(sample["fasta"]))
+    out = tmp_path / "calls.vcf.gz"
+    export(ExportConfig(predictions=str(preds), vcf=str(out), bam=str(sample["bam"]), progress=False), command="test")
+    called = {pos: (ref, alts, gt) for pos, ref, alts, gt in records(out)}
+    seq = sample["seq"]
+    assert called[201] == (seq[200:204], (seq[200],), (1, 1))
+    assert called[300] == (seq[299:301], (seq[299],), (0, 1))
+    with pysam.VariantFile(str(out)) as vcf:
+        cp = {r.pos: r.samples[0]["CP"] for r in vcf}
+    assert cp[201][hom] == pytest.approx(0.99, abs=1e-3)  # the deleted bases' probabilities, not the event's
 
 
 def test_bcftools_norm_changes_nothing(sample):

@@ -73,7 +73,8 @@ def test_bam_is_indexed_sorted_and_paired(example, genome):
     by_name: dict[str, list] = {}
     for r in reads:
         by_name.setdefault(r.query_name, []).append(r)
-        assert r.get_tag("RG") == "SIM1" and r.mapping_quality == 60
+        paralog = "_paralog_" in r.query_name  # a diverged paralog's reads map here at low MAPQ (test_realistic_reads)
+        assert r.get_tag("RG") == "SIM1" and (r.mapping_quality <= 30 if paralog else r.mapping_quality == 60)
         assert "N" not in genome[r.reference_name][r.reference_start:r.reference_end].upper()
     assert all(len(pair) == 2 for pair in by_name.values())
     for a, b in by_name.values():
@@ -89,14 +90,29 @@ def test_bam_is_indexed_sorted_and_paired(example, genome):
     assert 0.4 < np.mean(strands) < 0.6  # read 1 lies on either strand
 
 
+def own_reads(read) -> bool:
+    """Reads of the sample's own haplotypes, not the paralog's mismapped ones."""
+    return "_paralog_" not in read.query_name
+
+
 def test_mismatches_off_variants_follow_the_qualities(example, genome, truth):
     snvs = {(c, p) for c, p, ref, alt, _ in truth if len(ref) == len(alt)}
+    # the planted strand-specific errors: where 3+ reads read the same wrong base (random errors never do here)
+    wrong: dict = {}
+    with pysam.AlignmentFile(str(example.reads)) as bam:
+        for r in filter(own_reads, bam.fetch(until_eof=True)):
+            for q, p in r.get_aligned_pairs(matches_only=True):
+                if r.query_sequence[q] != genome[r.reference_name][p].upper():
+                    key = (r.reference_name, p, r.query_sequence[q])
+                    wrong[key] = wrong.get(key, 0) + 1
+    artefacts = {(c, p) for (c, p, _), n in wrong.items() if n >= 3}
+    assert artefacts  # STRAND_ERROR_RATE plants some
     observed, expected = 0, 0.0
     with pysam.AlignmentFile(str(example.reads)) as bam:
-        for r in bam.fetch(until_eof=True):
+        for r in filter(own_reads, bam.fetch(until_eof=True)):
             ref = genome[r.reference_name]
             pairs = [(q, p) for q, p in r.get_aligned_pairs(matches_only=True)
-                     if (r.reference_name, p) not in snvs]
+                     if (r.reference_name, p) not in snvs and (r.reference_name, p) not in artefacts]
             query, qual = r.query_sequence, r.query_qualities
             observed += sum(query[q] != ref[p].upper() for q, p in pairs)
             expected += sum(10 ** (-qual[q] / 10) for q, _ in pairs)
@@ -110,7 +126,7 @@ def test_snv_allele_fractions(example, truth):
         for contig, pos, ref, alt, gt in truth:
             if len(ref) != len(alt):
                 continue
-            counts = np.array(bam.count_coverage(contig, pos, pos + 1), dtype=float)[:, 0]
+            counts = np.array(bam.count_coverage(contig, pos, pos + 1, read_callback=own_reads), dtype=float)[:, 0]
             share = counts["ACGT".index(alt)] / counts.sum()
             fractions["hom" if gt == (1, 1) else "het"].append(share)
     het, hom = np.array(fractions["het"]), np.array(fractions["hom"])
@@ -127,7 +143,7 @@ def test_indels_show_in_pileup(example, truth):
                 continue
             indels = [r.indel for column in bam.pileup(contig, pos, pos + 1, truncate=True,
                                                        min_base_quality=0)
-                      for r in column.pileups]
+                      for r in column.pileups if own_reads(r.alignment)]
             share = np.mean([i == len(alt) - len(ref) for i in indels])
             assert all(i in (0, len(alt) - len(ref)) for i in indels)
             fractions["hom" if gt == (1, 1) else "het"].append(share)

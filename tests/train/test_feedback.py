@@ -75,8 +75,8 @@ def test_a_run_reports_its_labels_progress_and_validation_and_draws_its_curves(e
 def test_pattern_runs_pick_the_best_checkpoint_on_auroc(example, tmp_path):
     run = tmp_path / "pattern"
     proc = run_cli("train", "--task", "pattern", "--reference", example.reference, "--train-regions", "chrA",
-                   "--val-regions", "chrB", "--window", 512, "--k", 3, *TINY_MODEL, "--max-steps", 8,
-                   "--val-every", 2, "--batch-size", 2, "--lr", 3e-3, "--no-progress", "--out", run)
+                   "--val-regions", "chrB", "--val-windows", 24, "--window", 512, "--k", 3, *TINY_MODEL,
+                   "--max-steps", 8, "--val-every", 2, "--batch-size", 2, "--lr", 3e-3, "--no-progress", "--out", run)
     assert proc.returncode == 0, proc.stderr
     auroc = val_rows(run)["auroc"]
     best = json.loads((run / "summary.json").read_text())["best"]
