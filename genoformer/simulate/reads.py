@@ -184,7 +184,8 @@ def _read_pairs(rng: np.random.Generator, seq: np.ndarray, hap_ref: np.ndarray, 
 def _paralog(rng: np.random.Generator, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(a paralog of the contig: its PARALOG_SHARE in stretches with fixed differences, the stretches [k, 2])."""
     mean = sum(PARALOG_STRETCH) / 2
-    n = max(1, round(PARALOG_SHARE * upper.size / mean))
+    n = round(PARALOG_SHARE * upper.size / mean)  # none on a contig under half a stretch's worth: one would
+    # put 3-10 % of a 30 kb contig in a paralog, several times the share
     length = rng.integers(*PARALOG_STRETCH, n).clip(max=upper.size)
     start = (rng.random(n) * (upper.size - length + 1)).astype(np.int64)
     stretches = np.stack([start, start + length], axis=1)
