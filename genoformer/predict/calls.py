@@ -45,9 +45,13 @@ class Event:
     start: int
     end: int
     kind: str  # snv, insertion, deletion
-    probs: np.ndarray  # [n_classes]: the mean class probabilities of its bases
     near: np.ndarray  # [n, n_classes]: the probabilities of the bases of window(event) inside the piece
     near_start: int  # the position of near[0]
+
+    @property
+    def probs(self) -> np.ndarray:
+        """[n_classes]: the mean class probabilities of its bases."""
+        return self.near[self.start - self.near_start:self.end - self.near_start].mean(0)
 
     def probs_over(self, start: int, end: int) -> np.ndarray:
         """The mean class probabilities of bases [start, end) (those inside `near`); `probs` when none is."""
@@ -100,7 +104,7 @@ def events(start: int, probs: np.ndarray, covered: np.ndarray, threshold: float)
     found = []
     for s, e, kind in spans:
         lo, hi = max(s - NEAR, 0), e + NEAR
-        found.append(Event(start + s, start + e, kind, probs[s:e].mean(0), probs[lo:hi], start + lo))
+        found.append(Event(start + s, start + e, kind, probs[lo:hi], start + lo))
     return sorted(found, key=lambda ev: ev.start)
 
 

@@ -1,6 +1,7 @@
 """What `genoformer export` writes (ExportConfig), and what its VCF and BED writers share."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +17,8 @@ def phred(p: np.ndarray | float) -> np.ndarray:
     return -10 * np.log10(np.maximum(p, MIN_P))
 
 
-def genotype_quality(p_called: np.ndarray | float, calibrated=None) -> np.ndarray:
+def genotype_quality(p_called: np.ndarray | float,
+                     calibrated: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """GQ: phred of the probability that the called genotype is wrong (through `calibrated`, a calibration's
     map of it, when given), rounded, capped at MAX_GQ."""
     raw = phred(1 - np.asarray(p_called, dtype=np.float64))
