@@ -12,9 +12,9 @@ variant: per-base class (io.variant_classes: hom_ref, or variant type x genotype
   nearly every base is hom_ref with no read against it, and those teach little once learnt, while
   the few bases where reads disagree hold every variant and every error that looks like one.
   With balanced class weights, a hom_ref candidate base weighs as a non-ref base (the classes' mean,
-  train/data.py): it is as hard a decision as a variant. At hom_ref's weight (~1/7) the ~200 artefact
-  bases of a simulated 500 kb contig weigh as 30 bases against ~70,000 for each variant class, and
-  the model calls every artefact (docs/benchmarks.md).
+  train/data.py): it is as hard a decision as a variant. At hom_ref's weight (~1/7) the ~150 such
+  bases of a simulated 500 kb contig weigh as ~20 bases against ~70,000 for each variant class, and
+  the model calls nearly every artefact (docs/benchmarks.md).
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases, optionally
   with each class's positive bases weighted (--class-weights balanced: a rare track's few bases count
   as much as all the others, so the model does not settle on "never").
