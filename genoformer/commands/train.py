@@ -113,7 +113,8 @@ def option(*decls, **kw):
 @option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "
-        "the scored training bases) or seven numbers, hom_ref then snv, insertion, deletion x het, hom_alt "
+        "the scored training bases; a hom_ref base where reads show another allele weighs as a variant "
+        "base) or seven numbers, hom_ref then snv, insertion, deletion x het, hom_alt "
         "(1,30,30,30,30,30,30). pattern: none or balanced (each class's bases weighted "
         "n_negative / n_positive over the training regions).")
 @option("--candidate-weight", type=float, help="variant: loss weight of candidate bases, where at least 10 % "

@@ -21,6 +21,7 @@ from genoformer.errors import InputError
 
 VARIANT_CLASSES = ("hom_ref", "snv_het", "snv_hom_alt", "insertion_het", "insertion_hom_alt",
                    "deletion_het", "deletion_hom_alt")
+HOM_REF = VARIANT_CLASSES.index("hom_ref")
 OLD_CLASSES = ("hom_ref", "het", "hom_alt")  # the first release's genotype-only layout
 # per class: its variant type (io.variants.VARIANT_TYPES index) and genotype (io.variants.GENOTYPES index)
 CLASS_TYPE = np.array([0, 1, 1, 2, 2, 3, 3])

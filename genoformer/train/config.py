@@ -146,7 +146,8 @@ class TrainConfig:
     val_every: int = 200
     val_windows: int = 8  # validate on the first N windows tiling the validation regions (classify: all)
     # variant: weight of each class in the loss. "none"; "balanced" (n / (7 n_class), counted over the
-    # scored training bases: non-ref bases are ~1/1000); or seven numbers, one per VARIANT_CLASSES class.
+    # scored training bases: non-ref bases are ~1/1000; a hom_ref candidate base, train/losses.py, weighs
+    # the non-ref classes' mean); or seven numbers, one per VARIANT_CLASSES class.
     # pattern: "none" or "balanced" (each class's positive bases weighted n_negative / n_positive).
     # None: the task's default (tasks.py), "none" for tasks without weights
     class_weights: str | list[float] | None = None

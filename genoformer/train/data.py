@@ -20,7 +20,7 @@ from genoformer.data.sequences import load_sequence_data, make_tokenizer
 from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
 from genoformer.io.evidence import EVIDENCE_FEATURES
-from genoformer.io.variant_classes import VARIANT_CLASSES
+from genoformer.io.variant_classes import HOM_REF, VARIANT_CLASSES
 from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task, task_default
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.train.config import TrainConfig
@@ -42,6 +42,8 @@ class TrainData:
     n_evidence: int
     summary: dict  # what --dry-run reports about the data
     class_weights: list[float] | None = None  # variant: each class's loss weight; pattern: each class's positives
+    # variant, balanced: the loss weight of a hom_ref base whose reads show another allele (train/losses.py)
+    reference_candidate_weight: float | None = None
     augment: Augmentation | None = None  # what the training items go through (validation items never)
 
     def __post_init__(self) -> None:
@@ -176,7 +178,7 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
     if counts:
         log_counts(class_names, counts, splits, per_base=config.task == "pattern")
         summary["label_counts"] = {split: dict(zip(class_names, n)) for split, n in counts.items()}
-    weights = None
+    weights = reference_candidate = None
     if config.class_weights == "balanced" and config.task == "pattern":
         # each class's positive bases weigh as much as its negative ones; a class on no training base
         # (log_counts warns) or on every one has nothing to balance: weight 1
@@ -187,11 +189,18 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
         # a class absent from the training regions is weighted as the rarest present one
         weights = [sum(train_counts) / (len(train_counts) * (c or min(n for n in train_counts if n)))
                    for c in train_counts]
+        if config.bam is not None:
+            # a reference base that reads contradict (an artefact: paralog reads, strand errors) is as hard a
+            # decision as a variant base: weighed as hom_ref, a region's few hundred of them teach nothing
+            non_ref = [w for i, w in enumerate(weights) if i != HOM_REF]
+            reference_candidate = sum(non_ref) / len(non_ref)
+            summary["reference_candidate_weight"] = reference_candidate
     elif config.class_weights != "none":
         weights = list(config.class_weights)
     if weights is not None:
         summary["class_weights"] = dict(zip(class_names, weights))
-    return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary, weights)
+    return TrainData(config, tokenizer, train_ds, sampler, val_ds, class_names, n_evidence, summary, weights,
+                     reference_candidate)
 
 
 def _label_counts(config: TrainConfig, class_names: list[str], ref, sources: dict,

@@ -30,7 +30,7 @@ SLOW_HOURS = 1.0  # a CPU run estimated longer than this is warned about, naming
 
 
 def step_seconds(model: torch.nn.Module, data: TrainData, device: torch.device,
-                 weights: torch.Tensor | None = None) -> float | None:
+                 loss_weights: dict | None = None) -> float | None:
     """Estimated seconds per optimizer step of `data.config` (None for classify: its sequences set the length).
 
     Draws one window from `data.sampler` (reset it before training) and leaves the model and the RNGs as
@@ -55,7 +55,7 @@ def step_seconds(model: torch.nn.Module, data: TrainData, device: torch.device,
             with autocast(device):
                 loss, _ = forward_loss(probe, config.task, batch, device, generator=torch.Generator().manual_seed(0),
                                        mask_fraction=config.mask_fraction, mask_span=config.mask_span,
-                                       class_weights=weights)
+                                       **(loss_weights or {}))
             loss.backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

@@ -105,7 +105,7 @@ def dry_run(config: TrainConfig) -> dict:
         collate_fn(data.val)([data.val[0]])
     model = build_model(data, pretrained)
     config = built(data.config, model)
-    seconds = estimate.step_seconds(model, data, device, _weights(data, device))
+    seconds = estimate.step_seconds(model, data, device, _loss_weights(data, device))
     return {"config": dataclasses.asdict(config), "model_task": data.model_task,
             "parameters": sum(p.numel() for p in model.parameters()), "classes": data.class_names,
             "data": data.summary, "estimate": estimate.announce(seconds, config.stop_after or config.max_steps,
@@ -135,8 +135,11 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2 ** 63)
 
 
-def _weights(data: TrainData, device: torch.device) -> torch.Tensor | None:
-    return None if data.class_weights is None else torch.tensor(data.class_weights, device=device)
+def _loss_weights(data: TrainData, device: torch.device) -> dict:
+    """forward_loss's weighting arguments for `data`."""
+    return {"class_weights": None if data.class_weights is None else torch.tensor(data.class_weights, device=device),
+            "candidate_weight": data.config.candidate_weight,
+            "reference_candidate_weight": data.reference_candidate_weight}
 
 
 def resume_command(out: Path) -> str:
@@ -163,7 +166,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
         model = build_model(data, pretrained)
     config = built(data.config, model)
     model.to(device).train()
-    weights = _weights(data, device)
+    loss_weights = _loss_weights(data, device)
     last = config.stop_after or config.max_steps
     out = Path(config.out)
     if rank == 0:
@@ -172,7 +175,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                  config.model.depth, f"{sum(p.numel() for p in model.parameters()):,}", f"{step + 1:,}",
                  f"{last:,}", f"{config.max_steps:,}", out)
         if step < last:
-            estimate.announce(estimate.step_seconds(model, data, device, weights), last - step, config, device)
+            estimate.announce(estimate.step_seconds(model, data, device, loss_weights), last - step, config, device)
     net = model
     if ranks > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -230,7 +233,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                     with autocast(device):
                         loss, _ = forward_loss(net, config.task, batch, device, generator=gen,
                                                mask_fraction=config.mask_fraction, mask_span=config.mask_span,
-                                               class_weights=weights, candidate_weight=config.candidate_weight)
+                                               **loss_weights)
                     (loss / config.grad_accum).backward()
                     total += float(loss.detach()) / config.grad_accum
                     n_tokens += int(batch["token_mask"].sum()) * ranks
@@ -257,7 +260,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                     continue
                 metric = None
                 if val_ds is not None and (step % config.val_every == 0 or step == last):
-                    val = validate(model, config, val_ds, device, weights)
+                    val = validate(model, config, val_ds, device, loss_weights)
                     run_folder.append_metrics(metrics_path, [(step, "val", name, f"{value:.6g}")
                                                              for name, value in val.items()])
                     metric = main_metric(config.task, val)

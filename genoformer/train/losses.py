@@ -11,6 +11,10 @@ variant: per-base class (io.variant_classes: hom_ref, or variant type x genotype
   and, on candidate bases (reads showing another allele, `candidate_bases`), by --candidate-weight:
   nearly every base is hom_ref with no read against it, and those teach little once learnt, while
   the few bases where reads disagree hold every variant and every error that looks like one.
+  With balanced class weights, a hom_ref candidate base weighs as a non-ref base (the classes' mean,
+  train/data.py): it is as hard a decision as a variant. At hom_ref's weight (~1/7) the ~150 such
+  bases of a simulated 500 kb contig weigh as ~20 bases against ~70,000 for each variant class, and
+  the model calls nearly every artefact (docs/benchmarks.md).
 pattern: per-base multi-label classes (tracks, or soft-masked repeats); BCE over real bases, optionally
   with each class's positive bases weighted (--class-weights balanced: a rare track's few bases count
   as much as all the others, so the model does not settle on "never").
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from genoformer.data.datasets import IGNORE_INDEX
 from genoformer.io.evidence import Evidence
-from genoformer.io.variant_classes import variant_class
+from genoformer.io.variant_classes import HOM_REF, variant_class
 from genoformer.model.heads import batch_inputs, mlm_letters
 from genoformer.model.layout import covering_tokens, spelled_bases
 from genoformer.tokenize import MASK_ID
@@ -52,12 +56,14 @@ def span_mask(token_mask: Tensor, fraction: float, span: int, generator: torch.G
 
 def forward_loss(model, task: str, batch: dict, device: torch.device, *, generator: torch.Generator | None = None,
                  mask_fraction: float = 0.15, mask_span: int = 3,
-                 class_weights: Tensor | None = None, candidate_weight: float = 1.0) -> tuple[Tensor, dict]:
+                 class_weights: Tensor | None = None, candidate_weight: float = 1.0,
+                 reference_candidate_weight: float | None = None) -> tuple[Tensor, dict]:
     """(mean loss, tensors for metrics) of one batch; `generator` draws the mlm masks.
 
     variant: `class_weights` [7] weights each class's bases and `candidate_weight` the candidate
-    bases (`candidate_bases`, read from the batch's evidence); the mean is over the weights
-    (cross_entropy's convention), so the loss scale does not depend on a batch's mix of bases.
+    bases (`candidate_bases`, read from the batch's evidence), and `reference_candidate_weight` replaces
+    the hom_ref class weight at candidate bases; the mean is over the weights (cross_entropy's
+    convention), so the loss scale does not depend on a batch's mix of bases.
     pattern: `class_weights` [classes] weights each class's positive bases (BCE's pos_weight); the mean is
     over bases and classes.
     """
@@ -88,14 +94,17 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
         target = torch.from_numpy(variant_class(batch["genotype"].numpy(), batch["variant_type"].numpy())).to(device)
         if not (target != IGNORE_INDEX).any():
             return logits.sum() * 0, {"logits": logits.detach(), "target": target}  # nothing scored here
-        if candidate_weight == 1:
+        if candidate_weight == 1 and reference_candidate_weight is None:
             loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), weight=class_weights,
                                    ignore_index=IGNORE_INDEX)
             return loss, {"logits": logits.detach(), "target": target}
         scored = target != IGNORE_INDEX
-        weight = torch.where(candidate_bases(batch["evidence"]).to(device), float(candidate_weight), 1.0)
+        candidate = candidate_bases(batch["evidence"]).to(device)
+        weight = torch.where(candidate, float(candidate_weight), 1.0)
         if class_weights is not None:
             weight = weight * class_weights[target.clamp_min(0)]
+        if reference_candidate_weight is not None:
+            weight = torch.where(candidate & (target == HOM_REF), candidate_weight * reference_candidate_weight, weight)
         weight = weight * scored
         per_base = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
                                    reduction="none")

@@ -20,8 +20,9 @@ from genoformer.train.metrics import metrics
 
 
 def validate(model, config: TrainConfig, val_ds: WindowDataset | SequenceDataset, device: torch.device,
-             weights: torch.Tensor | None) -> dict[str, float]:
-    """{"loss": mean batch loss} and the task's metrics over `val_ds`; the model is back in train mode after."""
+             loss_weights: dict) -> dict[str, float]:
+    """{"loss": mean batch loss} and the task's metrics over `val_ds`; the model is back in train mode after.
+    `loss_weights`: forward_loss's weighting arguments (class_weights, candidate weights)."""
     model.eval()
     gen = torch.Generator().manual_seed(config.seed)
     outputs, losses = [], []
@@ -32,7 +33,7 @@ def validate(model, config: TrainConfig, val_ds: WindowDataset | SequenceDataset
             batch = collate([val_ds[j] for j in range(i, min(i + config.batch_size, len(val_ds)))])
             loss, out = forward_loss(model, config.task, batch, device, generator=gen,
                                      mask_fraction=config.mask_fraction, mask_span=config.mask_span,
-                                     class_weights=weights, candidate_weight=config.candidate_weight)
+                                     **loss_weights)
             losses.append(float(loss))
             outputs.append(out)
     model.train()

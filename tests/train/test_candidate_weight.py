@@ -2,6 +2,7 @@
 against a hand computation, and the CLI's clean failures."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from genoformer.io.evidence import EVIDENCE_FEATURES, Evidence
 from genoformer.io.fasta import Reference
 from genoformer.io.variant_classes import VARIANT_CLASSES, variant_class
 from genoformer.simulate.genome import simulate
+from genoformer.train import TrainConfig, dry_run
 from genoformer.train.losses import CANDIDATE_FRACTION, candidate_bases, forward_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
@@ -58,16 +60,18 @@ def test_candidate_bases_by_hand():
     assert candidate_bases(torch.from_numpy(ev))[0].tolist() == [True, False, True, False]
 
 
+class Fixed(torch.nn.Module):  # a fixed per-base output: the loss is what is tested
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
+        return self.logits
+
+
 def test_candidate_weighted_loss_by_hand():
     torch.manual_seed(0)
-
-    class Logits(torch.nn.Module):  # a fixed per-base output: the loss is what is tested
-        def __init__(self, logits):
-            super().__init__()
-            self.logits = logits
-
-        def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
-            return self.logits
+    Logits = Fixed
 
     logits = torch.randn(2, 5, len(VARIANT_CLASSES))
     genotype = torch.tensor([[0, 0, 1, -100, 0], [2, 0, 0, -100, 1]])
@@ -98,6 +102,42 @@ def test_candidate_weighted_loss_by_hand():
     plain, _ = forward_loss(Logits(logits), "variant", {k: v for k, v in batch.items() if k != "evidence"},
                             torch.device("cpu"), class_weights=torch.tensor(w))
     assert float(same) == pytest.approx(float(plain), rel=1e-6)  # weight 1: the plain weighted loss
+
+
+def test_reference_candidate_weight_by_hand():
+    """A hom_ref base that reads contradict takes the reference candidate weight instead of hom_ref's; a
+    variant candidate and a hom_ref base without contrary reads keep their class weight."""
+    torch.manual_seed(1)
+    logits = torch.randn(1, 4, len(VARIANT_CLASSES))
+    genotype = torch.tensor([[0, 0, 1, -100]])
+    variant_type = torch.tensor([[0, 0, 1, -100]])  # hom_ref candidate, hom_ref, het SNV, unscored
+    evidence = torch.zeros(1, 4, len(EVIDENCE_FEATURES))
+    evidence[..., Evidence.depth] = 30
+    evidence[0, [0, 2, 3], Evidence.alt_fraction] = 0.4
+    batch = {"tokens": torch.zeros(1, 2, dtype=torch.long), "token_mask": torch.ones(1, 2, dtype=torch.bool),
+             "valid": torch.ones(1, 4, dtype=torch.bool), "genotype": genotype, "variant_type": variant_type,
+             "evidence": evidence}
+    w, rw = [0.5, 20.0, 40.0, 25.0, 35.0, 30.0, 45.0], 33.0
+    logp = torch.log_softmax(logits, -1)[0]
+    snv_het = VARIANT_CLASSES.index("snv_het")
+    for cw in (1.0, 3.0):
+        loss, _ = forward_loss(Fixed(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
+                               candidate_weight=cw, reference_candidate_weight=rw)
+        weights = [cw * rw, w[0], cw * w[snv_het]]
+        expected = -(weights[0] * logp[0, 0] + weights[1] * logp[1, 0] + weights[2] * logp[2, snv_het]) / sum(weights)
+        assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_balanced_weights_give_reference_candidates_the_variant_mean(example, tmp_path):
+    config = TrainConfig(task="variant", reference=str(example.reference), bam=str(example.reads),
+                         truth_vcf=str(example.truth_vcf), window=1024, k=1,
+                         model=dict(d_model=16, depth=1, heads=2, attention="full"), out=str(tmp_path / "run"))
+    data = dry_run(config)["data"]  # the variant task's default: balanced
+    non_ref = [data["class_weights"][name] for name in VARIANT_CLASSES if name != "hom_ref"]
+    assert data["reference_candidate_weight"] == pytest.approx(sum(non_ref) / len(non_ref))
+    assert data["reference_candidate_weight"] > 100 * data["class_weights"]["hom_ref"]
+    explicit = dry_run(dataclasses.replace(config, class_weights="1,30,30,30,30,30,30"))["data"]
+    assert "reference_candidate_weight" not in explicit  # only balanced adds it
 
 
 @pytest.mark.parametrize("task, value, needle", [("mlm", "10", "variant task"), ("variant", "0", "candidate-weight"),
