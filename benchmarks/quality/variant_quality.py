@@ -114,13 +114,13 @@ def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
 
 
 def choose_threshold(run: str, region: str, folder: Path, reference: Path, bam: Path, truth: Path,
-                     confident: Path | None) -> tuple[float, Path, list[dict]]:
+                     confident: Path | None, rc_average: bool = False) -> tuple[float, Path, list[dict]]:
     """(the threshold of THRESHOLDS with the best F1 over all variants of `region`, ties to the higher; the
-    predictions there; each threshold's scores)."""
+    predictions there, made as the scored ones are (`rc_average`); each threshold's scores)."""
     folder.mkdir(parents=True, exist_ok=True)
     preds = folder / "validation.h5"
     predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
-                          device="cpu", progress=False))
+                          device="cpu", rc_average=rc_average, progress=False))
     rows = []
     for threshold in THRESHOLDS:
         vcf = folder / f"validation-{threshold}.vcf.gz"
@@ -251,11 +251,11 @@ def _threshold(args, run: str, region: str, folder: Path, reference: Path, bam: 
         if confident is None:  # nothing else reads the validation predictions
             return args.threshold, None, []
         folder.mkdir(parents=True, exist_ok=True)
-        preds = folder / "validation.h5"
+        preds = folder / "validation.h5"  # calibration fits these: made as the scored predictions are
         predict(PredictConfig(model=run, reference=str(reference), bam=str(bam), regions=[region], out=str(preds),
-                              device="cpu", progress=False))
+                              device="cpu", rc_average=args.rc_average, progress=False))
         return args.threshold, preds, []
-    return choose_threshold(run, region, folder, reference, bam, truth, confident)
+    return choose_threshold(run, region, folder, reference, bam, truth, confident, args.rc_average)
 
 
 def measure_real(args, folder: Path, seed: int, options: dict, steps: int) -> Measurement:

@@ -22,6 +22,7 @@ from genoformer.train.losses import CANDIDATE_FRACTION, candidate_bases, forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_bad_inputs import assert_clean_failure  # noqa: E402
+from test_class_weights import FixedLogits  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +61,8 @@ def test_candidate_bases_by_hand():
     assert candidate_bases(torch.from_numpy(ev))[0].tolist() == [True, False, True, False]
 
 
-class Fixed(torch.nn.Module):  # a fixed per-base output: the loss is what is tested
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
-        return self.logits
-
-
 def test_candidate_weighted_loss_by_hand():
     torch.manual_seed(0)
-    Logits = Fixed
 
     logits = torch.randn(2, 5, len(VARIANT_CLASSES))
     genotype = torch.tensor([[0, 0, 1, -100, 0], [2, 0, 0, -100, 1]])
@@ -85,7 +76,7 @@ def test_candidate_weighted_loss_by_hand():
              "valid": torch.ones(2, 5, dtype=torch.bool), "genotype": genotype, "variant_type": variant_type,
              "evidence": evidence}
     w, cw = [0.5, 20.0, 40.0, 25.0, 35.0, 30.0, 45.0], 7.0
-    loss, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
+    loss, _ = forward_loss(FixedLogits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
                            candidate_weight=cw)
     logp = torch.log_softmax(logits, -1).numpy()
     num = den = 0.0
@@ -97,9 +88,9 @@ def test_candidate_weighted_loss_by_hand():
                 num -= weight * logp[b, i, y]
                 den += weight
     assert float(loss) == pytest.approx(num / den, rel=1e-5)
-    same, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
+    same, _ = forward_loss(FixedLogits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
                            candidate_weight=1.0)
-    plain, _ = forward_loss(Logits(logits), "variant", {k: v for k, v in batch.items() if k != "evidence"},
+    plain, _ = forward_loss(FixedLogits(logits), "variant", {k: v for k, v in batch.items() if k != "evidence"},
                             torch.device("cpu"), class_weights=torch.tensor(w))
     assert float(same) == pytest.approx(float(plain), rel=1e-6)  # weight 1: the plain weighted loss
 
@@ -121,8 +112,8 @@ def test_reference_candidate_weight_by_hand():
     logp = torch.log_softmax(logits, -1)[0]
     snv_het = VARIANT_CLASSES.index("snv_het")
     for cw in (1.0, 3.0):
-        loss, _ = forward_loss(Fixed(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w),
-                               candidate_weight=cw, reference_candidate_weight=rw)
+        loss, _ = forward_loss(FixedLogits(logits), "variant", batch, torch.device("cpu"),
+                               class_weights=torch.tensor(w), candidate_weight=cw, reference_candidate_weight=rw)
         weights = [cw * rw, w[0], cw * w[snv_het]]
         expected = -(weights[0] * logp[0, 0] + weights[1] * logp[1, 0] + weights[2] * logp[2, snv_het]) / sum(weights)
         assert float(loss) == pytest.approx(float(expected), rel=1e-5)

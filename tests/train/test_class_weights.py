@@ -98,17 +98,19 @@ def test_balanced_weights_in_dry_run(example, tmp_path):
         assert data["class_weights"][name] == pytest.approx(sum(counts) / (7 * (n or rarest)))
 
 
+class FixedLogits(torch.nn.Module):
+    """A model whose output is fixed logits, whatever its inputs: the loss is what is tested."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, tokens, token_mask, **inputs):
+        return self.logits
+
+
 def test_weighted_loss_by_hand():
     torch.manual_seed(0)
-
-    class Logits(torch.nn.Module):  # a fixed per-base output: the loss is what is tested
-        def __init__(self, logits):
-            super().__init__()
-            self.logits = logits
-
-        def forward(self, tokens, token_mask, evidence=None, n_bases=None, valid=None):
-            return self.logits
-
     logits = torch.randn(2, 7, 7)
     genotype = torch.tensor([[0, 0, 1, 2, -100, 1, 1], [2, 0, 0, -100, -100, 2, 0]])
     variant_type = torch.tensor([[0, 0, 1, 3, -100, 2, 3], [2, 0, 0, -100, -100, 1, 0]])
@@ -116,7 +118,7 @@ def test_weighted_loss_by_hand():
     batch = {"tokens": torch.zeros(2, 2, dtype=torch.long), "token_mask": torch.ones(2, 2, dtype=torch.bool),
              "valid": torch.ones(2, 7, dtype=torch.bool), "genotype": genotype, "variant_type": variant_type}
     w = [0.5, 20.0, 40.0, 25.0, 45.0, 30.0, 50.0]
-    loss, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w))
+    loss, _ = forward_loss(FixedLogits(logits), "variant", batch, torch.device("cpu"), class_weights=torch.tensor(w))
     logp = torch.log_softmax(logits, -1).numpy()
     num = den = 0.0
     for b in range(2):
@@ -126,7 +128,7 @@ def test_weighted_loss_by_hand():
                 num -= w[y] * logp[b, i, y]
                 den += w[y]
     assert float(loss) == pytest.approx(num / den, rel=1e-5)
-    unweighted, _ = forward_loss(Logits(logits), "variant", batch, torch.device("cpu"))
+    unweighted, _ = forward_loss(FixedLogits(logits), "variant", batch, torch.device("cpu"))
     scored = target != -100
     assert float(unweighted) == pytest.approx(-logp[scored.numpy(), target[scored].numpy()].mean(), rel=1e-5)
 
@@ -191,22 +193,13 @@ def test_pattern_balanced_weights_against_hand_counts(tracked, tmp_path):
 
 def test_pattern_weighted_loss_by_hand():
     torch.manual_seed(1)
-
-    class Logits(torch.nn.Module):
-        def __init__(self, logits):
-            super().__init__()
-            self.logits = logits
-
-        def forward(self, tokens, token_mask, n_bases=None, valid=None, bases=None, soft_mask=None):
-            return self.logits
-
     logits = torch.randn(2, 5, 2)
     tracks = (torch.rand(2, 5, 2) < 0.3).float()
     valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
     batch = {"tokens": torch.zeros(2, 5, dtype=torch.long), "token_mask": torch.ones(2, 5, dtype=torch.bool),
              "valid": valid, "tracks": tracks}
     w = [7.0, 0.5]
-    loss, _ = forward_loss(Logits(logits), "pattern", batch, torch.device("cpu"), class_weights=torch.tensor(w))
+    loss, _ = forward_loss(FixedLogits(logits), "pattern", batch, torch.device("cpu"), class_weights=torch.tensor(w))
     total, count = 0.0, 0
     for b in range(2):
         for i in range(5):
