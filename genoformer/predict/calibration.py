@@ -7,9 +7,9 @@ windows the model never trained on: for QUAL, the allele is not in the truth (a 
 for GQ, its genotype is wrong (a false positive, or a true allele of the other zygosity).
 
 The calls are sorted by raw phred and pooled into blocks whose error rates fall as the phred rises
-(pool-adjacent-violators, pooling equal rates too, so ties and runs of right calls are one block); each block's rate, (wrong + 0.5) / (calls + 1) so that a block without an
-error keeps a finite phred, becomes a knot (mean raw phred, phred of the rate), the knots made
-non-decreasing; export interpolates between knots and holds the end values beyond them. A single
+(pool-adjacent-violators, pooling equal rates too, so ties and runs of right calls are one block);
+each block's rate, (wrong + 0.5) / (calls + 1) so that a block without an error keeps a finite
+phred, becomes a knot (mean raw phred, phred of the rate), the knots made non-decreasing; export interpolates between knots and holds the end values beyond them. A single
 scale on the phred scale (the first calibration files, still read) missed by 8-17 points of error
 rate where false calls at low scores meet true calls above them (simulated reads with paralog
 artefacts, docs/benchmarks.md); the isotonic map follows both. `export --calibration FILE` maps QUAL

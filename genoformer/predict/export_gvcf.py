@@ -17,7 +17,7 @@ import numpy as np
 
 from genoformer.coords import Interval
 from genoformer.io.predictions import Predictions
-from genoformer.io.variant_classes import HET_CLASSES, HOM_CLASSES
+from genoformer.io.variant_classes import HET_CLASSES, HOM_CLASSES, HOM_REF
 from genoformer.predict.calls import Record
 from genoformer.predict.export_config import MAX_GQ, MIN_P, genotype_quality, phred
 
@@ -74,7 +74,8 @@ class GvcfSink:
         gap = iv.start - (self.origin + len(self.covered))  # uncovered bases between two pieces
         depth = p.depth if p.depth is not None else np.zeros(len(p.covered))
         self.covered = np.concatenate([self.covered, np.zeros(gap, bool), p.covered])
-        self.gq = np.concatenate([self.gq, np.zeros(gap, np.int64), genotype_quality(p.probs[:, 0], self.calibrated_gq)])
+        gq = genotype_quality(p.probs[:, HOM_REF], self.calibrated_gq)
+        self.gq = np.concatenate([self.gq, np.zeros(gap, np.int64), gq])
         self.depth = np.concatenate([self.depth, np.zeros(gap, np.int64), depth.astype(np.int64)])
         self.probs = np.concatenate([self.probs, np.zeros((gap, p.probs.shape[1]), np.float32), p.probs])
 
