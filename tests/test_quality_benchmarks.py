@@ -553,6 +553,14 @@ def test_variant_threshold_is_chosen_on_validation_unless_given():
     assert train[1] < val[0] and scored[1] < train[0]  # validation after training, the scored region before it
 
 
+def test_simulated_variant_contigs_train_validate_and_hold_out_apart():
+    import variant_quality
+
+    parse = variant_quality.parser().parse_args
+    assert variant_quality.simulated_contigs(parse([])) == (["sim1"], "sim2", "sim3")
+    assert variant_quality.simulated_contigs(parse(["--sim-contigs", "5"])) == (["sim1", "sim2", "sim3"], "sim4", "sim5")
+
+
 def parse_region(region: str) -> tuple[int, int]:
     start, end = region.split(":")[1].replace(",", "").split("-")
     return int(start), int(end)

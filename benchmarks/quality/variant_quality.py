@@ -12,11 +12,11 @@ plain callers and the scorer):
   on; scored against all its truth records): the threshold of THRESHOLDS with the best F1 over all
   variants there (ties: the higher). Nothing is chosen on the scored region; `--threshold 0.5`
   fixes it instead.
-- simulated: a model trained only on the first contig of a simulated genome (`genoformer
+- simulated: a model trained only on a simulated genome (all its contigs but the last two; `genoformer
   simulate`, --sim-* options: by default 3 x 500 kb, ~50x, insert ~N(320, 70) like this BAM, one
   variant per 500 bp, 40 % of them indels, seeded by the run's seed), its QUAL and GQ calibrated
-  on the calls of the second (`genoformer calibrate`, at the threshold chosen there as above), is scored twice: on the held-out last
-  contig (its simulated truth, inside its confident BED) and over
+  on the calls of the last but one (`genoformer calibrate`, at the threshold chosen there as above), is
+  scored twice: on the held-out last contig (its simulated truth, inside its confident BED) and over
   chr20:10,000,001-10,100,000 of the real reads against ALL the truth variants there (221
   records; no confident BED). Recall is exact there; precision is approximate, since outside
   the confident BED the truth is incomplete and some "false positives" may be real. bcftools is
@@ -97,12 +97,18 @@ def real_inputs() -> dict:
     return {"reference": str(FASTA), "bam": str(BAM), "truth_vcf": str(TRUTH), "train_regions": [TRAIN_REGION]}
 
 
+def simulated_contigs(args) -> tuple[list[str], str, str]:
+    """(training contigs, validation contig, held-out contig) of the simulated genome: the last two are
+    validation (threshold, calibration) and held out; the rest train."""
+    names = [f"sim{i + 1}" for i in range(args.sim_contigs)]
+    return names[:-2], names[-2], names[-1]
+
+
 def simulated_inputs(args, folder: Path, seed: int) -> dict:
-    """The simulated training example of `seed` (written once into `folder`): trains on its first contig;
-    the last is held out."""
+    """The simulated training example of `seed` (written once into `folder`), trained on `simulated_contigs`."""
     ex = simulated_example(args, folder, seed)
     return {"reference": str(ex.reference), "bam": str(ex.reads), "truth_vcf": str(ex.truth_vcf),
-            "confident_bed": str(ex.confident_bed), "train_regions": ["sim1"]}  # sim2 calibrates; the last held out
+            "confident_bed": str(ex.confident_bed), "train_regions": simulated_contigs(args)[0]}
 
 
 def simulated_example(args, folder: Path, seed: int) -> SimulatedExample:
@@ -191,7 +197,7 @@ def _measure(args, folder: Path, seed: int, config: TrainConfig | None, steps: i
     parts, calibration = {}, None
     if setting == "simulated":  # calibrated on the validation contig, scored on the held-out one
         ex = simulated_example(args, folder, seed)
-        validation, held_out = "sim2", f"sim{args.sim_contigs}"
+        _, validation, held_out = simulated_contigs(args)
         vcfs, info = {}, None
         if config is not None:
             threshold, preds, trained["validation"] = _threshold(args, run, validation, sub / "validation",
@@ -296,7 +302,7 @@ def print_setting(setting: str, seed: int, run: Measurement, budget) -> None:
     for part, detail in run.detail["parts"].items():
         rows = detail["rows"]
         shown = rows + difference_rows(rows, detail["model_rows"]) if detail["model_rows"] else rows
-        where = {"held_out": f"train on the simulated genome's first contig, evaluate the held-out {detail['region']}",
+        where = {"held_out": f"train on the simulated genome's first contigs, evaluate the held-out {detail['region']}",
                  "real": (f"train {TRAIN_REGION}, evaluate {EVAL_REGION} inside the confident BED" if setting == "real"
                           else f"train on the simulated genome only, evaluate {ALL_REGION} of the real reads, all "
                                "truth variants (no confident BED: precision approximate)")}[part]
@@ -333,7 +339,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--rc-augment", action="store_true", help="train on the reverse strand of half the windows")
     ap.add_argument("--rc-average", action="store_true", help="predict: average with the reverse strand")
     ap.add_argument("--sim-contigs", type=int, default=3,
-                    help="simulated setting: contigs to simulate (1: training, 2: calibration, last: held out)")
+                    help="simulated setting: contigs to simulate (>= 3; the last held out, the one before "
+                         "it validates and calibrates, the rest train)")
     ap.add_argument("--sim-contig-length", type=int, default=500_000, help="simulated setting: bases a contig")
     ap.add_argument("--sim-coverage", type=float, default=50.0, help="simulated setting: read depth (this BAM: ~52x)")
     ap.add_argument("--sim-variant-rate", type=float, default=1 / 500, help="simulated setting: variants a base")
@@ -368,6 +375,8 @@ def main() -> None:
     settings = args.settings.split(",")
     if not settings or set(settings) - set(SETTINGS):
         ap.error(f"--settings: choose from {', '.join(SETTINGS)} (got {args.settings})")
+    if args.sim_contigs < 3:
+        ap.error(f"--sim-contigs: at least 3 (training, validation, held out), got {args.sim_contigs}")
     check_data(FASTA, BAM, TRUTH, CONFIDENT)
     torch.set_num_threads(args.threads)
     tmp = work_dir(args.keep)

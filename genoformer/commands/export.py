@@ -49,7 +49,7 @@ def export(predictions: Path, vcf, gvcf, bed, bedgraph, classes, threshold, min_
     \b
     VCF: a covered base is called when its most likely class is not hom_ref or
     1 - P(hom_ref) >= --threshold; the model calls SNVs, insertions after a base and deleted
-    bases, and the reads pick each allele (a hom_alt call with two alleles is one 1/2 record).
+    bases, and the reads pick each allele (a hom_alt call with two alleles of its type is one 1/2 record).
     Records are left-aligned and trimmed as `bcftools norm -f REF` leaves them.
     GQ = phred(1 - P(GT)) capped at 99, QUAL = phred(P(hom_ref)), FORMAT/CP the class probabilities;
     --calibration maps QUAL and GQ (genoformer calibrate: isotonic, fitted on held-out calls).

@@ -11,8 +11,11 @@
    touching the event's own bases. Only alleles with MIN_READS reads and MIN_FRACTION of the
    site's reads count: a call whose reads show none is not written (a call bleeding onto the base
    beside a variant would otherwise write that base's sequencing errors). A hom_alt call whose reads
-   also show a second allele (at least SECOND_ALLELE of the first one's reads) at the same site is
-   multi-allelic: one record with both ALTs, GT 1/2.
+   also show a second allele of the same type (at least SECOND_ALLELE of the first one's reads) at the
+   same site is multi-allelic: one record with both ALTs, GT 1/2. Only of the same type: the class
+   says both haplotypes carry that type, and an allele of another type would be one the model did not
+   call (on NA12878, misaligned reads' substitutions at a homopolymer insertion's anchor made 1/2
+   records of an insertion and an SNV no base was called for).
    The genotype and the record's probabilities are the mean over the bases the first allele's labels
    sit on (Allele.span: the substituted or deleted bases, an insertion's anchor), not over the event:
    a model whose call bleeds onto the base beside a deletion (its anchor, where the reads' deletions
@@ -136,7 +139,7 @@ def record_of(contig: str, event: Event, site: SiteReads, fetch) -> Record | Non
     if hom:
         lo, hi = first.span
         for other in ranked:
-            if other != first and other.span[0] <= hi and lo <= other.span[1] and \
+            if other != first and other.kind == first.kind and other.span[0] <= hi and lo <= other.span[1] and \
                     site.alleles[other] >= SECOND_ALLELE * site.alleles[first]:
                 chosen.append(other)
                 break

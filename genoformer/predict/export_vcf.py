@@ -3,9 +3,9 @@ io.variant_classes: hom_ref, or variant type x genotype) and the reads of the pr
 
 The model calls: predict.calls turns called bases into events (an SNV, an insertion after a base,
 a run of deleted bases) and the reads around each pick its allele (predict.read_alleles); a
-hom_alt call with a second allele in its reads is one multi-allelic record (GT 1/2). Records are
-normalised (left-aligned, parsimonious: `bcftools norm -f REF` leaves them unchanged), their REF
-is the reference's bases, and there is one record per position.
+hom_alt call with a second allele of its type in its reads is one multi-allelic record (GT 1/2).
+Records are normalised (left-aligned, parsimonious: `bcftools norm -f REF` leaves them unchanged),
+their REF is the reference's bases, and there is one record per position.
 
 - QUAL = phred(P(hom_ref)) (at most 100 uncalibrated); GQ = phred(1 - P(GT)) capped at 99, both mapped by
   --calibration (an isotonic map, predict.calibration: fitted on held-out calls) when given; P(GT) the summed

@@ -113,6 +113,34 @@ def test_a_call_bleeding_onto_neighbours_keeps_the_genotype_of_the_alleles_bases
     assert cp[201][hom] == pytest.approx(0.99, abs=1e-3)  # the deleted bases' probabilities, not the event's
 
 
+def test_a_hom_call_is_multi_allelic_only_with_a_second_allele_of_its_type(tmp_path):
+    """A hom insertion with a het SNV on the next base (one haplotype carries both): the model calls the
+    insertion hom and the SNV's base nothing, so the record is the insertion alone, 1/1; two inserted
+    sequences are 1/2 (test_planted_sites_give_exact_records)."""
+    import bam_factory as bf
+    from fasta_factory import write_fasta
+
+    seq = reference_sequence()
+    snv = rf.Planted("snv", 621, "T" if seq[621] != "T" else "G")
+    bam = bf.write_bam(tmp_path / "reads.bam", {"c": N}, two_haplotype_reads(
+        seq, [rf.Planted("insertion", 620, "A")], [rf.Planted("insertion", 620, "A"), snv]))
+    fasta = write_fasta(tmp_path / "reference.fa", {"c": seq})
+    probs = np.zeros((N, len(VARIANT_CLASSES)))
+    probs[:, 0] = 1.0
+    probs[620] = np.eye(len(VARIANT_CLASSES))[VARIANT_CLASSES.index("insertion_hom_alt")]
+    preds = tmp_path / "preds.h5"
+    write_predictions(preds, {"c": N}, {"c": {"span": (0, N), "covered": np.ones(N, bool), "probs": probs}},
+                      task="variant", classes=list(VARIANT_CLASSES), reference=str(fasta))
+    out = tmp_path / "calls.vcf.gz"
+    summary = export(ExportConfig(predictions=str(preds), vcf=str(out), bam=str(bam), progress=False),
+                     command="test")["vcf"]
+    assert records(out) == [(621, seq[620], (seq[620] + "A",), (1, 1))]
+    assert summary["multi_allelic"] == 0
+    with pysam.AlignmentFile(str(bam)) as reads:  # the reads do show the SNV: it was left out, not missed
+        shown = reads.count_coverage("c", 621, 622, quality_threshold=0)["ACGT".index(snv.alt)][0]
+        assert shown > 0.3 * reads.count("c", 621, 622)
+
+
 def test_bcftools_norm_changes_nothing(sample):
     out = sample["folder"] / "norm-check.vcf.gz"
     export(ExportConfig(predictions=str(sample["preds"]), vcf=str(out), bam=str(sample["bam"]), progress=False),
