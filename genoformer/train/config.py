@@ -133,7 +133,7 @@ class TrainConfig:
     lr: float = 3e-4
     warmup_steps: int | None = None  # None: a tenth of max_steps
     weight_decay: float = 0.01
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); checkpoints and validation use it
+    ema: float = 0.0  # decay of a moving average of the weights (0: off); checkpoints and validation use it
     batch_size: int = 1
     grad_accum: int = 1
     grad_clip: float = 1.0

@@ -3,11 +3,12 @@
 Exact resume: windows come from a seeded RandomWindowSampler positioned by the step count, and
 every step reseeds torch from (seed, step) before it draws masks or LSH rotations, so a run
 resumed from a checkpoint (weights, optimizer, scheduler, step) repeats an uninterrupted run's
-losses on CPU. With `ema` the checkpoint's weights (what validation and predict read) are an exponential
-moving average of the trained ones, which ride in its state for resume. The run folder holds checkpoints/, metrics.csv (step, split, metric, value),
-summary.json, config.json and training.png (run_folder.py, plots.py); one process at a time writes it
-(a lock). Ctrl-C or SIGTERM saves the step reached (the update of a step is never cut in two) and
-says how to continue. Under `torchrun --nproc_per_node N` the same call trains with
+losses on CPU. With `ema` the checkpoint's weights (what validation and predict read) are an
+exponential moving average of the trained ones, which ride in its state for resume. The run
+folder holds checkpoints/, metrics.csv (step, split, metric, value), summary.json, config.json
+and training.png (run_folder.py, plots.py); one process at a time writes it (a lock). Ctrl-C or
+SIGTERM saves the step reached (the update of a step is never cut in two) and says how to
+continue. Under `torchrun --nproc_per_node N` the same call trains with
 DistributedDataParallel (distributed.py); batch_size is per rank.
 """
 from __future__ import annotations
@@ -156,7 +157,8 @@ def weight_average(model: GenoModel, decay: float, state: dict | None) -> Averag
             model.load_state_dict(state["ema"]["trained_weights"])
             averaged.n_averaged.fill_(state["ema"]["updates"])
         except (KeyError, TypeError, RuntimeError) as e:
-            raise CheckpointError(f"the checkpoint's state holds no weight average that fits this model ({e})") from None
+            raise CheckpointError(f"the checkpoint's state holds no weight average that fits this model ({e})") \
+                from None
     return averaged
 
 
