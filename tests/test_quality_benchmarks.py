@@ -231,6 +231,24 @@ def test_kmer_logistic_regression_finds_a_planted_motif():
     assert accuracy >= 0.9
 
 
+def test_promoter_validation_is_the_kmer_regressions_quarter_and_never_the_scored_fifth(shared_data, tmp_path):
+    """--score-on validation: the file the model reads is the seed's 80 %, and the training code's split of it
+    holds out exactly the sequences the k-mer regression chooses its setting on; none of the scored 20 %."""
+    from classify_quality import PROMOTERS, VAL_FRACTION, training_split
+    from kmer_baseline import VAL_SHARE
+
+    from genoformer.data.sequences import load_sequence_data, split
+
+    assert training_split(argparse.Namespace(score_on="test"), tmp_path, 1) == (str(PROMOTERS), VAL_FRACTION)
+    path, fraction = training_split(argparse.Namespace(score_on="validation"), tmp_path / "runs", 1)
+    whole = load_sequence_data(str(PROMOTERS), val_fraction=VAL_FRACTION, seed=1)
+    written = load_sequence_data(path, val_fraction=fraction, seed=1)
+    chosen_on = whole.train.subset(split(whole.train, VAL_SHARE, 1)[1])
+    assert (written.val.sequences, written.val.labels) == (chosen_on.sequences, chosen_on.labels)
+    assert len(written.train) + len(written.val) == len(whole.train) == 7227
+    assert not set(written.train.sequences + written.val.sequences) & set(whole.val.sequences)
+
+
 # --- protein: window logistic regression and lookup -----------------------------------------------------
 
 def test_residue_windows_pad_outside_the_chain():

@@ -38,7 +38,8 @@ def _defaults() -> dict[str, str]:
         "per_residue": "from the labels", "stop_after": "max-steps", "val_fraction": "0.1",
         "window": f"{values['window']:,}, clipped to the longest training region",
         "ckpt_minutes": f"{values['ckpt_minutes']:g}", "lr": f"{values['lr']:g}", "dropout": f"{values['dropout']:g}",
-        "weight_decay": f"{values['weight_decay']:g}", "reversible": "reversible", "causal": "bidirectional",
+        "weight_decay": f"{values['weight_decay']:g}", "ema": "0", "reversible": "reversible",
+        "causal": "bidirectional",
         "stem": "stem", "decoder": "decoder", "rc_augment": "no-rc-augment", "progress": "progress",
         "init_from": "none", "recipe": "none", "resume": "none", "dry_run": "off"}
 
@@ -125,6 +126,8 @@ def option(*decls, **kw):
 @option("--lr", type=float, help="Peak learning rate (linear warm-up, then cosine decay to a tenth).")
 @option("--warmup-steps", type=int, help="Linear warm-up steps.")
 @option("--weight-decay", type=float, help="AdamW weight decay of matrices and embeddings.")
+@option("--ema", type=float, help="Keep an exponential moving average of the weights with this decay per step "
+        "(0.99: about the last 100 steps); validation and checkpoints use the average. 0: off.")
 @option("--batch-size", type=int, help="Windows (or sequences) per micro-batch; per rank under torchrun.")
 @option("--grad-accum", type=int, help="Micro-batches per optimizer step.")
 @option("--device", type=click.Choice(DEVICES), help="auto: the GPU when there is one (bf16 autocast), else CPU.")

@@ -4,7 +4,8 @@ A checkpoint is a folder `RUN/checkpoints/step-NNNNNNNN/` holding
   model.safetensors   weights (no code runs on load)
   checkpoint.json     model config, per-base config, tokenizer, task head, train config, step, seed, versions,
                       sha256 of the weights
-  state.pt            optimizer, scheduler, RNG and sampler state, read with torch.load(weights_only=True)
+  state.pt            optimizer, scheduler, RNG and sampler state (with --ema also the trained weights, the
+                      saved ones being their average), read with torch.load(weights_only=True)
 The files are written into a hidden temp folder that is fsynced and renamed into place
 (genoformer.outputs.staged_folder), and `RUN/checkpoints/latest.json` (and `best.json`) point at a
 finished folder, replaced atomically: a kill at any moment leaves the previous checkpoint intact

@@ -133,6 +133,7 @@ class TrainConfig:
     lr: float = 3e-4
     warmup_steps: int | None = None  # None: a tenth of max_steps
     weight_decay: float = 0.01
+    ema: float = 0.0  # decay of a moving average of the weights (0: off); checkpoints and validation use it
     batch_size: int = 1
     grad_accum: int = 1
     grad_clip: float = 1.0
@@ -188,6 +189,9 @@ class TrainConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
         if not (self.lr > 0 and 0 < self.mask_fraction < 1 and self.grad_clip > 0 and self.candidate_weight > 0):
             raise UsageError("lr, grad-clip and candidate-weight must be > 0, mask-fraction in (0, 1)")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0 <= self.ema < 1:
+            raise UsageError(f"ema must be a number in [0, 1) (0: off; e.g. 0.99 averages about the last 100 "
+                             f"steps), got {self.ema!r}")
         if self.lr > MAX_LR:
             raise UsageError(f"lr must be at most {MAX_LR:g}: AdamW's update overflows float32 above it "
                              f"(useful rates are below 1), got {self.lr:g}")

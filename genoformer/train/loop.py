@@ -3,10 +3,12 @@
 Exact resume: windows come from a seeded RandomWindowSampler positioned by the step count, and
 every step reseeds torch from (seed, step) before it draws masks or LSH rotations, so a run
 resumed from a checkpoint (weights, optimizer, scheduler, step) repeats an uninterrupted run's
-losses on CPU. The run folder holds checkpoints/, metrics.csv (step, split, metric, value),
-summary.json, config.json and training.png (run_folder.py, plots.py); one process at a time writes it
-(a lock). Ctrl-C or SIGTERM saves the step reached (the update of a step is never cut in two) and
-says how to continue. Under `torchrun --nproc_per_node N` the same call trains with
+losses on CPU. With `ema` the checkpoint's weights (what validation and predict read) are an
+exponential moving average of the trained ones, which ride in its state for resume. The run
+folder holds checkpoints/, metrics.csv (step, split, metric, value), summary.json, config.json
+and training.png (run_folder.py, plots.py); one process at a time writes it (a lock). Ctrl-C or
+SIGTERM saves the step reached (the update of a step is never cut in two) and says how to
+continue. Under `torchrun --nproc_per_node N` the same call trains with
 DistributedDataParallel (distributed.py); batch_size is per rank.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from genoformer import interrupt
@@ -142,6 +145,23 @@ def _loss_weights(data: TrainData, device: torch.device) -> dict:
             "reference_candidate_weight": data.reference_candidate_weight}
 
 
+def weight_average(model: GenoModel, decay: float, state: dict | None) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights (Polyak averaging), None when `decay` is 0. On resume
+    `model` holds the checkpoint's weights, which are the average: they seed it, and the trained weights
+    saved beside them go back into `model`."""
+    if not decay:
+        return None
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state is not None:
+        try:
+            model.load_state_dict(state["ema"]["trained_weights"])
+            averaged.n_averaged.fill_(state["ema"]["updates"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"the checkpoint's state holds no weight average that fits this model ({e})") \
+                from None
+    return averaged
+
+
 def resume_command(out: Path) -> str:
     return shlex.join(["genoformer", "train", "--resume", str(out)])
 
@@ -180,6 +200,8 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
     if ranks > 1:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer, scheduler = optimizer_and_schedule(model, config)
+    averaged = weight_average(model, config.ema, state)
+    kept = model if averaged is None else averaged.module  # the weights validated and saved
     metric_name = TASKS[config.task].metric
     best = {"metric": None, "step": None}
     if state is not None:
@@ -204,7 +226,9 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                 "train_config": dataclasses.asdict(config)}
         st = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
               "rng": {"torch": torch.get_rng_state()}, "sampler": sampler.state_dict()}
-        folder = ckpt.save_checkpoint(out, model, meta, st)
+        if averaged is not None:  # the checkpoint's weights are the average; resuming needs the trained ones too
+            st["ema"] = {"trained_weights": model.state_dict(), "updates": int(averaged.n_averaged)}
+        folder = ckpt.save_checkpoint(out, kept, meta, st)
         saved.update(step=at_step, at=time.monotonic())
         return folder
 
@@ -246,6 +270,8 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if averaged is not None:
+                        averaged.update_parameters(model)
                     lr = scheduler.get_last_lr()[0]
                     scheduler.step()
                     step += 1
@@ -260,7 +286,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                     continue
                 metric = None
                 if val_ds is not None and (step % config.val_every == 0 or step == last):
-                    val = validate(model, config, val_ds, device, loss_weights)
+                    val = validate(kept, config, val_ds, device, loss_weights)
                     run_folder.append_metrics(metrics_path, [(step, "val", name, f"{value:.6g}")
                                                              for name, value in val.items()])
                     metric = main_metric(config.task, val)
@@ -295,7 +321,7 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                "ranks": ranks, "final_loss": losses.get(step, run_folder.logged_loss(metrics_path, step)),
                "best": best, "checkpoint": str(ckpt.resolve(out)) if rank == 0 else None, "seconds": elapsed,
                "tokens_per_s": n_tokens / max(elapsed, 1e-9), "bases_per_s": n_bases / max(elapsed, 1e-9),
-               "weights_sha256": hashlib.sha256(ckpt.weights_bytes(model)).hexdigest(), "losses": losses}
+               "weights_sha256": hashlib.sha256(ckpt.weights_bytes(kept)).hexdigest(), "losses": losses}
     if rank == 0:
         run_folder.write_summary(out, summary)
         plots.draw(out, config.task, metric_name, best["step"])

@@ -178,6 +178,12 @@ def test_a_run_saved_before_the_per_base_options_resumes(reference, tmp_path):
     assert load_checkpoint(tmp_path / "old")[1]["per_base"] == LEGACY.to_dict()
 
 
+@pytest.mark.parametrize("ema", [1, 1.5, -0.1, True, "0.9"])
+def test_weight_average_decay_outside_0_1_is_refused(ema):
+    with pytest.raises(UsageError, match="ema must be a number in"):
+        TrainConfig.from_dict({"task": "mlm", "reference": "ref.fa", "ema": ema})
+
+
 @pytest.mark.parametrize("lr", [1e38, 3.5e37, float("inf")])
 def test_a_learning_rate_float32_cannot_apply_is_refused_before_training(lr):
     # 1e38 used to overflow float32 inside AdamW's update: an internal error (exit 1) instead of exit 2;

@@ -140,6 +140,33 @@ def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_p
     assert train_losses(tmp_path / "half") == train_losses(tmp_path / "full")
 
 
+def test_weight_average_is_the_exponential_average_of_the_trained_weights_and_resumes_exactly(chr20, tmp_path):
+    """--ema 0.6: the checkpoint holds e_t = 0.6 e_(t-1) + 0.4 w_t (e_1 = w_1) of the trained weights w_t, which
+    ride in its state; each w_t is read from a run stopped after step t (the schedule spans the same 4 steps).
+    A run stopped at step 2 and resumed ends with the weights and losses of the run that never stopped."""
+    def run(name: str, **kw) -> dict:
+        return train(mlm_config(chr20, tmp_path / name, max_steps=4, ckpt_every=100, ema=0.6, **kw))
+
+    trained = []
+    for t in (1, 2, 3, 4):
+        run(f"stop{t}", stop_after=t)
+        _, _, state = load_checkpoint(tmp_path / f"stop{t}", with_state=True)
+        assert state["ema"]["updates"] == t
+        trained.append(state["ema"]["trained_weights"])
+    expected = dict(trained[0])
+    for w in trained[1:]:
+        expected = {name: 0.6 * expected[name] + 0.4 * w[name] if w[name].is_floating_point() else w[name]
+                    for name in w}
+    full = run("full")
+    averaged = load_checkpoint(tmp_path / "full")[0].state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value, rtol=1e-5, atol=1e-6)
+    assert not all(torch.equal(averaged[name], trained[-1][name]) for name in expected)  # not the last weights
+    resumed = resume(tmp_path / "stop2", max_steps=4, stop_after=4, progress=False)
+    assert resumed["losses"] == {s: full["losses"][s] for s in (3, 4)}
+    assert resumed["weights_sha256"] == full["weights_sha256"]  # the average, bitwise on CPU
+
+
 DDP_SCRIPT = """
 import json, sys
 from genoformer.train import TrainConfig, train
