@@ -26,9 +26,9 @@ from genoformer.errors import InputError, UsageError
 from genoformer.evaluate.variants import json_safe, format_ratio
 from genoformer.interrupt import raise_if_terminated
 from genoformer.io.predictions import open_predictions
+from genoformer.tasks import SOFT_MASKED
 
 BLOCK = 1 << 20  # bases read at a time
-SOFT_MASKED = "soft_masked"
 _BINS = 1 << 16  # one per float16 bit pattern; for values >= 0 pattern order is value order
 
 

@@ -172,7 +172,7 @@ class GenoModel(nn.Module):
         if self.stem is not None:
             if bases is None:
                 raise ValueError("this model's stem reads the bases; pass bases [B, W]")
-            per_base, extra = self.stem(bases, soft_mask, evidence, valid)
+            per_base, extra = self.stem(bases, soft_mask if self.per_base.soft_mask_input else None, evidence, valid)
             return extra[:, :tokens.shape[1]], per_base
         if self.fusion is not None:
             return self.fusion(evidence, tokens), None

@@ -21,9 +21,10 @@ class PerBaseConfig:
     decoder_depth: int = 2  # residual convolution blocks of the decoder
     dropout: float = 0.0  # in the stem's and decoder's blocks
     evidence_scaling: str = "weighed"  # how the stem scales read evidence (io.evidence.EVIDENCE_SCALINGS)
+    soft_mask_input: bool = True  # the stem reads the soft-mask bit; off where soft-masking is the label
 
     def __post_init__(self) -> None:
-        for name in ("stem", "decoder"):
+        for name in ("stem", "decoder", "soft_mask_input"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("stem_width", "decoder_width", "decoder_depth"):

@@ -21,7 +21,7 @@ from genoformer.data.windows import check_window_size, tile
 from genoformer.errors import UsageError
 from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.variant_classes import HOM_REF, VARIANT_CLASSES
-from genoformer.tasks import TASKS, TOKEN_LOGITS, head_task, task_default
+from genoformer.tasks import SOFT_MASKED, TASKS, TOKEN_LOGITS, head_task, task_default
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
 from genoformer.train.config import TrainConfig
 from genoformer.train.labels import check_track_labels, check_variant_labels, log_counts
@@ -161,7 +161,7 @@ def _window_data(config: TrainConfig, fixed, n_samples: int) -> TrainData:
             sources["tracks"] = Tracks.from_files(config.bed, ref.contigs)
             class_names = sources["tracks"].class_names
         else:
-            class_names = ["soft_masked"]
+            class_names = [SOFT_MASKED]
     sampler = RandomWindowSampler(train_iv, config.window, n_samples, seed=config.seed, contig_lengths=ref.contigs)
     train_ds = WindowDataset(ref, [], tokenizer, **sources)
     val_ds = None

@@ -34,7 +34,7 @@ from genoformer.devices import autocast, resolve_device
 from genoformer.errors import CheckpointError, NumericalError, UsageError
 from genoformer.model import checkpoint as ckpt
 from genoformer.model.heads import GenoModel
-from genoformer.tasks import TASKS
+from genoformer.tasks import SOFT_MASKED, TASKS
 from genoformer.train import distributed, estimate, plots, run_folder
 from genoformer.train.config import RESUME_OVERRIDES, ModelConfig, TrainConfig
 from genoformer.train.data import TrainData, collate_fn, prepare
@@ -120,6 +120,8 @@ def build_model(data: TrainData, pretrained: GenoModel | None) -> GenoModel:
     weights, and the stem and decoder tensors that fit) and the config's stem, decoder and dropout."""
     head, section = data.head, data.config.model
     per_base = section.per_base_config()
+    if head.get("class_names") == [SOFT_MASKED]:  # the label would be an input: learn repeats from the bases
+        per_base = dataclasses.replace(per_base, soft_mask_input=False)
     if pretrained is not None:  # the encoder's architecture always comes from the pre-trained checkpoint
         encoder = dataclasses.replace(pretrained.encoder.config, dropout=section.dropout)
         model = GenoModel(encoder, data.tokenizer, data.model_task, head["n_classes"], head["n_evidence"], per_base)

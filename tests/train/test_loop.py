@@ -24,6 +24,7 @@ from genoformer.errors import CheckpointError
 from genoformer.model.checkpoint import load_checkpoint, resolve
 from genoformer.io.evidence import EVIDENCE_FEATURES
 from genoformer.io.fasta import Reference
+from genoformer.model.heads import batch_inputs
 from genoformer.model.per_base import PerBaseConfig
 from genoformer.train import TrainConfig, resume, train
 from genoformer.train.losses import forward_loss
@@ -128,7 +129,18 @@ def test_pattern_on_soft_masked_repeats_needs_no_extra_file(tmp_path):
                                                       window=256, max_steps=20, out=str(tmp_path / "run"))))
     losses = list(summary["losses"].values())
     assert mean(losses[-5:]) < mean(losses[:5]) - 0.1, losses
-    assert load_checkpoint(tmp_path / "run")[1]["head"]["class_names"] == ["soft_masked"]
+    model, meta, _ = load_checkpoint(tmp_path / "run")
+    assert meta["head"]["class_names"] == ["soft_masked"]
+    # the label is the soft mask: the stem must not read it, or the model learns the identity
+    assert meta["per_base"]["soft_mask_input"] is False
+    ref = Reference(example.reference)
+    item = WindowDataset(ref, tile([ref.region("chrA:1-256")], 256, contig_lengths=ref.contigs), model.tokenizer)[0]
+    batch = {key: value[None] for key, value in item.items() if isinstance(value, torch.Tensor)}
+    model.eval()
+    with torch.no_grad():
+        outputs = [model(**batch_inputs(batch | {"soft_mask": torch.full_like(batch["soft_mask"], masked)},
+                                        torch.device("cpu"))) for masked in (False, True)]
+    assert torch.equal(outputs[0], outputs[1])
 
 
 def test_resume_after_a_clean_stop_repeats_the_uninterrupted_losses(chr20, tmp_path):
