@@ -40,7 +40,8 @@ def _defaults() -> dict[str, str]:
         "ckpt_minutes": f"{values['ckpt_minutes']:g}", "lr": f"{values['lr']:g}", "dropout": f"{values['dropout']:g}",
         "weight_decay": f"{values['weight_decay']:g}", "ema": "0", "reversible": "reversible",
         "causal": "bidirectional",
-        "stem": "stem", "decoder": "decoder", "rc_augment": "no-rc-augment", "progress": "progress",
+        "stem": "stem", "decoder": "decoder", "rc_augment": "no-rc-augment", "soft_mask_input": "soft-mask-input",
+        "progress": "progress",
         "init_from": "none", "recipe": "none", "resume": "none", "dry_run": "off"}
 
 
@@ -111,6 +112,8 @@ def option(*decls, **kw):
 @option("--decoder-depth", type=int, help="Convolution blocks of the decoder.")
 @option("--evidence-scaling", type=click.Choice(EVIDENCE_SCALINGS), help="Read evidence into the stem: 'weighed' "
         "(a mean over the alt or ref reads times their share of depth) or 'share' (models saved before it).")
+@option("--soft-mask-input/--no-soft-mask-input", default=None, help="The stem reads each base's soft-mask bit "
+        "(lower case); always off for a pattern model of the soft-masked repeats themselves.")
 @option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "
