@@ -80,6 +80,12 @@ def training_split(args, folder: Path, seed: int) -> tuple[str, float]:
     `split`, seed and order, so the same sequences)."""
     if score_on(args) == "test":
         return str(PROMOTERS), VAL_FRACTION
+    return training_file(folder, seed), VAL_SHARE
+
+
+@functools.lru_cache(maxsize=None)  # written once per seed, whatever the number of grid rows
+def training_file(folder: Path, seed: int) -> str:
+    """The seed's 80 % of the shipped file, written as a seq,label CSV in `folder`."""
     train = load_sequence_data(str(PROMOTERS), val_fraction=VAL_FRACTION, seed=seed).train
     path = folder / f"promoters-80-seed{seed}.csv"
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,7 +93,7 @@ def training_split(args, folder: Path, seed: int) -> tuple[str, float]:
         writer = csv.writer(fh)
         writer.writerow(["seq", "label"])
         writer.writerows(zip(train.sequences, train.labels))
-    return str(path), VAL_SHARE
+    return str(path)
 
 
 @functools.lru_cache(maxsize=None)  # the same for every option of an ablation grid
