@@ -22,19 +22,28 @@ ceiling a window allows. The table prints genoformer - that rule for each model,
 site AUROC (does it find the sites at all, whatever their class: P(A) + P(B) per base of the scored
 windows against "is the scored site").
 
-CPU defaults are small (distances 128-1,536, windows 512 and 4,096 bases); on a GPU the question the
-project asks is e.g. --distances 10000,50000,200000 --windows 8192,524288. Steps matter more than
-anything here: on the 2-core CPU, full attention at window 256 and distance 64 (d_model 32, depth 2,
-lr 3e-3, batch 8) finds the sites after 1,500 steps (site AUROC 0.94) but is still at chance on their
-class (0.49); 400 steps at lr 1e-3 find not even the sites.
+CPU defaults (distances 64 and 160, windows 256 and 512 bases, 2,048 pairs per distance, d_model 64,
+depth 2, LSH buckets and local blocks of 32 tokens, lr 1e-3, batch 8, 4,000 steps, balanced class
+weights) are what the 2-core CPU affords and what learns there: a window of 256 holds the partners at
+64 (< 96) and not at 160, a window of 512 both (< 192); local attention reaches 32-63 tokens back
+per layer and none forward beyond its block, so at 160 it sees neither side's partner. What it
+takes to learn the task at all, measured on window 256, distance 64, full attention (the class,
+not only where the sites are), balanced weights unless said: unweighted, d_model 32, 1,500 steps
+found the sites (site AUROC 0.94) but not their class (0.49); 128 pairs per distance (96 to train on),
+800 steps: 0.49-0.56; 2,048 pairs with d_model 32: 0.50 after 1,500 steps (depth 2) and 4,000 steps
+(depth 4); 2,048 pairs with d_model 64: 0.989 after 4,000 steps.
+On a GPU the question the project asks is e.g. --distances 10000,50000,200000 --windows 8192,524288.
+Several processes (one per attention, window or seed) give one table with --merge.
 
-    python benchmarks/quality/long_range_quality.py [--distances 128,512,1536] [--windows 512,4096]
-        [--attentions lsh,local,full] [--budget 3000|30m] [--seeds 0,1,2] [--json PATH]
+    python benchmarks/quality/long_range_quality.py [--distances 64,160] [--windows 256,512]
+        [--attentions lsh,local,full] [--budget 4000|30m] [--seeds 0,1,2] [--json PATH]
+    python benchmarks/quality/long_range_quality.py --merge RUN1.json RUN2.json ... --json OUT.json
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -54,6 +63,7 @@ from quality_common import (
     model_options,
     print_summary,
     save_json,
+    spread,
     steps_for,
     table,
     train,
@@ -78,6 +88,16 @@ def ints(text: str) -> list[int]:
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive integers")
     return values
+
+
+def json_options(text: str) -> dict:
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: not JSON ({e})") from None
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a JSON object of training options")
+    return options
 
 
 def read_pairs(example: LongRangeExample) -> list[dict]:
@@ -175,6 +195,8 @@ def pattern_config(args, example: LongRangeExample, regions: Path, window: int, 
     config = TrainConfig(task="pattern", reference=str(example.reference),
                          bed=[str(p) for p in example.class_beds.values()], train_regions=[str(regions)],
                          window=window, k=1, model=model_options(args, attention), lr=args.lr,
+                         # a site is 12 bases of a window of hundreds: its few bases must weigh as much as the rest
+                         class_weights="balanced",
                          batch_size=args.batch_size, max_steps=1, ckpt_every=10 ** 9, val_every=10 ** 9, seed=seed,
                          device="cpu", out=str(out), progress=False)
     return with_options(config, options)
@@ -232,21 +254,95 @@ def measurements(rows: list[dict], distances: list[int], seeds: list[int]) -> li
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(ap, "long_range_quality", "3000", baselines=False)
-    ap.add_argument("--distances", type=ints, default=[128, 512, 1536], help="partner distances in bases")
-    ap.add_argument("--windows", type=ints, default=[512, 4096], help="window sizes in bases (k 1: tokens)")
+    add_common_args(ap, "long_range_quality", "4000", baselines=False)
+    ap.add_argument("--distances", type=ints, default=[64, 160], help="partner distances in bases")
+    ap.add_argument("--windows", type=ints, default=[256, 512], help="window sizes in bases (k 1: tokens)")
     ap.add_argument("--attentions", default="lsh,local,full", help="comma-separated: lsh, local, full")
     ap.add_argument("--full-max-tokens", type=int, default=4096, help="largest window full attention runs at")
-    ap.add_argument("--pairs", type=int, default=128, help="pairs per distance (simulated)")
+    ap.add_argument("--pairs", type=int, default=2048, help="pairs per distance (simulated)")
     ap.add_argument("--test-share", type=float, default=0.25, help="share of each distance's pairs held out")
-    add_model_args(ap, d_model=32, depth=2, bucket_size=64, attention=None, batch_size=8)
-    ap.set_defaults(lr=3e-3)
+    ap.add_argument("--options", type=json_options, default={},
+                    help='training options for every model, as JSON (e.g. \'{"class_weights": "balanced"}\')')
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="print and save (--json) one table from results of this script run as separate processes")
+    add_model_args(ap, d_model=64, depth=2, bucket_size=32, attention=None, batch_size=8)
     return ap
+
+
+SAME_SETTINGS = ("distances", "pairs", "test_share", "steps", "model", "options")  # what merged results must share
+
+
+def merge(results: list[dict]) -> dict:
+    """One result from runs of the same task and training settings made as separate processes (other attentions,
+    windows or seeds): their rows joined, the motif-scan rule once per seed and window."""
+    first = results[0]
+    for key in SAME_SETTINGS:
+        for other in results[1:]:
+            if other[key] != first[key]:
+                raise SystemExit(f"cannot merge: {key} differs ({first[key]!r} and {other[key]!r})")
+    rows: dict[tuple, dict] = {}
+    for result in results:
+        for row in result["rows"]:
+            key = (row["seed"], row["window"], row["attention"])
+            if key in rows and row["attention"] != "-":
+                raise SystemExit(f"cannot merge: seed {key[0]}, window {key[1]}, {key[2]} appears twice")
+            rows.setdefault(key, row)
+    merged = dict(first) | {
+        "windows": sorted({w for r in results for w in r["windows"]}),
+        "attentions": list(dict.fromkeys(a for r in results for a in r["attentions"])),
+        "seeds": sorted({s for r in results for s in r["seeds"]}),
+        "rows": [with_int_distances(rows[k]) for k in sorted(rows, key=lambda k: (k[0], k[1], k[2] != "-"))],
+        "command": [r["command"] for r in results]}
+    return merged
+
+
+def with_int_distances(row: dict) -> dict:
+    """A row read back from JSON, whose distance keys became strings."""
+    ints = lambda acc: None if acc is None else {int(d): v for d, v in acc.items()}
+    return row | {"accuracy": ints(row["accuracy"])} | ({"rule": ints(row["rule"])} if "rule" in row else {})
+
+
+def report(result: dict) -> dict:
+    """Print a result's table (each seed's models and, for several seeds, their mean) and return its summary."""
+    distances, rows = result["distances"], result["rows"]
+    label = lambda r: r["model"] if r["attention"] == "-" else f"{r['model']} {r['attention']}"
+    shown = []
+    for r in rows:
+        shown.append({"seed": r["seed"], "model": label(r), "window": r["window"], "note": r.get("note", ""),
+                      "site_auroc": r.get("site_auroc"),
+                      **{f"d{d}": (r["accuracy"] or {}).get(d) for d in distances}})
+        if r["attention"] != "-" and r["accuracy"]:
+            shown.append({"seed": r["seed"], "model": f"  {label(r)} - motif scan", "window": r["window"], "note": "",
+                          **{f"d{d}": minus(r["accuracy"][d], r["rule"][d]) for d in distances}})
+    print(f"held-out sites: {result['test_share']:g} of {result['pairs']} pairs per distance; {result['steps']} steps "
+          f"per model; chance 0.5")
+    columns = [("model", "model", ""), ("window", "window", ","),
+               *((f"d{d}", f"d={d:,}", ".3f") for d in distances), ("site_auroc", "site AUROC", ".3f")]
+    print(table(shown, [("seed", "seed", "d"), *columns, ("note", "", "")]))
+    if len(result["seeds"]) > 1:
+        means = []
+        for model in dict.fromkeys((label(r), r["window"]) for r in rows if r["accuracy"]):
+            runs = [r for r in rows if (label(r), r["window"]) == model and r["accuracy"]]
+            means.append({"model": model[0], "window": model[1], "n": len(runs),
+                          "site_auroc": spread([r.get("site_auroc") for r in runs])["mean"],
+                          **{f"d{d}": spread([r["accuracy"][d] for r in runs])["mean"] for d in distances},
+                          **{f"r{d}": "{min:.3f}-{max:.3f}".format(**spread([r["accuracy"][d] for r in runs]))
+                             for d in distances}})
+        print(f"mean over seeds {', '.join(map(str, result['seeds']))}")
+        print(table(means, [*columns[:2], ("n", "seeds", "d"),
+                            *((f"{c}{d}", f"d={d:,}" + (" range" if c == "r" else ""), ".3f" if c == "d" else "")
+                              for d in distances for c in "dr"), columns[-1]]))
+    return print_summary(measurements(rows, distances, result["seeds"]), result["seeds"])
 
 
 def main() -> None:
     ap = parser()
     args = ap.parse_args()
+    if args.merge:
+        result = merge([json.loads(Path(p).read_text()) for p in args.merge])
+        result["summary"] = report(result)
+        save_json(args.json, result)
+        return
     args.attentions = args.attentions.split(",")
     if set(args.attentions) - {"lsh", "local", "full"}:
         ap.error(f"--attentions: choose from lsh, local, full (got {','.join(args.attentions)})")
@@ -259,35 +355,22 @@ def main() -> None:
         train_pairs, _, cut = split_pairs(read_pairs(probe_example), args.test_share)
         longest = max(args.windows)
         probe = pattern_config(args, probe_example, training_regions(train_pairs, cut, longest, folder / "probe.bed"),
-                               longest, "lsh", folder / "probe", 0, {})
+                               longest, "lsh", folder / "probe", 0, args.options)
         steps, per_step = steps_for(args.budget, probe, folder)
-        rows = [r for seed in args.seeds for r in run_seed(args, folder, seed, steps, {})]
+        rows = [r for seed in args.seeds for r in run_seed(args, folder, seed, steps, args.options)]
     finally:
         if tmp is not None:
             tmp.cleanup()
-    shown = []
-    for r in rows:
-        label = r["model"] if r["attention"] == "-" else f"{r['model']} {r['attention']}"
-        shown.append({"seed": r["seed"], "model": label, "window": r["window"], "note": r.get("note", ""),
-                      "site_auroc": r.get("site_auroc"),
-                      **{f"d{d}": (r["accuracy"] or {}).get(d) for d in args.distances}})
-        if r["attention"] != "-" and r["accuracy"]:
-            shown.append({"seed": r["seed"], "model": f"  {label} - motif scan", "window": r["window"], "note": "",
-                          **{f"d{d}": minus(r["accuracy"][d], r["rule"][d]) for d in args.distances}})
-    print(f"held-out sites: {args.test_share:g} of {args.pairs} pairs per distance; {steps} steps per model; "
-          f"budget {args.budget}; chance 0.5; {time.perf_counter() - started:.0f} s")
-    print(table(shown, [("seed", "seed", "d"), ("model", "model", ""), ("window", "window", ","),
-                        *((f"d{d}", f"d={d:,}", ".3f") for d in args.distances), ("site_auroc", "site AUROC", ".3f"),
-                        ("note", "", "")]))
-    summary = print_summary(measurements(rows, args.distances, args.seeds), args.seeds)
-    save_json(args.json, {"benchmark": "long_range_quality", "budget": str(args.budget), "machine": machine(),
-                          "distances": args.distances, "windows": args.windows, "attentions": args.attentions,
-                          "pairs": args.pairs, "test_share": args.test_share, "block_length":
-                          {d: block_length(d) for d in args.distances}, "seeds": args.seeds, "steps": steps,
-                          "calibrated_s_per_step": per_step,
-                          "model": {k: getattr(args, k) for k in ("d_model", "depth", "heads", "bucket_size",
-                                                                  "n_hashes", "lr", "batch_size")},
-                          "command": " ".join(sys.argv), "summary": summary, "rows": rows})
+    result = {"benchmark": "long_range_quality", "budget": str(args.budget), "machine": machine(),
+              "distances": args.distances, "windows": args.windows, "attentions": args.attentions,
+              "pairs": args.pairs, "test_share": args.test_share,
+              "block_length": {d: block_length(d) for d in args.distances}, "seeds": args.seeds, "steps": steps,
+              "calibrated_s_per_step": per_step, "seconds": time.perf_counter() - started,
+              "model": {k: getattr(args, k) for k in ("d_model", "depth", "heads", "bucket_size", "n_hashes", "lr",
+                                                      "batch_size")},
+              "options": args.options, "command": " ".join(sys.argv), "rows": rows}
+    result["summary"] = report(result)
+    save_json(args.json, result)
 
 
 if __name__ == "__main__":
