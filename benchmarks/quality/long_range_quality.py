@@ -212,8 +212,8 @@ def run_seed(args, folder: Path, seed: int, steps: int, options: dict) -> list[d
     with pysam.FastaFile(str(example.reference)) as fa:
         genome = {name: fa.fetch(name) for name in fa.references}
     train_pairs, test_pairs, cut = split_pairs(read_pairs(example), args.test_share)
-    rows = []
-    for window in args.windows:
+    rows, shorter = [], {}  # attention -> (its model at the window before, that window)
+    for window in sorted(args.windows):
         scan = [motif_scan(genome[p["contig"]][s:s + window], p["site_start"] - s)
                 for p in test_pairs for s in [eval_window(p, window, len(genome[p["contig"]]))]]
         rule = accuracy_by_distance(test_pairs, scan)
@@ -228,11 +228,15 @@ def run_seed(args, folder: Path, seed: int, steps: int, options: dict) -> list[d
             out = folder / f"{attention}-w{window}-seed{seed}"
             config = dataclasses.replace(pattern_config(args, example, regions, window, attention, out, seed, options),
                                          max_steps=steps)
+            if args.extend_steps and attention in shorter:
+                config = dataclasses.replace(config, init_from=str(shorter[attention][0]), max_steps=args.extend_steps)
+                row["from_window"] = shorter[attention][1]
             summary = train(config)
+            shorter[attention] = out, window
             calls, site_auroc = model_calls(out, example.reference, test_pairs, window,
                                             {c: len(seq) for c, seq in genome.items()}, seed)
             rows.append(row | {"accuracy": accuracy_by_distance(test_pairs, calls), "site_auroc": site_auroc,
-                               "steps": steps, "train_seconds": summary["seconds"],
+                               "steps": config.max_steps, "train_seconds": summary["seconds"],
                                "final_loss": summary["final_loss"]})
     return rows
 
@@ -263,13 +267,17 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-share", type=float, default=0.25, help="share of each distance's pairs held out")
     ap.add_argument("--options", type=json_options, default={},
                     help='training options for every model, as JSON (e.g. \'{"class_weights": "balanced"}\')')
+    ap.add_argument("--extend-steps", type=int, default=0,
+                    help="each window after the first starts from the model of the window before (same attention and "
+                         "seed) and trains this many steps at its own (default 0: every window from scratch)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="print and save (--json) one table from results of this script run as separate processes")
     add_model_args(ap, d_model=64, depth=2, bucket_size=32, attention=None, batch_size=8)
     return ap
 
 
-SAME_SETTINGS = ("distances", "pairs", "test_share", "steps", "model", "options")  # what merged results must share
+# what merged results must share
+SAME_SETTINGS = ("distances", "pairs", "test_share", "steps", "extend_steps", "model", "options")
 
 
 def merge(results: list[dict]) -> dict:
@@ -278,8 +286,8 @@ def merge(results: list[dict]) -> dict:
     first = results[0]
     for key in SAME_SETTINGS:
         for other in results[1:]:
-            if other[key] != first[key]:
-                raise SystemExit(f"cannot merge: {key} differs ({first[key]!r} and {other[key]!r})")
+            if other.get(key) != first.get(key):
+                raise SystemExit(f"cannot merge: {key} differs ({first.get(key)!r} and {other.get(key)!r})")
     rows: dict[tuple, dict] = {}
     for result in results:
         for row in result["rows"]:
@@ -308,7 +316,9 @@ def report(result: dict) -> dict:
     label = lambda r: r["model"] if r["attention"] == "-" else f"{r['model']} {r['attention']}"
     shown = []
     for r in rows:
-        shown.append({"seed": r["seed"], "model": label(r), "window": r["window"], "note": r.get("note", ""),
+        note = r.get("note") or (f"from the window {r['from_window']:,} model, {r['steps']:,} steps more"
+                                 if "from_window" in r else "")
+        shown.append({"seed": r["seed"], "model": label(r), "window": r["window"], "note": note,
                       "site_auroc": r.get("site_auroc"),
                       **{f"d{d}": (r["accuracy"] or {}).get(d) for d in distances}})
         if r["attention"] != "-" and r["accuracy"]:
@@ -365,7 +375,7 @@ def main() -> None:
               "distances": args.distances, "windows": args.windows, "attentions": args.attentions,
               "pairs": args.pairs, "test_share": args.test_share,
               "block_length": {d: block_length(d) for d in args.distances}, "seeds": args.seeds, "steps": steps,
-              "calibrated_s_per_step": per_step, "seconds": time.perf_counter() - started,
+              "extend_steps": args.extend_steps, "calibrated_s_per_step": per_step, "seconds": time.perf_counter() - started,
               "model": {k: getattr(args, k) for k in ("d_model", "depth", "heads", "bucket_size", "n_hashes", "lr",
                                                       "batch_size")},
               "options": args.options, "command": " ".join(sys.argv), "rows": rows}
