@@ -489,7 +489,9 @@ def test_long_range_training_regions_stay_before_the_held_out_pairs(tmp_path):
     assert len(train) == 12 and len(test) == 4
     for p in test:
         assert min(p["site_start"], p["partner_start"]) >= cut[p["contig"]]
-    for line in training_regions(train, cut, 256, tmp_path / "r.bed").read_text().splitlines():
+    lines = training_regions(train, cut, 256, tmp_path / "r.bed").read_text().splitlines()
+    assert {line.split("\t")[0] for line in lines} == {"lr60"}  # a window of 256 holds partners 60 away, not 300
+    for line in lines:
         contig, start, end = line.split("\t")
         assert int(end) <= cut[contig] and int(end) - int(start) >= 256
 
