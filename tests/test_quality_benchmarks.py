@@ -3,6 +3,7 @@ script's command line (no training here: the benchmarks themselves are run by ha
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 import zipfile
@@ -488,9 +489,41 @@ def test_long_range_training_regions_stay_before_the_held_out_pairs(tmp_path):
     assert len(train) == 12 and len(test) == 4
     for p in test:
         assert min(p["site_start"], p["partner_start"]) >= cut[p["contig"]]
-    for line in training_regions(train, cut, 256, tmp_path / "r.bed").read_text().splitlines():
+    lines = training_regions(train, cut, 256, tmp_path / "r.bed").read_text().splitlines()
+    assert {line.split("\t")[0] for line in lines} == {"lr60"}  # a window of 256 holds partners 60 away, not 300
+    for line in lines:
         contig, start, end = line.split("\t")
         assert int(end) <= cut[contig] and int(end) - int(start) >= 256
+
+
+def test_long_range_results_of_separate_processes_merge_into_one_table(capsys):
+    """Runs of other attentions and seeds, as JSON gives them back (distance keys as strings), join into one
+    result: each model row once, the motif-scan rule once per seed and window, the means over seeds printed."""
+    from long_range_quality import merge, report
+
+    rule = {"model": "rule", "attention": "-", "window": 512, "accuracy": {"64": 1.0, "160": 1.0}}
+    def run(seed, attention, acc):
+        row = {"model": "genoformer pattern", "attention": attention, "window": 512, "seed": seed, "site_auroc": 0.9,
+               "accuracy": {"64": acc[0], "160": acc[1]}, "rule": rule["accuracy"]}
+        return {"distances": [64, 160], "pairs": 8, "test_share": 0.25, "steps": 10, "model": {"d_model": 8},
+                "options": {}, "windows": [512], "attentions": [attention], "seeds": [seed], "command": "c",
+                "rows": [rule | {"seed": seed}, row]}
+    runs = [run(0, "lsh", (0.9, 0.8)), run(0, "local", (0.7, 0.5)), run(1, "lsh", (1.0, 0.6))]
+    merged = merge(json.loads(json.dumps(runs)))
+    assert merged["seeds"] == [0, 1] and merged["attentions"] == ["lsh", "local"]
+    assert [(r["seed"], r["attention"]) for r in merged["rows"]] == [(0, "-"), (0, "lsh"), (0, "local"), (1, "-"),
+                                                                     (1, "lsh")]
+    assert merged["rows"][1]["accuracy"] == {64: 0.9, 160: 0.8} and merged["rows"][1]["rule"][160] == 1.0
+    summary = report(merged)
+    out = capsys.readouterr().out
+    assert "mean over seeds 0, 1" in out
+    lsh_mean = next(line for line in out.splitlines() if line.startswith("genoformer pattern lsh"))
+    assert "0.950" in lsh_mean and "0.700" in lsh_mean and "0.600-0.800" in lsh_mean  # d 64 mean; d 160 mean, range
+    assert summary  # LSH at the longest window against the rule, per seed
+    with pytest.raises(SystemExit, match="steps differs"):
+        merge([runs[0], runs[1] | {"steps": 20}])
+    with pytest.raises(SystemExit, match="appears twice"):
+        merge([runs[0], runs[0]])
 
 
 def test_long_range_model_calls_read_each_site_of_its_window(tmp_path):
