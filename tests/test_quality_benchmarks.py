@@ -526,6 +526,20 @@ def test_long_range_results_of_separate_processes_merge_into_one_table(capsys):
         merge([runs[0], runs[0]])
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--extend-steps", "-5"], "--extend-steps"),
+    (["--options", "[1]"], "--options"),
+    (["--windows", "128,512", "--distances", "64,160"], "--windows 128: holds the partner of none"),
+])
+def test_long_range_refuses_bad_settings_before_training(monkeypatch, capsys, argv, message):
+    import long_range_quality
+
+    monkeypatch.setattr(sys, "argv", ["long_range_quality.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        long_range_quality.main()
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_long_range_model_calls_read_each_site_of_its_window(tmp_path):
     """A 1-step pattern model on the long-range example: the harness's calls and site AUROC equal those computed
     here by running the model on each site's window read straight from the FASTA."""

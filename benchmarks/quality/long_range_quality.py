@@ -34,10 +34,11 @@ found the sites (site AUROC 0.94) but not their class (0.49); 128 pairs per dist
 800 steps: 0.49-0.56; 2,048 pairs with d_model 32: 0.50 after 1,500 steps (depth 2) and 4,000 steps
 (depth 4); 2,048 pairs with d_model 64: 0.989 after 4,000 steps (seed 0; with these defaults seeds 1
 and 2 stay at chance: the class is learnt in a sudden drop of the loss that 4,000 steps do not always
-reach). At window 512 from scratch (distances 64 and 160) LSH and full attention were both at 0.500 after 4,000 steps (site AUROC 0.99): the
-partner is 12 bases of 512. Hence --extend-steps, a length warm-up as HyenaDNA's sequence-length
-warm-up: each longer window starts from the shorter window's model (same attention and seed; the
-output layer new) and trains that many steps at its own window.
+reach). At window 512 from scratch (distances 64 and 160) LSH and full attention were both at
+0.500 after 4,000 steps (site AUROC 0.99): the partner is 12 bases of 512. Hence --extend-steps,
+a length warm-up as HyenaDNA's sequence-length warm-up: each longer window starts from the shorter
+window's model (same attention and seed; the output layer new) and trains that many steps at its
+own window.
 On a GPU the question the project asks is e.g. --distances 10000,50000,200000 --windows 8192,524288.
 Several processes (one per attention, window or seed) give one table with --merge.
 
@@ -94,6 +95,16 @@ def ints(text: str) -> list[int]:
     if min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive integers")
     return values
+
+
+def non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0")
+    return value
 
 
 def json_options(text: str) -> dict:
@@ -283,7 +294,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-share", type=float, default=0.25, help="share of each distance's pairs held out")
     ap.add_argument("--options", type=json_options, default={},
                     help='training options for every model, as JSON (e.g. \'{"class_weights": "balanced"}\')')
-    ap.add_argument("--extend-steps", type=int, default=0,
+    ap.add_argument("--extend-steps", type=non_negative, default=0,
                     help="each window after the first starts from the model of the window before (same attention and "
                          "seed) and trains this many steps at its own (default 0: every window from scratch)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
@@ -395,7 +406,8 @@ def main() -> None:
               "distances": args.distances, "windows": args.windows, "attentions": args.attentions,
               "pairs": args.pairs, "test_share": args.test_share,
               "block_length": {d: block_length(d) for d in args.distances}, "seeds": args.seeds, "steps": steps,
-              "extend_steps": args.extend_steps, "calibrated_s_per_step": per_step, "seconds": time.perf_counter() - started,
+              "extend_steps": args.extend_steps, "calibrated_s_per_step": per_step,
+              "seconds": time.perf_counter() - started,
               "model": {k: getattr(args, k) for k in ("d_model", "depth", "heads", "bucket_size", "n_hashes", "lr",
                                                       "batch_size")},
               "options": args.options, "command": " ".join(sys.argv), "rows": rows}
