@@ -24,8 +24,9 @@ PER_BASE = "per base"  # [B, W, classes]: each base of the window, read from its
 PER_SEQUENCE = "per sequence"  # [B, classes]: the mean over the real tokens, projected
 PER_RESIDUE = "per residue"  # [B, W, classes]: per base, for labelled sequences rather than windows
 
-# activations: logits -> class probabilities
 SOFT_MASKED = "soft_masked"  # the pattern class of lower-case (soft-masked) bases, where no track is given
+
+# activations: logits -> class probabilities
 SOFTMAX = "softmax"  # classes exclude each other (genotypes, sequence and residue labels): cross-entropy
 SIGMOID = "sigmoid"  # each class on its own (overlapping tracks): binary cross-entropy
 
