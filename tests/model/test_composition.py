@@ -19,9 +19,9 @@ KMER_INDEX = {"".join(kmer): i for i, kmer in enumerate(itertools.product("ACGT"
 
 
 def by_hand(weight: np.ndarray, seq: str, k: int = 3) -> np.ndarray:
-    """Mean of the weights of the sequence's overlapping k-mers spelt only in A, C, G, T."""
+    """The weights of the sequence's n overlapping k-mers spelt only in A, C, G, T, summed, over sqrt(n / 4^k)."""
     rows = [weight[KMER_INDEX[seq[i:i + k]]] for i in range(len(seq) - k + 1) if set(seq[i:i + k]) <= set("ACGT")]
-    return np.mean(rows, 0)
+    return np.sum(rows, 0) / np.sqrt(len(rows) / 4 ** k)
 
 
 def codes(tok: KmerTokenizer, seqs: list[str], width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +34,7 @@ def codes(tok: KmerTokenizer, seqs: list[str], width: int) -> tuple[torch.Tensor
     return bases, valid
 
 
-def test_composition_is_the_mean_weight_of_the_sequences_acgt_kmers_whatever_the_padding():
+def test_composition_sums_the_weights_of_the_sequences_acgt_kmers_whatever_the_padding():
     torch.manual_seed(0)
     tok = KmerTokenizer(3)
     composition = KmerComposition(3, 2)
