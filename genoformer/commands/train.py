@@ -38,7 +38,7 @@ def _defaults() -> dict[str, str]:
         "per_residue": "from the labels", "stop_after": "max-steps", "val_fraction": "0.1",
         "window": f"{values['window']:,}, clipped to the longest training region",
         "ckpt_minutes": f"{values['ckpt_minutes']:g}", "lr": f"{values['lr']:g}", "dropout": f"{values['dropout']:g}",
-        "weight_decay": f"{values['weight_decay']:g}", "ema": "0", "composition_l2": "0", "reversible": "reversible",
+        "weight_decay": f"{values['weight_decay']:g}", "ema": "0", "reversible": "reversible",
         "causal": "bidirectional",
         "stem": "stem", "decoder": "decoder", "rc_augment": "no-rc-augment", "soft_mask_input": "soft-mask-input",
         "progress": "progress",
@@ -116,8 +116,6 @@ def option(*decls, **kw):
         "(lower case); always off for a pattern model of the soft-masked repeats themselves.")
 @option("--composition-k", type=int, help="Classify of DNA sequences: add a linear function of each sequence's "
         "overlapping k-mer frequencies to its logits, a k-mer regression beside the encoder (0: off).")
-@option("--composition-l2", type=float, help="L2 penalty of the --composition-k weights (a k-mer regression's "
-        "l2: l2 / 2 x their squared norm on the mean loss).")
 @option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "

@@ -136,9 +136,6 @@ class TrainConfig:
     warmup_steps: int | None = None  # None: a tenth of max_steps
     weight_decay: float = 0.01
     ema: float = 0.0  # decay of a moving average of the weights (0: off); checkpoints and validation use it
-    # L2 penalty (l2 / 2 x squared norm, on the mean loss) of the k-mer composition's weights (model
-    # composition_k): the penalty of a k-mer regression, whose standardised weights these are
-    composition_l2: float = 0.0
     batch_size: int = 1
     grad_accum: int = 1
     grad_clip: float = 1.0
@@ -197,11 +194,6 @@ class TrainConfig:
         if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0 <= self.ema < 1:
             raise UsageError(f"ema must be a number in [0, 1) (0: off; e.g. 0.99 averages about the last 100 "
                              f"steps), got {self.ema!r}")
-        if isinstance(self.composition_l2, bool) or not isinstance(self.composition_l2, (int, float)) \
-                or not self.composition_l2 >= 0:
-            raise UsageError(f"composition-l2 must be a number >= 0, got {self.composition_l2!r}")
-        if self.composition_l2 and not self.model.composition_k:
-            raise UsageError("composition-l2 penalises the k-mer composition's weights; give --composition-k too")
         if self.lr > MAX_LR:
             raise UsageError(f"lr must be at most {MAX_LR:g}: AdamW's update overflows float32 above it "
                              f"(useful rates are below 1), got {self.lr:g}")

@@ -38,7 +38,7 @@ from genoformer.tasks import SOFT_MASKED, TASKS
 from genoformer.train import distributed, estimate, plots, run_folder
 from genoformer.train.config import RESUME_OVERRIDES, ModelConfig, TrainConfig
 from genoformer.train.data import TrainData, collate_fn, prepare
-from genoformer.train.losses import add_composition_penalty, forward_loss
+from genoformer.train.losses import forward_loss
 from genoformer.train.progress import Progress
 from genoformer.train.schedule import optimizer_and_schedule
 from genoformer.train.validate import is_better, main_metric, validate
@@ -269,8 +269,6 @@ def _train(config: TrainConfig, resume_from: Path | None) -> dict:
                     raise NumericalError(f"training loss is {total} at step {step + 1}",
                                          hint="lower --lr; the last good checkpoint is in " + str(out / "checkpoints"))
                 with interrupt.deferred():  # the update, the step count and its log row: all or nothing
-                    if config.composition_l2:
-                        add_composition_penalty(model, config.composition_l2)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)

@@ -116,14 +116,6 @@ def forward_loss(model, task: str, batch: dict, device: torch.device, *, generat
     return loss, {"logits": logits[valid].detach(), "target": target[valid]}
 
 
-def add_composition_penalty(model, l2: float) -> None:
-    """Add the gradient of l2 / 2 x ||w||^2 of the k-mer composition's weights (model/composition.py) to theirs:
-    once a step, after the accumulated batches' backward, so it does not grow with --grad-accum."""
-    weight = model.head.composition.weight.weight
-    if weight.grad is not None:
-        weight.grad.add_(weight.detach(), alpha=l2)
-
-
 def candidate_bases(evidence: Tensor) -> Tensor:
     """bool [B, W] of read evidence [B, W, F] (io.evidence layout): at least CANDIDATE_FRACTION of the
     depth shows the best alternative base, a deletion or an insertion."""

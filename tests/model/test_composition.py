@@ -14,8 +14,6 @@ from genoformer.model.composition import KmerComposition
 from genoformer.model.heads import GenoModel, batch_inputs
 from genoformer.model.per_base import PerBaseConfig
 from genoformer.tokenize import KmerTokenizer, ProteinTokenizer
-from genoformer.train import TrainConfig
-from genoformer.train.losses import add_composition_penalty
 
 KMER_INDEX = {"".join(kmer): i for i, kmer in enumerate(itertools.product("ACGT", repeat=3))}
 
@@ -101,25 +99,3 @@ def test_a_bad_composition_k_is_refused(value):
 def test_composition_is_refused_where_there_is_no_dna_sequence_head(task, tok):
     with pytest.raises(UsageError, match="composition-k adds the k-mer composition to a per-sequence head of DNA"):
         tiny(PerBaseConfig(composition_k=3), task, tok)
-
-
-def test_the_composition_penalty_adds_the_gradient_of_half_l2_times_the_squared_norm():
-    torch.manual_seed(3)
-    model = tiny(PerBaseConfig(composition_k=3))
-    torch.nn.init.normal_(model.head.composition.weight.weight)
-    batch = inputs(model.tokenizer, ["ACGTACGGTTACGATCGATCGGA", "TTTTGGGGCCCCAAAATGCA"])
-    target = torch.tensor([0, 1])
-    torch.nn.functional.cross_entropy(model(**batch), target).backward()
-    add_composition_penalty(model, 0.3)
-    added = model.head.composition.weight.weight.grad.clone()
-    model.zero_grad()
-    weight = model.head.composition.weight.weight
-    (torch.nn.functional.cross_entropy(model(**batch), target) + 0.3 / 2 * weight.pow(2).sum()).backward()
-    torch.testing.assert_close(added, weight.grad, rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("options,message", [({"composition_l2": 0.1}, "give --composition-k too"),
-                                              ({"composition_l2": -1, "composition_k": 6}, "must be a number >= 0")])
-def test_a_bad_composition_l2_is_refused(options, message, tmp_path):
-    with pytest.raises(UsageError, match=message):
-        TrainConfig.from_dict({"task": "classify", "sequences": "s.csv", "out": str(tmp_path)} | options)
