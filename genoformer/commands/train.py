@@ -114,6 +114,8 @@ def option(*decls, **kw):
         "(a mean over the alt or ref reads times their share of depth) or 'share' (models saved before it).")
 @option("--soft-mask-input/--no-soft-mask-input", default=None, help="The stem reads each base's soft-mask bit "
         "(lower case); always off for a pattern model of the soft-masked repeats themselves.")
+@option("--composition-k", type=int, help="Classify of DNA sequences: add a linear function of each sequence's "
+        "overlapping k-mer frequencies to its logits, a k-mer regression beside the encoder (0: off).")
 @option("--rc-augment/--no-rc-augment", default=None, help="Train on the reverse strand of half the windows (DNA).")
 @option("--shift-augment", type=int, help="Shift each training item by 0..N bases.")
 @option("--class-weights", help="variant: loss weight per class: none, balanced (inverse frequency over "

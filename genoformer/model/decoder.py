@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..tokenize import KmerTokenizer, ProteinTokenizer
 from .layout import owner_index
-from .stem import BLOCK_KERNEL, ConvBlock
+from .stem import BLOCK_KERNEL, ConvBlock, masked, padding_keep
 
 
 class PerBaseDecoder(nn.Module):
@@ -32,13 +32,13 @@ class PerBaseDecoder(nn.Module):
     def forward(self, hidden: Tensor, n_bases: int, skip: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
         owner, offset = owner_index(self.tokenizer, n_bases, hidden.device)
         # padding bases (valid False) are zero between layers: a padded sequence decodes as it does alone
-        keep = 1 if valid is None else valid[:, :n_bases, None].to(hidden.dtype)
+        keep = padding_keep(None if valid is None else valid[:, :n_bases], hidden.dtype)
         x = self.up(hidden)[:, owner] + self.offset(offset)
         if self.skip is not None:
             if skip is None:
                 raise ValueError("this decoder joins the stem's per-base features; pass skip [B, W, C]")
             x = x + self.skip(skip[:, :n_bases])
-        x = x * keep
+        x = masked(x, keep)
         for block in self.blocks:
-            x = block(x, keep) * keep
+            x = masked(block(x, keep), keep)
         return self.out(self.norm(x))

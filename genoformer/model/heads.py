@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from ..io.evidence import BASE_COLUMNS, PILEUP_FEATURES, Evidence
 from ..tasks import PER_SEQUENCE, SIGMOID, SOFTMAX, TASKS, TOKEN_LOGITS
 from ..tokenize import KmerTokenizer, ProteinTokenizer
+from .composition import KmerComposition
 from .config import ReformerConfig
 from .decoder import PerBaseDecoder
 from .layout import bases_of_tokens, owner_index
@@ -46,17 +48,26 @@ class PerBaseHead(nn.Module):
 
 
 class SequenceHead(nn.Module):
-    """hidden [B, T, d], token_mask [B, T] -> logits [B, classes]: the mean over real tokens, projected."""
+    """hidden [B, T, d], token_mask [B, T] -> logits [B, classes]: the mean over real tokens, projected; with
+    `composition_k`, plus the k-mer composition of the bases (composition.py)."""
 
-    def __init__(self, d_model: int, n_classes: int):
+    def __init__(self, d_model: int, n_classes: int, composition_k: int = 0):
         super().__init__()
         self.proj = nn.Linear(d_model, n_classes)
+        self.composition = KmerComposition(composition_k, n_classes) if composition_k else None
 
-    def forward(self, hidden: Tensor, token_mask: Tensor | None) -> Tensor:
+    def forward(self, hidden: Tensor, token_mask: Tensor | None, bases: Tensor | None = None,
+                valid: Tensor | None = None) -> Tensor:
         if token_mask is None:
-            return self.proj(hidden.mean(1))
-        weight = token_mask[..., None].to(hidden.dtype)
-        return self.proj((hidden * weight).sum(1) / weight.sum(1).clamp_min(1))
+            logits = self.proj(hidden.mean(1))
+        else:
+            weight = token_mask[..., None].to(hidden.dtype)
+            logits = self.proj((hidden * weight).sum(1) / weight.sum(1).clamp_min(1))
+        if self.composition is None:
+            return logits
+        if bases is None:
+            raise ValueError("this head reads the k-mer composition of the bases; pass bases [B, W]")
+        return logits + self.composition(bases, valid).to(logits.dtype)
 
 
 class EvidenceFusion(nn.Module):
@@ -131,8 +142,11 @@ class GenoModel(nn.Module):
         # without the stem, read evidence enters through the per-token fusion
         self.fusion = EvidenceFusion(d, tokenizer, n_evidence) if n_evidence and self.stem is None else None
         skip = per_base.stem_width if per_base.stem else 0
+        if per_base.composition_k and (self.head_kind != PER_SEQUENCE or tokenizer.kind != "dna"):
+            raise UsageError("composition-k adds the k-mer composition to a per-sequence head of DNA "
+                             f"(classify of whole DNA sequences); this is a {task} model of {tokenizer.kind}")
         if self.head_kind == PER_SEQUENCE:
-            self.head = SequenceHead(d, n_classes)
+            self.head = SequenceHead(d, n_classes, per_base.composition_k)
         elif per_base.decoder:  # token logits become letters per base: the masked bases themselves
             n_out = mlm_letters(tokenizer) if self.head_kind == TOKEN_LOGITS else n_classes
             self.head = PerBaseDecoder(d, tokenizer, n_out, per_base.decoder_width, per_base.decoder_depth,
@@ -187,7 +201,7 @@ class GenoModel(nn.Module):
         with self._extra_embedding(extra):
             hidden = self.encoder(tokens, token_mask)
         if self.head_kind == PER_SEQUENCE:
-            return self.head(hidden, token_mask)
+            return self.head(hidden, token_mask, bases, valid)
         if not self.per_base_output:
             return self.head(hidden)
         if n_bases is None:

@@ -1,4 +1,5 @@
-"""PerBaseConfig: the per-base parts of a GenoModel (convolutional stem, per-base decoder), saved in checkpoints.
+"""PerBaseConfig: the per-base parts of a GenoModel (convolutional stem, per-base decoder, the k-mer
+composition of a per-sequence head), saved in checkpoints.
 
 A checkpoint without this section is a model from before them: no stem, the k x classes
 projection per token (`LEGACY`).
@@ -12,6 +13,9 @@ from ..errors import UsageError, refuse_unknown
 from ..io.evidence import EVIDENCE_SCALINGS
 
 
+MAX_COMPOSITION_K = 8  # 4^8 = 65,536 k-mers, each with a weight per class
+
+
 @dataclass(frozen=True)
 class PerBaseConfig:
     stem: bool = True  # 1-D convolutions over per-base inputs, pooled onto the tokens and added to their embedding
@@ -22,6 +26,7 @@ class PerBaseConfig:
     dropout: float = 0.0  # in the stem's and decoder's blocks
     evidence_scaling: str = "weighed"  # how the stem scales read evidence (io.evidence.EVIDENCE_SCALINGS)
     soft_mask_input: bool = True  # the stem reads the soft-mask bit; off where soft-masking is the label
+    composition_k: int = 0  # DNA per-sequence heads: add a linear function of the k-mer frequencies (0: off)
 
     def __post_init__(self) -> None:
         for name in ("stem", "decoder", "soft_mask_input"):
@@ -31,6 +36,10 @@ class PerBaseConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if isinstance(self.composition_k, bool) or not isinstance(self.composition_k, int) \
+                or not 0 <= self.composition_k <= MAX_COMPOSITION_K:
+            raise UsageError(f"composition-k must be an integer from 0 (off) to {MAX_COMPOSITION_K}, "
+                             f"got {self.composition_k!r}")
         if self.evidence_scaling not in EVIDENCE_SCALINGS:
             raise UsageError(f"evidence-scaling must be one of {', '.join(EVIDENCE_SCALINGS)}, "
                              f"got {self.evidence_scaling!r}")

@@ -37,6 +37,19 @@ def convolve(conv: nn.Conv1d, x: Tensor) -> Tensor:
     return torch.cat([conv(x[i:i + 1]) for i in range(x.shape[0])])
 
 
+def padding_keep(valid: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """valid [B, W] -> keep [B, W, 1] (1 at real bases, 0 at padding), or None where no base is padding:
+    most windows are whole, and multiplying their features by ones costs a pass over them per layer."""
+    if valid is None or bool(valid.all()):
+        return None
+    return valid[..., None].to(dtype)
+
+
+def masked(x: Tensor, keep: Tensor | None) -> Tensor:
+    """x with its padding bases zeroed (`keep` from padding_keep)."""
+    return x if keep is None else x * keep
+
+
 class ConvBlock(nn.Module):
     """x + dropout(conv(gelu(norm(x)))) over bases: [B, W, C] -> [B, W, C], 'same' zero padding.
 
@@ -50,8 +63,8 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv1d(width, width, kernel, padding=kernel // 2)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, keep: Tensor | float = 1) -> Tensor:
-        return x + self.drop(convolve(self.conv, (F.gelu(self.norm(x)) * keep).transpose(1, 2)).transpose(1, 2))
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        return x + self.drop(convolve(self.conv, masked(F.gelu(self.norm(x)), keep).transpose(1, 2)).transpose(1, 2))
 
 
 class EvidenceScaling(nn.Module):
@@ -106,18 +119,18 @@ class Stem(nn.Module):
                 valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         B, W = bases.shape
         dtype = self.sequence_in.weight.dtype  # float32, or the model's dtype when it is converted (.double())
-        keep = torch.ones(B, W, 1, device=bases.device, dtype=dtype) if valid is None else valid[..., None].to(dtype)
+        keep = padding_keep(valid, dtype)
         letters = F.one_hot(bases.long().clamp(0, self.n_letters - 1), self.n_letters).to(dtype)
-        masked = torch.zeros(B, W, 1, device=bases.device, dtype=dtype) if soft_mask is None \
+        soft = torch.zeros(B, W, 1, device=bases.device, dtype=dtype) if soft_mask is None \
             else soft_mask[..., None].to(dtype)
-        x = convolve(self.sequence_in, (torch.cat((letters, masked), -1) * keep).transpose(1, 2))
+        x = convolve(self.sequence_in, masked(torch.cat((letters, soft), -1), keep).transpose(1, 2))
         if self.evidence_in is not None:
             if evidence is None:
                 raise ValueError("this stem reads read evidence; pass evidence [B, W, F]")
-            x = x + convolve(self.evidence_in, (self.evidence(evidence) * keep).to(x.dtype).transpose(1, 2))
-        x = x.transpose(1, 2) * keep
+            x = x + convolve(self.evidence_in, masked(self.evidence(evidence), keep).to(x.dtype).transpose(1, 2))
+        x = masked(x.transpose(1, 2), keep)
         for block in self.blocks:
-            x = block(x, keep) * keep
+            x = masked(block(x, keep), keep)
         n_tokens = self.tokenizer.n_tokens(W)
         # the last k-mer may run past the window: its missing bases contribute zeros
         covered = (n_tokens - 1) * self.tokenizer.stride + self.tokenizer.k

@@ -95,12 +95,14 @@ class ReadAlleles:
         out: list[SiteReads | None] = [None] * len(windows)
         order = sorted(range(len(windows)), key=lambda i: windows[i])
         cluster: list[int] = []
+        cluster_end = 0  # the furthest end of the cluster's windows (kept, not recomputed: linear in windows)
         for i in order + [None]:
-            if cluster and (i is None or windows[i][0] > max(windows[j][1] for j in cluster) + CLUSTER_GAP):
+            if cluster and (i is None or windows[i][0] > cluster_end + CLUSTER_GAP):
                 for j, site in zip(cluster, self._cluster(contig, [windows[j] for j in cluster])):
                     out[j] = site
                 cluster = []
             if i is not None:
+                cluster_end = max(cluster_end, windows[i][1]) if cluster else windows[i][1]
                 cluster.append(i)
         return out
 

@@ -64,6 +64,7 @@ class ModelConfig:
     decoder_depth: int = _PER_BASE["decoder_depth"]
     evidence_scaling: str = _PER_BASE["evidence_scaling"]
     soft_mask_input: bool = _PER_BASE["soft_mask_input"]
+    composition_k: int = _PER_BASE["composition_k"]
 
     def __post_init__(self) -> None:
         # ReformerConfig's and PerBaseConfig's checks, before any input is read

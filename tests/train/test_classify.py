@@ -302,6 +302,23 @@ def invoke(*args) -> dict:
     return json.loads(result.stdout)
 
 
+def test_composition_k_through_the_cli_trains_the_kmer_weights_and_is_refused_off_dna(promoters, tmp_path):
+    args = ["--task", "classify", "--k", 3, "--d-model", 32, "--depth", 2, "--heads", 2, "--attention", "full",
+            "--batch-size", 8, "--max-steps", 2, "--no-progress"]
+    invoke(*args, "--sequences", promoters, "--composition-k", 4, "--out", tmp_path / "run")
+    model, meta, _ = load_checkpoint(tmp_path / "run")
+    assert meta["per_base"]["composition_k"] == 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["composition_k"] == 4
+    assert model.head.composition.weight.weight.abs().sum() > 0  # it starts at zero: two steps moved it
+    (tmp_path / "protein.fa").write_text(">p1 label=a\nMKTAYIAKQRQISFVKSHFSRQ\n>p2 label=b\nMKTAYIAKQ\n")
+    assert_clean_failure(run_cli("train", *args, "--sequences", tmp_path / "protein.fa", "--val-fraction", 0,
+                                 "--composition-k", 3, "--out", tmp_path / "protein"), 2,
+                         "composition-k adds the k-mer composition to a per-sequence head of DNA", "protein")
+    assert_clean_failure(run_cli("train", *args, "--sequences", promoters, "--composition-k", 9,
+                                 "--out", tmp_path / "nine"), 2, "composition-k must be an integer from 0", "9")
+    assert not (tmp_path / "protein").exists() and not (tmp_path / "nine").exists()
+
+
 RECIPES = sorted(p.stem for p in (ROOT / "pipelines").glob("*.yaml"))
 
 

@@ -30,7 +30,8 @@ from fasta_factory import write_fasta  # noqa: E402
 # every model option away from its default (and window_size away from bucket_size)
 CHOSEN = dict(d_model=16, depth=2, heads=2, bucket_size=4, n_hashes=2, attention=["lsh", "local"], reversible=False,
               ff_mult=2, ff_chunks=2, dropout=0.1, causal=True, window_size=16, stem=False, stem_width=8,
-              decoder=False, decoder_width=8, decoder_depth=1, evidence_scaling="share", soft_mask_input=False)
+              decoder=False, decoder_width=8, decoder_depth=1, evidence_scaling="share", soft_mask_input=False,
+              composition_k=0)  # an mlm model has no per-sequence head (test_classify gives it a value)
 TINY_RUN = dict(task="mlm", window=64, k=3, lr=3e-3, warmup_steps=1, batch_size=2, val_every=1000, ckpt_every=1000,
                 progress=False, device="cpu")
 # the model options as the shipped recipes spell them before this section existed
@@ -83,7 +84,7 @@ def test_cli_flags_reach_every_model_option(reference, tmp_path):
     flags = ["--d-model", 16, "--depth", 2, "--heads", 2, "--bucket-size", 4, "--n-hashes", 2, "--attention",
              "lsh,local", "--no-reversible", "--ff-mult", 2, "--ff-chunks", 2, "--dropout", 0.1, "--causal",
              "--window-size", 16, "--no-stem", "--stem-width", 8, "--no-decoder", "--decoder-width", 8,
-             "--decoder-depth", 1, "--evidence-scaling", "share", "--no-soft-mask-input"]
+             "--decoder-depth", 1, "--evidence-scaling", "share", "--no-soft-mask-input", "--composition-k", 0]
     assert {param.name for param in train_command.params} >= set(MODEL_OPTIONS)
     result = CliRunner().invoke(cli, ["train", "--reference", str(reference), "--window", 64, "--k", 3,
                                       "--out", str(tmp_path / "run"), "--dry-run", *map(str, flags)])
