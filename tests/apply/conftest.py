@@ -87,9 +87,14 @@ def dna_sequences(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def classify_model(dna_sequences, tmp_path_factory) -> Path:
-    """classify, one label per sequence, window 100 (the longest sequence it accepts), LSH attention."""
-    return _train(tmp_path_factory.mktemp("models") / "classify", task="classify", sequences=str(dna_sequences),
-                  window=100, k=3, attention="lsh", bucket_size=8)
+    """classify, one label per sequence, window 100 (the longest sequence it accepts), LSH attention, and the
+    4-mer composition term (so every applied path runs it)."""
+    from genoformer.model.checkpoint import load_checkpoint
+
+    run = _train(tmp_path_factory.mktemp("models") / "classify", task="classify", sequences=str(dna_sequences),
+                 window=100, k=3, attention="lsh", bucket_size=8, composition_k=4)
+    assert load_checkpoint(run)[0].head.composition.weight.weight.abs().sum() > 0  # trained away from zero
+    return run
 
 
 @pytest.fixture(scope="session")
